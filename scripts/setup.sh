@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Brings up everything the daemon and its tests need on a Debian machine, as root:
+# Debian's docker.io, etcd, protoc and busybox-static, a running dockerd, and a
+# local `busybox:latest` image built FROM scratch (no registry is needed).
+# Idempotent: whatever is already installed or running is left as it is.
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+install_missing_packages() {
+  local wanted=(docker.io etcd-server etcd-client protobuf-compiler busybox-static iptables)
+  local missing=()
+  for pkg in "${wanted[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+start_dockerd() {
+  if docker info >/dev/null 2>&1; then
+    return
+  fi
+  log "starting dockerd (log: /var/log/docker-etcd-register-dockerd.log)"
+  # setsid: dockerd must outlive this script and the shell that ran it.
+  setsid dockerd >/var/log/docker-etcd-register-dockerd.log 2>&1 </dev/null &
+  for _ in $(seq 1 150); do
+    docker info >/dev/null 2>&1 && return
+    sleep 0.2
+  done
+  log "dockerd did not come up; last lines of its log:"
+  tail -n 20 /var/log/docker-etcd-register-dockerd.log >&2
+  exit 1
+}
+
+build_busybox_image() {
+  if docker image inspect busybox:latest >/dev/null 2>&1; then
+    return
+  fi
+  log "building busybox:latest FROM scratch with Debian's busybox-static"
+  local context
+  context=$(mktemp -d)
+  trap 'rm -rf "$context"' RETURN
+  mkdir -p "$context/bin"
+  cp /bin/busybox "$context/bin/busybox"
+  # Applet links, so that `sh`, `sleep`, `test` and shell-form HEALTHCHECKs work.
+  for applet in $(/bin/busybox --list); do
+    [ "$applet" = busybox ] || ln -s busybox "$context/bin/$applet"
+  done
+  mkdir -p "$context/tmp"
+  cat >"$context/Dockerfile" <<'DOCKERFILE'
+FROM scratch
+COPY bin /bin
+COPY tmp /tmp
+ENV PATH=/bin
+CMD ["sh"]
+DOCKERFILE
+  DOCKER_BUILDKIT=0 docker build -q -t busybox:latest "$context" >/dev/null
+}
+
+install_missing_packages
+start_dockerd
+build_busybox_image
+log "ready: $(docker version --format 'engine {{.Server.Version}}, API {{.Server.APIVersion}}')"

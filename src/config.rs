@@ -1,0 +1,396 @@
+//! Command line and environment (SPEC §1), validated into a [`Config`].
+//!
+//! Every flag also reads an environment variable so that the original unit
+//! file (`-e HOST_IP=... -e ETCD_ENDPOINT=host:4001`) keeps working. Values
+//! are taken as text and validated here, so that every mistake is reported as
+//! one line naming both the flag and its variable.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::container::LabelRequirement;
+use crate::record::HostPrefix;
+
+const DEFAULT_ETCD_PORT: u16 = 2379;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "docker-etcd-register",
+    version,
+    about = "Keeps etcd v3 equal to the published ports of the containers running on this Docker host"
+)]
+pub struct Cli {
+    /// Address other hosts reach this host on; goes into keys and replaces wildcard bindings.
+    #[arg(long, env = "HOST_IP", value_name = "IP")]
+    host_ip: Option<String>,
+
+    /// Comma-separated etcd endpoints of one cluster; `host:port` means `http://host:port`.
+    #[arg(
+        long,
+        env = "ETCD_ENDPOINT",
+        value_name = "LIST",
+        default_value = "http://127.0.0.1:2379"
+    )]
+    etcd_endpoints: String,
+
+    /// Root of all keys.
+    #[arg(
+        long,
+        env = "REGISTER_PREFIX",
+        value_name = "PATH",
+        default_value = "/registered"
+    )]
+    prefix: String,
+
+    /// Lifetime of the agent's etcd lease in seconds; 0 = records without lease.
+    #[arg(
+        long,
+        env = "REGISTER_TTL",
+        value_name = "SECS",
+        default_value = "30",
+        allow_hyphen_values = true
+    )]
+    ttl: String,
+
+    /// Period of the full reconcile in seconds; 0 = never.
+    #[arg(
+        long,
+        env = "REGISTER_RESYNC",
+        value_name = "SECS",
+        default_value = "300",
+        allow_hyphen_values = true
+    )]
+    resync: String,
+
+    /// Docker Engine API: unix://PATH, tcp://HOST:PORT or http://HOST:PORT.
+    #[arg(
+        long,
+        env = "DOCKER_HOST",
+        value_name = "URL",
+        default_value = "unix:///var/run/docker.sock"
+    )]
+    docker_host: String,
+
+    /// Only register containers carrying this label (and value); repeatable.
+    #[arg(
+        long = "require-label",
+        env = "REGISTER_REQUIRE_LABELS",
+        value_name = "KEY[=VALUE]",
+        value_delimiter = ','
+    )]
+    require_labels: Vec<String>,
+}
+
+/// The validated configuration the agent runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: HostPrefix,
+    pub etcd_endpoints: Vec<String>,
+    /// `None`: plain keys, no lease.
+    pub lease_ttl: Option<Duration>,
+    /// `None`: no periodic reconcile.
+    pub resync: Option<Duration>,
+    pub docker_host: String,
+    pub required_labels: Vec<LabelRequirement>,
+}
+
+/// A configuration mistake: names the flag and its environment variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    flag: &'static str,
+    env: &'static str,
+    problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {} (env {}): {}",
+            self.flag, self.env, self.problem
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn error(flag: &'static str, env: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        flag,
+        env,
+        problem: problem.into(),
+    }
+}
+
+impl Cli {
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let host_ip = parse_host_ip(self.host_ip.as_deref())?;
+        let etcd_endpoints = parse_endpoints(&self.etcd_endpoints)
+            .map_err(|p| error("--etcd-endpoints", "ETCD_ENDPOINT", p))?;
+        let lease_ttl = parse_seconds(&self.ttl).map_err(|p| error("--ttl", "REGISTER_TTL", p))?;
+        let resync =
+            parse_seconds(&self.resync).map_err(|p| error("--resync", "REGISTER_RESYNC", p))?;
+        let docker_host = parse_docker_host(&self.docker_host)
+            .map_err(|p| error("--docker-host", "DOCKER_HOST", p))?;
+        let required_labels = self
+            .require_labels
+            .iter()
+            .filter(|text| !text.trim().is_empty())
+            .map(|text| {
+                LabelRequirement::parse(text).ok_or_else(|| {
+                    error(
+                        "--require-label",
+                        "REGISTER_REQUIRE_LABELS",
+                        format!("{text:?} has no label key (expected KEY or KEY=VALUE)"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Config {
+            host: HostPrefix::new(&self.prefix, host_ip),
+            etcd_endpoints,
+            lease_ttl,
+            resync,
+            docker_host,
+            required_labels,
+        })
+    }
+}
+
+fn parse_host_ip(text: Option<&str>) -> Result<IpAddr, ConfigError> {
+    let text = text.map(str::trim).unwrap_or_default();
+    if text.is_empty() {
+        return Err(error("--host-ip", "HOST_IP", "required, e.g. 10.0.0.5"));
+    }
+    let ip: IpAddr = text.parse().map_err(|_| {
+        error(
+            "--host-ip",
+            "HOST_IP",
+            format!("{text:?} is not an IP address"),
+        )
+    })?;
+    if ip.is_unspecified() {
+        return Err(error(
+            "--host-ip",
+            "HOST_IP",
+            format!("{ip} is a wildcard, not an address other hosts can reach"),
+        ));
+    }
+    Ok(ip)
+}
+
+/// `0` disables the feature (`None`).
+fn parse_seconds(text: &str) -> Result<Option<Duration>, String> {
+    let seconds: u64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number of seconds"))?;
+    Ok((seconds > 0).then(|| Duration::from_secs(seconds)))
+}
+
+fn parse_endpoints(list: &str) -> Result<Vec<String>, String> {
+    let endpoints: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(parse_endpoint)
+        .collect::<Result<_, _>>()?;
+    if endpoints.is_empty() {
+        return Err("no endpoint given".into());
+    }
+    Ok(endpoints)
+}
+
+/// Normalises one endpoint to `http://host:port`.
+fn parse_endpoint(text: &str) -> Result<String, String> {
+    let with_scheme = if text.contains("://") {
+        text.to_owned()
+    } else {
+        format!("http://{text}")
+    };
+    let uri: http::Uri = with_scheme
+        .parse()
+        .map_err(|_| format!("{text:?} is not host:port or http://host:port"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err(format!("{text:?}: https endpoints are not supported")),
+        _ => return Err(format!("{text:?}: the scheme must be http")),
+    }
+    let host = uri.host().filter(|h| !h.is_empty());
+    let Some(host) = host else {
+        return Err(format!("{text:?} has no host"));
+    };
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!("{text:?}: an endpoint has no path"));
+    }
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+    if authority.contains('@') {
+        return Err(format!(
+            "{text:?}: credentials do not belong in the endpoint"
+        ));
+    }
+    // `http::Uri` accepts `host:` and `host:99999`; etcd would not.
+    let port = match authority.rsplit_once(':') {
+        Some((before, port)) if !before.ends_with(':') || before.starts_with('[') => port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{text:?} has no valid port"))?,
+        _ => DEFAULT_ETCD_PORT,
+    };
+    Ok(format!("http://{host}:{port}"))
+}
+
+fn parse_docker_host(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let supported = ["unix://", "tcp://", "http://"];
+    match supported.iter().find(|scheme| text.starts_with(*scheme)) {
+        Some(scheme) if text.len() > scheme.len() => Ok(text.to_owned()),
+        _ => Err(format!(
+            "{text:?} must be unix:///path/to/docker.sock, tcp://host:port or http://host:port"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Result<Config, ConfigError> {
+        let argv = std::iter::once("docker-etcd-register").chain(args.iter().copied());
+        Cli::try_parse_from(argv)
+            .expect("clap accepts")
+            .into_config()
+    }
+
+    fn problem_of(args: &[&str]) -> String {
+        config(args).expect_err("must be rejected").to_string()
+    }
+
+    #[test]
+    fn defaults_with_only_a_host_ip() {
+        let c = config(&["--host-ip", "10.0.0.5"]).unwrap();
+        assert_eq!(c.host.as_str(), "/registered/10.0.0.5/");
+        assert_eq!(c.etcd_endpoints, vec!["http://127.0.0.1:2379"]);
+        assert_eq!(c.lease_ttl, Some(Duration::from_secs(30)));
+        assert_eq!(c.resync, Some(Duration::from_secs(300)));
+        assert_eq!(c.docker_host, "unix:///var/run/docker.sock");
+        assert!(c.required_labels.is_empty());
+    }
+
+    #[test]
+    fn original_host_port_endpoints_get_http() {
+        let c = config(&[
+            "--host-ip",
+            "10.0.0.5",
+            "--etcd-endpoints",
+            "10.0.0.1:4001, http://[::1]:2379,etcd.local",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.etcd_endpoints,
+            vec![
+                "http://10.0.0.1:4001",
+                "http://[::1]:2379",
+                "http://etcd.local:2379"
+            ]
+        );
+    }
+
+    #[test]
+    fn zero_disables_lease_and_resync() {
+        let c = config(&["--host-ip", "10.0.0.5", "--ttl", "0", "--resync", "0"]).unwrap();
+        assert_eq!(c.lease_ttl, None);
+        assert_eq!(c.resync, None);
+    }
+
+    #[test]
+    fn labels_are_parsed() {
+        let c = config(&[
+            "--host-ip",
+            "10.0.0.5",
+            "--require-label",
+            "a=1,b",
+            "--require-label",
+            "c",
+        ])
+        .unwrap();
+        let keys: Vec<_> = c.required_labels.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn every_error_names_flag_and_variable() {
+        let cases: &[(&[&str], &str, &str)] = &[
+            (&[], "--host-ip", "HOST_IP"),
+            (&["--host-ip", "not-an-ip"], "--host-ip", "HOST_IP"),
+            (&["--host-ip", "0.0.0.0"], "--host-ip", "HOST_IP"),
+            (
+                &["--host-ip", "10.0.0.5", "--etcd-endpoints", "http://"],
+                "--etcd-endpoints",
+                "ETCD_ENDPOINT",
+            ),
+            (
+                &["--host-ip", "10.0.0.5", "--etcd-endpoints", "ftp://x:1"],
+                "--etcd-endpoints",
+                "ETCD_ENDPOINT",
+            ),
+            (
+                &["--host-ip", "10.0.0.5", "--etcd-endpoints", "host:notaport"],
+                "--etcd-endpoints",
+                "ETCD_ENDPOINT",
+            ),
+            (
+                &["--host-ip", "10.0.0.5", "--etcd-endpoints", "host:70000"],
+                "--etcd-endpoints",
+                "ETCD_ENDPOINT",
+            ),
+            (
+                &["--host-ip", "10.0.0.5", "--etcd-endpoints", ","],
+                "--etcd-endpoints",
+                "ETCD_ENDPOINT",
+            ),
+            (
+                &["--host-ip", "10.0.0.5", "--ttl", "abc"],
+                "--ttl",
+                "REGISTER_TTL",
+            ),
+            (
+                &["--host-ip", "10.0.0.5", "--ttl", "-1"],
+                "--ttl",
+                "REGISTER_TTL",
+            ),
+            (
+                &["--host-ip", "10.0.0.5", "--resync", "1.5"],
+                "--resync",
+                "REGISTER_RESYNC",
+            ),
+            (
+                &[
+                    "--host-ip",
+                    "10.0.0.5",
+                    "--docker-host",
+                    "/var/run/docker.sock",
+                ],
+                "--docker-host",
+                "DOCKER_HOST",
+            ),
+            (
+                &["--host-ip", "10.0.0.5", "--require-label", "=x"],
+                "--require-label",
+                "REGISTER_REQUIRE_LABELS",
+            ),
+        ];
+        for (args, flag, env) in cases {
+            let problem = problem_of(args);
+            assert!(
+                problem.contains(flag) && problem.contains(env),
+                "{args:?}: {problem}"
+            );
+            assert!(!problem.contains('\n'), "{args:?}: {problem}");
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Docker adapter: the only module that speaks bollard. It turns the engine's
+//! containers and events into our own [`Container`] and [`ContainerEvent`].
+
+use std::collections::HashMap;
+
+use bollard::errors::Error as BollardError;
+use bollard::models::{ContainerInspectResponse, EventMessage};
+use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
+use futures_util::{Stream, StreamExt};
+
+use crate::container::{Container, PortBinding};
+
+/// Seconds a request may take before it counts as failed; the event stream
+/// itself is unbounded (the limit only covers its response headers).
+const REQUEST_TIMEOUT_SECS: u64 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("unsupported Docker host {0:?}")]
+    UnsupportedHost(String),
+    #[error("Docker engine request failed: {0}")]
+    Request(#[from] BollardError),
+    #[error("Docker engine sent {0} without {1}")]
+    Incomplete(&'static str, &'static str),
+}
+
+/// What a container event means for its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// The container (re)started: look at it and write its record.
+    Started,
+    /// It stopped or is gone: its record goes.
+    Stopped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    pub container_id: String,
+    pub kind: EventKind,
+}
+
+/// A connection to one Docker engine, with the API version negotiated.
+#[derive(Debug, Clone)]
+pub struct Docker {
+    client: bollard::Docker,
+}
+
+impl Docker {
+    /// Builds a client for `host`; no request is sent yet.
+    pub fn new(host: &str) -> Result<Self, DockerError> {
+        let client = if let Some(path) = host.strip_prefix("unix://") {
+            bollard::Docker::connect_with_unix(
+                path,
+                REQUEST_TIMEOUT_SECS,
+                bollard::API_DEFAULT_VERSION,
+            )?
+        } else if host.starts_with("tcp://") || host.starts_with("http://") {
+            bollard::Docker::connect_with_http(
+                host,
+                REQUEST_TIMEOUT_SECS,
+                bollard::API_DEFAULT_VERSION,
+            )?
+        } else {
+            return Err(DockerError::UnsupportedHost(host.to_owned()));
+        };
+        Ok(Self { client })
+    }
+
+    /// Agrees on the API version with the engine (Debian's 20.10 speaks 1.41,
+    /// older than bollard's default) and returns the engine's clock, from
+    /// which to replay events so that none is lost while we list containers.
+    pub async fn handshake(&mut self) -> Result<String, DockerError> {
+        self.client = self.client.clone().negotiate_version().await?;
+        let info = self.client.info().await?;
+        info.system_time
+            .ok_or(DockerError::Incomplete("/info", "SystemTime"))
+    }
+
+    /// Container start/die/destroy events from `since` (an engine timestamp)
+    /// on, in the engine's order.
+    pub fn events(
+        &self,
+        since: &str,
+    ) -> impl Stream<Item = Result<ContainerEvent, DockerError>> + Unpin + Send + 'static {
+        let filters = HashMap::from([
+            ("type", vec!["container"]),
+            ("event", vec!["start", "die", "destroy"]),
+        ]);
+        let options = EventsOptionsBuilder::default()
+            .since(since)
+            .filters(&filters)
+            .build();
+        self.client
+            .events(Some(options))
+            .filter_map(|message| async move {
+                match message {
+                    Ok(message) => container_event(message).map(Ok),
+                    Err(error) => Some(Err(DockerError::from(error))),
+                }
+            })
+            .boxed()
+    }
+
+    /// Ids of the containers that are running now.
+    pub async fn running_container_ids(&self) -> Result<Vec<String>, DockerError> {
+        let filters = HashMap::from([("status", vec!["running"])]);
+        let options = ListContainersOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let summaries = self.client.list_containers(Some(options)).await?;
+        Ok(summaries.into_iter().filter_map(|s| s.id).collect())
+    }
+
+    /// The container's facts, or `None` when it no longer exists.
+    pub async fn inspect(&self, container_id: &str) -> Result<Option<Container>, DockerError> {
+        match self.client.inspect_container(container_id, None).await {
+            Ok(response) => Ok(Some(container_from(response)?)),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+fn container_event(message: EventMessage) -> Option<ContainerEvent> {
+    let kind = match message.action.as_deref()? {
+        "start" => EventKind::Started,
+        "die" | "destroy" => EventKind::Stopped,
+        _ => return None,
+    };
+    let container_id = message.actor?.id?;
+    Some(ContainerEvent { container_id, kind })
+}
+
+fn container_from(response: ContainerInspectResponse) -> Result<Container, DockerError> {
+    let id = response
+        .id
+        .ok_or(DockerError::Incomplete("a container", "its Id"))?;
+    let config = response.config.unwrap_or_default();
+    let running = response
+        .state
+        .and_then(|state| state.running)
+        .unwrap_or(false);
+    let bindings = response
+        .network_settings
+        .and_then(|settings| settings.ports)
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|(port, bindings)| port_bindings(port, bindings.unwrap_or_default()))
+        .collect();
+    Ok(Container {
+        id,
+        configured_image: config.image.unwrap_or_default(),
+        image_id: response.image.unwrap_or_default(),
+        labels: config.labels.unwrap_or_default().into_iter().collect(),
+        running,
+        bindings,
+    })
+}
+
+/// `"80/tcp"` with its host bindings; a port without a protocol is TCP.
+fn port_bindings(
+    port: String,
+    bindings: Vec<bollard::models::PortBinding>,
+) -> impl Iterator<Item = PortBinding> {
+    let (private_port, protocol) = match port.split_once('/') {
+        Some((number, protocol)) => (number.to_owned(), protocol.to_owned()),
+        None => (port, "tcp".to_owned()),
+    };
+    bindings.into_iter().map(move |binding| PortBinding {
+        private_port: private_port.clone(),
+        protocol: protocol.clone(),
+        host_ip: binding.host_ip.unwrap_or_default(),
+        host_port: binding.host_port.unwrap_or_default(),
+    })
+}

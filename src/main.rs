@@ -1,0 +1,73 @@
+//! `docker-etcd-register`: parses the configuration, sets up logging and the
+//! runtime, and runs the agent until SIGTERM or SIGINT.
+
+mod agent;
+mod config;
+mod container;
+mod docker;
+mod etcd;
+mod image;
+mod plan;
+mod record;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::EnvFilter;
+
+/// Exit code for configuration errors (SPEC §1).
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let config = match config::Cli::parse().into_config() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("docker-etcd-register: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_logging();
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "exiting");
+            eprintln!("docker-etcd-register: {error:#}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn run(config: config::Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = shutdown_signal().context("installing signal handlers")?;
+        agent::run(config, shutdown).await
+    })
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
+}
+
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}

@@ -1,0 +1,181 @@
+//! From desired and observed records to the etcd operations that make them
+//! equal (SPEC §3.2). Pure: the reconciler's whole decision lives here.
+
+use std::collections::BTreeMap;
+
+/// The lease a record rides on; `0` is etcd's "no lease".
+pub type LeaseId = i64;
+
+/// What etcd holds (or is believed to hold) under one of our keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub value: Vec<u8>,
+    pub lease: LeaseId,
+}
+
+/// One change to etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    /// Write `value` under `key` on the agent's current lease.
+    Put {
+        key: String,
+        value: String,
+    },
+    Delete {
+        key: String,
+    },
+}
+
+impl Operation {
+    pub fn key(&self) -> &str {
+        match self {
+            Operation::Put { key, .. } | Operation::Delete { key } => key,
+        }
+    }
+}
+
+/// The operations that turn `observed` into `desired` with every record on
+/// `lease`.
+///
+/// A record that is already right is left alone; one with another value or
+/// on another lease (say, of the agent's previous run) is rewritten in place,
+/// never deleted first, so watchers see no flap. Puts come before deletes so
+/// that a backend that moves to a new key is never absent in between.
+pub fn plan(
+    desired: &BTreeMap<String, String>,
+    observed: &BTreeMap<String, Observed>,
+    lease: LeaseId,
+) -> Vec<Operation> {
+    let puts = desired.iter().filter_map(|(key, value)| {
+        let up_to_date = observed
+            .get(key)
+            .is_some_and(|o| o.lease == lease && o.value == value.as_bytes());
+        (!up_to_date).then(|| Operation::Put {
+            key: key.clone(),
+            value: value.clone(),
+        })
+    });
+    let deletes = observed
+        .keys()
+        .filter(|key| !desired.contains_key(*key))
+        .map(|key| Operation::Delete { key: key.clone() });
+    puts.chain(deletes).collect()
+}
+
+/// Applies operations that etcd confirmed to the agent's picture of etcd.
+pub fn record_applied(
+    observed: &mut BTreeMap<String, Observed>,
+    operations: &[Operation],
+    lease: LeaseId,
+) {
+    for operation in operations {
+        match operation {
+            Operation::Put { key, value } => {
+                observed.insert(
+                    key.clone(),
+                    Observed {
+                        value: value.as_bytes().to_vec(),
+                        lease,
+                    },
+                );
+            }
+            Operation::Delete { key } => {
+                observed.remove(key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desired(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn observed(entries: &[(&str, &str, LeaseId)]) -> BTreeMap<String, Observed> {
+        entries
+            .iter()
+            .map(|(k, v, lease)| {
+                (
+                    k.to_string(),
+                    Observed {
+                        value: v.as_bytes().to_vec(),
+                        lease: *lease,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn put(key: &str, value: &str) -> Operation {
+        Operation::Put {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    fn delete(key: &str) -> Operation {
+        Operation::Delete { key: key.into() }
+    }
+
+    #[test]
+    fn nothing_to_do_when_equal() {
+        let ops = plan(&desired(&[("a", "1")]), &observed(&[("a", "1", 7)]), 7);
+        assert!(ops.is_empty());
+    }
+
+    #[test]
+    fn missing_records_are_written() {
+        let ops = plan(
+            &desired(&[("a", "1"), ("b", "2")]),
+            &observed(&[("a", "1", 0)]),
+            0,
+        );
+        assert_eq!(ops, vec![put("b", "2")]);
+    }
+
+    #[test]
+    fn changed_values_are_rewritten_in_place() {
+        let ops = plan(&desired(&[("a", "new")]), &observed(&[("a", "old", 0)]), 0);
+        assert_eq!(ops, vec![put("a", "new")]);
+    }
+
+    #[test]
+    fn a_record_on_another_lease_is_rewritten_not_deleted() {
+        let ops = plan(&desired(&[("a", "1")]), &observed(&[("a", "1", 41)]), 42);
+        assert_eq!(ops, vec![put("a", "1")]);
+        let ops = plan(&desired(&[("a", "1")]), &observed(&[("a", "1", 0)]), 42);
+        assert_eq!(ops, vec![put("a", "1")]);
+    }
+
+    #[test]
+    fn stale_records_are_deleted_after_the_puts() {
+        let ops = plan(
+            &desired(&[("new", "1")]),
+            &observed(&[("old", "1", 0), ("zzz", "9", 0)]),
+            0,
+        );
+        assert_eq!(ops, vec![put("new", "1"), delete("old"), delete("zzz")]);
+    }
+
+    #[test]
+    fn empty_desired_clears_everything_observed() {
+        let ops = plan(&desired(&[]), &observed(&[("a", "1", 3)]), 3);
+        assert_eq!(ops, vec![delete("a")]);
+    }
+
+    #[test]
+    fn applying_the_plan_makes_observed_equal_desired() {
+        let want = desired(&[("a", "1"), ("b", "2")]);
+        let mut have = observed(&[("a", "0", 1), ("c", "3", 1)]);
+        let ops = plan(&want, &have, 2);
+        record_applied(&mut have, &ops, 2);
+        assert_eq!(have, observed(&[("a", "1", 2), ("b", "2", 2)]));
+        assert!(plan(&want, &have, 2).is_empty());
+    }
+}
