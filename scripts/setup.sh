@@ -44,7 +44,6 @@ build_busybox_image() {
   log "building busybox:latest FROM scratch with Debian's busybox-static"
   local context
   context=$(mktemp -d)
-  trap 'rm -rf "$context"' RETURN
   mkdir -p "$context/bin"
   cp /bin/busybox "$context/bin/busybox"
   # Applet links, so that `sh`, `sleep`, `test` and shell-form HEALTHCHECKs work.
@@ -59,7 +58,14 @@ COPY tmp /tmp
 ENV PATH=/bin
 CMD ["sh"]
 DOCKERFILE
-  DOCKER_BUILDKIT=0 docker build -q -t busybox:latest "$context" >/dev/null
+  local output
+  local status=0
+  output=$(DOCKER_BUILDKIT=0 docker build -q -t busybox:latest "$context" 2>&1) || status=$?
+  rm -rf "$context"
+  if [ "$status" -ne 0 ]; then
+    printf '%s\n' "$output" >&2
+    exit 1
+  fi
 }
 
 install_missing_packages
