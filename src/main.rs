@@ -20,6 +20,8 @@ use tracing_subscriber::EnvFilter;
 
 /// Exit code for configuration errors (SPEC §1).
 const EXIT_CONFIG: u8 = 2;
+/// Exit code when the agent cannot run at all (no runtime, no signals).
+const EXIT_FAILURE: u8 = 1;
 
 fn main() -> ExitCode {
     let config = match config::Cli::parse().into_config() {
@@ -33,9 +35,8 @@ fn main() -> ExitCode {
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "exiting");
-            eprintln!("docker-etcd-register: {error:#}");
-            ExitCode::from(EXIT_CONFIG)
+            tracing::error!(error = format!("{error:#}"), "cannot run");
+            ExitCode::from(EXIT_FAILURE)
         }
     }
 }
