@@ -1,0 +1,722 @@
+//! Shared harness of the integration tests: a private etcd per test, the agent
+//! binary as a child process, Docker containers started through the `docker`
+//! CLI and removed again on drop, and helpers to look at etcd from outside.
+//!
+//! Every test gets a unique id. Its containers carry the label
+//! `docker-etcd-register.test=<id>` and its agent requires that label, so tests
+//! running in parallel on one Docker engine never see each other's containers.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, ConnectOptions, GetOptions, PutOptions};
+
+pub const ETCD_BIN: &str = "/usr/bin/etcd";
+pub const LABEL_KEY: &str = "docker-etcd-register.test";
+pub const IMAGE: &str = "busybox:latest";
+/// How long the agent may take to react to a Docker event, generous because
+/// the suites run in parallel on a small machine.
+pub const REACT: Duration = Duration::from_secs(10);
+/// Upper bound for Docker operations and start-up.
+pub const SLOW: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------- utilities
+
+/// Polls `cond` every 20 ms until it holds or `timeout` has passed.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A unique id for one test: its name, the process id and a counter.
+pub fn unique_id(name: &str) -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// A loopback address `127.a.b.1` derived from the test id (`a` never 0), so
+/// that appending a `0` gives another valid address whose string has this one
+/// as a prefix.
+pub fn host_ip_for(id: &str) -> String {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    id.hash(&mut hasher);
+    let h = hasher.finish();
+    format!("127.{}.{}.1", 1 + (h % 254), (h >> 8) % 256)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral loopback port")
+        .port()
+}
+
+/// The exact value the agent must write: a compact JSON array with one object
+/// per binding `(ip, public_port, private_port, port_type)`, in the given order.
+pub fn expected_value(id: &str, image: &str, bindings: &[(&str, &str, &str, &str)]) -> String {
+    let s = |v: &str| serde_json::to_string(v).unwrap();
+    let objects: Vec<String> = bindings
+        .iter()
+        .map(|(ip, public, private, proto)| {
+            format!(
+                "{{\"container\":{},\"image\":{},\"ip\":{},\"public_port\":{},\"private_port\":{},\"port_type\":{}}}",
+                s(id),
+                s(image),
+                s(ip),
+                s(public),
+                s(private),
+                s(proto)
+            )
+        })
+        .collect();
+    format!("[{}]", objects.join(","))
+}
+
+// --------------------------------------------------------------------- etcd
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    })
+}
+
+fn client(endpoint: &str) -> Client {
+    static CLIENTS: OnceLock<Mutex<HashMap<String, Client>>> = OnceLock::new();
+    let clients = CLIENTS.get_or_init(Default::default);
+    if let Some(c) = clients.lock().unwrap().get(endpoint) {
+        return c.clone();
+    }
+    let options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(5));
+    let c = runtime()
+        .block_on(Client::connect([endpoint], Some(options)))
+        .unwrap_or_else(|e| panic!("etcd client for {endpoint}: {e}"));
+    clients
+        .lock()
+        .unwrap()
+        .insert(endpoint.to_string(), c.clone());
+    c
+}
+
+/// One key as seen in etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub value: String,
+    pub mod_revision: i64,
+    pub create_revision: i64,
+    pub lease: i64,
+}
+
+pub fn try_get_prefix(endpoint: &str, prefix: &str) -> Result<BTreeMap<String, Record>, String> {
+    let mut c = client(endpoint);
+    let resp = runtime()
+        .block_on(c.get(prefix, Some(GetOptions::new().with_prefix())))
+        .map_err(|e| e.to_string())?;
+    Ok(resp
+        .kvs()
+        .iter()
+        .map(|kv| {
+            (
+                kv.key_str().expect("utf-8 key").to_string(),
+                Record {
+                    value: kv.value_str().expect("utf-8 value").to_string(),
+                    mod_revision: kv.mod_revision(),
+                    create_revision: kv.create_revision(),
+                    lease: kv.lease(),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Every key under `prefix` (a plain string prefix) with its record.
+pub fn get_prefix(endpoint: &str, prefix: &str) -> BTreeMap<String, Record> {
+    try_get_prefix(endpoint, prefix).unwrap_or_else(|e| panic!("etcd get {prefix}: {e}"))
+}
+
+/// Puts `key`, attached to `lease` unless it is 0; returns the new revision.
+pub fn put(endpoint: &str, key: &str, value: &str, lease: i64) -> i64 {
+    let mut c = client(endpoint);
+    let options = (lease != 0).then(|| PutOptions::new().with_lease(lease));
+    let resp = runtime()
+        .block_on(c.put(key, value, options))
+        .unwrap_or_else(|e| panic!("etcd put {key}: {e}"));
+    resp.header().expect("put header").revision()
+}
+
+/// Grants a lease of `ttl` seconds and returns its id.
+pub fn lease_grant(endpoint: &str, ttl: i64) -> i64 {
+    let mut c = client(endpoint);
+    runtime()
+        .block_on(c.lease_grant(ttl, None))
+        .unwrap_or_else(|e| panic!("etcd lease grant: {e}"))
+        .id()
+}
+
+/// A private single-member etcd on free loopback ports.
+pub struct Etcd {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+}
+
+impl Etcd {
+    pub fn start() -> Etcd {
+        assert!(
+            Path::new(ETCD_BIN).exists(),
+            "{ETCD_BIN} is missing: run `bash scripts/setup.sh` to install etcd-server"
+        );
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let mut etcd = Etcd {
+                child: None,
+                dir: tempfile::tempdir().expect("etcd temp dir"),
+                name: unique_id("etcd"),
+                client_port: free_port(),
+                peer_port: free_port(),
+            };
+            if etcd.client_port == etcd.peer_port {
+                continue;
+            }
+            match etcd.spawn_and_wait() {
+                Ok(()) => return etcd,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("etcd did not start: {last_error}");
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn client_port(&self) -> u16 {
+        self.client_port
+    }
+
+    /// Kills etcd, keeping its data directory and ports for `restart`.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts etcd again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn_and_wait()
+            .unwrap_or_else(|e| panic!("etcd did not restart: {e}"));
+    }
+
+    fn log_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("etcd.log")
+    }
+
+    fn spawn_and_wait(&mut self) -> Result<(), String> {
+        let client_url = format!("http://127.0.0.1:{}", self.client_port);
+        let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("etcd log file");
+        let mut cmd = Command::new(ETCD_BIN);
+        for (key, _) in std::env::vars() {
+            if key.starts_with("ETCD") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.arg("--name")
+            .arg(&self.name)
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .arg("--listen-client-urls")
+            .arg(&client_url)
+            .arg("--advertise-client-urls")
+            .arg(&client_url)
+            .arg("--listen-peer-urls")
+            .arg(&peer_url)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer_url)
+            .arg("--initial-cluster")
+            .arg(format!("{}={peer_url}", self.name))
+            .arg("--initial-cluster-state")
+            .arg("new")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {ETCD_BIN}: {e}"));
+        self.child = Some(child);
+        let endpoint = self.endpoint();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+                return Err(format!("etcd exited with {status}; log:\n{log}"));
+            }
+            if try_get_prefix(&endpoint, "/").is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                self.stop();
+                let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+                return Err(format!("etcd at {endpoint} did not answer; log:\n{log}"));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// -------------------------------------------------------------------- agent
+
+pub const AGENT_BIN: &str = env!("CARGO_BIN_EXE_docker-etcd-register");
+
+/// Variables of the agent that are removed from the inherited environment.
+const AGENT_ENV: &[&str] = &[
+    "HOST_IP",
+    "ETCD_ENDPOINT",
+    "REGISTER_PREFIX",
+    "REGISTER_TTL",
+    "REGISTER_RESYNC",
+    "REGISTER_REQUIRE_LABELS",
+    "RUST_LOG",
+];
+
+/// The agent binary as a child process, its stderr collected line by line.
+pub struct Agent {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    status: Option<ExitStatus>,
+}
+
+impl Agent {
+    /// Spawns the agent with exactly these arguments and environment additions.
+    pub fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Agent {
+        let mut cmd = Command::new(AGENT_BIN);
+        for key in AGENT_ENV {
+            cmd.env_remove(key);
+        }
+        cmd.args(args)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {AGENT_BIN}: {e}"));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let pid = child.id();
+        let stderr = child.stderr.take().unwrap();
+        let sink = lines.clone();
+        thread::spawn(move || echo_lines(stderr, format!("agent[{pid}] "), Some(sink)));
+        let stdout = child.stdout.take().unwrap();
+        thread::spawn(move || echo_lines(stdout, format!("agent[{pid}] stdout: "), None));
+        Agent {
+            child,
+            lines,
+            status: None,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The stderr lines seen so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    pub fn has_log(&self, needle: &str) -> bool {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains(needle))
+    }
+
+    /// Waits until a stderr line contains `needle`; false on timeout or exit.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            self.has_log(needle) || self.try_status().is_some()
+        }) && self.has_log(needle)
+    }
+
+    /// Waits for the `agent ready` line, panicking with the log otherwise.
+    pub fn wait_ready(&mut self) {
+        if !self.wait_for_log("agent ready", Duration::from_secs(20)) {
+            panic!(
+                "agent did not get ready (exit status {:?}); stderr:\n{}",
+                self.try_status(),
+                self.lines().join("\n")
+            );
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {} failed", self.pid());
+    }
+
+    pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    pub fn sigint(&self) {
+        self.signal("INT");
+    }
+
+    pub fn sigkill(&self) {
+        self.signal("KILL");
+    }
+
+    fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("try_wait agent");
+        }
+        self.status
+    }
+
+    /// The exit status, if the agent exits within `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        wait_until(timeout, || self.try_status().is_some());
+        self.try_status()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.try_status().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn echo_lines(stream: impl Read, prefix: String, sink: Option<Arc<Mutex<Vec<String>>>>) {
+    for line in BufReader::new(stream).lines() {
+        let Ok(line) = line else { break };
+        eprintln!("{prefix}{line}");
+        if let Some(sink) = &sink {
+            sink.lock().unwrap().push(line);
+        }
+    }
+}
+
+// ------------------------------------------------------------------- docker
+
+/// Runs the `docker` CLI and returns its trimmed stdout, panicking on failure.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run docker {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Panics unless the Docker engine answers: these tests must not skip.
+pub fn require_docker() {
+    static CHECKED: OnceLock<()> = OnceLock::new();
+    CHECKED.get_or_init(|| {
+        let out = Command::new("docker")
+            .args(["info", "--format", "{{.ServerVersion}}"])
+            .output()
+            .unwrap_or_else(|e| panic!("the docker CLI is not usable: {e}"));
+        assert!(
+            out.status.success(),
+            "Docker is not available (run `bash scripts/setup.sh`): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        docker(&["image", "inspect", "--format", "{{.Id}}", IMAGE]);
+    });
+}
+
+/// The full id `sha256:<64 hex>` of an image.
+pub fn image_id(image: &str) -> String {
+    docker(&["image", "inspect", "--format", "{{.Id}}", image])
+}
+
+fn is_container_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// One published binding of a container as Docker reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub host_ip: String,
+    pub host_port: String,
+    /// `80/tcp`
+    pub port: String,
+}
+
+/// The containers of one test; all of them are removed on drop.
+pub struct Containers {
+    label: String,
+}
+
+impl Containers {
+    pub fn new(test_id: &str) -> Containers {
+        require_docker();
+        Containers {
+            label: format!("{LABEL_KEY}={test_id}"),
+        }
+    }
+
+    /// `KEY=VALUE` carried by every container of this test.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// `docker run -d --label <label> ARGS...`; returns the full container id.
+    pub fn run(&self, args: &[&str]) -> String {
+        let mut full = vec!["run", "-d", "--label", &self.label];
+        full.extend_from_slice(args);
+        let id = docker(&full);
+        let id = id.lines().last().unwrap_or_default().to_string();
+        assert!(is_container_id(&id), "docker run printed {id:?}");
+        id
+    }
+
+    pub fn stop(&self, id: &str) {
+        docker(&["stop", "-t", "1", id]);
+    }
+
+    pub fn kill(&self, id: &str) {
+        docker(&["kill", id]);
+    }
+
+    pub fn rm_f(&self, id: &str) {
+        docker(&["rm", "-f", id]);
+    }
+
+    /// Every container (running or not) carrying this test's label.
+    pub fn all(&self) -> Vec<String> {
+        let filter = format!("label={}", self.label);
+        docker(&["ps", "-aq", "--no-trunc", "--filter", &filter])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn cleanup(&self) {
+        let ids = self.all();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(ids.iter().map(String::as_str));
+            let _ = Command::new("docker")
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+/// The published bindings of a container from `docker inspect`.
+pub fn bindings(id: &str) -> Vec<Binding> {
+    let json = docker(&["inspect", "--format", "{{json .NetworkSettings.Ports}}", id]);
+    let ports: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let mut out = Vec::new();
+    if let Some(map) = ports.as_object() {
+        for (port, list) in map {
+            for b in list.as_array().into_iter().flatten() {
+                out.push(Binding {
+                    host_ip: b["HostIp"].as_str().unwrap_or_default().to_string(),
+                    host_port: b["HostPort"].as_str().unwrap_or_default().to_string(),
+                    port: port.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The host port Docker published for `port` (`80/tcp`) on `host_ip`.
+pub fn host_port(id: &str, port: &str, host_ip: &str) -> String {
+    let all = bindings(id);
+    all.iter()
+        .find(|b| b.port == port && b.host_ip == host_ip)
+        .unwrap_or_else(|| panic!("{id} has no binding {host_ip} -> {port}: {all:?}"))
+        .host_port
+        .clone()
+}
+
+/// Waits until the container is no longer running.
+pub fn wait_not_running(id: &str) {
+    let ok = wait_until(SLOW, || {
+        docker(&["inspect", "--format", "{{.State.Running}}", id]) == "false"
+    });
+    assert!(ok, "container {id} is still running");
+}
+
+// --------------------------------------------------------------- test setup
+
+/// Everything one test needs: a unique id, host IP and label, a private etcd
+/// and a guard over its containers.
+pub struct TestEnv {
+    pub id: String,
+    pub host_ip: String,
+    pub containers: Containers,
+    pub etcd: Etcd,
+}
+
+impl TestEnv {
+    pub fn new(name: &str) -> TestEnv {
+        let id = unique_id(name);
+        let containers = Containers::new(&id);
+        TestEnv {
+            host_ip: host_ip_for(&id),
+            containers,
+            etcd: Etcd::start(),
+            id,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        self.etcd.endpoint()
+    }
+
+    pub fn label(&self) -> &str {
+        self.containers.label()
+    }
+
+    /// `/registered/<host ip>/`
+    pub fn host_prefix(&self) -> String {
+        format!("/registered/{}/", self.host_ip)
+    }
+
+    /// `/registered/<host ip>/<image>/<id>`
+    pub fn key(&self, image: &str, id: &str) -> String {
+        format!("{}{image}/{id}", self.host_prefix())
+    }
+
+    /// Host IP, endpoint and required test label as flags.
+    pub fn agent_args(&self) -> Vec<String> {
+        vec![
+            "--host-ip".into(),
+            self.host_ip.clone(),
+            "--etcd-endpoints".into(),
+            self.endpoint(),
+            "--require-label".into(),
+            self.label().to_string(),
+        ]
+    }
+
+    /// Spawns an agent with `agent_args` plus `extra` and waits until ready.
+    pub fn start_agent(&self, extra: &[&str]) -> Agent {
+        let owned = self.agent_args();
+        let mut args: Vec<&str> = owned.iter().map(String::as_str).collect();
+        args.extend_from_slice(extra);
+        let mut agent = Agent::spawn(&args, &[]);
+        agent.wait_ready();
+        agent
+    }
+
+    /// The records under this test's host prefix.
+    pub fn records(&self) -> BTreeMap<String, Record> {
+        get_prefix(&self.endpoint(), &self.host_prefix())
+    }
+
+    pub fn keys(&self) -> BTreeSet<String> {
+        self.records().into_keys().collect()
+    }
+
+    /// Waits until the host prefix holds exactly `expected` (key -> value).
+    pub fn wait_records(&self, timeout: Duration, expected: &BTreeMap<String, String>) {
+        let mut last = BTreeMap::new();
+        let ok = wait_until(timeout, || {
+            last = self
+                .records()
+                .into_iter()
+                .map(|(k, r)| (k, r.value))
+                .collect();
+            &last == expected
+        });
+        assert!(
+            ok,
+            "etcd under {} did not become\n{expected:#?}\nlast seen:\n{last:#?}",
+            self.host_prefix()
+        );
+    }
+
+    /// Waits until `key` exists and returns its record.
+    pub fn wait_key(&self, timeout: Duration, key: &str) -> Record {
+        let mut found = None;
+        let ok = wait_until(timeout, || {
+            found = self.records().remove(key);
+            found.is_some()
+        });
+        assert!(
+            ok,
+            "key {key} did not appear; records:\n{:#?}",
+            self.records()
+        );
+        found.unwrap()
+    }
+
+    /// Waits until `key` is gone.
+    pub fn wait_gone(&self, timeout: Duration, key: &str) {
+        let ok = wait_until(timeout, || !self.records().contains_key(key));
+        assert!(
+            ok,
+            "key {key} was not deleted; records:\n{:#?}",
+            self.records()
+        );
+    }
+}

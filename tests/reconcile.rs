@@ -1,0 +1,188 @@
+//! Start-up reconcile: the host prefix is made equal to the running
+//! containers — stale records deleted, missing and changed ones written,
+//! correct ones left untouched — while other hosts' keys (including one whose
+//! address has this host's as a string prefix) are never touched. With a lease,
+//! records without it or on a foreign lease are rewritten in place.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+
+const FAKE_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const FAKE_ID2: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+
+/// The value the agent must write for a container publishing `127.0.0.1::80`.
+fn loopback_80(id: &str) -> String {
+    let public = host_port(id, "80/tcp", "127.0.0.1");
+    expected_value(id, IMAGE, &[("127.0.0.1", &public, "80", "tcp")])
+}
+
+#[test]
+fn startup_reconcile_without_lease() {
+    let env = TestEnv::new("reconcile_plain");
+    let ep = env.endpoint();
+    let c = &env.containers;
+    let h = env.host_ip.clone();
+
+    let correct = c.run(&["-p", "127.0.0.1::80", "busybox", "sleep", "1000"]);
+    let missing = c.run(&[
+        "-p",
+        "127.0.0.1::80",
+        "-p",
+        "90/udp",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let changed = c.run(&["-p", "127.0.0.1::80", "busybox", "sleep", "1000"]);
+    let no_port = c.run(&["busybox", "sleep", "1000"]);
+    let exited = c.run(&["-p", "127.0.0.1::80", "busybox", "true"]);
+    wait_not_running(&exited);
+
+    // This host: what the agent must clean up or keep.
+    let stale_value = expected_value(FAKE_ID, IMAGE, &[("127.0.0.1", "1", "80", "tcp")]);
+    put(&ep, &env.key(IMAGE, FAKE_ID), &stale_value, 0);
+    put(
+        &ep,
+        &env.key("quay.io::coreos::etcd:v3.5", FAKE_ID2),
+        "[]",
+        0,
+    );
+    put(
+        &ep,
+        &env.key(IMAGE, &exited),
+        &expected_value(&exited, IMAGE, &[("127.0.0.1", "2", "80", "tcp")]),
+        0,
+    );
+    put(&ep, &env.key("other:latest", &correct), "[]", 0);
+    put(&ep, &env.key(IMAGE, &no_port), "[]", 0);
+    put(&ep, &env.key(IMAGE, &correct), &loopback_80(&correct), 0);
+    put(
+        &ep,
+        &env.key(IMAGE, &changed),
+        &expected_value(&changed, IMAGE, &[("127.0.0.1", "3", "80", "tcp")]),
+        0,
+    );
+
+    // Other hosts and other prefixes: never touched.
+    let colliding = format!("/registered/{h}0/{IMAGE}/");
+    put(&ep, &format!("{colliding}{FAKE_ID}"), &stale_value, 0);
+    put(&ep, &format!("{colliding}{correct}"), "[]", 0);
+    put(&ep, &format!("/registered/{h}"), "bare", 0);
+    put(
+        &ep,
+        &format!("/registered/127.0.0.2/{IMAGE}/{FAKE_ID}"),
+        &stale_value,
+        0,
+    );
+    put(&ep, &format!("/other/{h}/{IMAGE}/{FAKE_ID}"), "x", 0);
+
+    let before = get_prefix(&ep, "/");
+    let host_prefix = env.host_prefix();
+    let others = |all: &BTreeMap<String, Record>| -> BTreeMap<String, Record> {
+        all.iter()
+            .filter(|(k, _)| !k.starts_with(&host_prefix))
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect()
+    };
+    let others_before = others(&before);
+    assert_eq!(others_before.len(), 5);
+
+    let _agent = env.start_agent(&["--ttl", "0"]);
+
+    // The start-up reconcile is done when the agent says it is ready.
+    let expected = BTreeMap::from([
+        (env.key(IMAGE, &correct), loopback_80(&correct)),
+        (
+            env.key(IMAGE, &missing),
+            expected_value(
+                &missing,
+                IMAGE,
+                &[
+                    (
+                        "127.0.0.1",
+                        &host_port(&missing, "80/tcp", "127.0.0.1"),
+                        "80",
+                        "tcp",
+                    ),
+                    (&h, &host_port(&missing, "90/udp", "0.0.0.0"), "90", "udp"),
+                ],
+            ),
+        ),
+        (env.key(IMAGE, &changed), loopback_80(&changed)),
+    ]);
+    env.wait_records(Duration::ZERO, &expected);
+
+    let check = || {
+        let after = get_prefix(&ep, "/");
+        assert_eq!(
+            others(&after),
+            others_before,
+            "keys of other hosts were touched"
+        );
+        let key = env.key(IMAGE, &correct);
+        assert_eq!(
+            after[&key], before[&key],
+            "the correct record was rewritten"
+        );
+        let key = env.key(IMAGE, &changed);
+        assert_eq!(
+            after[&key].create_revision, before[&key].create_revision,
+            "the changed record was deleted before being rewritten"
+        );
+        for (key, record) in after.iter().filter(|(k, _)| k.starts_with(&host_prefix)) {
+            assert_eq!(record.lease, 0, "{key} has a lease although --ttl 0");
+        }
+    };
+    check();
+    std::thread::sleep(Duration::from_secs(1));
+    env.wait_records(Duration::ZERO, &expected);
+    check();
+}
+
+#[test]
+fn startup_reconcile_with_lease_rewrites_in_place() {
+    let env = TestEnv::new("reconcile_lease");
+    let ep = env.endpoint();
+    let c = &env.containers;
+    let plain = c.run(&["-p", "127.0.0.1::80", "busybox", "sleep", "1000"]);
+    let foreign = c.run(&["-p", "127.0.0.1::80", "busybox", "sleep", "1000"]);
+
+    // Correct values, one without lease, one on a lease of "a previous run".
+    let foreign_lease = lease_grant(&ep, 60);
+    put(&ep, &env.key(IMAGE, &plain), &loopback_80(&plain), 0);
+    put(
+        &ep,
+        &env.key(IMAGE, &foreign),
+        &loopback_80(&foreign),
+        foreign_lease,
+    );
+    let before = env.records();
+
+    let _agent = env.start_agent(&["--ttl", "5"]);
+    let expected = BTreeMap::from([
+        (env.key(IMAGE, &plain), loopback_80(&plain)),
+        (env.key(IMAGE, &foreign), loopback_80(&foreign)),
+    ]);
+    env.wait_records(Duration::ZERO, &expected);
+
+    let after = env.records();
+    let lease = after[&env.key(IMAGE, &plain)].lease;
+    assert_ne!(lease, 0, "record without lease not attached to the agent's");
+    assert_ne!(lease, foreign_lease);
+    for (key, record) in &after {
+        assert_eq!(record.lease, lease, "{key}: all keys ride one lease");
+        assert_eq!(
+            record.create_revision, before[key].create_revision,
+            "{key} was deleted and recreated instead of rewritten in place"
+        );
+        assert!(record.mod_revision > before[key].mod_revision);
+    }
+
+    // The lease is kept alive: the records outlive the TTL.
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(env.records(), after, "records changed or expired");
+}
