@@ -27,7 +27,9 @@ start_dockerd() {
   fi
   log "starting dockerd (log: /var/log/docker-etcd-register-dockerd.log)"
   # setsid: dockerd must outlive this script and the shell that ran it.
-  setsid dockerd >/var/log/docker-etcd-register-dockerd.log 2>&1 </dev/null &
+  # No userland proxy: published ports are plain iptables rules, so a container
+  # publishing hundreds of ports does not start hundreds of proxy processes.
+  setsid dockerd --userland-proxy=false >/var/log/docker-etcd-register-dockerd.log 2>&1 </dev/null &
   for _ in $(seq 1 150); do
     docker info >/dev/null 2>&1 && return
     sleep 0.2
