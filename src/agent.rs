@@ -11,16 +11,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::{pending, Future};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::sync::watch;
+
 use anyhow::Context as _;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures_util::{FutureExt, Stream, StreamExt};
 use tokio::time::{interval_at, sleep_until, Instant, Interval, MissedTickBehavior};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::container::Container;
 use crate::docker::{ContainerEvent, Docker, DockerError, EventKind};
-use crate::etcd::{Etcd, EtcdError, LeaseKeepAlive};
+use crate::etcd::{Change, Etcd, EtcdError, LeaseKeepAlive, PrefixWatch};
 use crate::plan::{self, LeaseId, Observed, Operation};
 use crate::record::{self, container_id_of, Record};
 
@@ -31,6 +33,11 @@ const MAX_EVENT_BATCH: usize = 1024;
 /// How far back to replay Docker events when subscribing, so that nothing
 /// that happens between subscribing and listing is lost.
 const EVENT_REPLAY: Duration = Duration::from_secs(2);
+/// After SIGTERM, how long the work in flight may take to finish, and then
+/// how long deregistering may take: together well within the 2 s an
+/// orchestrator grants before it kills.
+const FINISH_IN_FLIGHT: Duration = Duration::from_millis(1000);
+const DEREGISTER: Duration = Duration::from_millis(800);
 
 /// Runs the agent until `shutdown` completes. Only configuration problems
 /// make it return early; everything else is retried.
@@ -48,10 +55,34 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let etcd = Etcd::connect(&config.etcd_endpoints, config.host.clone())
         .await
         .context("--etcd-endpoints (env ETCD_ENDPOINT)")?;
+    let deregister_on_exit = config.deregister_on_exit;
     let mut agent = Agent::new(config, docker, etcd);
-    tokio::select! {
-        () = agent.run() => {}
-        () = shutdown => info!("shutting down"),
+    let (stop, stopped) = watch::channel(false);
+    {
+        let work = agent.run(stopped);
+        tokio::pin!(work, shutdown);
+        tokio::select! {
+            () = &mut work => {}
+            () = &mut shutdown => {
+                info!("shutting down");
+                let _ = stop.send(true);
+                if tokio::time::timeout(FINISH_IN_FLIGHT, &mut work).await.is_err() {
+                    warn!("work in flight abandoned at shutdown");
+                }
+            }
+        }
+    }
+    if deregister_on_exit {
+        match tokio::time::timeout(DEREGISTER, agent.deregister()).await {
+            Ok(Ok(())) => info!(
+                prefix = agent.config.host.as_str(),
+                "deregistered this host"
+            ),
+            Ok(Err(error)) => {
+                warn!(error = %error, "could not deregister; records expire with the lease")
+            }
+            Err(_) => warn!("deregistering timed out; records expire with the lease"),
+        }
     }
     Ok(())
 }
@@ -63,7 +94,9 @@ enum Wake {
     Resync,
     KeepAliveDue,
     LeaseAnswered(Result<i64, EtcdError>),
+    Watched(Result<Vec<Change>, EtcdError>),
     RetryDue,
+    Shutdown,
 }
 
 struct Agent {
@@ -76,8 +109,14 @@ struct Agent {
     observed: BTreeMap<String, Observed>,
     /// `None`: Docker must be re-subscribed and re-listed.
     events: Option<Box<dyn Stream<Item = Result<ContainerEvent, DockerError>> + Unpin + Send>>,
-    /// `None` while a lease is configured: one must be granted.
+    /// `None` while a lease is configured: one must be resumed or granted.
     lease: Option<LeaseKeepAlive>,
+    /// A lease whose keep-alive stream broke but which may still be alive.
+    lease_to_resume: Option<LeaseId>,
+    /// `None`: the watch on our prefix must be re-created.
+    watch: Option<PrefixWatch>,
+    /// Revisions of our own writes not yet seen in the watch.
+    own_revisions: BTreeSet<i64>,
     /// `false`: `observed` may be wrong; re-read etcd and reconcile.
     etcd_in_sync: bool,
     resync: Option<Interval>,
@@ -85,6 +124,8 @@ struct Agent {
     retry: Retry,
     docker_health: Health,
     etcd_health: Health,
+    /// Docker has been listed at least once: `desired` means something.
+    listed_once: bool,
     ready: bool,
 }
 
@@ -103,22 +144,28 @@ impl Agent {
             observed: BTreeMap::new(),
             events: None,
             lease: None,
+            lease_to_resume: None,
+            watch: None,
+            own_revisions: BTreeSet::new(),
             etcd_in_sync: false,
             resync,
             keep_alive,
             retry: Retry::new(),
             docker_health: Health::new("docker"),
             etcd_health: Health::new("etcd"),
+            listed_once: false,
             ready: false,
         }
     }
 
-    async fn run(&mut self) {
+    /// The loop; returns once `stopped` turns true, between two steps.
+    async fn run(&mut self, mut stopped: watch::Receiver<bool>) {
         loop {
             if self.needs_repair() && !self.retry.is_scheduled() {
                 self.repair().await;
             }
-            match self.wake().await {
+            match self.wake(&mut stopped).await {
+                Wake::Shutdown => return,
                 Wake::Events(batch) => self.apply_events(batch).await,
                 Wake::EventsEnded(error) => {
                     let error = error.map_or("the event stream ended".into(), |e| e.to_string());
@@ -133,26 +180,34 @@ impl Agent {
                 Wake::KeepAliveDue => {
                     if let Some(lease) = &mut self.lease {
                         if let Err(error) = lease.send().await {
-                            self.lease_failed(&error);
+                            self.keep_alive_broken(error);
                         }
                     }
                 }
                 Wake::LeaseAnswered(Ok(ttl)) if ttl > 0 => {}
-                Wake::LeaseAnswered(Ok(_)) => self.lease_failed(&"etcd says the lease is gone"),
-                Wake::LeaseAnswered(Err(error)) => self.lease_failed(&error),
+                Wake::LeaseAnswered(Ok(_)) => {
+                    self.lease_lost("etcd answered that the lease is gone")
+                }
+                Wake::LeaseAnswered(Err(error)) => self.keep_alive_broken(error),
+                Wake::Watched(Ok(changes)) => self.notice_changes(&changes),
+                Wake::Watched(Err(error)) => {
+                    self.watch = None;
+                    self.etcd_failed(error);
+                }
                 Wake::RetryDue => self.retry.clear(),
             }
         }
     }
 
     fn needs_repair(&self) -> bool {
-        self.events.is_none()
-            || !self.etcd_in_sync
-            || (self.config.lease_ttl.is_some() && self.lease.is_none())
+        self.events.is_none() || !self.etcd_in_sync || self.watch.is_none() || self.lease_missing()
     }
 
     /// Waits for the next thing to do; all of the agent's waiting is here.
-    async fn wake(&mut self) -> Wake {
+    async fn wake(&mut self, stopped: &mut watch::Receiver<bool>) -> Wake {
+        if *stopped.borrow() {
+            return Wake::Shutdown;
+        }
         let events = async {
             match &mut self.events {
                 Some(stream) => next_batch(stream).await,
@@ -165,9 +220,17 @@ impl Agent {
                 None => pending().await,
             }
         };
+        let watched = async {
+            match &mut self.watch {
+                Some(watch) => watch.next_changes().await,
+                None => pending().await,
+            }
+        };
         let retry_at = self.retry.at;
         tokio::select! {
+            _ = stopped.changed() => Wake::Shutdown,
             wake = events => wake,
+            changes = watched => Wake::Watched(changes),
             answer = lease_answer => Wake::LeaseAnswered(answer),
             _ = tick(&mut self.keep_alive) => Wake::KeepAliveDue,
             _ = tick(&mut self.resync) => Wake::Resync,
@@ -178,23 +241,31 @@ impl Agent {
     /// Brings whatever is out of sync back: Docker subscription and listing,
     /// the lease, then etcd. On failure, schedules the next attempt.
     async fn repair(&mut self) {
+        let mut healthy = true;
         if self.events.is_none() {
             match self.resubscribe_and_list().await {
                 Ok(()) => self.docker_health.recovered(),
                 Err(error) => {
                     self.docker_health.failed(&error);
-                    self.retry.schedule();
-                    return;
+                    healthy = false;
                 }
             }
         }
-        match self.sync_etcd().await {
-            Ok(()) => self.etcd_health.recovered(),
-            Err(error) => {
-                self.etcd_health.failed(&error);
-                self.retry.schedule();
-                return;
+        // Until Docker has been listed once we do not know what runs, and an
+        // empty desired state would delete live records. After that, the last
+        // known state is kept in etcd (lease alive) while Docker is away.
+        if self.listed_once {
+            match self.sync_etcd().await {
+                Ok(()) => self.etcd_health.recovered(),
+                Err(error) => {
+                    self.etcd_failed(error);
+                    healthy = false;
+                }
             }
+        }
+        if !healthy {
+            self.retry.schedule();
+            return;
         }
         self.retry.reset();
         if !self.ready {
@@ -209,12 +280,23 @@ impl Agent {
         self.docker.handshake().await?;
         let events = self.docker.events(&replay_from());
         let ids = self.docker.running_container_ids().await?;
-        let containers = self.inspect_all(ids).await?;
-        self.desired = containers
-            .into_values()
-            .filter_map(|container| self.desired_record(&container).map(|r| (container.id, r)))
+        let inspected = self.inspect_all(ids).await?;
+        let mut desired: BTreeMap<String, Record> = inspected
+            .containers
+            .values()
+            .filter_map(|container| {
+                let record = self.desired_record(container)?;
+                Some((container.id.clone(), record))
+            })
             .collect();
+        for id in &inspected.failed {
+            if let Some(record) = self.desired.remove(id) {
+                desired.insert(id.clone(), record);
+            }
+        }
+        self.desired = desired;
         self.events = Some(Box::new(events));
+        self.listed_once = true;
         self.etcd_in_sync = false;
         Ok(())
     }
@@ -222,14 +304,16 @@ impl Agent {
     /// Grants a lease if one is needed, then makes our prefix equal to the
     /// desired records.
     async fn sync_etcd(&mut self) -> Result<(), EtcdError> {
-        if let (Some(ttl), None) = (self.config.lease_ttl, &self.lease) {
-            let id = self.etcd.grant_lease(ttl).await?;
-            self.lease = Some(self.etcd.keep_alive(id).await?);
-            info!(lease = id, ttl_secs = ttl.as_secs(), "lease granted");
-            self.etcd_in_sync = false;
+        if self.lease_missing() {
+            self.resume_or_grant_lease().await?;
         }
-        if !self.etcd_in_sync {
-            self.observed = self.etcd.observe().await?;
+        if !self.etcd_in_sync || self.watch.is_none() {
+            let snapshot = self.etcd.observe().await?;
+            if self.watch.is_none() {
+                self.watch = Some(self.etcd.watch(snapshot.revision + 1).await?);
+                self.own_revisions.clear();
+            }
+            self.observed = snapshot.records;
             let desired: BTreeMap<String, String> = self
                 .desired
                 .values()
@@ -240,6 +324,63 @@ impl Agent {
             self.etcd_in_sync = true;
         }
         Ok(())
+    }
+
+    /// Re-opens the keep-alive of a lease that may have survived a broken
+    /// stream (its records stay as they are), or grants a new one (and every
+    /// record moves onto it in place).
+    async fn resume_or_grant_lease(&mut self) -> Result<(), EtcdError> {
+        let Some(ttl) = self.config.lease_ttl else {
+            return Ok(());
+        };
+        if let Some(id) = self.lease_to_resume {
+            match self.etcd.keep_alive(id).await {
+                Ok(keep_alive) => {
+                    self.lease = Some(keep_alive);
+                    self.lease_to_resume = None;
+                    debug!(lease = id, "lease keep-alive resumed");
+                    return Ok(());
+                }
+                Err(EtcdError::LeaseNotFound) => self.lease_to_resume = None,
+                Err(error) => return Err(error),
+            }
+        }
+        let id = self.etcd.grant_lease(ttl).await?;
+        self.lease = Some(self.etcd.keep_alive(id).await?);
+        info!(lease = id, ttl_secs = ttl.as_secs(), "lease granted");
+        self.etcd_in_sync = false;
+        Ok(())
+    }
+
+    /// Watch events: our own writes are expected; anything else under our
+    /// prefix (a foreign delete or overwrite, an expired lease) means etcd
+    /// no longer holds what we believe, so reconcile.
+    fn notice_changes(&mut self, changes: &[Change]) {
+        let mut foreign = false;
+        for change in changes {
+            if !self.own_revisions.contains(&change.revision) {
+                foreign = true;
+                info!(
+                    key = change.key,
+                    revision = change.revision,
+                    deleted = change.deleted,
+                    "record changed by someone else; reconciling"
+                );
+            }
+        }
+        // The watch reports revisions in order: older ones of ours are past.
+        if let Some(latest) = changes.iter().map(|c| c.revision).max() {
+            self.own_revisions = self.own_revisions.split_off(&latest);
+        }
+        if foreign {
+            self.etcd_in_sync = false;
+        }
+    }
+
+    /// Removes this host's records (for `--deregister-on-exit`).
+    async fn deregister(&mut self) -> Result<(), EtcdError> {
+        let lease = self.lease.as_ref().map(LeaseKeepAlive::lease);
+        self.etcd.deregister(lease.or(self.lease_to_resume)).await
     }
 
     /// Applies a burst of events: the last event of each container decides,
@@ -264,8 +405,14 @@ impl Agent {
                 return;
             }
         };
+        // A container we could not inspect keeps what it had until the next
+        // resync: its trouble must not block the others.
+        last_kind.retain(|id, _| !inspected.failed.contains(id));
         for id in last_kind.keys() {
-            let record = inspected.get(id).and_then(|c| self.desired_record(c));
+            let record = inspected
+                .containers
+                .get(id)
+                .and_then(|c| self.desired_record(c));
             match record {
                 Some(record) => self.desired.insert(id.clone(), record),
                 None => self.desired.remove(id),
@@ -288,28 +435,36 @@ impl Agent {
             .collect();
         let operations = plan::plan(&desired, &observed, self.lease_id());
         if let Err(error) = self.apply(&operations).await {
-            self.etcd_health.failed(&error);
-            self.etcd_in_sync = false;
+            self.etcd_failed(error);
         }
     }
 
-    /// Inspects containers concurrently; a container that is already gone
-    /// is simply absent from the result.
-    async fn inspect_all(
-        &self,
-        ids: Vec<String>,
-    ) -> Result<BTreeMap<String, Container>, DockerError> {
+    /// Inspects containers concurrently. A container that is already gone is
+    /// absent from the result; one whose inspect fails on its own is listed
+    /// as failed; an unreachable engine fails the whole call.
+    async fn inspect_all(&self, ids: Vec<String>) -> Result<Inspected, DockerError> {
         let docker = &self.docker;
         let mut results = futures_util::stream::iter(ids)
-            .map(|id| async move { docker.inspect(&id).await })
+            .map(|id| async move {
+                let result = docker.inspect(&id).await;
+                (id, result)
+            })
             .buffer_unordered(INSPECT_CONCURRENCY);
-        let mut containers = BTreeMap::new();
-        while let Some(result) = results.next().await {
-            if let Some(container) = result? {
-                containers.insert(container.id.clone(), container);
+        let mut inspected = Inspected::default();
+        while let Some((id, result)) = results.next().await {
+            match result {
+                Ok(Some(container)) => {
+                    inspected.containers.insert(id, container);
+                }
+                Ok(None) => {}
+                Err(error) if error.is_request_specific() => {
+                    warn!(container_id = id, error = %error, "cannot inspect container; keeping its record as it is");
+                    inspected.failed.insert(id);
+                }
+                Err(error) => return Err(error),
             }
         }
-        Ok(containers)
+        Ok(inspected)
     }
 
     fn desired_record(&self, container: &Container) -> Option<Record> {
@@ -324,17 +479,56 @@ impl Agent {
             return Ok(());
         }
         let lease = self.lease_id();
-        self.etcd.apply(operations, lease).await?;
-        plan::record_applied(&mut self.observed, operations, lease);
-        for operation in operations {
+        let applied = self.etcd.apply(operations, lease).await?;
+        plan::record_applied(&mut self.observed, &applied.done, lease);
+        self.own_revisions.extend(applied.revisions);
+        for operation in &applied.done {
             log_applied(operation);
+        }
+        for (operation, reason) in &applied.rejected {
+            let key = operation.key();
+            error!(
+                container_id = container_id_of(key),
+                key,
+                bytes = operation.payload_bytes(),
+                error = %reason,
+                "etcd refused this record; the container stays unregistered until it changes"
+            );
         }
         Ok(())
     }
 
-    fn lease_failed(&mut self, error: &dyn std::fmt::Display) {
-        warn!(error = %error, "lost the etcd lease; a new one will carry every record");
-        self.lease = None;
+    /// Any etcd failure: our picture of etcd can no longer be trusted.
+    fn etcd_failed(&mut self, error: EtcdError) {
+        match error {
+            EtcdError::LeaseNotFound => self.lease_lost("etcd does not know the lease"),
+            error => self.etcd_health.failed(&error),
+        }
+        self.etcd_in_sync = false;
+    }
+
+    /// The keep-alive stream broke: the lease itself may well be alive.
+    fn keep_alive_broken(&mut self, error: EtcdError) {
+        if let Some(lease) = self.lease.take() {
+            self.lease_to_resume = Some(lease.lease());
+        }
+        self.etcd_failed(error);
+    }
+
+    /// The lease is gone and its records with it: a new lease must carry
+    /// every record again.
+    fn lease_lost(&mut self, reason: &str) {
+        if let Some(lease) = self
+            .lease
+            .take()
+            .map(|l| l.lease())
+            .or(self.lease_to_resume.take())
+        {
+            warn!(
+                lease,
+                reason, "etcd lease lost; re-registering every record on a new one"
+            );
+        }
         self.etcd_in_sync = false;
     }
 
@@ -345,6 +539,13 @@ impl Agent {
     fn lease_id(&self) -> LeaseId {
         self.lease.as_ref().map_or(0, LeaseKeepAlive::lease)
     }
+}
+
+/// The outcome of inspecting a set of containers.
+#[derive(Default)]
+struct Inspected {
+    containers: BTreeMap<String, Container>,
+    failed: BTreeSet<String>,
 }
 
 fn log_applied(operation: &Operation) {

@@ -82,6 +82,15 @@ pub struct Cli {
         value_delimiter = ','
     )]
     require_labels: Vec<String>,
+
+    /// On SIGTERM/SIGINT, remove this host's records (revoke the lease) before exiting.
+    #[arg(
+        long,
+        env = "REGISTER_DEREGISTER_ON_EXIT",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::SetTrue
+    )]
+    deregister_on_exit: bool,
 }
 
 /// The validated configuration the agent runs with.
@@ -95,6 +104,8 @@ pub struct Config {
     pub resync: Option<Duration>,
     pub docker_host: String,
     pub required_labels: Vec<LabelRequirement>,
+    /// Remove the host's records at shutdown instead of leaving them to the lease.
+    pub deregister_on_exit: bool,
 }
 
 /// A configuration mistake: names the flag and its environment variable.
@@ -156,6 +167,7 @@ impl Cli {
             resync,
             docker_host,
             required_labels,
+            deregister_on_exit: self.deregister_on_exit,
         })
     }
 }

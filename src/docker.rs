@@ -24,6 +24,22 @@ pub enum DockerError {
     Incomplete(&'static str, &'static str),
 }
 
+impl DockerError {
+    /// True when the engine answered but this one request failed (a broken
+    /// container, an answer we cannot decode): other requests still work.
+    pub fn is_request_specific(&self) -> bool {
+        matches!(
+            self,
+            DockerError::Incomplete(..)
+                | DockerError::Request(
+                    BollardError::DockerResponseServerError { .. }
+                        | BollardError::JsonDataError { .. }
+                        | BollardError::JsonSerdeError { .. }
+                )
+        )
+    }
+}
+
 /// What a container event means for its record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {

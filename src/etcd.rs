@@ -1,29 +1,79 @@
 //! etcd adapter: the only module that speaks etcd_client. It reads our host's
-//! records, applies [`Operation`]s in transactions and keeps the lease alive.
+//! records, applies [`Operation`]s in transactions, keeps the lease alive and
+//! watches our prefix for changes made by others.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, ConnectOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp,
+    Client, ConnectOptions, DeleteOptions, EventType, GetOptions, LeaseKeepAliveStream,
+    LeaseKeeper, PutOptions, Txn, TxnOp, WatchOptions, WatchStream,
 };
+use tonic::Code;
 
 use crate::plan::{LeaseId, Observed, Operation};
 use crate::record::HostPrefix;
 
 /// etcd's default `--max-txn-ops`.
 const MAX_OPERATIONS_PER_TXN: usize = 128;
+/// Key and value bytes per transaction: below etcd's default
+/// `--max-request-bytes` (1.5 MiB) with room for framing.
+const MAX_BYTES_PER_TXN: usize = 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
-    #[error("etcd request failed: {0}")]
-    Request(#[from] etcd_client::Error),
+    /// etcd could not be reached or did not answer in time; retrying heals it.
+    #[error("etcd unavailable: {0}")]
+    Unavailable(etcd_client::Error),
+    /// Our lease does not exist (any more).
+    #[error("etcd lease not found")]
+    LeaseNotFound,
+    /// etcd refused this request as such (too large, invalid); retrying the
+    /// same request cannot succeed.
+    #[error("etcd rejected the request: {0}")]
+    Rejected(etcd_client::Error),
     #[error("refusing to touch {key:?}: it is outside {prefix:?}")]
     OutsidePrefix { key: String, prefix: String },
-    #[error("the lease keep-alive stream ended")]
-    KeepAliveEnded,
+    #[error("etcd closed the {0} stream")]
+    StreamEnded(&'static str),
+}
+
+impl From<etcd_client::Error> for EtcdError {
+    fn from(error: etcd_client::Error) -> Self {
+        match &error {
+            etcd_client::Error::GRpcStatus(status) => match status.code() {
+                Code::NotFound if status.message().contains("lease") => EtcdError::LeaseNotFound,
+                Code::InvalidArgument | Code::ResourceExhausted | Code::FailedPrecondition => {
+                    EtcdError::Rejected(error)
+                }
+                _ => EtcdError::Unavailable(error),
+            },
+            etcd_client::Error::LeaseKeepAliveError(message) if message.contains("not found") => {
+                EtcdError::LeaseNotFound
+            }
+            _ => EtcdError::Unavailable(error),
+        }
+    }
+}
+
+/// Our host's records and the revision they were read at.
+pub struct Snapshot {
+    pub records: BTreeMap<String, Observed>,
+    pub revision: i64,
+}
+
+/// What became of a list of operations.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Operations etcd confirmed, in order.
+    pub done: Vec<Operation>,
+    /// Operations etcd refused as such, with its reason.
+    pub rejected: Vec<(Operation, EtcdError)>,
+    /// Revisions created by our transactions, to recognise our own writes
+    /// in the watch.
+    pub revisions: Vec<i64>,
 }
 
 /// A client for one etcd cluster, confined to one host prefix.
@@ -45,12 +95,13 @@ impl Etcd {
     }
 
     /// Every record under our host prefix, with the lease it rides on.
-    pub async fn observe(&mut self) -> Result<BTreeMap<String, Observed>, EtcdError> {
+    pub async fn observe(&mut self) -> Result<Snapshot, EtcdError> {
         let response = self
             .client
             .get(self.prefix.as_str(), Some(GetOptions::new().with_prefix()))
             .await?;
-        Ok(response
+        let revision = response.header().map_or(0, |h| h.revision());
+        let records = response
             .kvs()
             .iter()
             .filter_map(|kv| {
@@ -63,27 +114,59 @@ impl Etcd {
                 };
                 Some((key, observed))
             })
-            .collect())
+            .collect();
+        Ok(Snapshot { records, revision })
     }
 
     /// Applies `operations` in order, in as few transactions as etcd allows.
-    /// Puts ride on `lease` (`0`: none).
+    /// Puts ride on `lease` (`0`: none). An operation etcd refuses as such
+    /// (say, a value over its size limit) is reported and skipped so that it
+    /// cannot hold up the others; an unavailable etcd stops the whole list.
     pub async fn apply(
         &mut self,
         operations: &[Operation],
         lease: LeaseId,
-    ) -> Result<(), EtcdError> {
+    ) -> Result<Applied, EtcdError> {
         if let Some(outside) = operations.iter().find(|op| !self.prefix.contains(op.key())) {
             return Err(EtcdError::OutsidePrefix {
                 key: outside.key().to_owned(),
                 prefix: self.prefix.as_str().to_owned(),
             });
         }
-        for chunk in operations.chunks(MAX_OPERATIONS_PER_TXN) {
-            let ops: Vec<TxnOp> = chunk.iter().map(|op| txn_op(op, lease)).collect();
-            self.client.txn(Txn::new().and_then(ops)).await?;
+        let mut applied = Applied::default();
+        for batch in batches(operations) {
+            match self.txn(batch, lease).await {
+                Ok(revision) => {
+                    applied.done.extend_from_slice(batch);
+                    applied.revisions.push(revision);
+                }
+                Err(EtcdError::Rejected(_)) if batch.len() > 1 => {
+                    for operation in batch {
+                        match self.txn(std::slice::from_ref(operation), lease).await {
+                            Ok(revision) => {
+                                applied.done.push(operation.clone());
+                                applied.revisions.push(revision);
+                            }
+                            Err(error @ EtcdError::Rejected(_)) => {
+                                applied.rejected.push((operation.clone(), error));
+                            }
+                            Err(error) => return Err(error),
+                        }
+                    }
+                }
+                Err(error @ EtcdError::Rejected(_)) => {
+                    applied.rejected.push((batch[0].clone(), error));
+                }
+                Err(error) => return Err(error),
+            }
         }
-        Ok(())
+        Ok(applied)
+    }
+
+    async fn txn(&mut self, operations: &[Operation], lease: LeaseId) -> Result<i64, EtcdError> {
+        let ops: Vec<TxnOp> = operations.iter().map(|op| txn_op(op, lease)).collect();
+        let response = self.client.txn(Txn::new().and_then(ops)).await?;
+        Ok(response.header().map_or(0, |h| h.revision()))
     }
 
     pub async fn grant_lease(&mut self, ttl: Duration) -> Result<LeaseId, EtcdError> {
@@ -96,6 +179,62 @@ impl Etcd {
         let (keeper, responses) = self.client.lease_keep_alive(lease).await?;
         Ok(LeaseKeepAlive { keeper, responses })
     }
+
+    /// Watches our host prefix from `revision` on.
+    pub async fn watch(&mut self, revision: i64) -> Result<PrefixWatch, EtcdError> {
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(revision);
+        let stream = self
+            .client
+            .watch(self.prefix.as_str(), Some(options))
+            .await?;
+        Ok(PrefixWatch { stream })
+    }
+
+    /// Removes every record of this host: revokes the lease (which deletes
+    /// the keys on it at once) and deletes whatever else is under the prefix.
+    pub async fn deregister(&mut self, lease: Option<LeaseId>) -> Result<(), EtcdError> {
+        if let Some(lease) = lease {
+            match self
+                .client
+                .lease_revoke(lease)
+                .await
+                .map_err(EtcdError::from)
+            {
+                Ok(_) | Err(EtcdError::LeaseNotFound) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        self.client
+            .delete(
+                self.prefix.as_str(),
+                Some(DeleteOptions::new().with_prefix()),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// Consecutive slices of `operations` within etcd's per-transaction limits.
+fn batches(operations: &[Operation]) -> Vec<&[Operation]> {
+    let mut batches = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (index, operation) in operations.iter().enumerate() {
+        let size = operation.payload_bytes();
+        let full = index - start == MAX_OPERATIONS_PER_TXN || bytes + size > MAX_BYTES_PER_TXN;
+        if full && index > start {
+            batches.push(&operations[start..index]);
+            start = index;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < operations.len() {
+        batches.push(&operations[start..]);
+    }
+    batches
 }
 
 fn txn_op(operation: &Operation, lease: LeaseId) -> TxnOp {
@@ -127,7 +266,86 @@ impl LeaseKeepAlive {
     pub async fn next_ttl(&mut self) -> Result<i64, EtcdError> {
         match self.responses.message().await? {
             Some(response) => Ok(response.ttl()),
-            None => Err(EtcdError::KeepAliveEnded),
+            None => Err(EtcdError::StreamEnded("lease keep-alive")),
         }
+    }
+}
+
+/// A change under our prefix, as the watch reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub key: String,
+    /// The revision of the write that made the change.
+    pub revision: i64,
+    pub deleted: bool,
+}
+
+/// The watch on our host prefix.
+pub struct PrefixWatch {
+    stream: WatchStream,
+}
+
+impl PrefixWatch {
+    /// The next changes; an error when the watch is broken or was cancelled
+    /// (e.g. compacted), after which it must be re-created from a fresh read.
+    pub async fn next_changes(&mut self) -> Result<Vec<Change>, EtcdError> {
+        loop {
+            let Some(response) = self.stream.message().await? else {
+                return Err(EtcdError::StreamEnded("watch"));
+            };
+            if response.canceled() {
+                return Err(EtcdError::StreamEnded("watch"));
+            }
+            let changes: Vec<Change> = response
+                .events()
+                .iter()
+                .filter_map(|event| {
+                    let kv = event.kv()?;
+                    Some(Change {
+                        key: String::from_utf8_lossy(kv.key()).into_owned(),
+                        revision: kv.mod_revision(),
+                        deleted: event.event_type() == EventType::Delete,
+                    })
+                })
+                .collect();
+            if !changes.is_empty() {
+                return Ok(changes);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str, value_len: usize) -> Operation {
+        Operation::Put {
+            key: key.into(),
+            value: "x".repeat(value_len),
+        }
+    }
+
+    fn sizes(operations: &[Operation]) -> Vec<usize> {
+        batches(operations).iter().map(|b| b.len()).collect()
+    }
+
+    #[test]
+    fn batches_respect_the_operation_limit() {
+        let ops: Vec<_> = (0..300).map(|i| put(&i.to_string(), 1)).collect();
+        assert_eq!(sizes(&ops), vec![128, 128, 44]);
+        assert!(batches(&[]).is_empty());
+    }
+
+    #[test]
+    fn batches_respect_the_byte_limit() {
+        let ops = vec![put("a", 600_000), put("b", 600_000), put("c", 10)];
+        assert_eq!(sizes(&ops), vec![1, 2]);
+    }
+
+    #[test]
+    fn an_oversized_operation_gets_a_batch_of_its_own() {
+        let ops = vec![put("a", 10), put("b", 3_000_000), put("c", 10)];
+        assert_eq!(sizes(&ops), vec![1, 1, 1]);
     }
 }

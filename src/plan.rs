@@ -32,6 +32,14 @@ impl Operation {
             Operation::Put { key, .. } | Operation::Delete { key } => key,
         }
     }
+
+    /// Key and value bytes: what counts against etcd's request size limit.
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            Operation::Put { key, value } => key.len() + value.len(),
+            Operation::Delete { key } => key.len(),
+        }
+    }
 }
 
 /// The operations that turn `observed` into `desired` with every record on
