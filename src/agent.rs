@@ -254,13 +254,16 @@ impl Agent {
         // Until Docker has been listed once we do not know what runs, and an
         // empty desired state would delete live records. After that, the last
         // known state is kept in etcd (lease alive) while Docker is away.
-        if self.listed_once {
-            match self.sync_etcd().await {
-                Ok(()) => self.etcd_health.recovered(),
-                Err(error) => {
-                    self.etcd_failed(error);
-                    healthy = false;
-                }
+        let etcd_result = if self.listed_once {
+            self.sync_etcd().await
+        } else {
+            self.prepare_etcd().await
+        };
+        match etcd_result {
+            Ok(()) => self.etcd_health.recovered(),
+            Err(error) => {
+                self.etcd_failed(error);
+                healthy = false;
             }
         }
         if !healthy {
@@ -278,7 +281,7 @@ impl Agent {
     /// starts or stops in between is seen by the event stream.
     async fn resubscribe_and_list(&mut self) -> Result<(), DockerError> {
         self.docker.handshake().await?;
-        let events = self.docker.events(&replay_from());
+        let events = self.docker.events(&replay_from())?;
         let ids = self.docker.running_container_ids().await?;
         let inspected = self.inspect_all(ids).await?;
         let mut desired: BTreeMap<String, Record> = inspected
@@ -298,6 +301,19 @@ impl Agent {
         self.events = Some(Box::new(events));
         self.listed_once = true;
         self.etcd_in_sync = false;
+        Ok(())
+    }
+
+    /// Before Docker was listed: get the lease ready (or, without lease, just
+    /// check that etcd answers), so that etcd trouble is reported at once.
+    async fn prepare_etcd(&mut self) -> Result<(), EtcdError> {
+        if self.config.lease_ttl.is_some() {
+            if self.lease.is_none() {
+                self.resume_or_grant_lease().await?;
+            }
+        } else {
+            self.etcd.observe().await?;
+        }
         Ok(())
     }
 

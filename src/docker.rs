@@ -20,6 +20,8 @@ pub enum DockerError {
     UnsupportedHost(String),
     #[error("Docker engine request failed: {0}")]
     Request(#[from] BollardError),
+    #[error("not connected to the Docker engine")]
+    NotConnected,
     #[error("Docker engine sent {0} without {1}")]
     Incomplete(&'static str, &'static str),
 }
@@ -55,41 +57,50 @@ pub struct ContainerEvent {
     pub kind: EventKind,
 }
 
-/// A connection to one Docker engine, with the API version negotiated.
+/// The Docker engine at one address; connected by [`Docker::handshake`].
 #[derive(Debug, Clone)]
 pub struct Docker {
-    client: bollard::Docker,
+    host: String,
+    client: Option<bollard::Docker>,
 }
 
 impl Docker {
-    /// Builds a client for `host`; no request is sent yet.
+    /// Checks the address; nothing is connected yet, so an engine that is not
+    /// up (no socket yet) is no error here.
     pub fn new(host: &str) -> Result<Self, DockerError> {
-        let client = if let Some(path) = host.strip_prefix("unix://") {
+        let supported = ["unix://", "tcp://", "http://"];
+        if !supported.iter().any(|scheme| host.starts_with(scheme)) {
+            return Err(DockerError::UnsupportedHost(host.to_owned()));
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            client: None,
+        })
+    }
+
+    /// (Re)connects and agrees on the API version with the engine (Debian's
+    /// 20.10 speaks 1.41, older than bollard's default).
+    pub async fn handshake(&mut self) -> Result<(), DockerError> {
+        self.client = None;
+        let client = if let Some(path) = self.host.strip_prefix("unix://") {
             bollard::Docker::connect_with_unix(
                 path,
                 REQUEST_TIMEOUT_SECS,
                 bollard::API_DEFAULT_VERSION,
             )?
-        } else if host.starts_with("tcp://") || host.starts_with("http://") {
+        } else {
             bollard::Docker::connect_with_http(
-                host,
+                &self.host,
                 REQUEST_TIMEOUT_SECS,
                 bollard::API_DEFAULT_VERSION,
             )?
-        } else {
-            return Err(DockerError::UnsupportedHost(host.to_owned()));
         };
-        Ok(Self { client })
+        self.client = Some(client.negotiate_version().await?);
+        Ok(())
     }
 
-    /// Agrees on the API version with the engine (Debian's 20.10 speaks 1.41,
-    /// older than bollard's default) and returns the engine's clock, from
-    /// which to replay events so that none is lost while we list containers.
-    pub async fn handshake(&mut self) -> Result<String, DockerError> {
-        self.client = self.client.clone().negotiate_version().await?;
-        let info = self.client.info().await?;
-        info.system_time
-            .ok_or(DockerError::Incomplete("/info", "SystemTime"))
+    fn client(&self) -> Result<&bollard::Docker, DockerError> {
+        self.client.as_ref().ok_or(DockerError::NotConnected)
     }
 
     /// Container start/die/destroy events from `since` (an engine timestamp)
@@ -97,7 +108,10 @@ impl Docker {
     pub fn events(
         &self,
         since: &str,
-    ) -> impl Stream<Item = Result<ContainerEvent, DockerError>> + Unpin + Send + 'static {
+    ) -> Result<
+        impl Stream<Item = Result<ContainerEvent, DockerError>> + Unpin + Send + 'static,
+        DockerError,
+    > {
         let filters = HashMap::from([
             ("type", vec!["container"]),
             ("event", vec!["start", "die", "destroy"]),
@@ -106,15 +120,15 @@ impl Docker {
             .since(since)
             .filters(&filters)
             .build();
-        self.client
-            .events(Some(options))
+        let events = self.client()?.events(Some(options));
+        Ok(events
             .filter_map(|message| async move {
                 match message {
                     Ok(message) => container_event(message).map(Ok),
                     Err(error) => Some(Err(DockerError::from(error))),
                 }
             })
-            .boxed()
+            .boxed())
     }
 
     /// Ids of the containers that are running now.
@@ -123,13 +137,13 @@ impl Docker {
         let options = ListContainersOptionsBuilder::default()
             .filters(&filters)
             .build();
-        let summaries = self.client.list_containers(Some(options)).await?;
+        let summaries = self.client()?.list_containers(Some(options)).await?;
         Ok(summaries.into_iter().filter_map(|s| s.id).collect())
     }
 
     /// The container's facts, or `None` when it no longer exists.
     pub async fn inspect(&self, container_id: &str) -> Result<Option<Container>, DockerError> {
-        match self.client.inspect_container(container_id, None).await {
+        match self.client()?.inspect_container(container_id, None).await {
             Ok(response) => Ok(Some(container_from(response)?)),
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
