@@ -89,7 +89,10 @@ impl Etcd {
         let options = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT)
-            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
+            // A member cut off from its quorum fails our requests and streams
+            // instead of serving stale reads and a watch that never fires.
+            .with_require_leader(true);
         let client = Client::connect(endpoints, Some(options)).await?;
         Ok(Self { client, prefix })
     }

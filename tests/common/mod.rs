@@ -5,20 +5,27 @@
 //! Every test gets a unique id. Its containers carry the label
 //! `docker-etcd-register.test=<id>` and its agent requires that label, so tests
 //! running in parallel on one Docker engine never see each other's containers.
+//!
+//! For fault injection it also has a three-member `EtcdCluster`, a
+//! `DockerRelay` (a unix-socket relay in front of the Docker socket that can be
+//! cut and restored), an independent etcd `Watch`, `etcdctl`, and
+//! `expected_records`, which computes from Docker itself the exact records an
+//! agent must hold.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use std::io::{BufRead, BufReader, Read};
-use std::net::TcpListener;
-use std::path::Path;
+use std::net::{Shutdown, TcpListener};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions, GetOptions, PutOptions};
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
 
 pub const ETCD_BIN: &str = "/usr/bin/etcd";
 pub const LABEL_KEY: &str = "docker-etcd-register.test";
@@ -180,39 +187,190 @@ pub fn lease_grant(endpoint: &str, ttl: i64) -> i64 {
         .id()
 }
 
-/// A private single-member etcd on free loopback ports.
+/// Deletes `key`; returns how many keys were deleted.
+pub fn delete(endpoint: &str, key: &str) -> i64 {
+    let mut c = client(endpoint);
+    runtime()
+        .block_on(c.delete(key, None))
+        .unwrap_or_else(|e| panic!("etcd delete {key}: {e}"))
+        .deleted()
+}
+
+/// The remaining TTL of `lease` in seconds; `-1` when etcd no longer knows it.
+pub fn lease_ttl(endpoint: &str, lease: i64) -> i64 {
+    let mut c = client(endpoint);
+    runtime()
+        .block_on(c.lease_time_to_live(lease, None))
+        .unwrap_or_else(|e| panic!("etcd lease time-to-live {lease:x}: {e}"))
+        .ttl()
+}
+
+/// The current revision of the store.
+pub fn revision(endpoint: &str) -> i64 {
+    let mut c = client(endpoint);
+    runtime()
+        .block_on(c.get("/", Some(GetOptions::new().with_count_only())))
+        .unwrap_or_else(|e| panic!("etcd get revision: {e}"))
+        .header()
+        .expect("get header")
+        .revision()
+}
+
+/// Runs `ETCDCTL_API=3 etcdctl --endpoints <endpoints> ARGS...` and returns its
+/// trimmed stdout, panicking on failure.
+pub fn etcdctl(endpoints: &str, args: &[&str]) -> String {
+    let mut cmd = Command::new("etcdctl");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ETCDCTL") {
+            cmd.env_remove(key);
+        }
+    }
+    let out = cmd
+        .env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(endpoints)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run etcdctl {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// One event seen by a [`Watch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchEvent {
+    pub delete: bool,
+    pub key: String,
+    pub value: String,
+    pub lease: i64,
+    pub revision: i64,
+}
+
+/// An independent etcd watch on a key prefix, recording every event from the
+/// revision after the one current when it was created. It never reconnects:
+/// if its stream fails, `check` panics, so a test cannot miss events silently.
+pub struct Watch {
+    events: Arc<Mutex<Vec<WatchEvent>>>,
+    failure: Arc<Mutex<Option<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watch {
+    pub fn prefix(endpoint: &str, prefix: &str) -> Watch {
+        let start = revision(endpoint) + 1;
+        let mut c = client(endpoint);
+        let options = WatchOptions::new().with_prefix().with_start_revision(start);
+        let mut stream = runtime()
+            .block_on(c.watch(prefix, Some(options)))
+            .unwrap_or_else(|e| panic!("etcd watch {prefix}: {e}"));
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let failure = Arc::new(Mutex::new(None));
+        let (sink, failed) = (events.clone(), failure.clone());
+        let task = runtime().spawn(async move {
+            let reason = loop {
+                match stream.message().await {
+                    Ok(Some(response)) => {
+                        if response.canceled() {
+                            break format!("watch canceled: {}", response.cancel_reason());
+                        }
+                        let mut sink = sink.lock().unwrap();
+                        for event in response.events() {
+                            let Some(kv) = event.kv() else { continue };
+                            sink.push(WatchEvent {
+                                delete: event.event_type() == EventType::Delete,
+                                key: kv.key_str().unwrap_or_default().to_string(),
+                                value: kv.value_str().unwrap_or_default().to_string(),
+                                lease: kv.lease(),
+                                revision: kv.mod_revision(),
+                            });
+                        }
+                    }
+                    Ok(None) => break "watch stream ended".to_string(),
+                    Err(e) => break format!("watch stream failed: {e}"),
+                }
+            };
+            *failed.lock().unwrap() = Some(reason);
+        });
+        Watch {
+            events,
+            failure,
+            task,
+        }
+    }
+
+    /// Every event so far; panics if the watch has failed.
+    pub fn events(&self) -> Vec<WatchEvent> {
+        self.check();
+        self.events.lock().unwrap().clone()
+    }
+
+    /// Panics if the watch stream failed (events may have been missed).
+    pub fn check(&self) {
+        if let Some(reason) = self.failure.lock().unwrap().clone() {
+            panic!("the independent etcd watch is broken: {reason}");
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A private etcd member on free loopback ports: a single-member cluster of
+/// its own (`Etcd::start`) or one member of an [`EtcdCluster`].
 pub struct Etcd {
     child: Option<Child>,
     dir: tempfile::TempDir,
     name: String,
     client_port: u16,
     peer_port: u16,
+    /// `--initial-cluster` and `--initial-cluster-token`; `None` for a
+    /// single-member cluster of its own.
+    cluster: Option<(String, String)>,
 }
 
 impl Etcd {
     pub fn start() -> Etcd {
-        assert!(
-            Path::new(ETCD_BIN).exists(),
-            "{ETCD_BIN} is missing: run `bash scripts/setup.sh` to install etcd-server"
-        );
         let mut last_error = String::new();
         for _ in 0..5 {
-            let mut etcd = Etcd {
-                child: None,
-                dir: tempfile::tempdir().expect("etcd temp dir"),
-                name: unique_id("etcd"),
-                client_port: free_port(),
-                peer_port: free_port(),
-            };
-            if etcd.client_port == etcd.peer_port {
-                continue;
-            }
+            let mut etcd = Etcd::reserve();
             match etcd.spawn_and_wait() {
                 Ok(()) => return etcd,
                 Err(e) => last_error = e,
             }
         }
         panic!("etcd did not start: {last_error}");
+    }
+
+    /// An etcd that is not running yet: ports and data directory are chosen,
+    /// nothing listens on them until `restart`.
+    pub fn reserve() -> Etcd {
+        assert!(
+            Path::new(ETCD_BIN).exists(),
+            "{ETCD_BIN} is missing: run `bash scripts/setup.sh` to install etcd-server"
+        );
+        let client_port = free_port();
+        let mut peer_port = free_port();
+        while peer_port == client_port {
+            peer_port = free_port();
+        }
+        Etcd {
+            child: None,
+            dir: tempfile::tempdir().expect("etcd temp dir"),
+            name: unique_id("etcd"),
+            client_port,
+            peer_port,
+            cluster: None,
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -223,7 +381,15 @@ impl Etcd {
         self.client_port
     }
 
-    /// Kills etcd, keeping its data directory and ports for `restart`.
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Kills etcd (SIGKILL), keeping its data directory and ports for `restart`.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -231,20 +397,46 @@ impl Etcd {
         }
     }
 
-    /// Starts etcd again on the same ports and data.
+    /// Starts etcd (again) on the same ports and data and waits until it
+    /// answers a linearizable read.
     pub fn restart(&mut self) {
         self.stop();
         self.spawn_and_wait()
             .unwrap_or_else(|e| panic!("etcd did not restart: {e}"));
     }
 
-    fn log_path(&self) -> std::path::PathBuf {
+    /// Kills etcd and starts a new, empty one of another name (so another
+    /// cluster and member id) on the same ports, with a fresh data directory.
+    pub fn replace_with_empty(&mut self) {
+        assert!(self.cluster.is_none(), "only a single member is replaced");
+        self.stop();
+        std::fs::remove_dir_all(self.dir.path().join("data")).expect("remove etcd data dir");
+        self.name = unique_id("etcd");
+        self.spawn_and_wait()
+            .unwrap_or_else(|e| panic!("the empty etcd did not start: {e}"));
+    }
+
+    fn log_path(&self) -> PathBuf {
         self.dir.path().join("etcd.log")
     }
 
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
     fn spawn_and_wait(&mut self) -> Result<(), String> {
-        let client_url = format!("http://127.0.0.1:{}", self.client_port);
-        let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
+        self.spawn();
+        self.wait_answering(Duration::from_secs(15))
+    }
+
+    fn spawn(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "etcd {} is already running",
+            self.name
+        );
+        let client_url = self.endpoint();
+        let peer_url = self.peer_url();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -256,6 +448,13 @@ impl Etcd {
                 cmd.env_remove(key);
             }
         }
+        let initial_cluster = match &self.cluster {
+            Some((members, token)) => {
+                cmd.arg("--initial-cluster-token").arg(token);
+                members.clone()
+            }
+            None => format!("{}={peer_url}", self.name),
+        };
         cmd.arg("--name")
             .arg(&self.name)
             .arg("--data-dir")
@@ -269,7 +468,7 @@ impl Etcd {
             .arg("--initial-advertise-peer-urls")
             .arg(&peer_url)
             .arg("--initial-cluster")
-            .arg(format!("{}={peer_url}", self.name))
+            .arg(initial_cluster)
             .arg("--initial-cluster-state")
             .arg("new")
             .stdin(Stdio::null())
@@ -279,21 +478,30 @@ impl Etcd {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {ETCD_BIN}: {e}"));
         self.child = Some(child);
+    }
+
+    /// Waits until this member answers a linearizable read (which needs a
+    /// quorum of its cluster).
+    fn wait_answering(&mut self, timeout: Duration) -> Result<(), String> {
         let endpoint = self.endpoint();
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+            let Some(child) = self.child.as_mut() else {
+                return Err(format!("etcd {} is not running", self.name));
+            };
+            if let Some(status) = child.try_wait().unwrap() {
                 self.child = None;
-                let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-                return Err(format!("etcd exited with {status}; log:\n{log}"));
+                return Err(format!("etcd exited with {status}; log:\n{}", self.log()));
             }
             if try_get_prefix(&endpoint, "/").is_ok() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
                 self.stop();
-                let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-                return Err(format!("etcd at {endpoint} did not answer; log:\n{log}"));
+                return Err(format!(
+                    "etcd at {endpoint} did not answer; log:\n{}",
+                    self.log()
+                ));
             }
             thread::sleep(Duration::from_millis(50));
         }
@@ -303,6 +511,87 @@ impl Etcd {
 impl Drop for Etcd {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A three-member etcd cluster on loopback; each member can be stopped and
+/// restarted with its data directory.
+pub struct EtcdCluster {
+    members: Vec<Etcd>,
+}
+
+impl EtcdCluster {
+    pub fn start() -> EtcdCluster {
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let mut members: Vec<Etcd> = Vec::new();
+            let mut ports = BTreeSet::new();
+            while members.len() < 3 {
+                let m = Etcd::reserve();
+                if ports.insert(m.client_port) && ports.insert(m.peer_port) {
+                    members.push(m);
+                }
+            }
+            let initial = members
+                .iter()
+                .map(|m| format!("{}={}", m.name, m.peer_url()))
+                .collect::<Vec<_>>()
+                .join(",");
+            let token = unique_id("cluster");
+            for m in &mut members {
+                m.cluster = Some((initial.clone(), token.clone()));
+                m.spawn();
+            }
+            let mut cluster = EtcdCluster { members };
+            match cluster
+                .members
+                .iter_mut()
+                .try_for_each(|m| m.wait_answering(Duration::from_secs(30)))
+            {
+                Ok(()) => return cluster,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("etcd cluster did not start: {last_error}");
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Client endpoints of all members, in member order.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(Etcd::endpoint).collect()
+    }
+
+    /// All endpoints comma-separated, as `--etcd-endpoints` takes them.
+    pub fn endpoints_arg(&self) -> String {
+        self.endpoints().join(",")
+    }
+
+    /// The endpoint of the first member that runs.
+    pub fn live_endpoint(&self) -> String {
+        self.members
+            .iter()
+            .find(|m| m.is_running())
+            .map(Etcd::endpoint)
+            .expect("no etcd member is running")
+    }
+
+    /// Kills member `i` (SIGKILL).
+    pub fn stop(&mut self, i: usize) {
+        self.members[i].stop();
+    }
+
+    /// Starts member `i` again with its data and waits until it is healthy:
+    /// it answers linearizable reads, so it has rejoined the quorum.
+    pub fn restart(&mut self, i: usize) {
+        let member = &mut self.members[i];
+        member.stop();
+        member.spawn();
+        member
+            .wait_answering(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("etcd member {i} did not rejoin: {e}"));
     }
 }
 
@@ -318,6 +607,8 @@ const AGENT_ENV: &[&str] = &[
     "REGISTER_TTL",
     "REGISTER_RESYNC",
     "REGISTER_REQUIRE_LABELS",
+    "REGISTER_DEREGISTER_ON_EXIT",
+    "DOCKER_HOST",
     "RUST_LOG",
 ];
 
@@ -372,6 +663,37 @@ impl Agent {
             .unwrap()
             .iter()
             .any(|l| l.contains(needle))
+    }
+
+    /// How many stderr lines so far contain every one of `needles`.
+    pub fn count_log(&self, needles: &[&str]) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
+    }
+
+    /// The stderr lines so far at level WARN or ERROR.
+    pub fn warnings(&self) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .cloned()
+            .collect()
+    }
+
+    /// Panics with the log unless the agent is still running.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.try_status() {
+            panic!(
+                "the agent exited ({status}) although it must keep running; stderr:\n{}",
+                self.lines().join("\n")
+            );
+        }
     }
 
     /// Waits until a stderr line contains `needle`; false on timeout or exit.
@@ -605,6 +927,265 @@ pub fn wait_not_running(id: &str) {
     assert!(ok, "container {id} is still running");
 }
 
+/// Removes the image tags it holds on drop (`docker rmi` of a tag only
+/// untags an image that has other tags; never give it `busybox:latest`).
+pub struct TagGuard(pub Vec<String>);
+
+impl TagGuard {
+    /// Tags `IMAGE` as every one of `tags`.
+    pub fn tag(tags: &[String]) -> TagGuard {
+        require_docker();
+        let guard = TagGuard(tags.to_vec());
+        for tag in tags {
+            assert_ne!(tag, IMAGE, "never untag {IMAGE}");
+            docker(&["tag", IMAGE, tag]);
+        }
+        guard
+    }
+}
+
+impl Drop for TagGuard {
+    fn drop(&mut self) {
+        for tag in &self.0 {
+            let _ = Command::new("docker").args(["rmi", tag]).output();
+        }
+    }
+}
+
+/// The exact records an agent with host IP `host_ip`, prefix `/registered`
+/// and `--require-label <label>` must hold now, computed from Docker: one per
+/// running container carrying the label and publishing a port, its value
+/// sorted and with wildcards collapsed as SPEC §2 says. The containers must
+/// have been started from `busybox` or `busybox:latest`.
+pub fn expected_records(host_ip: &str, label: &str) -> BTreeMap<String, String> {
+    let filter = format!("label={label}");
+    let ids: Vec<String> = docker(&[
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        &filter,
+        "--filter",
+        "status=running",
+    ])
+    .lines()
+    .map(str::to_string)
+    .collect();
+    if ids.is_empty() {
+        return BTreeMap::new();
+    }
+    let mut args = vec!["inspect"];
+    args.extend(ids.iter().map(String::as_str));
+    let inspected: serde_json::Value = serde_json::from_str(&docker(&args)).unwrap();
+    let mut expected = BTreeMap::new();
+    for container in inspected.as_array().expect("docker inspect array") {
+        let id = container["Id"].as_str().expect("Id");
+        if container["State"]["Running"] != serde_json::Value::Bool(true) {
+            continue;
+        }
+        let image = match container["Config"]["Image"].as_str().expect("Config.Image") {
+            "busybox" | "busybox:latest" => IMAGE,
+            other => panic!("expected_records knows only {IMAGE}, not {other}"),
+        };
+        // (private port, protocol, ip, public port)
+        let mut objects: BTreeSet<(u32, String, String, u32)> = BTreeSet::new();
+        let ports = &container["NetworkSettings"]["Ports"];
+        for (port, list) in ports.as_object().into_iter().flatten() {
+            let (private, proto) = port.split_once('/').expect("port/proto");
+            for b in list.as_array().into_iter().flatten() {
+                let ip = b["HostIp"].as_str().unwrap_or_default();
+                let ip = match ip {
+                    "" | "0.0.0.0" | "::" => host_ip,
+                    ip => ip,
+                };
+                let public = b["HostPort"].as_str().expect("HostPort");
+                objects.insert((
+                    private.parse().unwrap(),
+                    proto.to_string(),
+                    ip.to_string(),
+                    public.parse().unwrap(),
+                ));
+            }
+        }
+        if objects.is_empty() {
+            continue;
+        }
+        let strings: Vec<(String, String, String, String)> = objects
+            .into_iter()
+            .map(|(private, proto, ip, public)| {
+                (ip, public.to_string(), private.to_string(), proto)
+            })
+            .collect();
+        let bindings: Vec<(&str, &str, &str, &str)> = strings
+            .iter()
+            .map(|(a, b, c, d)| (a.as_str(), b.as_str(), c.as_str(), d.as_str()))
+            .collect();
+        expected.insert(
+            format!("/registered/{host_ip}/{image}/{id}"),
+            expected_value(id, image, &bindings),
+        );
+    }
+    expected
+}
+
+/// Whether the container is running, per `docker inspect`.
+pub fn is_running(id: &str) -> bool {
+    docker(&["inspect", "--format", "{{.State.Running}}", id]) == "true"
+}
+
+pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+/// A unix-socket relay in front of the Docker socket: the agent is pointed at
+/// `docker_host()`, and the test can `cut` the connection (every live
+/// connection closed, the listening socket removed so that new connections
+/// are refused) and `restore` it.
+pub struct DockerRelay {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    shared: Arc<RelayShared>,
+    acceptor: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+}
+
+#[derive(Default)]
+struct RelayShared {
+    /// Live connections: both ends, so that `cut` can close them.
+    connections: Mutex<HashMap<u64, (UnixStream, UnixStream)>>,
+    next_id: AtomicU64,
+    accepted: AtomicUsize,
+}
+
+impl DockerRelay {
+    /// A relay that listens at once.
+    pub fn start() -> DockerRelay {
+        let mut relay = DockerRelay::unstarted();
+        relay.restore();
+        relay
+    }
+
+    /// A relay whose socket does not exist yet, as if Docker had not started;
+    /// `restore` makes it listen.
+    pub fn unstarted() -> DockerRelay {
+        require_docker();
+        let dir = tempfile::tempdir().expect("relay temp dir");
+        let path = dir.path().join("docker.sock");
+        DockerRelay {
+            _dir: dir,
+            path,
+            shared: Arc::default(),
+            acceptor: None,
+        }
+    }
+
+    /// `unix://<socket path>`, for `--docker-host`.
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}", self.path.display())
+    }
+
+    /// Connections accepted since the relay was created.
+    pub fn accepted(&self) -> usize {
+        self.shared.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Connections open right now.
+    pub fn live_connections(&self) -> usize {
+        self.shared.connections.lock().unwrap().len()
+    }
+
+    /// Stops listening (the socket file is removed, so connecting fails) and
+    /// closes every live connection.
+    pub fn cut(&mut self) {
+        if let Some((stop, handle)) = self.acceptor.take() {
+            stop.store(true, Ordering::SeqCst);
+            handle.join().expect("relay acceptor thread");
+        }
+        let _ = std::fs::remove_file(&self.path);
+        self.drop_connections();
+    }
+
+    /// Closes every live connection but keeps listening: to the agent this
+    /// looks like a broken event stream while Docker itself stays up.
+    pub fn drop_connections(&self) {
+        let live: Vec<(UnixStream, UnixStream)> = self
+            .shared
+            .connections
+            .lock()
+            .unwrap()
+            .drain()
+            .map(|(_, ends)| ends)
+            .collect();
+        for (client, upstream) in live {
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = upstream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Listens again at the same path.
+    pub fn restore(&mut self) {
+        if self.acceptor.is_some() {
+            return;
+        }
+        let _ = std::fs::remove_file(&self.path);
+        let listener = UnixListener::bind(&self.path)
+            .unwrap_or_else(|e| panic!("relay bind {}: {e}", self.path.display()));
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking relay listener");
+        let stop = Arc::new(AtomicBool::new(false));
+        let shared = self.shared.clone();
+        let stopped = stop.clone();
+        let handle = thread::spawn(move || {
+            while !stopped.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((client, _)) => relay_connection(&shared, client),
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            // The listener is dropped here: nothing accepts any more.
+        });
+        self.acceptor = Some((stop, handle));
+    }
+}
+
+impl Drop for DockerRelay {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+/// Connects `client` to the Docker socket and copies both ways on two
+/// threads; the connection is registered before this returns, so `cut`
+/// closes it even if it was accepted just before.
+fn relay_connection(shared: &Arc<RelayShared>, client: UnixStream) {
+    let _ = client.set_nonblocking(false);
+    let Ok(upstream) = UnixStream::connect(DOCKER_SOCKET) else {
+        return; // dropping `client` closes it
+    };
+    let (Ok(c2), Ok(u2), Ok(c3), Ok(u3)) = (
+        client.try_clone(),
+        upstream.try_clone(),
+        client.try_clone(),
+        upstream.try_clone(),
+    ) else {
+        return;
+    };
+    let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
+    shared.connections.lock().unwrap().insert(id, (c3, u3));
+    shared.accepted.fetch_add(1, Ordering::SeqCst);
+    let shared = shared.clone();
+    thread::spawn(move || {
+        let back = thread::spawn(move || {
+            let (mut from, mut to) = (u2, c2);
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(Shutdown::Write);
+        });
+        let (mut from, mut to) = (client, upstream);
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(Shutdown::Write);
+        let _ = back.join();
+        shared.connections.lock().unwrap().remove(&id);
+    });
+}
+
 // --------------------------------------------------------------- test setup
 
 /// Everything one test needs: a unique id, host IP and label, a private etcd
@@ -626,6 +1207,24 @@ impl TestEnv {
             etcd: Etcd::start(),
             id,
         }
+    }
+
+    /// Like `new`, with a given etcd (say, one that is not running yet).
+    pub fn with_etcd(name: &str, etcd: Etcd) -> TestEnv {
+        let id = unique_id(name);
+        let containers = Containers::new(&id);
+        TestEnv {
+            host_ip: host_ip_for(&id),
+            containers,
+            etcd,
+            id,
+        }
+    }
+
+    /// The records this test's agent must hold now, computed from Docker
+    /// (see [`expected_records`]).
+    pub fn expected_now(&self) -> BTreeMap<String, String> {
+        expected_records(&self.host_ip, self.label())
     }
 
     pub fn endpoint(&self) -> String {
