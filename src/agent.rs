@@ -49,12 +49,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         ttl_secs = config.lease_ttl.map_or(0, |ttl| ttl.as_secs()),
         resync_secs = config.resync.map_or(0, |resync| resync.as_secs()),
         docker_host = config.docker_host,
+        etcd_tls = config.etcd_security.ca_pem.is_some(),
+        etcd_user = config.etcd_security.credentials.as_ref().map(|c| c.user.as_str()),
         "starting"
     );
     let docker = Docker::new(&config.docker_host).context("--docker-host (env DOCKER_HOST)")?;
-    let etcd = Etcd::connect(&config.etcd_endpoints, config.host.clone())
-        .await
-        .context("--etcd-endpoints (env ETCD_ENDPOINT)")?;
+    let etcd = Etcd::new(
+        &config.etcd_endpoints,
+        config.etcd_security.clone(),
+        config.host.clone(),
+    );
     let deregister_on_exit = config.deregister_on_exit;
     let mut agent = Agent::new(config, docker, etcd);
     let (stop, stopped) = watch::channel(false);

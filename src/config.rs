@@ -6,7 +6,8 @@
 //! one line naming both the flag and its variable.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
@@ -91,6 +92,47 @@ pub struct Cli {
         action = clap::ArgAction::SetTrue
     )]
     deregister_on_exit: bool,
+
+    /// CA certificate (PEM) that signed etcd's server certificates; enables TLS.
+    #[arg(long, env = "ETCD_CACERT", value_name = "FILE")]
+    etcd_cacert: Option<PathBuf>,
+
+    /// Client certificate (PEM) for etcd's client-certificate authentication.
+    #[arg(long, env = "ETCD_CERT", value_name = "FILE")]
+    etcd_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --etcd-cert.
+    #[arg(long, env = "ETCD_KEY", value_name = "FILE")]
+    etcd_key: Option<PathBuf>,
+
+    /// etcd user name (etcd's own authentication).
+    #[arg(long, env = "ETCD_USER", value_name = "NAME")]
+    etcd_user: Option<String>,
+
+    /// Password of --etcd-user (prefer --etcd-password-file: the environment and
+    /// the command line are visible to other processes of the same user).
+    #[arg(long, env = "ETCD_PASSWORD", value_name = "PASSWORD", hide_env_values = true)]
+    etcd_password: Option<String>,
+
+    /// File holding the password of --etcd-user (first line).
+    #[arg(long, env = "ETCD_PASSWORD_FILE", value_name = "FILE")]
+    etcd_password_file: Option<PathBuf>,
+
+    /// Serve Prometheus /metrics and /healthz on this address (e.g. 127.0.0.1:9731); off when unset.
+    #[arg(long, env = "REGISTER_METRICS_ADDR", value_name = "ADDR")]
+    metrics_addr: Option<String>,
+
+    /// Log format: `text` (one human-readable line per event) or `json` (one JSON object per line).
+    #[arg(long, env = "LOG_FORMAT", value_name = "FORMAT", default_value = "text")]
+    log_format: String,
+
+    /// Reconcile once and exit: 0 when the prefix is exact afterwards, 1 otherwise.
+    #[arg(long)]
+    once: bool,
+
+    /// Log every write and delete that would happen, change nothing in etcd.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// The validated configuration the agent runs with.
@@ -106,6 +148,54 @@ pub struct Config {
     pub required_labels: Vec<LabelRequirement>,
     /// Remove the host's records at shutdown instead of leaving them to the lease.
     pub deregister_on_exit: bool,
+    pub etcd_security: EtcdSecurity,
+    pub metrics_addr: Option<SocketAddr>,
+    pub log_format: LogFormat,
+    pub once: bool,
+    pub dry_run: bool,
+}
+
+/// How the agent authenticates to etcd and checks etcd's identity.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct EtcdSecurity {
+    /// PEM of the CA that signed etcd's server certificates: TLS is on.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM certificate and key for client-certificate authentication.
+    pub client_identity: Option<(Vec<u8>, Vec<u8>)>,
+    pub credentials: Option<Credentials>,
+}
+
+/// An etcd user and its password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+/// Never shows the password, whatever prints it.
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl fmt::Debug for EtcdSecurity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdSecurity")
+            .field("tls", &self.ca_pem.is_some())
+            .field("client_certificate", &self.client_identity.is_some())
+            .field("credentials", &self.credentials)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// A configuration mistake: names the flag and its environment variable.
@@ -139,8 +229,36 @@ fn error(flag: &'static str, env: &'static str, problem: impl Into<String>) -> C
 impl Cli {
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let host_ip = parse_host_ip(self.host_ip.as_deref())?;
-        let etcd_endpoints = parse_endpoints(&self.etcd_endpoints)
+        let etcd_security = self.etcd_security()?;
+        let tls = etcd_security.ca_pem.is_some();
+        let etcd_endpoints = parse_endpoints(&self.etcd_endpoints, tls)
             .map_err(|p| error("--etcd-endpoints", "ETCD_ENDPOINT", p))?;
+        let metrics_addr = self
+            .metrics_addr
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                a.parse::<SocketAddr>().map_err(|_| {
+                    error(
+                        "--metrics-addr",
+                        "REGISTER_METRICS_ADDR",
+                        format!("{a:?} is not IP:PORT, e.g. 127.0.0.1:9731"),
+                    )
+                })
+            })
+            .transpose()?;
+        let log_format = match self.log_format.trim() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(error(
+                    "--log-format",
+                    "LOG_FORMAT",
+                    format!("{other:?} is neither text nor json"),
+                ))
+            }
+        };
         let lease_ttl = parse_seconds(&self.ttl).map_err(|p| error("--ttl", "REGISTER_TTL", p))?;
         let resync =
             parse_seconds(&self.resync).map_err(|p| error("--resync", "REGISTER_RESYNC", p))?;
@@ -168,8 +286,84 @@ impl Cli {
             docker_host,
             required_labels,
             deregister_on_exit: self.deregister_on_exit,
+            etcd_security,
+            metrics_addr,
+            log_format,
+            once: self.once,
+            dry_run: self.dry_run,
         })
     }
+
+    fn etcd_security(&self) -> Result<EtcdSecurity, ConfigError> {
+        let ca_pem = self
+            .etcd_cacert
+            .as_deref()
+            .map(|path| read_file(path).map_err(|p| error("--etcd-cacert", "ETCD_CACERT", p)))
+            .transpose()?;
+        let client_identity = match (&self.etcd_cert, &self.etcd_key) {
+            (Some(cert), Some(key)) => {
+                let cert = read_file(cert).map_err(|p| error("--etcd-cert", "ETCD_CERT", p))?;
+                let key = read_file(key).map_err(|p| error("--etcd-key", "ETCD_KEY", p))?;
+                Some((cert, key))
+            }
+            (Some(_), None) => return Err(error("--etcd-key", "ETCD_KEY", "required with --etcd-cert")),
+            (None, Some(_)) => return Err(error("--etcd-cert", "ETCD_CERT", "required with --etcd-key")),
+            (None, None) => None,
+        };
+        if client_identity.is_some() && ca_pem.is_none() {
+            return Err(error(
+                "--etcd-cacert",
+                "ETCD_CACERT",
+                "required with a client certificate (TLS needs the CA that signed etcd's certificate)",
+            ));
+        }
+        let password = match (&self.etcd_password, &self.etcd_password_file) {
+            (Some(_), Some(_)) => {
+                return Err(error(
+                    "--etcd-password-file",
+                    "ETCD_PASSWORD_FILE",
+                    "give either a password file or --etcd-password (env ETCD_PASSWORD), not both",
+                ))
+            }
+            (None, Some(path)) => {
+                let text = read_file(path)
+                    .map_err(|p| error("--etcd-password-file", "ETCD_PASSWORD_FILE", p))?;
+                let text = String::from_utf8(text).map_err(|_| {
+                    error("--etcd-password-file", "ETCD_PASSWORD_FILE", "is not UTF-8 text")
+                })?;
+                Some(text.lines().next().unwrap_or_default().to_owned())
+            }
+            (Some(password), None) => Some(password.clone()),
+            (None, None) => None,
+        };
+        let user = self.etcd_user.as_deref().map(str::trim).filter(|u| !u.is_empty());
+        let credentials = match (user, password) {
+            (Some(user), Some(password)) => Some(Credentials {
+                user: user.to_owned(),
+                password,
+            }),
+            (Some(_), None) => {
+                return Err(error(
+                    "--etcd-password-file",
+                    "ETCD_PASSWORD_FILE",
+                    "--etcd-user needs a password (--etcd-password-file or --etcd-password)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(error("--etcd-user", "ETCD_USER", "a password was given without a user"))
+            }
+            (None, None) => None,
+        };
+        Ok(EtcdSecurity {
+            ca_pem,
+            client_identity,
+            credentials,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 fn parse_host_ip(text: Option<&str>) -> Result<IpAddr, ConfigError> {
@@ -203,12 +397,14 @@ fn parse_seconds(text: &str) -> Result<Option<Duration>, String> {
     Ok((seconds > 0).then(|| Duration::from_secs(seconds)))
 }
 
-fn parse_endpoints(list: &str) -> Result<Vec<String>, String> {
+/// With `tls`, endpoints without a scheme are `https://`, and `http://` is
+/// refused: half-encrypted clusters are a mistake, not a configuration.
+fn parse_endpoints(list: &str, tls: bool) -> Result<Vec<String>, String> {
     let endpoints: Vec<String> = list
         .split(',')
         .map(str::trim)
         .filter(|e| !e.is_empty())
-        .map(parse_endpoint)
+        .map(|e| parse_endpoint(e, tls))
         .collect::<Result<_, _>>()?;
     if endpoints.is_empty() {
         return Err("no endpoint given".into());
@@ -216,20 +412,28 @@ fn parse_endpoints(list: &str) -> Result<Vec<String>, String> {
     Ok(endpoints)
 }
 
-/// Normalises one endpoint to `http://host:port`.
-fn parse_endpoint(text: &str) -> Result<String, String> {
+/// Normalises one endpoint to `http(s)://host:port`.
+fn parse_endpoint(text: &str, tls: bool) -> Result<String, String> {
+    let wanted = if tls { "https" } else { "http" };
     let with_scheme = if text.contains("://") {
         text.to_owned()
     } else {
-        format!("http://{text}")
+        format!("{wanted}://{text}")
     };
     let uri: http::Uri = with_scheme
         .parse()
-        .map_err(|_| format!("{text:?} is not host:port or http://host:port"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err(format!("{text:?}: https endpoints are not supported")),
-        _ => return Err(format!("{text:?}: the scheme must be http")),
+        .map_err(|_| format!("{text:?} is not host:port or {wanted}://host:port"))?;
+    match (uri.scheme_str(), tls) {
+        (Some("http"), false) | (Some("https"), true) => {}
+        (Some("https"), false) => {
+            return Err(format!(
+                "{text:?} is https: give --etcd-cacert (env ETCD_CACERT) to use TLS"
+            ))
+        }
+        (Some("http"), true) => {
+            return Err(format!("{text:?} is plain http, but TLS is configured"))
+        }
+        _ => return Err(format!("{text:?}: the scheme must be {wanted}")),
     }
     let host = uri.host().filter(|h| !h.is_empty());
     let Some(host) = host else {
@@ -253,7 +457,7 @@ fn parse_endpoint(text: &str) -> Result<String, String> {
             .ok_or_else(|| format!("{text:?} has no valid port"))?,
         _ => DEFAULT_ETCD_PORT,
     };
-    Ok(format!("http://{host}:{port}"))
+    Ok(format!("{wanted}://{host}:{port}"))
 }
 
 fn parse_docker_host(text: &str) -> Result<String, String> {

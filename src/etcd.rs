@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, ConnectOptions, DeleteOptions, EventType, GetOptions, LeaseKeepAliveStream,
+    Certificate, Client, Identity, TlsOptions, ConnectOptions, DeleteOptions, EventType, GetOptions, LeaseKeepAliveStream,
     LeaseKeeper, PutOptions, Txn, TxnOp, WatchOptions, WatchStream,
 };
 use tonic::Code;
 
+use crate::config::EtcdSecurity;
 use crate::plan::{LeaseId, Observed, Operation};
 use crate::record::HostPrefix;
 
@@ -78,30 +79,63 @@ pub struct Applied {
 
 /// A client for one etcd cluster, confined to one host prefix.
 pub struct Etcd {
-    client: Client,
+    endpoints: Vec<String>,
+    security: EtcdSecurity,
     prefix: HostPrefix,
+    /// Connected on first use: with authentication, connecting already asks
+    /// etcd for a token, and etcd may not be up yet.
+    client: Option<Client>,
 }
 
 impl Etcd {
-    /// Builds the client; it connects lazily, so an unreachable cluster shows
-    /// up as failing requests, not here.
-    pub async fn connect(endpoints: &[String], prefix: HostPrefix) -> Result<Self, EtcdError> {
-        let options = ConnectOptions::new()
+    /// Nothing is connected yet.
+    pub fn new(endpoints: &[String], security: EtcdSecurity, prefix: HostPrefix) -> Self {
+        Self {
+            endpoints: endpoints.to_vec(),
+            security,
+            prefix,
+            client: None,
+        }
+    }
+
+    async fn client(&mut self) -> Result<&mut Client, EtcdError> {
+        let client = match self.client.take() {
+            Some(client) => client,
+            None => Client::connect(&self.endpoints, Some(self.connect_options())).await?,
+        };
+        Ok(self.client.insert(client))
+    }
+
+    fn connect_options(&self) -> ConnectOptions {
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
             // A member cut off from its quorum fails our requests and streams
             // instead of serving stale reads and a watch that never fires.
             .with_require_leader(true);
-        let client = Client::connect(endpoints, Some(options)).await?;
-        Ok(Self { client, prefix })
+        if let Some(ca) = &self.security.ca_pem {
+            let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(ca));
+            if let Some((cert, key)) = &self.security.client_identity {
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(tls);
+        }
+        if let Some(credentials) = &self.security.credentials {
+            options = options
+                .with_user(&credentials.user, &credentials.password)
+                .with_auto_token_refresh(true);
+        }
+        options
     }
 
     /// Every record under our host prefix, with the lease it rides on.
     pub async fn observe(&mut self) -> Result<Snapshot, EtcdError> {
+        let prefix = self.prefix.as_str().to_owned();
         let response = self
-            .client
-            .get(self.prefix.as_str(), Some(GetOptions::new().with_prefix()))
+            .client()
+            .await?
+            .get(prefix, Some(GetOptions::new().with_prefix()))
             .await?;
         let revision = response.header().map_or(0, |h| h.revision());
         let records = response
@@ -168,18 +202,18 @@ impl Etcd {
 
     async fn txn(&mut self, operations: &[Operation], lease: LeaseId) -> Result<i64, EtcdError> {
         let ops: Vec<TxnOp> = operations.iter().map(|op| txn_op(op, lease)).collect();
-        let response = self.client.txn(Txn::new().and_then(ops)).await?;
+        let response = self.client().await?.txn(Txn::new().and_then(ops)).await?;
         Ok(response.header().map_or(0, |h| h.revision()))
     }
 
     pub async fn grant_lease(&mut self, ttl: Duration) -> Result<LeaseId, EtcdError> {
         let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
-        Ok(self.client.lease_grant(ttl, None).await?.id())
+        Ok(self.client().await?.lease_grant(ttl, None).await?.id())
     }
 
     /// Opens the keep-alive stream of `lease`; fails when the lease is gone.
     pub async fn keep_alive(&mut self, lease: LeaseId) -> Result<LeaseKeepAlive, EtcdError> {
-        let (keeper, responses) = self.client.lease_keep_alive(lease).await?;
+        let (keeper, responses) = self.client().await?.lease_keep_alive(lease).await?;
         Ok(LeaseKeepAlive { keeper, responses })
     }
 
@@ -188,10 +222,8 @@ impl Etcd {
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(revision);
-        let stream = self
-            .client
-            .watch(self.prefix.as_str(), Some(options))
-            .await?;
+        let prefix = self.prefix.as_str().to_owned();
+        let stream = self.client().await?.watch(prefix, Some(options)).await?;
         Ok(PrefixWatch { stream })
     }
 
@@ -200,7 +232,8 @@ impl Etcd {
     pub async fn deregister(&mut self, lease: Option<LeaseId>) -> Result<(), EtcdError> {
         if let Some(lease) = lease {
             match self
-                .client
+                .client()
+                .await?
                 .lease_revoke(lease)
                 .await
                 .map_err(EtcdError::from)
@@ -209,11 +242,10 @@ impl Etcd {
                 Err(error) => return Err(error),
             }
         }
-        self.client
-            .delete(
-                self.prefix.as_str(),
-                Some(DeleteOptions::new().with_prefix()),
-            )
+        let prefix = self.prefix.as_str().to_owned();
+        self.client()
+            .await?
+            .delete(prefix, Some(DeleteOptions::new().with_prefix()))
             .await?;
         Ok(())
     }
