@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::{pending, Future};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
@@ -23,6 +24,7 @@ use crate::config::Config;
 use crate::container::Container;
 use crate::docker::{ContainerEvent, Docker, DockerError, EventKind};
 use crate::etcd::{Change, Etcd, EtcdError, LeaseKeepAlive, PrefixWatch};
+use crate::metrics::{self, Metrics};
 use crate::plan::{self, LeaseId, Observed, Operation};
 use crate::record::{self, container_id_of, Record};
 
@@ -39,9 +41,25 @@ const EVENT_REPLAY: Duration = Duration::from_secs(2);
 const FINISH_IN_FLIGHT: Duration = Duration::from_millis(1000);
 const DEREGISTER: Duration = Duration::from_millis(800);
 
-/// Runs the agent until `shutdown` completes. Only configuration problems
-/// make it return early; everything else is retried.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stopped by a signal.
+    Stopped,
+    /// `--once`: our prefix is exact.
+    Exact,
+    /// `--once`: our prefix is not exact (or Docker or etcd failed).
+    NotExact,
+}
+
+/// Runs the agent until `shutdown` completes (or, with `--once`, for one
+/// reconcile). Only configuration problems make it return an error;
+/// everything else is retried. `metrics_listener` serves `--metrics-addr`.
+pub async fn run(
+    config: Config,
+    metrics_listener: Option<std::net::TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<Outcome> {
     info!(
         endpoints = ?config.etcd_endpoints,
         host_ip = %config.host.host_ip(),
@@ -51,8 +69,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         docker_host = config.docker_host,
         etcd_tls = config.etcd_security.ca_pem.is_some(),
         etcd_user = config.etcd_security.credentials.as_ref().map(|c| c.user.as_str()),
+        once = config.once,
+        dry_run = config.dry_run,
         "starting"
     );
+    let metrics = Metrics::new();
+    if let Some(listener) = metrics_listener {
+        listener
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(listener))
+            .map(|listener| tokio::spawn(metrics::serve(listener, Arc::clone(&metrics))))
+            .context("--metrics-addr (env REGISTER_METRICS_ADDR)")?;
+    }
     let docker = Docker::new(&config.docker_host).context("--docker-host (env DOCKER_HOST)")?;
     let etcd = Etcd::new(
         &config.etcd_endpoints,
@@ -60,7 +88,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         config.host.clone(),
     );
     let deregister_on_exit = config.deregister_on_exit;
-    let mut agent = Agent::new(config, docker, etcd);
+    let once = config.once;
+    let mut agent = Agent::new(config, docker, etcd, metrics);
+    if once {
+        let outcome = tokio::select! {
+            exact = agent.reconcile_once() => if exact { Outcome::Exact } else { Outcome::NotExact },
+            () = shutdown => Outcome::Stopped,
+        };
+        return Ok(outcome);
+    }
     let (stop, stopped) = watch::channel(false);
     {
         let work = agent.run(stopped);
@@ -88,7 +124,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             Err(_) => warn!("deregistering timed out; records expire with the lease"),
         }
     }
-    Ok(())
+    Ok(Outcome::Stopped)
 }
 
 /// What woke the loop up.
@@ -105,6 +141,9 @@ enum Wake {
 
 struct Agent {
     config: Config,
+    /// The lease TTL in force: none with `--ttl 0`, `--once` or `--dry-run`.
+    lease_ttl: Option<Duration>,
+    metrics: Arc<Metrics>,
     docker: Docker,
     etcd: Etcd,
     /// The record each qualifying container should have, by container id.
@@ -134,13 +173,18 @@ struct Agent {
 }
 
 impl Agent {
-    fn new(config: Config, docker: Docker, etcd: Etcd) -> Self {
+    fn new(config: Config, docker: Docker, etcd: Etcd, metrics: Arc<Metrics>) -> Self {
         let resync = config.resync.map(periodic);
+        // A lease outlives no process that does not keep it alive, and a dry
+        // run writes nothing, not even a lease.
+        let lease_ttl = config.lease_ttl.filter(|_| !config.once && !config.dry_run);
         // Three keep-alives per TTL ride out one lost or late answer.
-        let keep_alive = config
-            .lease_ttl
-            .map(|ttl| periodic((ttl / 3).max(Duration::from_millis(500))));
+        let keep_alive = lease_ttl.map(|ttl| periodic((ttl / 3).max(Duration::from_millis(500))));
         Self {
+            lease_ttl,
+            docker_health: Health::new("docker", Arc::clone(&metrics)),
+            etcd_health: Health::new("etcd", Arc::clone(&metrics)),
+            metrics,
             config,
             docker,
             etcd,
@@ -155,8 +199,6 @@ impl Agent {
             resync,
             keep_alive,
             retry: Retry::new(),
-            docker_health: Health::new("docker"),
-            etcd_health: Health::new("etcd"),
             listed_once: false,
             ready: false,
         }
@@ -245,6 +287,7 @@ impl Agent {
     /// Brings whatever is out of sync back: Docker subscription and listing,
     /// the lease, then etcd. On failure, schedules the next attempt.
     async fn repair(&mut self) {
+        let started = Instant::now();
         let mut healthy = true;
         if self.events.is_none() {
             match self.resubscribe_and_list().await {
@@ -271,9 +314,11 @@ impl Agent {
             }
         }
         if !healthy {
+            self.metrics.reconcile_failed();
             self.retry.schedule();
             return;
         }
+        self.metrics.reconciled(started.elapsed());
         self.retry.reset();
         if !self.ready {
             self.ready = true;
@@ -311,7 +356,7 @@ impl Agent {
     /// Before Docker was listed: get the lease ready (or, without lease, just
     /// check that etcd answers), so that etcd trouble is reported at once.
     async fn prepare_etcd(&mut self) -> Result<(), EtcdError> {
-        if self.config.lease_ttl.is_some() {
+        if self.lease_ttl.is_some() {
             if self.lease.is_none() {
                 self.resume_or_grant_lease().await?;
             }
@@ -334,12 +379,9 @@ impl Agent {
                 self.own_revisions.clear();
             }
             self.observed = snapshot.records;
-            let desired: BTreeMap<String, String> = self
-                .desired
-                .values()
-                .map(|r| (r.key.clone(), r.value.clone()))
-                .collect();
-            let operations = plan::plan(&desired, &self.observed, self.lease_id());
+            self.metrics.set_records(self.observed.len());
+            let desired = self.desired_by_key();
+            let operations = plan::plan(&desired, &self.observed, self.lease_policy());
             self.apply(&operations).await?;
             self.etcd_in_sync = true;
         }
@@ -350,7 +392,7 @@ impl Agent {
     /// stream (its records stay as they are), or grants a new one (and every
     /// record moves onto it in place).
     async fn resume_or_grant_lease(&mut self) -> Result<(), EtcdError> {
-        let Some(ttl) = self.config.lease_ttl else {
+        let Some(ttl) = self.lease_ttl else {
             return Ok(());
         };
         if let Some(id) = self.lease_to_resume {
@@ -397,6 +439,36 @@ impl Agent {
         }
     }
 
+    /// `--once`: one reconcile, then check that etcd holds exactly the
+    /// desired records.
+    async fn reconcile_once(&mut self) -> bool {
+        self.repair().await;
+        if !self.ready {
+            return false;
+        }
+        let desired = self.desired_by_key();
+        match self.etcd.observe().await {
+            Ok(snapshot) => {
+                let remaining = plan::plan(&desired, &snapshot.records, None);
+                for operation in &remaining {
+                    warn!(key = operation.key(), "not exact");
+                }
+                remaining.is_empty()
+            }
+            Err(error) => {
+                warn!(error = %error, "cannot verify the reconcile");
+                false
+            }
+        }
+    }
+
+    fn desired_by_key(&self) -> BTreeMap<String, String> {
+        self.desired
+            .values()
+            .map(|r| (r.key.clone(), r.value.clone()))
+            .collect()
+    }
+
     /// Removes this host's records (for `--deregister-on-exit`).
     async fn deregister(&mut self) -> Result<(), EtcdError> {
         let lease = self.lease.as_ref().map(LeaseKeepAlive::lease);
@@ -409,6 +481,7 @@ impl Agent {
     async fn apply_events(&mut self, batch: Vec<ContainerEvent>) {
         let mut last_kind: BTreeMap<String, EventKind> = BTreeMap::new();
         for event in batch {
+            self.metrics.docker_event(event.action);
             last_kind.insert(event.container_id, event.kind);
         }
         let started: Vec<String> = last_kind
@@ -453,7 +526,7 @@ impl Agent {
             .filter(|(key, _)| touched.contains(container_id_of(key)))
             .map(|(key, observed)| (key.clone(), observed.clone()))
             .collect();
-        let operations = plan::plan(&desired, &observed, self.lease_id());
+        let operations = plan::plan(&desired, &observed, self.lease_policy());
         if let Err(error) = self.apply(&operations).await {
             self.etcd_failed(error);
         }
@@ -499,13 +572,27 @@ impl Agent {
             return Ok(());
         }
         let lease = self.lease_id();
+        if self.config.dry_run {
+            for operation in operations {
+                log_operation(operation, true);
+            }
+            // As if applied, so that each change is reported once.
+            plan::record_applied(&mut self.observed, operations, lease);
+            return Ok(());
+        }
         let applied = self.etcd.apply(operations, lease).await?;
         plan::record_applied(&mut self.observed, &applied.done, lease);
         self.own_revisions.extend(applied.revisions);
         for operation in &applied.done {
-            log_applied(operation);
+            log_operation(operation, false);
+            self.metrics.etcd_operation(match operation {
+                Operation::Put { .. } => "put",
+                Operation::Delete { .. } => "delete",
+            });
         }
+        self.metrics.set_records(self.observed.len());
         for (operation, reason) in &applied.rejected {
+            self.metrics.etcd_error();
             let key = operation.key();
             error!(
                 container_id = container_id_of(key),
@@ -520,6 +607,7 @@ impl Agent {
 
     /// Any etcd failure: our picture of etcd can no longer be trusted.
     fn etcd_failed(&mut self, error: EtcdError) {
+        self.metrics.etcd_error();
         match error {
             EtcdError::LeaseNotFound => self.lease_lost("etcd does not know the lease"),
             error => self.etcd_health.failed(&error),
@@ -553,7 +641,17 @@ impl Agent {
     }
 
     fn lease_missing(&self) -> bool {
-        self.config.lease_ttl.is_some() && self.lease.is_none()
+        self.lease_ttl.is_some() && self.lease.is_none()
+    }
+
+    /// Which lease a record must ride on to count as right: ours, or, when
+    /// this run holds none (`--once`, `--dry-run`), any.
+    fn lease_policy(&self) -> Option<LeaseId> {
+        if self.config.once || self.config.dry_run {
+            None
+        } else {
+            Some(self.lease_id())
+        }
     }
 
     fn lease_id(&self) -> LeaseId {
@@ -568,13 +666,20 @@ struct Inspected {
     failed: BTreeSet<String>,
 }
 
-fn log_applied(operation: &Operation) {
+/// One info line per write or delete (SPEC §4); `dry_run` says it did not happen.
+fn log_operation(operation: &Operation, dry_run: bool) {
     let key = operation.key();
     let container_id = container_id_of(key);
     let image = key.rsplit('/').nth(1).unwrap_or_default();
-    match operation {
-        Operation::Put { .. } => info!(container_id, image, key, "registered"),
-        Operation::Delete { .. } => info!(container_id, image, key, "unregistered"),
+    match (operation, dry_run) {
+        (Operation::Put { .. }, false) => info!(container_id, image, key, "registered"),
+        (Operation::Delete { .. }, false) => info!(container_id, image, key, "unregistered"),
+        (Operation::Put { .. }, true) => {
+            info!(container_id, image, key, "would register (dry run)")
+        }
+        (Operation::Delete { .. }, true) => {
+            info!(container_id, image, key, "would unregister (dry run)")
+        }
     }
 }
 
@@ -680,17 +785,20 @@ impl Retry {
 struct Health {
     dependency: &'static str,
     down_since: Option<Instant>,
+    metrics: Arc<Metrics>,
 }
 
 impl Health {
-    fn new(dependency: &'static str) -> Self {
+    fn new(dependency: &'static str, metrics: Arc<Metrics>) -> Self {
         Self {
             dependency,
             down_since: None,
+            metrics,
         }
     }
 
     fn failed(&mut self, error: &dyn std::fmt::Display) {
+        self.metrics.set_connected(self.dependency, false);
         if self.down_since.is_none() {
             self.down_since = Some(Instant::now());
             warn!(dependency = self.dependency, error = %error, "dependency unavailable; retrying");
@@ -700,6 +808,7 @@ impl Health {
     }
 
     fn recovered(&mut self) {
+        self.metrics.set_connected(self.dependency, true);
         if let Some(since) = self.down_since.take() {
             info!(
                 dependency = self.dependency,

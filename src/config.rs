@@ -111,7 +111,12 @@ pub struct Cli {
 
     /// Password of --etcd-user (prefer --etcd-password-file: the environment and
     /// the command line are visible to other processes of the same user).
-    #[arg(long, env = "ETCD_PASSWORD", value_name = "PASSWORD", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "ETCD_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
     etcd_password: Option<String>,
 
     /// File holding the password of --etcd-user (first line).
@@ -123,7 +128,12 @@ pub struct Cli {
     metrics_addr: Option<String>,
 
     /// Log format: `text` (one human-readable line per event) or `json` (one JSON object per line).
-    #[arg(long, env = "LOG_FORMAT", value_name = "FORMAT", default_value = "text")]
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_name = "FORMAT",
+        default_value = "text"
+    )]
     log_format: String,
 
     /// Reconcile once and exit: 0 when the prefix is exact afterwards, 1 otherwise.
@@ -306,8 +316,16 @@ impl Cli {
                 let key = read_file(key).map_err(|p| error("--etcd-key", "ETCD_KEY", p))?;
                 Some((cert, key))
             }
-            (Some(_), None) => return Err(error("--etcd-key", "ETCD_KEY", "required with --etcd-cert")),
-            (None, Some(_)) => return Err(error("--etcd-cert", "ETCD_CERT", "required with --etcd-key")),
+            (Some(_), None) => {
+                return Err(error("--etcd-key", "ETCD_KEY", "required with --etcd-cert"))
+            }
+            (None, Some(_)) => {
+                return Err(error(
+                    "--etcd-cert",
+                    "ETCD_CERT",
+                    "required with --etcd-key",
+                ))
+            }
             (None, None) => None,
         };
         if client_identity.is_some() && ca_pem.is_none() {
@@ -317,26 +335,33 @@ impl Cli {
                 "required with a client certificate (TLS needs the CA that signed etcd's certificate)",
             ));
         }
-        let password = match (&self.etcd_password, &self.etcd_password_file) {
-            (Some(_), Some(_)) => {
-                return Err(error(
+        let password =
+            match (&self.etcd_password, &self.etcd_password_file) {
+                (Some(_), Some(_)) => return Err(error(
                     "--etcd-password-file",
                     "ETCD_PASSWORD_FILE",
                     "give either a password file or --etcd-password (env ETCD_PASSWORD), not both",
-                ))
-            }
-            (None, Some(path)) => {
-                let text = read_file(path)
-                    .map_err(|p| error("--etcd-password-file", "ETCD_PASSWORD_FILE", p))?;
-                let text = String::from_utf8(text).map_err(|_| {
-                    error("--etcd-password-file", "ETCD_PASSWORD_FILE", "is not UTF-8 text")
-                })?;
-                Some(text.lines().next().unwrap_or_default().to_owned())
-            }
-            (Some(password), None) => Some(password.clone()),
-            (None, None) => None,
-        };
-        let user = self.etcd_user.as_deref().map(str::trim).filter(|u| !u.is_empty());
+                )),
+                (None, Some(path)) => {
+                    let text = read_file(path)
+                        .map_err(|p| error("--etcd-password-file", "ETCD_PASSWORD_FILE", p))?;
+                    let text = String::from_utf8(text).map_err(|_| {
+                        error(
+                            "--etcd-password-file",
+                            "ETCD_PASSWORD_FILE",
+                            "is not UTF-8 text",
+                        )
+                    })?;
+                    Some(text.lines().next().unwrap_or_default().to_owned())
+                }
+                (Some(password), None) => Some(password.clone()),
+                (None, None) => None,
+            };
+        let user = self
+            .etcd_user
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty());
         let credentials = match (user, password) {
             (Some(user), Some(password)) => Some(Credentials {
                 user: user.to_owned(),
@@ -350,7 +375,11 @@ impl Cli {
                 ))
             }
             (None, Some(_)) => {
-                return Err(error("--etcd-user", "ETCD_USER", "a password was given without a user"))
+                return Err(error(
+                    "--etcd-user",
+                    "ETCD_USER",
+                    "a password was given without a user",
+                ))
             }
             (None, None) => None,
         };

@@ -55,6 +55,8 @@ pub enum EventKind {
 pub struct ContainerEvent {
     pub container_id: String,
     pub kind: EventKind,
+    /// Docker's action: `start`, `die` or `destroy`.
+    pub action: &'static str,
 }
 
 /// The Docker engine at one address; connected by [`Docker::handshake`].
@@ -154,13 +156,18 @@ impl Docker {
 }
 
 fn container_event(message: EventMessage) -> Option<ContainerEvent> {
-    let kind = match message.action.as_deref()? {
-        "start" => EventKind::Started,
-        "die" | "destroy" => EventKind::Stopped,
+    let (kind, action) = match message.action.as_deref()? {
+        "start" => (EventKind::Started, "start"),
+        "die" => (EventKind::Stopped, "die"),
+        "destroy" => (EventKind::Stopped, "destroy"),
         _ => return None,
     };
     let container_id = message.actor?.id?;
-    Some(ContainerEvent { container_id, kind })
+    Some(ContainerEvent {
+        container_id,
+        kind,
+        action,
+    })
 }
 
 fn container_from(response: ContainerInspectResponse) -> Result<Container, DockerError> {

@@ -7,6 +7,7 @@ mod container;
 mod docker;
 mod etcd;
 mod image;
+mod metrics;
 mod plan;
 mod record;
 
@@ -22,6 +23,8 @@ use tracing_subscriber::EnvFilter;
 const EXIT_CONFIG: u8 = 2;
 /// Exit code when the agent cannot run at all (no runtime, no signals).
 const EXIT_FAILURE: u8 = 1;
+/// `--once`: the prefix is not exact after the reconcile.
+const EXIT_NOT_EXACT: u8 = 1;
 
 fn main() -> ExitCode {
     let config = match config::Cli::parse().into_config() {
@@ -32,8 +35,24 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.log_format);
-    match run(config) {
-        Ok(()) => ExitCode::SUCCESS,
+    // Bound before anything else runs, so that a busy port is a
+    // configuration error reported at once.
+    let metrics_listener = match config
+        .metrics_addr
+        .map(std::net::TcpListener::bind)
+        .transpose()
+    {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!(
+                "docker-etcd-register: invalid --metrics-addr (env REGISTER_METRICS_ADDR): cannot listen: {error}"
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match run(config, metrics_listener) {
+        Ok(agent::Outcome::Stopped | agent::Outcome::Exact) => ExitCode::SUCCESS,
+        Ok(agent::Outcome::NotExact) => ExitCode::from(EXIT_NOT_EXACT),
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "cannot run");
             ExitCode::from(EXIT_FAILURE)
@@ -41,14 +60,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: config::Config) -> anyhow::Result<()> {
+fn run(
+    config: config::Config,
+    metrics_listener: Option<std::net::TcpListener>,
+) -> anyhow::Result<agent::Outcome> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let shutdown = shutdown_signal().context("installing signal handlers")?;
-        agent::run(config, shutdown).await
+        agent::run(config, metrics_listener, shutdown).await
     })
 }
 

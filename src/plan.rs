@@ -43,7 +43,7 @@ impl Operation {
 }
 
 /// The operations that turn `observed` into `desired` with every record on
-/// `lease`.
+/// `lease` (`None`: whatever lease a record rides on, only values count).
 ///
 /// A record that is already right is left alone; one with another value or
 /// on another lease (say, of the agent's previous run) is rewritten in place,
@@ -52,12 +52,12 @@ impl Operation {
 pub fn plan(
     desired: &BTreeMap<String, String>,
     observed: &BTreeMap<String, Observed>,
-    lease: LeaseId,
+    lease: Option<LeaseId>,
 ) -> Vec<Operation> {
     let puts = desired.iter().filter_map(|(key, value)| {
-        let up_to_date = observed
-            .get(key)
-            .is_some_and(|o| o.lease == lease && o.value == value.as_bytes());
+        let up_to_date = observed.get(key).is_some_and(|o| {
+            lease.is_none_or(|lease| o.lease == lease) && o.value == value.as_bytes()
+        });
         (!up_to_date).then(|| Operation::Put {
             key: key.clone(),
             value: value.clone(),
@@ -133,7 +133,11 @@ mod tests {
 
     #[test]
     fn nothing_to_do_when_equal() {
-        let ops = plan(&desired(&[("a", "1")]), &observed(&[("a", "1", 7)]), 7);
+        let ops = plan(
+            &desired(&[("a", "1")]),
+            &observed(&[("a", "1", 7)]),
+            Some(7),
+        );
         assert!(ops.is_empty());
     }
 
@@ -142,22 +146,34 @@ mod tests {
         let ops = plan(
             &desired(&[("a", "1"), ("b", "2")]),
             &observed(&[("a", "1", 0)]),
-            0,
+            Some(0),
         );
         assert_eq!(ops, vec![put("b", "2")]);
     }
 
     #[test]
     fn changed_values_are_rewritten_in_place() {
-        let ops = plan(&desired(&[("a", "new")]), &observed(&[("a", "old", 0)]), 0);
+        let ops = plan(
+            &desired(&[("a", "new")]),
+            &observed(&[("a", "old", 0)]),
+            Some(0),
+        );
         assert_eq!(ops, vec![put("a", "new")]);
     }
 
     #[test]
     fn a_record_on_another_lease_is_rewritten_not_deleted() {
-        let ops = plan(&desired(&[("a", "1")]), &observed(&[("a", "1", 41)]), 42);
+        let ops = plan(
+            &desired(&[("a", "1")]),
+            &observed(&[("a", "1", 41)]),
+            Some(42),
+        );
         assert_eq!(ops, vec![put("a", "1")]);
-        let ops = plan(&desired(&[("a", "1")]), &observed(&[("a", "1", 0)]), 42);
+        let ops = plan(
+            &desired(&[("a", "1")]),
+            &observed(&[("a", "1", 0)]),
+            Some(42),
+        );
         assert_eq!(ops, vec![put("a", "1")]);
     }
 
@@ -166,14 +182,14 @@ mod tests {
         let ops = plan(
             &desired(&[("new", "1")]),
             &observed(&[("old", "1", 0), ("zzz", "9", 0)]),
-            0,
+            Some(0),
         );
         assert_eq!(ops, vec![put("new", "1"), delete("old"), delete("zzz")]);
     }
 
     #[test]
     fn empty_desired_clears_everything_observed() {
-        let ops = plan(&desired(&[]), &observed(&[("a", "1", 3)]), 3);
+        let ops = plan(&desired(&[]), &observed(&[("a", "1", 3)]), Some(3));
         assert_eq!(ops, vec![delete("a")]);
     }
 
@@ -181,9 +197,16 @@ mod tests {
     fn applying_the_plan_makes_observed_equal_desired() {
         let want = desired(&[("a", "1"), ("b", "2")]);
         let mut have = observed(&[("a", "0", 1), ("c", "3", 1)]);
-        let ops = plan(&want, &have, 2);
+        let ops = plan(&want, &have, Some(2));
         record_applied(&mut have, &ops, 2);
         assert_eq!(have, observed(&[("a", "1", 2), ("b", "2", 2)]));
-        assert!(plan(&want, &have, 2).is_empty());
+        assert!(plan(&want, &have, Some(2)).is_empty());
+    }
+
+    #[test]
+    fn without_a_lease_policy_only_values_count() {
+        let have = observed(&[("a", "1", 41), ("b", "old", 0), ("c", "3", 7)]);
+        let ops = plan(&desired(&[("a", "1"), ("b", "2")]), &have, None);
+        assert_eq!(ops, vec![put("b", "2"), delete("c")]);
     }
 }

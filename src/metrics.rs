@@ -1,0 +1,300 @@
+//! Prometheus metrics and the health endpoint (`--metrics-addr`).
+//!
+//! The agent loop updates the metrics (all atomics, no locks on its path);
+//! a small HTTP server task renders them on `/metrics` and answers `/healthz`.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+use tokio::net::TcpListener;
+use tracing::{debug, warn};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabel {
+    pub action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabel {
+    pub operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DependencyLabel {
+    dependency: &'static str,
+}
+
+/// Everything the agent reports.
+pub struct Metrics {
+    registry: Registry,
+    records: Gauge,
+    docker_events: Family<ActionLabel, Counter>,
+    etcd_operations: Family<OperationLabel, Counter>,
+    etcd_errors: Counter,
+    reconciles: Counter,
+    reconcile_failures: Counter,
+    reconcile_duration: Histogram,
+    seconds_since_reconcile: Gauge<f64, AtomicU64>,
+    connected: Family<DependencyLabel, Gauge>,
+    last_reconcile: Mutex<Option<Instant>>,
+    last_reconcile_ok: AtomicBool,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("docker_etcd_register");
+        let records = Gauge::default();
+        registry.register(
+            "records",
+            "Records this agent currently holds in etcd",
+            records.clone(),
+        );
+        let docker_events = Family::<ActionLabel, Counter>::default();
+        registry.register(
+            "docker_events",
+            "Docker container events handled, by action",
+            docker_events.clone(),
+        );
+        let etcd_operations = Family::<OperationLabel, Counter>::default();
+        registry.register(
+            "etcd_operations",
+            "Writes and deletes etcd confirmed, by operation",
+            etcd_operations.clone(),
+        );
+        let etcd_errors = Counter::default();
+        registry.register(
+            "etcd_errors",
+            "etcd requests that failed or were refused",
+            etcd_errors.clone(),
+        );
+        let reconciles = Counter::default();
+        registry.register(
+            "reconciles",
+            "Completed full reconciles",
+            reconciles.clone(),
+        );
+        let reconcile_failures = Counter::default();
+        registry.register(
+            "reconcile_failures",
+            "Full reconciles that failed and will be retried",
+            reconcile_failures.clone(),
+        );
+        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Duration of completed full reconciles",
+            Unit::Seconds,
+            reconcile_duration.clone(),
+        );
+        let seconds_since_reconcile = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "since_last_reconcile",
+            "Time since the last successful full reconcile (-1: none yet)",
+            Unit::Seconds,
+            seconds_since_reconcile.clone(),
+        );
+        let connected = Family::<DependencyLabel, Gauge>::default();
+        registry.register(
+            "connected",
+            "1 while the dependency (docker, etcd) is reachable, else 0",
+            connected.clone(),
+        );
+        for dependency in ["docker", "etcd"] {
+            connected
+                .get_or_create(&DependencyLabel { dependency })
+                .set(0);
+        }
+        Arc::new(Self {
+            registry,
+            records,
+            docker_events,
+            etcd_operations,
+            etcd_errors,
+            reconciles,
+            reconcile_failures,
+            reconcile_duration,
+            seconds_since_reconcile,
+            connected,
+            last_reconcile: Mutex::new(None),
+            last_reconcile_ok: AtomicBool::new(false),
+        })
+    }
+
+    pub fn set_records(&self, count: usize) {
+        self.records.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    pub fn docker_event(&self, action: &'static str) {
+        self.docker_events
+            .get_or_create(&ActionLabel { action })
+            .inc();
+    }
+
+    pub fn etcd_operation(&self, operation: &'static str) {
+        self.etcd_operations
+            .get_or_create(&OperationLabel { operation })
+            .inc();
+    }
+
+    pub fn etcd_error(&self) {
+        self.etcd_errors.inc();
+    }
+
+    pub fn set_connected(&self, dependency: &'static str, connected: bool) {
+        self.connected
+            .get_or_create(&DependencyLabel { dependency })
+            .set(i64::from(connected));
+    }
+
+    pub fn reconciled(&self, took: Duration) {
+        self.reconciles.inc();
+        self.reconcile_duration.observe(took.as_secs_f64());
+        if let Ok(mut last) = self.last_reconcile.lock() {
+            *last = Some(Instant::now());
+        }
+        self.last_reconcile_ok.store(true, Ordering::Relaxed);
+    }
+
+    pub fn reconcile_failed(&self) {
+        self.reconcile_failures.inc();
+        self.last_reconcile_ok.store(false, Ordering::Relaxed);
+    }
+
+    /// Docker and etcd reachable and the last reconcile succeeded.
+    pub fn healthy(&self) -> bool {
+        let connected = |dependency| {
+            self.connected
+                .get_or_create(&DependencyLabel { dependency })
+                .get()
+                == 1
+        };
+        self.last_reconcile_ok.load(Ordering::Relaxed) && connected("docker") && connected("etcd")
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let since = self
+            .last_reconcile
+            .lock()
+            .ok()
+            .and_then(|last| last.map(|at| at.elapsed().as_secs_f64()))
+            .unwrap_or(-1.0);
+        self.seconds_since_reconcile.set(since);
+        let mut text = String::new();
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            warn!(error = %error, "cannot encode metrics");
+        }
+        text
+    }
+}
+
+/// Serves `/metrics` and `/healthz` until the runtime ends.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                warn!(error = %error, "metrics endpoint cannot accept");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let metrics = Arc::clone(&metrics);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let response = respond(&request, &metrics);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(error) = connection.await {
+                debug!(%peer, error = %error, "metrics connection ended with an error");
+            }
+        });
+    }
+}
+
+fn respond(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/metrics") => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.render(),
+        ),
+        (&Method::GET, "/healthz") if metrics.healthy() => {
+            (StatusCode::OK, "text/plain", "ok\n".to_owned())
+        }
+        (&Method::GET, "/healthz") => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "unhealthy: Docker or etcd unreachable, or the last reconcile failed\n".to_owned(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_owned(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = content_type.parse() {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        let metrics = Metrics::new();
+        metrics.docker_event("start");
+        metrics.etcd_operation("put");
+        metrics.reconciled(Duration::from_millis(3));
+        let text = metrics.render();
+        for name in [
+            "docker_etcd_register_records ",
+            "docker_etcd_register_docker_events_total{action=\"start\"} 1",
+            "docker_etcd_register_etcd_operations_total{operation=\"put\"} 1",
+            "docker_etcd_register_etcd_errors_total 0",
+            "docker_etcd_register_reconciles_total 1",
+            "docker_etcd_register_reconcile_duration_seconds_count 1",
+            "docker_etcd_register_since_last_reconcile_seconds ",
+            "docker_etcd_register_connected{dependency=\"docker\"} 0",
+        ] {
+            assert!(text.contains(name), "{name} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn healthy_needs_both_dependencies_and_a_good_reconcile() {
+        let metrics = Metrics::new();
+        assert!(!metrics.healthy());
+        metrics.set_connected("docker", true);
+        metrics.set_connected("etcd", true);
+        assert!(!metrics.healthy());
+        metrics.reconciled(Duration::ZERO);
+        assert!(metrics.healthy());
+        metrics.set_connected("etcd", false);
+        assert!(!metrics.healthy());
+        metrics.set_connected("etcd", true);
+        metrics.reconcile_failed();
+        assert!(!metrics.healthy());
+    }
+}
