@@ -781,40 +781,59 @@ impl Retry {
 }
 
 /// Whether a dependency is reachable, so that an outage is one warning when
-/// it starts and one info line when it ends, not a line per retry.
+/// it starts and one info line when it ends, not a line per retry. A single
+/// failure that the first retry heals (a request that hit the one dead member
+/// of a healthy cluster) is no outage: it is logged at debug only.
 struct Health {
     dependency: &'static str,
+    /// Consecutive failures; 0 while the dependency answers.
+    failures: u32,
     down_since: Option<Instant>,
     metrics: Arc<Metrics>,
 }
 
 impl Health {
+    /// Failures in a row that make an outage.
+    const OUTAGE: u32 = 2;
+
     fn new(dependency: &'static str, metrics: Arc<Metrics>) -> Self {
         Self {
             dependency,
+            failures: 0,
             down_since: None,
             metrics,
         }
     }
 
     fn failed(&mut self, error: &dyn std::fmt::Display) {
-        self.metrics.set_connected(self.dependency, false);
-        if self.down_since.is_none() {
-            self.down_since = Some(Instant::now());
-            warn!(dependency = self.dependency, error = %error, "dependency unavailable; retrying");
+        self.failures = self.failures.saturating_add(1);
+        let since = *self.down_since.get_or_insert_with(Instant::now);
+        if self.failures == Self::OUTAGE {
+            self.metrics.set_connected(self.dependency, false);
+            warn!(
+                dependency = self.dependency,
+                error = %error,
+                failing_secs = since.elapsed().as_secs_f64(),
+                "dependency unavailable; retrying"
+            );
         } else {
-            debug!(dependency = self.dependency, error = %error, "still unavailable");
+            debug!(dependency = self.dependency, error = %error, "request failed; retrying");
         }
     }
 
     fn recovered(&mut self) {
         self.metrics.set_connected(self.dependency, true);
+        let failures = std::mem::take(&mut self.failures);
         if let Some(since) = self.down_since.take() {
-            info!(
-                dependency = self.dependency,
-                down_secs = since.elapsed().as_secs_f64(),
-                "dependency back"
-            );
+            let down_secs = since.elapsed().as_secs_f64();
+            if failures >= Self::OUTAGE {
+                info!(dependency = self.dependency, down_secs, "dependency back");
+            } else {
+                debug!(
+                    dependency = self.dependency,
+                    down_secs, "recovered at the first retry"
+                );
+            }
         }
     }
 }

@@ -1,0 +1,145 @@
+//! A real restart of dockerd (run on its own, after the other suites: it
+//! takes the engine away from every test): the dockerd process is terminated
+//! and started again with `scripts/setup.sh`. A container with
+//! `--restart always` comes back (maybe on new host ports), one without stays
+//! stopped, one more is started afterwards, and the agent, which talks to the
+//! real socket, never exits and ends with exactly the running containers'
+//! records.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Generous: dockerd waits for containers to stop before it exits.
+const DOCKERD_EXIT: Duration = Duration::from_secs(90);
+/// After dockerd is back: reconnect backoff (≤ 5 s) and re-list, with slack.
+const CONVERGE: Duration = Duration::from_secs(20);
+
+fn docker_answers() -> bool {
+    Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The process ids of the running dockerd processes.
+fn dockerd_pids() -> Vec<u32> {
+    let out = Command::new("pidof")
+        .arg("dockerd")
+        .output()
+        .expect("run pidof");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|p| p.parse().expect("pid"))
+        .collect()
+}
+
+/// Starts dockerd again the way the project does.
+fn setup_sh() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("bash")
+        .arg("scripts/setup.sh")
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/setup.sh");
+    assert!(
+        out.status.success(),
+        "scripts/setup.sh failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(docker_answers(), "dockerd is not back after setup.sh");
+}
+
+/// Makes sure dockerd runs again when the test ends, even on panic, so that
+/// the containers can be cleaned up and later suites find an engine.
+struct DockerdBack;
+
+impl Drop for DockerdBack {
+    fn drop(&mut self) {
+        if !docker_answers() {
+            setup_sh();
+        }
+    }
+}
+
+fn with_port(env: &TestEnv, extra: &[&str]) -> String {
+    let mut args = extra.to_vec();
+    args.extend(["-p", "127.0.0.1::80", "busybox", "sleep", "1000"]);
+    env.containers.run(&args)
+}
+
+#[test]
+fn dockerd_restart_with_restarting_and_stopped_containers() {
+    let env = TestEnv::new("dockerd_restart");
+    let _dockerd_back = DockerdBack;
+    let mut agent = env.start_agent(&[]);
+    let always = with_port(&env, &["--restart", "always"]);
+    let plain = with_port(&env, &[]);
+    let before = env.expected_now();
+    assert_eq!(before.len(), 2);
+    env.wait_records(REACT, &before);
+
+    // The equivalent of `pkill -x dockerd`, by process id.
+    let pids = dockerd_pids();
+    assert!(!pids.is_empty(), "no dockerd process found");
+    for pid in &pids {
+        let status = Command::new("kill")
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {pid} failed");
+    }
+    let killed = Instant::now();
+    let gone = wait_until(DOCKERD_EXIT, || {
+        pids.iter()
+            .all(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    });
+    assert!(
+        gone,
+        "dockerd {pids:?} still running {:?} after SIGTERM",
+        killed.elapsed()
+    );
+    eprintln!("dockerd exited {:?} after SIGTERM", killed.elapsed());
+    agent.assert_running();
+
+    setup_sh();
+    let back = Instant::now();
+    eprintln!(
+        "dockerd back {:?} after it was terminated",
+        killed.elapsed()
+    );
+    assert!(
+        wait_until(SLOW, || is_running(&always)),
+        "the --restart always container did not come back"
+    );
+    assert!(
+        !is_running(&plain),
+        "the container without restart policy runs"
+    );
+    let late = with_port(&env, &[]);
+
+    let expected = env.expected_now();
+    assert_eq!(expected.len(), 2, "always and late run: {expected:#?}");
+    assert!(expected.contains_key(&env.key(IMAGE, &always)));
+    assert!(expected.contains_key(&env.key(IMAGE, &late)));
+    env.wait_records(CONVERGE, &expected);
+    eprintln!("exact {:?} after dockerd was back", back.elapsed());
+    agent.assert_running();
+
+    let stderr = agent.lines().join("\n");
+    let down = agent.count_log(&["dependency unavailable", "dependency=\"docker\""]);
+    let up = agent.count_log(&["dependency back", "dependency=\"docker\""]);
+    assert!(
+        down >= 1 && down == up,
+        "want the Docker outage logged and its end too ({down} down, {up} back); stderr:\n{stderr}"
+    );
+}
