@@ -8,7 +8,7 @@ set -euo pipefail
 log() { printf 'setup: %s\n' "$*" >&2; }
 
 install_missing_packages() {
-  local wanted=(docker.io etcd-server etcd-client protobuf-compiler busybox-static iptables)
+  local wanted=(docker.io etcd-server etcd-client protobuf-compiler libprotobuf-dev busybox-static iptables systemd)
   local missing=()
   for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
