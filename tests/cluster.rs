@@ -78,7 +78,7 @@ fn churn_step(containers: &Containers, live: &Mutex<Vec<String>>, step: usize) {
     if live.len() > 4 {
         let old = live.remove(0);
         drop(live);
-        if step % 2 == 0 {
+        if step.is_multiple_of(2) {
             containers.rm_f(&old);
         } else {
             containers.stop(&old);
