@@ -64,7 +64,7 @@ pub async fn run(
         endpoints = ?config.etcd_endpoints,
         host_ip = %config.host.host_ip(),
         prefix = config.host.as_str(),
-        ttl_secs = config.lease_ttl.map_or(0, |ttl| ttl.as_secs()),
+        ttl_secs = effective_lease_ttl(&config).map_or(0, |ttl| ttl.as_secs()),
         resync_secs = config.resync.map_or(0, |resync| resync.as_secs()),
         docker_host = config.docker_host,
         etcd_tls = config.etcd_security.ca_pem.is_some(),
@@ -444,6 +444,12 @@ impl Agent {
     async fn reconcile_once(&mut self) -> bool {
         self.repair().await;
         if !self.ready {
+            // No retry follows, so say now what the retry loop would have.
+            for health in [&self.docker_health, &self.etcd_health] {
+                if let Some(error) = &health.last_error {
+                    error!(dependency = health.dependency, error, "reconcile failed");
+                }
+            }
             return false;
         }
         let desired = self.desired_by_key();
@@ -666,6 +672,12 @@ struct Inspected {
     failed: BTreeSet<String>,
 }
 
+/// The lease TTL in force. A lease outlives no process that does not keep
+/// it alive (`--once`), and a dry run writes nothing, not even a lease.
+fn effective_lease_ttl(config: &Config) -> Option<Duration> {
+    config.lease_ttl.filter(|_| !config.once && !config.dry_run)
+}
+
 /// One info line per write or delete (SPEC §4); `dry_run` says it did not happen.
 fn log_operation(operation: &Operation, dry_run: bool) {
     let key = operation.key();
@@ -788,6 +800,7 @@ struct Health {
     dependency: &'static str,
     /// Consecutive failures; 0 while the dependency answers.
     failures: u32,
+    last_error: Option<String>,
     down_since: Option<Instant>,
     metrics: Arc<Metrics>,
 }
@@ -800,6 +813,7 @@ impl Health {
         Self {
             dependency,
             failures: 0,
+            last_error: None,
             down_since: None,
             metrics,
         }
@@ -807,6 +821,7 @@ impl Health {
 
     fn failed(&mut self, error: &dyn std::fmt::Display) {
         self.failures = self.failures.saturating_add(1);
+        self.last_error = Some(error.to_string());
         let since = *self.down_since.get_or_insert_with(Instant::now);
         if self.failures == Self::OUTAGE {
             self.metrics.set_connected(self.dependency, false);
@@ -824,6 +839,7 @@ impl Health {
     fn recovered(&mut self) {
         self.metrics.set_connected(self.dependency, true);
         let failures = std::mem::take(&mut self.failures);
+        self.last_error = None;
         if let Some(since) = self.down_since.take() {
             let down_secs = since.elapsed().as_secs_f64();
             if failures >= Self::OUTAGE {

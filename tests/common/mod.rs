@@ -11,6 +11,10 @@
 //! cut and restored), an independent etcd `Watch`, `etcdctl`, and
 //! `expected_records`, which computes from Docker itself the exact records an
 //! agent must hold.
+//!
+//! For etcd security it makes certificates (`TestPki`), starts an etcd that
+//! requires TLS client certificates (`Etcd::start_tls`), and lets the etcd
+//! helpers connect with TLS or as an etcd user (`set_client_security`).
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -72,7 +76,8 @@ pub fn host_ip_for(id: &str) -> String {
     format!("127.{}.{}.1", 1 + (h % 254), (h >> 8) % 256)
 }
 
-fn free_port() -> u16 {
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind an ephemeral loopback port")
@@ -113,15 +118,45 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-fn client(endpoint: &str) -> Client {
+fn clients() -> &'static Mutex<HashMap<String, Client>> {
     static CLIENTS: OnceLock<Mutex<HashMap<String, Client>>> = OnceLock::new();
-    let clients = CLIENTS.get_or_init(Default::default);
+    CLIENTS.get_or_init(Default::default)
+}
+
+/// Extra connect options (TLS, a user) of the helpers' clients, by endpoint.
+type Secure = Arc<dyn Fn(ConnectOptions) -> ConnectOptions + Send + Sync>;
+
+fn secured() -> &'static Mutex<HashMap<String, Secure>> {
+    static SECURED: OnceLock<Mutex<HashMap<String, Secure>>> = OnceLock::new();
+    SECURED.get_or_init(Default::default)
+}
+
+/// From now on every helper that talks to `endpoint` (`get_prefix`, `put`,
+/// `delete`, `Watch`...) connects with `secure` applied to its options: TLS
+/// material or an etcd user. The client cached so far is dropped.
+pub fn set_client_security(
+    endpoint: &str,
+    secure: impl Fn(ConnectOptions) -> ConnectOptions + Send + Sync + 'static,
+) {
+    secured()
+        .lock()
+        .unwrap()
+        .insert(endpoint.to_string(), Arc::new(secure));
+    clients().lock().unwrap().remove(endpoint);
+}
+
+fn client(endpoint: &str) -> Client {
+    let clients = clients();
     if let Some(c) = clients.lock().unwrap().get(endpoint) {
         return c.clone();
     }
-    let options = ConnectOptions::new()
+    let mut options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
         .with_timeout(Duration::from_secs(5));
+    let secure = secured().lock().unwrap().get(endpoint).cloned();
+    if let Some(secure) = secure {
+        options = secure(options);
+    }
     let c = runtime()
         .block_on(Client::connect([endpoint], Some(options)))
         .unwrap_or_else(|e| panic!("etcd client for {endpoint}: {e}"));
@@ -336,6 +371,9 @@ pub struct Etcd {
     /// `--initial-cluster` and `--initial-cluster-token`; `None` for a
     /// single-member cluster of its own.
     cluster: Option<(String, String)>,
+    /// Serves clients over TLS with client-certificate authentication
+    /// (`Etcd::start_tls`); its certificate files are in `dir`.
+    tls: bool,
 }
 
 impl Etcd {
@@ -349,6 +387,42 @@ impl Etcd {
             }
         }
         panic!("etcd did not start: {last_error}");
+    }
+
+    /// A single member that serves clients only on `https://127.0.0.1:<port>`,
+    /// with the server certificate of `pki` and `--client-cert-auth` (clients
+    /// must present a certificate signed by `pki`'s CA). The helpers
+    /// (`get_prefix`, `put`, `Watch`...) reach it with `pki`'s client
+    /// certificate.
+    pub fn start_tls(pki: &TestPki) -> Etcd {
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let mut etcd = Etcd::reserve();
+            etcd.tls = true;
+            for (from, to) in [
+                (pki.ca(), "ca.pem"),
+                (pki.server_cert(), "server.pem"),
+                (pki.server_key(), "server-key.pem"),
+            ] {
+                std::fs::copy(&from, etcd.dir.path().join(to))
+                    .unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+            }
+            let ca = std::fs::read(pki.ca()).unwrap();
+            let cert = std::fs::read(pki.client_cert()).unwrap();
+            let key = std::fs::read(pki.client_key()).unwrap();
+            set_client_security(&etcd.endpoint(), move |options| {
+                options.with_tls(
+                    etcd_client::TlsOptions::new()
+                        .ca_certificate(etcd_client::Certificate::from_pem(&ca))
+                        .identity(etcd_client::Identity::from_pem(&cert, &key)),
+                )
+            });
+            match etcd.spawn_and_wait() {
+                Ok(()) => return etcd,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("etcd with TLS did not start: {last_error}");
     }
 
     /// An etcd that is not running yet: ports and data directory are chosen,
@@ -370,11 +444,13 @@ impl Etcd {
             client_port,
             peer_port,
             cluster: None,
+            tls: false,
         }
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     pub fn client_port(&self) -> u16 {
@@ -470,8 +546,18 @@ impl Etcd {
             .arg("--initial-cluster")
             .arg(initial_cluster)
             .arg("--initial-cluster-state")
-            .arg("new")
-            .stdin(Stdio::null())
+            .arg("new");
+        if self.tls {
+            let file = |name: &str| self.dir.path().join(name);
+            cmd.arg("--cert-file")
+                .arg(file("server.pem"))
+                .arg("--key-file")
+                .arg(file("server-key.pem"))
+                .arg("--trusted-ca-file")
+                .arg(file("ca.pem"))
+                .arg("--client-cert-auth");
+        }
+        cmd.stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         let child = cmd
@@ -511,6 +597,90 @@ impl Etcd {
 impl Drop for Etcd {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Certificates made for one test in a temporary directory: a CA, a server
+/// certificate for `127.0.0.1` (IP SAN) and a client certificate, both signed
+/// by the CA; every file PEM.
+pub struct TestPki {
+    dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    pub fn generate() -> TestPki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose,
+        };
+        let dir = tempfile::tempdir().expect("pki temp dir");
+        let write = |name: &str, pem: String| {
+            std::fs::write(dir.path().join(name), pem).expect("write pem");
+        };
+        let serial = unique_id("ca");
+
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name
+            .push(DnType::CommonName, format!("test CA {serial}"));
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        write("ca.pem", ca.self_signed(&ca_key).expect("CA cert").pem());
+        let issuer = Issuer::new(ca, ca_key);
+
+        let leaf = |name: &str, sans: Vec<String>, usages: Vec<ExtendedKeyUsagePurpose>| {
+            let key = KeyPair::generate().expect("leaf key");
+            let mut params = CertificateParams::new(sans).unwrap();
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.key_usages = vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ];
+            params.extended_key_usages = usages;
+            params.use_authority_key_identifier_extension = true;
+            let cert = params.signed_by(&key, &issuer).expect("leaf cert");
+            write(&format!("{name}.pem"), cert.pem());
+            write(&format!("{name}-key.pem"), key.serialize_pem());
+        };
+        // etcd's gRPC gateway also dials etcd with the server certificate.
+        leaf(
+            "server",
+            vec!["127.0.0.1".to_string(), "localhost".to_string()],
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        );
+        leaf(
+            "client",
+            Vec::new(),
+            vec![ExtendedKeyUsagePurpose::ClientAuth],
+        );
+        TestPki { dir }
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.file("ca.pem")
+    }
+
+    pub fn server_cert(&self) -> PathBuf {
+        self.file("server.pem")
+    }
+
+    pub fn server_key(&self) -> PathBuf {
+        self.file("server-key.pem")
+    }
+
+    pub fn client_cert(&self) -> PathBuf {
+        self.file("client.pem")
+    }
+
+    pub fn client_key(&self) -> PathBuf {
+        self.file("client-key.pem")
     }
 }
 
@@ -602,6 +772,14 @@ pub const AGENT_BIN: &str = env!("CARGO_BIN_EXE_docker-etcd-register");
 /// Variables of the agent that are removed from the inherited environment.
 const AGENT_ENV: &[&str] = &[
     "HOST_IP",
+    "ETCD_CACERT",
+    "ETCD_CERT",
+    "ETCD_KEY",
+    "ETCD_USER",
+    "ETCD_PASSWORD",
+    "ETCD_PASSWORD_FILE",
+    "REGISTER_METRICS_ADDR",
+    "LOG_FORMAT",
     "ETCD_ENDPOINT",
     "REGISTER_PREFIX",
     "REGISTER_TTL",
