@@ -1,0 +1,569 @@
+//! One run of the benchmark, from an empty etcd to a clean engine:
+//! pre-started containers, the floor, start-up, a burst of starts and
+//! removals, idle time, then the agent's memory and CPU.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use tokio::runtime::Runtime;
+
+use crate::clock::{ms_between, Seen};
+use crate::docker::{self, Engine, EngineEvent, EngineTimes, EventReader};
+use crate::etcd::{self, EtcdServer, KeySeen, WatchLog};
+use crate::procfs;
+use crate::reference::{self, Reference, ReferenceStats};
+use crate::report::{millis, percentile, sorted, Sample};
+
+/// Label key of the benchmark's containers; the value is unique to a run.
+pub const LABEL_KEY: &str = "docker-etcd-register.bench";
+/// Concurrent `docker run` / `docker rm -f` commands.
+const WORKERS: usize = 8;
+/// Sequential requests of each floor measurement.
+const FLOOR_REQUESTS: usize = 200;
+/// The agent replays the engine's last 2 s of events at start: the
+/// pre-started containers are older than that when it starts.
+const SETTLE: Duration = Duration::from_secs(3);
+/// Quiet time between two phases.
+const PAUSE: Duration = Duration::from_secs(1);
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Settings {
+    pub containers: usize,
+    pub burst: usize,
+    pub idle: Duration,
+    /// How long after the last command a container may still be registered
+    /// or removed before it counts as lost.
+    pub lost_after: Duration,
+    pub agent: PathBuf,
+    pub log_dir: PathBuf,
+    /// Start of every run's label value (`{id}-{run}`), so that a wrapper
+    /// can find what a killed benchmark left behind.
+    pub id: String,
+}
+
+pub fn progress(message: &str) {
+    eprintln!("bench: {message}");
+}
+
+/// Runs the benchmark once; everything it started is gone when it returns.
+pub fn run_once(index: usize, settings: &Settings, rt: &Runtime) -> Result<Sample> {
+    let mut run = Run::start(index, settings, rt)?;
+    let (existing, reference) = run.prestart()?;
+    run.measure_floor(&existing[0])?;
+    let (agent, watch) = run.start_agent(&existing)?;
+    let burst = run.burst(&agent, &watch)?;
+    run.idle(&agent)?;
+    drop(agent);
+    run.remove_prestarted(&existing, reference)?;
+    run.latencies(&existing, &burst, &watch);
+    run.progress("cleaning up");
+    Ok(run.sample)
+}
+
+/// What one run holds; dropping it removes the run's containers, stops its
+/// event reader and its etcd.
+struct Run<'a> {
+    _containers: LabelledContainers,
+    index: usize,
+    settings: &'a Settings,
+    rt: &'a Runtime,
+    label: String,
+    host_ip: String,
+    events: EventReader,
+    /// Sees the reference registrar's keys.
+    reference_watch: WatchLog,
+    etcd: EtcdServer,
+    sample: Sample,
+}
+
+impl<'a> Run<'a> {
+    fn start(index: usize, settings: &'a Settings, rt: &'a Runtime) -> Result<Run<'a>> {
+        let label = format!("{LABEL_KEY}={}-{index}", settings.id);
+        let etcd = EtcdServer::start(rt)?;
+        let reference_watch =
+            rt.block_on(etcd::watch_prefix(etcd.endpoint(), reference::PREFIX))?;
+        Ok(Run {
+            _containers: LabelledContainers(label.clone()),
+            index,
+            settings,
+            rt,
+            host_ip: format!("127.{}.{}.1", 1 + std::process::id() % 250, index % 256),
+            events: EventReader::start(&label, unix_secs())?,
+            label,
+            reference_watch,
+            etcd,
+            sample: Sample::default(),
+        })
+    }
+
+    fn progress(&self, message: &str) {
+        progress(&format!("run {}: {message}", self.index));
+    }
+
+    /// Starts the containers that exist before the agent, with the reference
+    /// registrar following them.
+    fn prestart(&mut self) -> Result<(Vec<String>, ReferenceStats)> {
+        let count = self.settings.containers;
+        self.progress(&format!(
+            "pre-starting {count} containers (reference registrar running)"
+        ));
+        let reference = Reference::start(&self.events, self.rt, self.etcd.endpoint())?;
+        let existing = start_containers(&self.label, count)?;
+        wait_for(self.settings.lost_after, || {
+            settled(Phase::Start, &existing, &self.events, &self.reference_watch)
+        });
+        Ok((existing, reference.stop()?))
+    }
+
+    /// Raw Docker inspect and etcd put latency, before the agent runs.
+    fn measure_floor(&mut self, id: &str) -> Result<()> {
+        let started = Instant::now();
+        let inspects = millis(&Engine::connect()?.time_inspects(id, FLOOR_REQUESTS)?);
+        let puts = self
+            .rt
+            .block_on(etcd::time_puts(self.etcd.endpoint(), FLOOR_REQUESTS))?;
+        self.sample.set_distribution("docker_inspect", &inspects);
+        self.sample.set_distribution("etcd_put", &millis(&puts));
+        thread::sleep(SETTLE.saturating_sub(started.elapsed()));
+        Ok(())
+    }
+
+    /// Spawns the agent and measures its start-up over `existing`.
+    fn start_agent(&mut self, existing: &[String]) -> Result<(AgentProcess, WatchLog)> {
+        let prefix = format!("/registered/{}/", self.host_ip);
+        let watch = self
+            .rt
+            .block_on(etcd::watch_prefix(self.etcd.endpoint(), &prefix))?;
+        let log = self
+            .settings
+            .log_dir
+            .join(format!("agent-run{}.log", self.index));
+        let args = [
+            "--host-ip",
+            &self.host_ip,
+            "--etcd-endpoints",
+            self.etcd.endpoint(),
+            "--require-label",
+            &self.label,
+        ];
+        let agent = AgentProcess::spawn(&self.settings.agent, &log, &args)?;
+        measure_startup(&mut self.sample, &agent, &watch, existing)?;
+        thread::sleep(PAUSE);
+        Ok((agent, watch))
+    }
+
+    /// Starts, then removes, the burst's containers; their ids.
+    fn burst(&mut self, agent: &AgentProcess, watch: &WatchLog) -> Result<Vec<String>> {
+        let s = self.settings;
+        self.progress(&format!("burst of {} starts", s.burst));
+        let burst = start_containers(&self.label, s.burst)?;
+        wait_for(s.lost_after, || {
+            settled(Phase::Start, &burst, &self.events, watch)
+        });
+        thread::sleep(PAUSE);
+        self.progress(&format!("removing the {} burst containers", s.burst));
+        remove_containers(&burst)?;
+        wait_for(s.lost_after, || {
+            settled(Phase::Die, &burst, &self.events, watch)
+        });
+        agent.ensure_running()?;
+        Ok(burst)
+    }
+
+    /// CPU while nothing happens, then the agent's totals.
+    fn idle(&mut self, agent: &AgentProcess) -> Result<()> {
+        self.progress(&format!("idle for {:?}", self.settings.idle));
+        thread::sleep(PAUSE);
+        let before = agent.cpu_seconds()?;
+        thread::sleep(self.settings.idle);
+        self.sample.set("idle_cpu_s", agent.cpu_seconds()? - before);
+        self.sample.set("cpu_s", agent.cpu_seconds()?);
+        self.sample
+            .set("peak_rss_mib", procfs::peak_rss_mib(agent.pid())?);
+        self.sample.set("agent_warnings", agent.warnings() as f64);
+        agent.ensure_running()
+    }
+
+    /// Removes the pre-started containers, with the reference registrar
+    /// following them (the agent is gone by now).
+    fn remove_prestarted(&mut self, existing: &[String], at_start: ReferenceStats) -> Result<()> {
+        self.progress("removing the pre-started containers (reference registrar running)");
+        let reference = Reference::start(&self.events, self.rt, self.etcd.endpoint())?;
+        remove_containers(existing)?;
+        wait_for(self.settings.lost_after, || {
+            settled(Phase::Die, existing, &self.events, &self.reference_watch)
+        });
+        let failed = at_start.failed + reference.stop()?.failed;
+        if failed > 0 {
+            self.progress(&format!("the reference registrar failed {failed} times"));
+        }
+        self.sample
+            .set_distribution("ref_inspect", &millis(&at_start.inspects));
+        self.sample
+            .set_distribution("ref_put", &millis(&at_start.puts));
+        Ok(())
+    }
+
+    /// Event → watch figures of the agent (burst) and of the reference
+    /// registrar (pre-started containers).
+    fn latencies(&mut self, existing: &[String], burst: &[String], watch: &WatchLog) {
+        let (events, sample) = (&self.events, &mut self.sample);
+        pair_figures(sample, "start", Phase::Start, burst, events, watch);
+        pair_figures(sample, "die", Phase::Die, burst, events, watch);
+        let reference = &self.reference_watch;
+        pair_figures(
+            sample,
+            "ref_start",
+            Phase::Start,
+            existing,
+            events,
+            reference,
+        );
+        pair_figures(sample, "ref_die", Phase::Die, existing, events, reference);
+        burst_figures(sample, burst, events, watch);
+    }
+}
+
+/// Starts (the key appears) or removals (the key goes).
+#[derive(Clone, Copy)]
+enum Phase {
+    Start,
+    Die,
+}
+
+impl Phase {
+    fn event(self, times: &EngineTimes) -> Option<EngineEvent> {
+        match self {
+            Phase::Start => times.start,
+            Phase::Die => times.die,
+        }
+    }
+
+    fn seen(self, key: &KeySeen) -> Option<Seen> {
+        match self {
+            Phase::Start => key.put,
+            Phase::Die => key.deleted,
+        }
+    }
+}
+
+/// Every container of `ids` has its engine event, and its key is there
+/// (`Start`) or gone (`Die`; or never was).
+fn settled(phase: Phase, ids: &[String], events: &EventReader, watch: &WatchLog) -> bool {
+    let done = |k: &KeySeen| match phase {
+        Phase::Start => k.put.is_some(),
+        Phase::Die => k.put.is_none() || k.deleted.is_some(),
+    };
+    watch.count(ids, done) == ids.len()
+        && ids
+            .iter()
+            .all(|id| phase.event(&events.times(id)).is_some())
+}
+
+// ----------------------------------------------------------------- phases
+
+/// Spawn → the watch has seen the keys of all `existing` containers.
+fn measure_startup(
+    sample: &mut Sample,
+    agent: &AgentProcess,
+    watch: &WatchLog,
+    existing: &[String],
+) -> Result<()> {
+    let all_seen = wait_for(STARTUP_TIMEOUT, || {
+        watch.count(existing, |k| k.put.is_some()) == existing.len() || !agent.is_running()
+    });
+    agent.ensure_running()?;
+    if !all_seen {
+        bail!(
+            "start-up: only {} of {} containers registered after {STARTUP_TIMEOUT:?}",
+            watch.count(existing, |k| k.put.is_some()),
+            existing.len()
+        );
+    }
+    let puts: Vec<_> = existing.iter().filter_map(|id| watch.get(id).put).collect();
+    let last = puts.iter().map(|p| p.at).max().context("no container")?;
+    sample.set(
+        "startup_s",
+        last.duration_since(agent.spawned).as_secs_f64(),
+    );
+    sample.set(
+        "startup_keys_per_write",
+        keys_per_revision(puts.iter().map(|p| p.revision)),
+    );
+    Ok(())
+}
+
+/// Engine event → watch latencies of one phase over `ids`, under `name`.
+fn pair_figures(
+    sample: &mut Sample,
+    name: &str,
+    phase: Phase,
+    ids: &[String],
+    events: &EventReader,
+    watch: &WatchLog,
+) {
+    let pairs = ids
+        .iter()
+        .filter_map(|id| Some((phase.event(&events.times(id))?, phase.seen(&watch.get(id))?)));
+    latency_figures(sample, name, pairs.collect());
+}
+
+/// Lost containers of the burst, and how fast the engine delivered its events.
+fn burst_figures(sample: &mut Sample, burst: &[String], events: &EventReader, watch: &WatchLog) {
+    let seen: Vec<(EngineTimes, KeySeen)> = burst
+        .iter()
+        .map(|id| (events.times(id), watch.get(id)))
+        .collect();
+    let delivered: Vec<f64> = seen
+        .iter()
+        .flat_map(|(e, _)| [e.start, e.die])
+        .flatten()
+        .map(|e| ms_between(e.time_ns, e.received_ns))
+        .collect();
+    sample.set_distribution("event_delivery", &delivered);
+
+    let never_registered = seen.iter().filter(|(_, k)| k.put.is_none()).count();
+    let never_removed = seen
+        .iter()
+        .filter(|(_, k)| k.put.is_some() && k.deleted.is_none())
+        .count();
+    if never_registered + never_removed > 0 {
+        progress(&format!(
+            "LOST: {never_registered} never registered, {never_removed} never removed"
+        ));
+    }
+    sample.set("lost", (never_registered + never_removed) as f64);
+    let no_event = seen
+        .iter()
+        .filter(|(e, _)| e.start.is_none() || e.die.is_none())
+        .count();
+    sample.set("no_engine_event", no_event as f64);
+}
+
+/// From `(engine event, watch receipt)` pairs: the latency distribution, the
+/// event rate, the p50 of each quarter (in the engine's event order), the
+/// p50 of what follows the event's delivery to a subscriber, and how many
+/// keys each etcd revision carried.
+fn latency_figures(sample: &mut Sample, name: &str, mut pairs: Vec<(EngineEvent, Seen)>) {
+    if pairs.is_empty() {
+        return;
+    }
+    pairs.sort_by_key(|(event, _)| event.time_ns);
+    let ms: Vec<f64> = pairs
+        .iter()
+        .map(|(event, seen)| ms_between(event.time_ns, seen.wall_ns))
+        .collect();
+    sample.set_distribution(name, &ms);
+    let span_ms = ms_between(pairs[0].0.time_ns, pairs[pairs.len() - 1].0.time_ns);
+    if span_ms > 0.0 {
+        sample.set(
+            format!("{name}_events_per_s"),
+            (pairs.len() - 1) as f64 / span_ms * 1e3,
+        );
+    }
+    for (q, quarter) in ms.chunks(ms.len().div_ceil(4)).enumerate() {
+        sample.set(
+            format!("{name}_q{}_p50_ms", q + 1),
+            percentile(&sorted(quarter), 50.0),
+        );
+    }
+    let after: Vec<f64> = pairs
+        .iter()
+        .map(|(event, seen)| ms_between(event.received_ns, seen.wall_ns))
+        .collect();
+    sample.set(
+        format!("{name}_after_delivery_p50_ms"),
+        percentile(&sorted(&after), 50.0),
+    );
+    let revisions = pairs.iter().map(|(_, seen)| seen.revision);
+    sample.set(
+        format!("{name}_keys_per_write"),
+        keys_per_revision(revisions),
+    );
+}
+
+/// Keys per distinct etcd revision: 1 when every key had its own write, the
+/// batch size when several went in one transaction.
+fn keys_per_revision(revisions: impl Iterator<Item = i64>) -> f64 {
+    let all: Vec<i64> = revisions.collect();
+    let mut distinct = all.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    all.len() as f64 / distinct.len().max(1) as f64
+}
+
+// ---------------------------------------------------------------- helpers
+
+/// `count` labelled containers started `WORKERS`-way; their ids.
+fn start_containers(label: &str, count: usize) -> Result<Vec<String>> {
+    parallel(count, |_| docker::run_container(label))
+}
+
+/// `docker rm -f`, `WORKERS`-way.
+fn remove_containers(ids: &[String]) -> Result<()> {
+    parallel(ids.len(), |i| docker::remove_container(&ids[i])).map(drop)
+}
+
+/// Runs `job(i)` for every `i < count` on `WORKERS` threads; stops at the
+/// first failure.
+fn parallel<T: Send>(count: usize, job: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
+    let next = AtomicUsize::new(0);
+    let results = Mutex::new(Vec::with_capacity(count));
+    let failure = Mutex::new(None);
+    thread::scope(|scope| {
+        for _ in 0..WORKERS {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= count || failure.lock().unwrap().is_some() {
+                    break;
+                }
+                match job(i) {
+                    Ok(v) => results.lock().unwrap().push(v),
+                    Err(e) => {
+                        failure.lock().unwrap().get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    match failure.into_inner().unwrap() {
+        Some(e) => Err(e),
+        None => Ok(results.into_inner().unwrap()),
+    }
+}
+
+/// Polls `cond` every 5 ms until it holds (true) or `timeout` has passed.
+fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Removes every container of the run's label on drop.
+struct LabelledContainers(String);
+
+impl Drop for LabelledContainers {
+    fn drop(&mut self) {
+        // `WORKERS`-way like the rest: removing many containers at once
+        // makes Docker 20.10's networking deadlock likelier (`docker::HUNG`).
+        if let Err(e) = docker::labelled(&self.0).and_then(|ids| remove_containers(&ids)) {
+            progress(&format!("cleanup of {}: {e:#}", self.0));
+        }
+    }
+}
+
+/// Environment variables the agent reads; none may leak in from the caller.
+const AGENT_ENV: &[&str] = &[
+    "HOST_IP",
+    "ETCD_ENDPOINT",
+    "REGISTER_PREFIX",
+    "REGISTER_TTL",
+    "REGISTER_RESYNC",
+    "REGISTER_REQUIRE_LABELS",
+    "REGISTER_DEREGISTER_ON_EXIT",
+    "REGISTER_METRICS_ADDR",
+    "DOCKER_HOST",
+    "ETCD_CACERT",
+    "ETCD_CERT",
+    "ETCD_KEY",
+    "ETCD_USER",
+    "ETCD_PASSWORD",
+    "ETCD_PASSWORD_FILE",
+    "LOG_FORMAT",
+    "RUST_LOG",
+];
+
+/// The agent under test, its stderr in a log file; killed on drop.
+struct AgentProcess {
+    child: Mutex<Child>,
+    pid: u32,
+    spawned: Instant,
+    log: PathBuf,
+    ticks_per_sec: f64,
+}
+
+impl AgentProcess {
+    fn spawn(binary: &Path, log: &Path, args: &[&str]) -> Result<AgentProcess> {
+        let mut cmd = Command::new(binary);
+        for key in AGENT_ENV {
+            cmd.env_remove(key);
+        }
+        let ticks_per_sec = procfs::clock_ticks();
+        let stderr = File::create(log).with_context(|| format!("create {}", log.display()))?;
+        cmd.args(args)
+            .args(["--docker-host", &format!("unix://{}", docker::SOCKET)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        let spawned = Instant::now();
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawn {} (cargo build --release)", binary.display()))?;
+        Ok(AgentProcess {
+            pid: child.id(),
+            child: Mutex::new(child),
+            spawned,
+            log: log.to_path_buf(),
+            ticks_per_sec,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn is_running(&self) -> bool {
+        matches!(self.child.lock().unwrap().try_wait(), Ok(None))
+    }
+
+    /// An error with the end of the agent's log if it has exited.
+    fn ensure_running(&self) -> Result<()> {
+        if self.is_running() {
+            return Ok(());
+        }
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        bail!(
+            "the agent exited; last lines of {}:\n{}",
+            self.log.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    }
+
+    /// Lines of its log at level WARN or ERROR so far.
+    fn warnings(&self) -> usize {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+            .count()
+    }
+
+    fn cpu_seconds(&self) -> Result<f64> {
+        procfs::cpu_seconds(self.pid, self.ticks_per_sec)
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let child = self.child.get_mut().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
