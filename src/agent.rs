@@ -21,12 +21,12 @@ use tokio::time::{interval_at, sleep_until, Instant, Interval, MissedTickBehavio
 use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
-use crate::container::Container;
+use crate::container::{Container, Withheld};
 use crate::docker::{ContainerEvent, Docker, DockerError, EventKind};
 use crate::etcd::{Change, Etcd, EtcdError, LeaseKeepAlive, PrefixWatch};
 use crate::metrics::{self, Metrics};
 use crate::plan::{self, LeaseId, Observed, Operation};
-use crate::record::{self, container_id_of, Record};
+use crate::record::{self, container_id_of, Desired, Record};
 
 /// Inspects in flight at once when listing all containers.
 const INSPECT_CONCURRENCY: usize = 16;
@@ -148,6 +148,8 @@ struct Agent {
     etcd: Etcd,
     /// The record each qualifying container should have, by container id.
     desired: BTreeMap<String, Record>,
+    /// Containers held back only by their health (`--require-healthy`).
+    withheld: BTreeMap<String, Withheld>,
     /// Our host's records in etcd, as last read or written by us.
     observed: BTreeMap<String, Observed>,
     /// `None`: Docker must be re-subscribed and re-listed.
@@ -189,6 +191,7 @@ impl Agent {
             docker,
             etcd,
             desired: BTreeMap::new(),
+            withheld: BTreeMap::new(),
             observed: BTreeMap::new(),
             events: None,
             lease: None,
@@ -330,23 +333,35 @@ impl Agent {
     /// starts or stops in between is seen by the event stream.
     async fn resubscribe_and_list(&mut self) -> Result<(), DockerError> {
         self.docker.handshake().await?;
-        let events = self.docker.events(&replay_from())?;
+        let events = self
+            .docker
+            .events(&replay_from(), self.config.selection.require_healthy)?;
         let ids = self.docker.running_container_ids().await?;
         let inspected = self.inspect_all(ids).await?;
-        let mut desired: BTreeMap<String, Record> = inspected
-            .containers
-            .values()
-            .filter_map(|container| {
-                let record = self.desired_record(container)?;
-                Some((container.id.clone(), record))
-            })
-            .collect();
+        let mut desired = BTreeMap::new();
+        let mut withheld = BTreeMap::new();
+        for container in inspected.containers.values() {
+            match self.desired_for(container) {
+                Desired::Registered(record) => {
+                    desired.insert(container.id.clone(), record);
+                }
+                Desired::Withheld(reason) => {
+                    withheld.insert(container.id.clone(), reason);
+                }
+                Desired::Nothing => {}
+            }
+        }
         for id in &inspected.failed {
             if let Some(record) = self.desired.remove(id) {
                 desired.insert(id.clone(), record);
             }
+            if let Some(reason) = self.withheld.remove(id) {
+                withheld.insert(id.clone(), reason);
+            }
         }
         self.desired = desired;
+        self.withheld = withheld;
+        self.metrics.set_withheld(self.withheld.values());
         self.events = Some(Box::new(events));
         self.listed_once = true;
         self.etcd_in_sync = false;
@@ -508,15 +523,25 @@ impl Agent {
         // resync: its trouble must not block the others.
         last_kind.retain(|id, _| !inspected.failed.contains(id));
         for id in last_kind.keys() {
-            let record = inspected
+            let desired = inspected
                 .containers
                 .get(id)
-                .and_then(|c| self.desired_record(c));
-            match record {
-                Some(record) => self.desired.insert(id.clone(), record),
-                None => self.desired.remove(id),
-            };
+                .map_or(Desired::Nothing, |c| self.desired_for(c));
+            self.withheld.remove(id);
+            match desired {
+                Desired::Registered(record) => {
+                    self.desired.insert(id.clone(), record);
+                }
+                Desired::Withheld(reason) => {
+                    self.desired.remove(id);
+                    self.withheld.insert(id.clone(), reason);
+                }
+                Desired::Nothing => {
+                    self.desired.remove(id);
+                }
+            }
         }
+        self.metrics.set_withheld(self.withheld.values());
         if !self.etcd_in_sync || self.lease_missing() {
             return; // the next repair reconciles everything
         }
@@ -566,11 +591,16 @@ impl Agent {
         Ok(inspected)
     }
 
-    fn desired_record(&self, container: &Container) -> Option<Record> {
-        if !container.qualifies(&self.config.required_labels) {
-            return None;
+    fn desired_for(&self, container: &Container) -> Desired {
+        let desired = record::desired(container, &self.config.selection, &self.config.host);
+        if let Desired::Withheld(reason) = desired {
+            debug!(
+                container_id = container.id,
+                reason = reason.as_str(),
+                "withheld until healthy"
+            );
         }
-        record::desired_record(container, &self.config.host)
+        desired
     }
 
     async fn apply(&mut self, operations: &[Operation]) -> Result<(), EtcdError> {

@@ -10,10 +10,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 
-use crate::container::LabelRequirement;
-use crate::record::HostPrefix;
+use crate::container::{LabelRequirement, Selection};
+use crate::listing::Filter;
+use crate::record::{self, HostPrefix};
 
 const DEFAULT_ETCD_PORT: u16 = 2379;
 
@@ -21,30 +22,19 @@ const DEFAULT_ETCD_PORT: u16 = 2379;
 #[command(
     name = "docker-etcd-register",
     version,
-    about = "Keeps etcd v3 equal to the published ports of the containers running on this Docker host"
+    about = "Keeps etcd v3 equal to the published ports of the containers running on this Docker host",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    etcd: EtcdArgs,
+
     /// Address other hosts reach this host on; goes into keys and replaces wildcard bindings.
     #[arg(long, env = "HOST_IP", value_name = "IP")]
     host_ip: Option<String>,
-
-    /// Comma-separated etcd endpoints of one cluster; `host:port` means `http://host:port`.
-    #[arg(
-        long,
-        env = "ETCD_ENDPOINT",
-        value_name = "LIST",
-        default_value = "http://127.0.0.1:2379"
-    )]
-    etcd_endpoints: String,
-
-    /// Root of all keys.
-    #[arg(
-        long,
-        env = "REGISTER_PREFIX",
-        value_name = "PATH",
-        default_value = "/registered"
-    )]
-    prefix: String,
 
     /// Lifetime of the agent's etcd lease in seconds; 0 = records without lease.
     #[arg(
@@ -84,6 +74,15 @@ pub struct Cli {
     )]
     require_labels: Vec<String>,
 
+    /// Register a container with a HEALTHCHECK only while Docker reports it healthy.
+    #[arg(
+        long,
+        env = "REGISTER_REQUIRE_HEALTHY",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        action = clap::ArgAction::SetTrue
+    )]
+    require_healthy: bool,
+
     /// On SIGTERM/SIGINT, remove this host's records (revoke the lease) before exiting.
     #[arg(
         long,
@@ -92,36 +91,6 @@ pub struct Cli {
         action = clap::ArgAction::SetTrue
     )]
     deregister_on_exit: bool,
-
-    /// CA certificate (PEM) that signed etcd's server certificates; enables TLS.
-    #[arg(long, env = "ETCD_CACERT", value_name = "FILE")]
-    etcd_cacert: Option<PathBuf>,
-
-    /// Client certificate (PEM) for etcd's client-certificate authentication.
-    #[arg(long, env = "ETCD_CERT", value_name = "FILE")]
-    etcd_cert: Option<PathBuf>,
-
-    /// Private key (PEM) of --etcd-cert.
-    #[arg(long, env = "ETCD_KEY", value_name = "FILE")]
-    etcd_key: Option<PathBuf>,
-
-    /// etcd user name (etcd's own authentication).
-    #[arg(long, env = "ETCD_USER", value_name = "NAME")]
-    etcd_user: Option<String>,
-
-    /// Password of --etcd-user (prefer --etcd-password-file: the environment and
-    /// the command line are visible to other processes of the same user).
-    #[arg(
-        long,
-        env = "ETCD_PASSWORD",
-        value_name = "PASSWORD",
-        hide_env_values = true
-    )]
-    etcd_password: Option<String>,
-
-    /// File holding the password of --etcd-user (first line).
-    #[arg(long, env = "ETCD_PASSWORD_FILE", value_name = "FILE")]
-    etcd_password_file: Option<PathBuf>,
 
     /// Serve Prometheus /metrics and /healthz on this address (e.g. 127.0.0.1:9731); off when unset.
     #[arg(long, env = "REGISTER_METRICS_ADDR", value_name = "ADDR")]
@@ -145,6 +114,87 @@ pub struct Cli {
     dry_run: bool,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show what is registered across the whole cluster, read from etcd.
+    List(ListArgs),
+}
+
+/// How to reach etcd and where the records are: shared by the agent and `list`.
+#[derive(Debug, Args)]
+struct EtcdArgs {
+    /// Comma-separated etcd endpoints of one cluster; `host:port` means `http://host:port`.
+    #[arg(
+        long,
+        global = true,
+        env = "ETCD_ENDPOINT",
+        value_name = "LIST",
+        default_value = "http://127.0.0.1:2379"
+    )]
+    etcd_endpoints: String,
+
+    /// Root of all keys.
+    #[arg(
+        long,
+        global = true,
+        env = "REGISTER_PREFIX",
+        value_name = "PATH",
+        default_value = "/registered"
+    )]
+    prefix: String,
+
+    /// CA certificate (PEM) that signed etcd's server certificates; enables TLS.
+    #[arg(long, global = true, env = "ETCD_CACERT", value_name = "FILE")]
+    etcd_cacert: Option<PathBuf>,
+
+    /// Client certificate (PEM) for etcd's client-certificate authentication.
+    #[arg(long, global = true, env = "ETCD_CERT", value_name = "FILE")]
+    etcd_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --etcd-cert.
+    #[arg(long, global = true, env = "ETCD_KEY", value_name = "FILE")]
+    etcd_key: Option<PathBuf>,
+
+    /// etcd user name (etcd's own authentication).
+    #[arg(long, global = true, env = "ETCD_USER", value_name = "NAME")]
+    etcd_user: Option<String>,
+
+    /// Password of --etcd-user (prefer --etcd-password-file: the environment and
+    /// the command line are visible to other processes of the same user).
+    #[arg(
+        long,
+        global = true,
+        env = "ETCD_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    etcd_password: Option<String>,
+
+    /// File holding the password of --etcd-user (first line).
+    #[arg(long, global = true, env = "ETCD_PASSWORD_FILE", value_name = "FILE")]
+    etcd_password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    /// Only the records of this host (its --host-ip).
+    #[arg(long, value_name = "IP")]
+    host: Option<String>,
+
+    /// Only this image, in any familiar form (`busybox`, `docker.io/library/busybox:latest`);
+    /// without a tag, every tag of it.
+    #[arg(long, value_name = "NAME")]
+    image: Option<String>,
+
+    /// One JSON array (one object per published port) instead of a table.
+    #[arg(long)]
+    json: bool,
+
+    /// Keep running and print the whole list again whenever it changes.
+    #[arg(long)]
+    watch: bool,
+}
+
 /// The validated configuration the agent runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -155,7 +205,8 @@ pub struct Config {
     /// `None`: no periodic reconcile.
     pub resync: Option<Duration>,
     pub docker_host: String,
-    pub required_labels: Vec<LabelRequirement>,
+    /// Which containers are registered (labels, health).
+    pub selection: Selection,
     /// Remove the host's records at shutdown instead of leaving them to the lease.
     pub deregister_on_exit: bool,
     pub etcd_security: EtcdSecurity,
@@ -218,11 +269,15 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid {} (env {}): {}",
-            self.flag, self.env, self.problem
-        )
+        if self.env.is_empty() {
+            write!(f, "invalid {}: {}", self.flag, self.problem)
+        } else {
+            write!(
+                f,
+                "invalid {} (env {}): {}",
+                self.flag, self.env, self.problem
+            )
+        }
     }
 }
 
@@ -236,13 +291,79 @@ fn error(flag: &'static str, env: &'static str, problem: impl Into<String>) -> C
     }
 }
 
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Mode {
+    /// Run the agent.
+    Agent(Box<Config>),
+    /// `list`: show the records.
+    List(Box<ListConfig>),
+}
+
+/// The validated configuration of `list`.
+#[derive(Debug, Clone)]
+pub struct ListConfig {
+    pub etcd: EtcdTarget,
+    /// The root of all keys, with a trailing `/` (`/registered/`).
+    pub root: String,
+    pub filter: Filter,
+    pub json: bool,
+    pub watch: bool,
+}
+
+impl ListConfig {
+    /// The prefix to read: one host's when filtered by host (trailing `/`,
+    /// so `10.0.0.1` never reads `10.0.0.10`), else the whole root.
+    pub fn read_prefix(&self) -> String {
+        match &self.filter.host {
+            Some(host) => format!("{}{host}/", self.root),
+            None => self.root.clone(),
+        }
+    }
+}
+
+/// An etcd cluster and how to talk to it.
+#[derive(Debug, Clone)]
+pub struct EtcdTarget {
+    pub endpoints: Vec<String>,
+    pub security: EtcdSecurity,
+}
+
 impl Cli {
+    pub fn into_mode(self) -> Result<Mode, ConfigError> {
+        match self.command {
+            Some(Command::List(ref list)) => {
+                let etcd = self.etcd.target()?;
+                let host = list
+                    .host
+                    .as_deref()
+                    .map(|text| {
+                        text.trim().parse::<IpAddr>().map_err(|_| {
+                            error("--host", "", format!("{text:?} is not an IP address"))
+                        })
+                    })
+                    .transpose()?;
+                Ok(Mode::List(Box::new(ListConfig {
+                    etcd,
+                    root: record::root_path(&self.etcd.prefix),
+                    filter: Filter {
+                        host: host.map(|ip| ip.to_string()),
+                        image: list.image.clone().filter(|i| !i.trim().is_empty()),
+                    },
+                    json: list.json,
+                    watch: list.watch,
+                })))
+            }
+            None => Ok(Mode::Agent(Box::new(self.into_config()?))),
+        }
+    }
+
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let host_ip = parse_host_ip(self.host_ip.as_deref())?;
-        let etcd_security = self.etcd_security()?;
-        let tls = etcd_security.ca_pem.is_some();
-        let etcd_endpoints = parse_endpoints(&self.etcd_endpoints, tls)
-            .map_err(|p| error("--etcd-endpoints", "ETCD_ENDPOINT", p))?;
+        let EtcdTarget {
+            endpoints: etcd_endpoints,
+            security: etcd_security,
+        } = self.etcd.target()?;
         let metrics_addr = self
             .metrics_addr
             .as_deref()
@@ -289,18 +410,34 @@ impl Cli {
             })
             .collect::<Result<_, _>>()?;
         Ok(Config {
-            host: HostPrefix::new(&self.prefix, host_ip),
+            host: HostPrefix::new(&self.etcd.prefix, host_ip),
             etcd_endpoints,
             lease_ttl,
             resync,
             docker_host,
-            required_labels,
+            selection: Selection {
+                required_labels,
+                require_healthy: self.require_healthy,
+            },
             deregister_on_exit: self.deregister_on_exit,
             etcd_security,
             metrics_addr,
             log_format,
             once: self.once,
             dry_run: self.dry_run,
+        })
+    }
+}
+
+impl EtcdArgs {
+    fn target(&self) -> Result<EtcdTarget, ConfigError> {
+        let security = self.etcd_security()?;
+        let tls = security.ca_pem.is_some();
+        let endpoints = parse_endpoints(&self.etcd_endpoints, tls)
+            .map_err(|p| error("--etcd-endpoints", "ETCD_ENDPOINT", p))?;
+        Ok(EtcdTarget {
+            endpoints,
+            security,
         })
     }
 
@@ -523,7 +660,17 @@ mod tests {
         assert_eq!(c.lease_ttl, Some(Duration::from_secs(30)));
         assert_eq!(c.resync, Some(Duration::from_secs(300)));
         assert_eq!(c.docker_host, "unix:///var/run/docker.sock");
-        assert!(c.required_labels.is_empty());
+        assert!(c.selection.required_labels.is_empty());
+        assert!(
+            !c.selection.require_healthy,
+            "the original registered every container"
+        );
+    }
+
+    #[test]
+    fn require_healthy_is_a_switch() {
+        let c = config(&["--host-ip", "10.0.0.5", "--require-healthy"]).unwrap();
+        assert!(c.selection.require_healthy);
     }
 
     #[test]
@@ -563,7 +710,12 @@ mod tests {
             "c",
         ])
         .unwrap();
-        let keys: Vec<_> = c.required_labels.iter().map(|r| r.key.as_str()).collect();
+        let keys: Vec<_> = c
+            .selection
+            .required_labels
+            .iter()
+            .map(|r| r.key.as_str())
+            .collect();
         assert_eq!(keys, ["a", "b", "c"]);
     }
 

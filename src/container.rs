@@ -1,5 +1,6 @@
 //! What the agent knows of a container: the facts the Docker adapter extracts
-//! from an inspect, and the label rules that decide whether it is registered.
+//! from an inspect, and the rules (labels, health) that decide whether it is
+//! registered.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +15,76 @@ pub struct Container {
     pub image_id: String,
     pub labels: BTreeMap<String, String>,
     pub running: bool,
+    /// Docker's verdict on its HEALTHCHECK (`State.Health.Status`).
+    pub health: Health,
     pub bindings: Vec<PortBinding>,
+}
+
+/// The container label that opts a container out of registration.
+pub const IGNORE_LABEL: &str = "docker-etcd-register.ignore";
+
+/// Docker's verdict on a container's HEALTHCHECK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Health {
+    /// No HEALTHCHECK (Docker reports no `State.Health`, or `none`).
+    #[default]
+    NoCheck,
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+impl Health {
+    /// Docker's `State.Health.Status` (or the status of a `health_status`
+    /// event); anything unknown counts as not healthy yet.
+    pub fn from_docker(status: &str) -> Self {
+        match status {
+            "" | "none" => Health::NoCheck,
+            "healthy" => Health::Healthy,
+            "unhealthy" => Health::Unhealthy,
+            _ => Health::Starting,
+        }
+    }
+}
+
+/// Why a container that would otherwise be registered is held back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Withheld {
+    /// Its HEALTHCHECK has not passed yet.
+    Starting,
+    /// Its HEALTHCHECK fails.
+    Unhealthy,
+}
+
+impl Withheld {
+    pub const ALL: [Withheld; 2] = [Withheld::Starting, Withheld::Unhealthy];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Withheld::Starting => "starting",
+            Withheld::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// Which containers this agent registers (`--require-label`,
+/// `--require-healthy`, the ignore label).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selection {
+    pub required_labels: Vec<LabelRequirement>,
+    /// Containers with a HEALTHCHECK count only while `healthy`.
+    pub require_healthy: bool,
+}
+
+/// What the selection says of one container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Registered if it publishes a port.
+    Selected,
+    /// Not this agent's business: not running, a label missing, or opted out.
+    NotSelected,
+    /// Selected but for its health: registered once it is healthy.
+    Withheld(Withheld),
 }
 
 /// One published port binding, as Docker reports it in `NetworkSettings.Ports`.
@@ -60,11 +130,33 @@ impl LabelRequirement {
 }
 
 impl Container {
-    /// Whether the container is one this agent registers at all (running and
-    /// carrying every required label); whether it publishes anything is the
-    /// record builder's question.
-    pub fn qualifies(&self, required: &[LabelRequirement]) -> bool {
-        self.running && required.iter().all(|r| r.is_met_by(&self.labels))
+    /// Whether the container is one this agent registers at all: running,
+    /// carrying every required label, not opted out by the ignore label, and
+    /// (with `require_healthy`) healthy or without HEALTHCHECK. Whether it
+    /// publishes anything is the record builder's question.
+    pub fn verdict(&self, selection: &Selection) -> Verdict {
+        let labelled = selection
+            .required_labels
+            .iter()
+            .all(|r| r.is_met_by(&self.labels));
+        if !self.running || !labelled || self.opted_out() {
+            return Verdict::NotSelected;
+        }
+        match (selection.require_healthy, self.health) {
+            (true, Health::Starting) => Verdict::Withheld(Withheld::Starting),
+            (true, Health::Unhealthy) => Verdict::Withheld(Withheld::Unhealthy),
+            _ => Verdict::Selected,
+        }
+    }
+
+    /// `docker-etcd-register.ignore=true` (also `1`, `yes`, any case).
+    fn opted_out(&self) -> bool {
+        self.labels.get(IGNORE_LABEL).is_some_and(|value| {
+            matches!(
+                value.trim().to_ascii_lowercase().as_str(),
+                "true" | "1" | "yes"
+            )
+        })
     }
 }
 
@@ -117,9 +209,33 @@ mod tests {
         assert_eq!(LabelRequirement::parse("=x"), None);
     }
 
+    fn labels_only(texts: &[&str]) -> Selection {
+        Selection {
+            required_labels: require(texts),
+            require_healthy: false,
+        }
+    }
+
+    fn healthy_only() -> Selection {
+        Selection {
+            required_labels: Vec::new(),
+            require_healthy: true,
+        }
+    }
+
+    fn with_health(health: Health) -> Container {
+        Container {
+            health,
+            ..labelled(&[])
+        }
+    }
+
     #[test]
     fn no_requirement_admits_every_running_container() {
-        assert!(labelled(&[]).qualifies(&[]));
+        assert_eq!(
+            labelled(&[]).verdict(&Selection::default()),
+            Verdict::Selected
+        );
     }
 
     #[test]
@@ -128,16 +244,107 @@ mod tests {
             running: false,
             ..labelled(&[("a", "1")])
         };
-        assert!(!stopped.qualifies(&require(&["a"])));
-        assert!(!stopped.qualifies(&[]));
+        assert_eq!(stopped.verdict(&labels_only(&["a"])), Verdict::NotSelected);
+        assert_eq!(stopped.verdict(&Selection::default()), Verdict::NotSelected);
+        assert_eq!(stopped.verdict(&healthy_only()), Verdict::NotSelected);
     }
 
     #[test]
     fn every_requirement_must_hold() {
         let c = labelled(&[("a", "1"), ("b", "2")]);
-        assert!(c.qualifies(&require(&["a"])));
-        assert!(c.qualifies(&require(&["a=1", "b"])));
-        assert!(!c.qualifies(&require(&["a=2"])));
-        assert!(!c.qualifies(&require(&["a", "c"])));
+        assert_eq!(c.verdict(&labels_only(&["a"])), Verdict::Selected);
+        assert_eq!(c.verdict(&labels_only(&["a=1", "b"])), Verdict::Selected);
+        assert_eq!(c.verdict(&labels_only(&["a=2"])), Verdict::NotSelected);
+        assert_eq!(c.verdict(&labels_only(&["a", "c"])), Verdict::NotSelected);
+    }
+
+    #[test]
+    fn the_ignore_label_opts_out_whatever_else_applies() {
+        for value in ["true", "TRUE", "1", "yes", " True "] {
+            let c = labelled(&[("a", "1"), (IGNORE_LABEL, value)]);
+            assert_eq!(
+                c.verdict(&Selection::default()),
+                Verdict::NotSelected,
+                "{value:?}"
+            );
+            assert_eq!(
+                c.verdict(&labels_only(&["a=1"])),
+                Verdict::NotSelected,
+                "{value:?}"
+            );
+            assert_eq!(
+                c.verdict(&healthy_only()),
+                Verdict::NotSelected,
+                "{value:?}"
+            );
+        }
+        for value in ["false", "0", "", "no"] {
+            let c = labelled(&[(IGNORE_LABEL, value)]);
+            assert_eq!(
+                c.verdict(&Selection::default()),
+                Verdict::Selected,
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn without_require_healthy_health_does_not_matter() {
+        for health in [
+            Health::NoCheck,
+            Health::Starting,
+            Health::Healthy,
+            Health::Unhealthy,
+        ] {
+            assert_eq!(
+                with_health(health).verdict(&Selection::default()),
+                Verdict::Selected,
+                "{health:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn require_healthy_holds_back_starting_and_unhealthy_containers() {
+        let rules = healthy_only();
+        assert_eq!(
+            with_health(Health::NoCheck).verdict(&rules),
+            Verdict::Selected
+        );
+        assert_eq!(
+            with_health(Health::Healthy).verdict(&rules),
+            Verdict::Selected
+        );
+        assert_eq!(
+            with_health(Health::Starting).verdict(&rules),
+            Verdict::Withheld(Withheld::Starting)
+        );
+        assert_eq!(
+            with_health(Health::Unhealthy).verdict(&rules),
+            Verdict::Withheld(Withheld::Unhealthy)
+        );
+    }
+
+    #[test]
+    fn label_rules_come_before_health() {
+        let c = Container {
+            health: Health::Unhealthy,
+            ..labelled(&[("a", "1")])
+        };
+        let rules = Selection {
+            required_labels: require(&["a=2"]),
+            require_healthy: true,
+        };
+        assert_eq!(c.verdict(&rules), Verdict::NotSelected);
+    }
+
+    #[test]
+    fn docker_health_statuses() {
+        assert_eq!(Health::from_docker(""), Health::NoCheck);
+        assert_eq!(Health::from_docker("none"), Health::NoCheck);
+        assert_eq!(Health::from_docker("starting"), Health::Starting);
+        assert_eq!(Health::from_docker("healthy"), Health::Healthy);
+        assert_eq!(Health::from_docker("unhealthy"), Health::Unhealthy);
+        assert_eq!(Health::from_docker("something new"), Health::Starting);
     }
 }

@@ -8,7 +8,7 @@ use bollard::models::{ContainerInspectResponse, EventMessage};
 use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
 use futures_util::{Stream, StreamExt};
 
-use crate::container::{Container, PortBinding};
+use crate::container::{Container, Health, PortBinding};
 
 /// Seconds a request may take before it counts as failed; the event stream
 /// itself is unbounded (the limit only covers its response headers).
@@ -45,7 +45,8 @@ impl DockerError {
 /// What a container event means for its record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
-    /// The container (re)started: look at it and write its record.
+    /// The container (re)started or its health changed: look at it and
+    /// write its record.
     Started,
     /// It stopped or is gone: its record goes.
     Stopped,
@@ -55,7 +56,7 @@ pub enum EventKind {
 pub struct ContainerEvent {
     pub container_id: String,
     pub kind: EventKind,
-    /// Docker's action: `start`, `die` or `destroy`.
+    /// Docker's action: `start`, `die`, `destroy` or `health_status`.
     pub action: &'static str,
 }
 
@@ -105,19 +106,22 @@ impl Docker {
         self.client.as_ref().ok_or(DockerError::NotConnected)
     }
 
-    /// Container start/die/destroy events from `since` (an engine timestamp)
-    /// on, in the engine's order.
+    /// Container start/die/destroy events (and, with `health`, health status
+    /// changes) from `since` (an engine timestamp) on, in the engine's order.
     pub fn events(
         &self,
         since: &str,
+        health: bool,
     ) -> Result<
         impl Stream<Item = Result<ContainerEvent, DockerError>> + Unpin + Send + 'static,
         DockerError,
     > {
-        let filters = HashMap::from([
-            ("type", vec!["container"]),
-            ("event", vec!["start", "die", "destroy"]),
-        ]);
+        let mut actions = vec!["start", "die", "destroy"];
+        if health {
+            // The engine matches this filter against `health_status: <status>`.
+            actions.push("health_status");
+        }
+        let filters = HashMap::from([("type", vec!["container"]), ("event", actions)]);
         let options = EventsOptionsBuilder::default()
             .since(since)
             .filters(&filters)
@@ -160,6 +164,7 @@ fn container_event(message: EventMessage) -> Option<ContainerEvent> {
         "start" => (EventKind::Started, "start"),
         "die" => (EventKind::Stopped, "die"),
         "destroy" => (EventKind::Stopped, "destroy"),
+        action if action.starts_with("health_status") => (EventKind::Started, "health_status"),
         _ => return None,
     };
     let container_id = message.actor?.id?;
@@ -175,10 +180,14 @@ fn container_from(response: ContainerInspectResponse) -> Result<Container, Docke
         .id
         .ok_or(DockerError::Incomplete("a container", "its Id"))?;
     let config = response.config.unwrap_or_default();
-    let running = response
-        .state
-        .and_then(|state| state.running)
-        .unwrap_or(false);
+    let state = response.state.unwrap_or_default();
+    let running = state.running.unwrap_or(false);
+    let health = state
+        .health
+        .and_then(|health| health.status)
+        .map_or(Health::NoCheck, |status| {
+            Health::from_docker(status.as_ref())
+        });
     let bindings = response
         .network_settings
         .and_then(|settings| settings.ports)
@@ -192,6 +201,7 @@ fn container_from(response: ContainerInspectResponse) -> Result<Container, Docke
         image_id: response.image.unwrap_or_default(),
         labels: config.labels.unwrap_or_default().into_iter().collect(),
         running,
+        health,
         bindings,
     })
 }

@@ -1,6 +1,7 @@
 //! etcd adapter: the only module that speaks etcd_client. It reads our host's
 //! records, applies [`Operation`]s in transactions, keeps the lease alive and
-//! watches our prefix for changes made by others.
+//! watches our prefix for changes made by others. [`RecordsReader`] reads
+//! (never writes) every host's records for `list`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -80,54 +81,21 @@ pub struct Applied {
 
 /// A client for one etcd cluster, confined to one host prefix.
 pub struct Etcd {
-    endpoints: Vec<String>,
-    security: EtcdSecurity,
+    connection: Connection,
     prefix: HostPrefix,
-    /// Connected on first use: with authentication, connecting already asks
-    /// etcd for a token, and etcd may not be up yet.
-    client: Option<Client>,
 }
 
 impl Etcd {
     /// Nothing is connected yet.
     pub fn new(endpoints: &[String], security: EtcdSecurity, prefix: HostPrefix) -> Self {
         Self {
-            endpoints: endpoints.to_vec(),
-            security,
+            connection: Connection::new(endpoints, security),
             prefix,
-            client: None,
         }
     }
 
     async fn client(&mut self) -> Result<&mut Client, EtcdError> {
-        let client = match self.client.take() {
-            Some(client) => client,
-            None => Client::connect(&self.endpoints, Some(self.connect_options())).await?,
-        };
-        Ok(self.client.insert(client))
-    }
-
-    fn connect_options(&self) -> ConnectOptions {
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(CONNECT_TIMEOUT)
-            .with_timeout(REQUEST_TIMEOUT)
-            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
-            // A member cut off from its quorum fails our requests and streams
-            // instead of serving stale reads and a watch that never fires.
-            .with_require_leader(true);
-        if let Some(ca) = &self.security.ca_pem {
-            let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(ca));
-            if let Some((cert, key)) = &self.security.client_identity {
-                tls = tls.identity(Identity::from_pem(cert, key));
-            }
-            options = options.with_tls(tls);
-        }
-        if let Some(credentials) = &self.security.credentials {
-            options = options
-                .with_user(&credentials.user, &credentials.password)
-                .with_auto_token_refresh(true);
-        }
-        options
+        self.connection.client().await
     }
 
     /// Every record under our host prefix, with the lease it rides on.
@@ -249,6 +217,107 @@ impl Etcd {
             .delete(prefix, Some(DeleteOptions::new().with_prefix()))
             .await?;
         Ok(())
+    }
+}
+
+/// A client for one cluster, connected on first use: with authentication,
+/// connecting already asks etcd for a token, and etcd may not be up yet.
+struct Connection {
+    endpoints: Vec<String>,
+    security: EtcdSecurity,
+    client: Option<Client>,
+}
+
+impl Connection {
+    fn new(endpoints: &[String], security: EtcdSecurity) -> Self {
+        Self {
+            endpoints: endpoints.to_vec(),
+            security,
+            client: None,
+        }
+    }
+
+    async fn client(&mut self) -> Result<&mut Client, EtcdError> {
+        let client = match self.client.take() {
+            Some(client) => client,
+            None => {
+                let options = connect_options(&self.security);
+                Client::connect(&self.endpoints, Some(options)).await?
+            }
+        };
+        Ok(self.client.insert(client))
+    }
+}
+
+fn connect_options(security: &EtcdSecurity) -> ConnectOptions {
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(CONNECT_TIMEOUT)
+        .with_timeout(REQUEST_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
+        // A member cut off from its quorum fails our requests and streams
+        // instead of serving stale reads and a watch that never fires.
+        .with_require_leader(true);
+    if let Some(ca) = &security.ca_pem {
+        let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(ca));
+        if let Some((cert, key)) = &security.client_identity {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        options = options.with_tls(tls);
+    }
+    if let Some(credentials) = &security.credentials {
+        options = options
+            .with_user(&credentials.user, &credentials.password)
+            .with_auto_token_refresh(true);
+    }
+    options
+}
+
+/// Reads every host's records under a prefix, for `list`; writes nothing.
+pub struct RecordsReader {
+    connection: Connection,
+}
+
+/// Keys and values under a prefix, and the revision they were read at.
+pub struct Listing {
+    pub records: Vec<(String, Vec<u8>)>,
+    pub revision: i64,
+}
+
+impl RecordsReader {
+    /// Nothing is connected yet.
+    pub fn new(endpoints: &[String], security: EtcdSecurity) -> Self {
+        Self {
+            connection: Connection::new(endpoints, security),
+        }
+    }
+
+    async fn client(&mut self) -> Result<&mut Client, EtcdError> {
+        self.connection.client().await
+    }
+
+    /// Every key (that is UTF-8) and value under `prefix`.
+    pub async fn read(&mut self, prefix: &str) -> Result<Listing, EtcdError> {
+        let response = self
+            .client()
+            .await?
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await?;
+        let revision = response.header().map_or(0, |h| h.revision());
+        let records = response
+            .kvs()
+            .iter()
+            .filter_map(|kv| Some((kv.key_str().ok()?.to_owned(), kv.value().to_vec())))
+            .collect();
+        Ok(Listing { records, revision })
+    }
+
+    /// Watches `prefix` from `revision` on.
+    pub async fn watch(&mut self, prefix: &str, revision: i64) -> Result<PrefixWatch, EtcdError> {
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(revision);
+        let stream = self.client().await?.watch(prefix, Some(options)).await?;
+        Ok(PrefixWatch { stream })
     }
 }
 

@@ -68,6 +68,30 @@ fn familiar(reference: &Reference) -> String {
     name
 }
 
+/// Whether the key segment `segment` is the image an operator named with
+/// `wanted` (`list --image`): `busybox`, `busybox:latest` and
+/// `docker.io/library/busybox:latest` all name `busybox:latest`, and a name
+/// without tag or digest names every tag of its repository.
+pub fn segment_matches(segment: &str, wanted: &str) -> bool {
+    let wanted_segment = key_segment(wanted, "");
+    if segment == wanted || segment == wanted_segment {
+        return true;
+    }
+    let last_component = wanted.rsplit('/').next().unwrap_or(wanted);
+    let tagless = !last_component.contains(':') && !last_component.contains('@');
+    tagless && repository_of(segment) == repository_of(&wanted_segment)
+}
+
+/// A key segment without its `:tag` and `@digest`.
+fn repository_of(segment: &str) -> &str {
+    let undigested = segment.split_once('@').map_or(segment, |(name, _)| name);
+    let last_start = undigested.rfind("::").map_or(0, |i| i + 2);
+    match undigested[last_start..].rfind(':') {
+        Some(colon) => &undigested[..last_start + colon],
+        None => undigested,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +180,39 @@ mod tests {
         for typed in ["a/b/c/d", "host:1/x/y:z", "UPPER/case/x", "a//b", "/"] {
             assert!(!segment(typed).contains('/'), "{typed}");
         }
+    }
+
+    #[test]
+    fn list_filter_names_an_image_in_any_familiar_form() {
+        for wanted in [
+            "busybox",
+            "busybox:latest",
+            "docker.io/library/busybox",
+            "library/busybox:latest",
+        ] {
+            assert!(segment_matches("busybox:latest", wanted), "{wanted}");
+        }
+        assert!(
+            segment_matches("busybox:1.36", "busybox"),
+            "a bare name matches every tag"
+        );
+        assert!(!segment_matches("busybox:1.36", "busybox:latest"));
+        assert!(!segment_matches("busybox:latest", "busybox:1.36"));
+        assert!(!segment_matches("busyboxes:latest", "busybox"));
+        assert!(!segment_matches("other::busybox:latest", "busybox"));
+        assert!(segment_matches(
+            "localhost:5000::team::app:v2",
+            "localhost:5000/team/app"
+        ));
+        assert!(segment_matches(
+            "localhost:5000::team::app:v2",
+            "localhost:5000::team::app:v2"
+        ));
+        assert!(!segment_matches(
+            "localhost:5000::team::app:v2",
+            "localhost:5000/team/other"
+        ));
+        assert!(segment_matches(&format!("busybox@{DIGEST}"), "busybox"));
+        assert!(segment_matches(IMAGE_ID, IMAGE_ID));
     }
 }

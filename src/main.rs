@@ -7,6 +7,8 @@ mod container;
 mod docker;
 mod etcd;
 mod image;
+mod list;
+mod listing;
 mod metrics;
 mod plan;
 mod record;
@@ -27,14 +29,15 @@ const EXIT_FAILURE: u8 = 1;
 const EXIT_NOT_EXACT: u8 = 1;
 
 fn main() -> ExitCode {
-    let config = match config::Cli::parse().into_config() {
-        Ok(config) => config,
+    let config = match config::Cli::parse().into_mode() {
+        Ok(config::Mode::Agent(config)) => *config,
+        Ok(config::Mode::List(config)) => return list(*config),
         Err(error) => {
             eprintln!("docker-etcd-register: {error}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    init_logging(config.log_format);
+    init_logging(config.log_format, "info");
     // Bound before anything else runs, so that a busy port is a
     // configuration error reported at once.
     let metrics_listener = match config
@@ -60,19 +63,44 @@ fn main() -> ExitCode {
     }
 }
 
+/// `list`: prints the records; 1 when etcd cannot be read.
+fn list(config: config::ListConfig) -> ExitCode {
+    // Only trouble goes to stderr; stdout is the list.
+    init_logging(config::LogFormat::Text, "warn");
+    let result = block_on(|shutdown| list::run(config, shutdown));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("docker-etcd-register: {error:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
 fn run(
     config: config::Config,
     metrics_listener: Option<std::net::TcpListener>,
 ) -> anyhow::Result<agent::Outcome> {
+    block_on(|shutdown| agent::run(config, metrics_listener, shutdown))
+}
+
+/// Runs `work` on a single-threaded runtime, handing it the shutdown signal.
+fn block_on<T, F>(work: impl FnOnce(Shutdown) -> F) -> anyhow::Result<T>
+where
+    F: std::future::Future<Output = anyhow::Result<T>>,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
         let shutdown = shutdown_signal().context("installing signal handlers")?;
-        agent::run(config, metrics_listener, shutdown).await
+        work(Box::pin(shutdown)).await
     })
 }
+
+/// Completes on the first SIGTERM or SIGINT.
+type Shutdown = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 
 /// Completes on the first SIGTERM or SIGINT.
 fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
@@ -86,9 +114,11 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-/// One event per line on stderr (journald), level from `RUST_LOG`.
-fn init_logging(format: config::LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// One event per line on stderr (journald), level from `RUST_LOG`, else
+/// `default_level`.
+fn init_logging(format: config::LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

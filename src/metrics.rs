@@ -21,6 +21,8 @@ use prometheus_client::registry::{Registry, Unit};
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
+use crate::container::Withheld;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabel {
     pub action: &'static str,
@@ -32,6 +34,11 @@ pub struct OperationLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DependencyLabel {
     dependency: &'static str,
 }
@@ -40,6 +47,7 @@ struct DependencyLabel {
 pub struct Metrics {
     registry: Registry,
     records: Gauge,
+    withheld: Family<ReasonLabel, Gauge>,
     docker_events: Family<ActionLabel, Counter>,
     etcd_operations: Family<OperationLabel, Counter>,
     etcd_errors: Counter,
@@ -61,6 +69,19 @@ impl Metrics {
             "Records this agent currently holds in etcd",
             records.clone(),
         );
+        let withheld = Family::<ReasonLabel, Gauge>::default();
+        registry.register(
+            "withheld_records",
+            "Containers publishing ports that are not registered because of their health (--require-healthy), by reason",
+            withheld.clone(),
+        );
+        for reason in Withheld::ALL {
+            withheld
+                .get_or_create(&ReasonLabel {
+                    reason: reason.as_str(),
+                })
+                .set(0);
+        }
         let docker_events = Family::<ActionLabel, Counter>::default();
         registry.register(
             "docker_events",
@@ -119,6 +140,7 @@ impl Metrics {
         Arc::new(Self {
             registry,
             records,
+            withheld,
             docker_events,
             etcd_operations,
             etcd_errors,
@@ -134,6 +156,18 @@ impl Metrics {
 
     pub fn set_records(&self, count: usize) {
         self.records.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// The containers currently withheld, with their reasons.
+    pub fn set_withheld<'a>(&self, withheld: impl Iterator<Item = &'a Withheld> + Clone) {
+        for reason in Withheld::ALL {
+            let count = withheld.clone().filter(|r| **r == reason).count();
+            self.withheld
+                .get_or_create(&ReasonLabel {
+                    reason: reason.as_str(),
+                })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
     }
 
     pub fn docker_event(&self, action: &'static str) {
@@ -267,6 +301,7 @@ mod tests {
         metrics.docker_event("start");
         metrics.etcd_operation("put");
         metrics.reconciled(Duration::from_millis(3));
+        metrics.set_withheld([Withheld::Starting].iter());
         let text = metrics.render();
         for name in [
             "docker_etcd_register_records ",
@@ -277,6 +312,8 @@ mod tests {
             "docker_etcd_register_reconcile_duration_seconds_count 1",
             "docker_etcd_register_since_last_reconcile_seconds ",
             "docker_etcd_register_connected{dependency=\"docker\"} 0",
+            "docker_etcd_register_withheld_records{reason=\"starting\"} 1",
+            "docker_etcd_register_withheld_records{reason=\"unhealthy\"} 0",
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::container::{Container, PortBinding};
+use crate::container::{Container, PortBinding, Selection, Verdict, Withheld};
 use crate::image;
 
 /// A key and the exact bytes the agent wants stored under it.
@@ -31,13 +31,7 @@ impl HostPrefix {
     /// `prefix` is the root of all keys (`/registered`); a missing leading
     /// `/` is added and trailing ones are dropped.
     pub fn new(prefix: &str, host_ip: IpAddr) -> Self {
-        let root = prefix.trim_end_matches('/');
-        let root = root.strip_prefix('/').unwrap_or(root);
-        let path = if root.is_empty() {
-            format!("/{host_ip}/")
-        } else {
-            format!("/{root}/{host_ip}/")
-        };
+        let path = format!("{}{host_ip}/", root_path(prefix));
         Self { host_ip, path }
     }
 
@@ -58,6 +52,18 @@ impl HostPrefix {
     }
 }
 
+/// The root of all keys, normalised: a leading `/`, no trailing ones, then
+/// exactly one (`registered/` → `/registered/`, `/` → `/`).
+pub fn root_path(prefix: &str) -> String {
+    let root = prefix.trim_end_matches('/');
+    let root = root.strip_prefix('/').unwrap_or(root);
+    if root.is_empty() {
+        "/".to_owned()
+    } else {
+        format!("/{root}/")
+    }
+}
+
 /// The container id a key under our prefix belongs to: its last segment.
 pub fn container_id_of(key: &str) -> &str {
     key.rsplit('/').next().unwrap_or(key)
@@ -74,9 +80,32 @@ struct Endpoint<'a> {
     port_type: &'a str,
 }
 
+/// What the agent wants in etcd for one container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Desired {
+    Registered(Record),
+    /// It would be registered but for its health.
+    Withheld(Withheld),
+    /// No record: not selected, or nothing published.
+    Nothing,
+}
+
+/// Applies the selection (running, labels, ignore label, health), then builds
+/// the record.
+pub fn desired(container: &Container, selection: &Selection, prefix: &HostPrefix) -> Desired {
+    let verdict = container.verdict(selection);
+    if verdict == Verdict::NotSelected {
+        return Desired::Nothing;
+    }
+    match (desired_record(container, prefix), verdict) {
+        (None, _) => Desired::Nothing,
+        (Some(_), Verdict::Withheld(reason)) => Desired::Withheld(reason),
+        (Some(record), _) => Desired::Registered(record),
+    }
+}
+
 /// The record a container should have, or `None` when it publishes nothing.
-/// Whether the container qualifies at all (running, labels) is decided by the
-/// caller.
+/// Whether the container is selected at all is [`desired`]'s question.
 pub fn desired_record(container: &Container, prefix: &HostPrefix) -> Option<Record> {
     let image = image::key_segment(&container.configured_image, &container.image_id);
     let mut endpoints: Vec<Endpoint> = container
@@ -307,5 +336,74 @@ mod tests {
             ID
         );
         assert_eq!(container_id_of("plain"), "plain");
+    }
+
+    #[test]
+    fn desired_applies_the_selection_before_the_record() {
+        use crate::container::{Health, IGNORE_LABEL};
+        let published = vec![binding("80", "tcp", "", "49153")];
+        let healthy_only = Selection {
+            require_healthy: true,
+            ..Selection::default()
+        };
+        let plain = busybox(published.clone());
+        let record = desired_record(&plain, &host()).unwrap();
+        assert_eq!(
+            desired(&plain, &Selection::default(), &host()),
+            Desired::Registered(record.clone())
+        );
+        assert_eq!(
+            desired(&plain, &healthy_only, &host()),
+            Desired::Registered(record.clone()),
+            "no HEALTHCHECK: registered as before"
+        );
+
+        let starting = Container {
+            health: Health::Starting,
+            ..busybox(published.clone())
+        };
+        assert_eq!(
+            desired(&starting, &healthy_only, &host()),
+            Desired::Withheld(Withheld::Starting)
+        );
+        assert_eq!(
+            desired(&starting, &Selection::default(), &host()),
+            Desired::Registered(record.clone())
+        );
+        let unhealthy = Container {
+            health: Health::Unhealthy,
+            ..busybox(published.clone())
+        };
+        assert_eq!(
+            desired(&unhealthy, &healthy_only, &host()),
+            Desired::Withheld(Withheld::Unhealthy)
+        );
+        let healthy = Container {
+            health: Health::Healthy,
+            ..busybox(published.clone())
+        };
+        assert_eq!(
+            desired(&healthy, &healthy_only, &host()),
+            Desired::Registered(record)
+        );
+
+        // Nothing published: nothing withheld either.
+        let unpublished = Container {
+            health: Health::Unhealthy,
+            ..busybox(Vec::new())
+        };
+        assert_eq!(
+            desired(&unpublished, &healthy_only, &host()),
+            Desired::Nothing
+        );
+
+        let ignored = Container {
+            labels: [(IGNORE_LABEL.to_string(), "true".to_string())].into(),
+            ..busybox(published)
+        };
+        assert_eq!(
+            desired(&ignored, &Selection::default(), &host()),
+            Desired::Nothing
+        );
     }
 }

@@ -1,0 +1,326 @@
+//! Pure: what `docker-etcd-register list` shows. Turns the keys and values
+//! read from etcd into one row per published binding, filters them by host
+//! and image, and renders them as a table or as JSON.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::image;
+
+/// One published binding of one registered container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Row {
+    pub host: String,
+    pub image: String,
+    pub container: String,
+    pub ip: String,
+    pub public_port: String,
+    pub private_port: String,
+    pub port_type: String,
+    pub key: String,
+}
+
+/// A key under the root that is not a record this agent writes (say, one an
+/// operator put there by hand); `list` names it instead of guessing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub key: String,
+    pub problem: &'static str,
+}
+
+/// One object of a record's value (SPEC §2).
+#[derive(Deserialize)]
+struct Binding {
+    ip: String,
+    public_port: String,
+    private_port: String,
+    port_type: String,
+}
+
+/// Which rows to show.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub host: Option<String>,
+    pub image: Option<String>,
+}
+
+impl Filter {
+    fn admits_host(&self, host: &str) -> bool {
+        self.host.as_deref().is_none_or(|wanted| wanted == host)
+    }
+
+    fn admits_image(&self, image_segment: &str) -> bool {
+        self.image
+            .as_deref()
+            .is_none_or(|wanted| image::segment_matches(image_segment, wanted))
+    }
+}
+
+/// The rows of every record under `root` (`/registered/`, with the trailing
+/// `/`) that `filter` admits, sorted by host, image, container, then as the
+/// record orders its bindings; and the keys that are no records.
+pub fn rows<'a>(
+    records: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    root: &str,
+    filter: &Filter,
+) -> (Vec<Row>, Vec<Unreadable>) {
+    let mut rows = Vec::new();
+    let mut unreadable = Vec::new();
+    for (key, value) in records {
+        let unreadable_because = |problem| Unreadable {
+            key: key.to_owned(),
+            problem,
+        };
+        let segments: Vec<&str> = key.strip_prefix(root).unwrap_or(key).split('/').collect();
+        if !filter.admits_host(segments[0]) {
+            continue;
+        }
+        let [host, image, container] = segments[..] else {
+            unreadable.push(unreadable_because(
+                "not {prefix}/{host}/{image}/{container}",
+            ));
+            continue;
+        };
+        if !filter.admits_image(image) {
+            continue;
+        }
+        let Ok(bindings) = serde_json::from_slice::<Vec<Binding>>(value) else {
+            unreadable.push(unreadable_because(
+                "its value is not a JSON array of bindings",
+            ));
+            continue;
+        };
+        rows.extend(bindings.into_iter().map(|b| Row {
+            host: host.to_owned(),
+            image: image.to_owned(),
+            container: container.to_owned(),
+            ip: b.ip,
+            public_port: b.public_port,
+            private_port: b.private_port,
+            port_type: b.port_type,
+            key: key.to_owned(),
+        }));
+    }
+    // Stable: the bindings of one record keep the record's own order.
+    rows.sort_by(|a, b| (&a.host, &a.image, &a.container).cmp(&(&b.host, &b.image, &b.container)));
+    (rows, unreadable)
+}
+
+/// Length of a container id in the table, as `docker ps` shows it.
+const SHORT_ID: usize = 12;
+
+/// A table with a header line, columns aligned; `(none)` when empty.
+pub fn table(rows: &[Row]) -> String {
+    const HEADER: [&str; 5] = ["HOST", "IMAGE", "CONTAINER", "IP", "PORT"];
+    let cells: Vec<[String; 5]> = rows
+        .iter()
+        .map(|row| {
+            [
+                row.host.clone(),
+                row.image.clone(),
+                row.container.chars().take(SHORT_ID).collect(),
+                row.ip.clone(),
+                format!(
+                    "{} -> {}/{}",
+                    row.public_port, row.private_port, row.port_type
+                ),
+            ]
+        })
+        .collect();
+    let mut widths = HEADER.map(str::len);
+    for line in &cells {
+        for (width, cell) in widths.iter_mut().zip(line) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    let header = HEADER.map(str::to_owned);
+    for line in std::iter::once(&header).chain(&cells) {
+        let mut out = String::new();
+        for (i, (cell, width)) in line.iter().zip(widths).enumerate() {
+            if i + 1 == line.len() {
+                out.push_str(cell);
+            } else {
+                let _ = write!(out, "{cell:<width$}  ");
+            }
+        }
+        text.push_str(out.trim_end());
+        text.push('\n');
+    }
+    if rows.is_empty() {
+        text.push_str("(none)\n");
+    }
+    text
+}
+
+/// The rows as one compact JSON array (one line).
+pub fn json(rows: &[Row]) -> String {
+    serde_json::to_string(rows).unwrap_or_else(|_| "[]".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "aaaaaaaaaaaa0000000000000000000000000000000000000000000000000000";
+    const B: &str = "bbbbbbbbbbbb0000000000000000000000000000000000000000000000000000";
+
+    fn value(container: &str, image: &str, bindings: &[(&str, &str, &str, &str)]) -> String {
+        let objects: Vec<String> = bindings
+            .iter()
+            .map(|(ip, public, private, proto)| {
+                format!(
+                    r#"{{"container":"{container}","image":"{image}","ip":"{ip}","public_port":"{public}","private_port":"{private}","port_type":"{proto}"}}"#
+                )
+            })
+            .collect();
+        format!("[{}]", objects.join(","))
+    }
+
+    fn store() -> Vec<(String, Vec<u8>)> {
+        vec![
+            (
+                format!("/registered/10.0.0.2/nginx:1.25/{B}"),
+                value(B, "nginx:1.25", &[("10.0.0.2", "8080", "80", "tcp")]).into_bytes(),
+            ),
+            (
+                format!("/registered/10.0.0.1/busybox:latest/{A}"),
+                value(
+                    A,
+                    "busybox:latest",
+                    &[
+                        ("10.0.0.1", "32768", "80", "tcp"),
+                        ("127.0.0.1", "32769", "53", "udp"),
+                    ],
+                )
+                .into_bytes(),
+            ),
+            ("/registered/10.0.0.1/stray".into(), b"x".to_vec()),
+            (
+                format!("/registered/10.0.0.3/busybox:latest/{A}"),
+                b"not json".to_vec(),
+            ),
+        ]
+    }
+
+    fn listed(filter: &Filter) -> (Vec<Row>, Vec<Unreadable>) {
+        let store = store();
+        rows(
+            store.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+            "/registered/",
+            filter,
+        )
+    }
+
+    #[test]
+    fn one_row_per_binding_sorted_by_host_and_unreadable_keys_named() {
+        let (rows, unreadable) = listed(&Filter::default());
+        let summary: Vec<(&str, &str, &str, &str)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.host.as_str(),
+                    r.image.as_str(),
+                    r.public_port.as_str(),
+                    r.ip.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("10.0.0.1", "busybox:latest", "32768", "10.0.0.1"),
+                ("10.0.0.1", "busybox:latest", "32769", "127.0.0.1"),
+                ("10.0.0.2", "nginx:1.25", "8080", "10.0.0.2"),
+            ]
+        );
+        assert_eq!(rows[0].container, A);
+        assert_eq!(rows[1].port_type, "udp");
+        assert_eq!(rows[2].key, format!("/registered/10.0.0.2/nginx:1.25/{B}"));
+        let keys: Vec<&str> = unreadable.iter().map(|u| u.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "/registered/10.0.0.1/stray".to_string(),
+                format!("/registered/10.0.0.3/busybox:latest/{A}")
+            ]
+        );
+    }
+
+    #[test]
+    fn filters_by_host_and_image() {
+        let by_host = Filter {
+            host: Some("10.0.0.2".into()),
+            image: None,
+        };
+        let (rows, unreadable) = listed(&by_host);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].host, "10.0.0.2");
+        assert!(unreadable.is_empty(), "other hosts' keys are not looked at");
+
+        let by_image = Filter {
+            host: None,
+            image: Some("docker.io/library/busybox".into()),
+        };
+        let (rows, _) = listed(&by_image);
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|r| r.image == "busybox:latest"));
+
+        let both = Filter {
+            host: Some("10.0.0.2".into()),
+            image: Some("busybox".into()),
+        };
+        assert!(listed(&both).0.is_empty());
+    }
+
+    #[test]
+    fn a_host_ip_that_extends_another_is_not_that_host() {
+        let store = [(
+            format!("/registered/10.0.0.10/busybox:latest/{A}"),
+            value(A, "busybox:latest", &[("10.0.0.10", "1", "2", "tcp")]),
+        )];
+        let filter = Filter {
+            host: Some("10.0.0.1".into()),
+            image: None,
+        };
+        let (rows, _) = rows(
+            store.iter().map(|(k, v)| (k.as_str(), v.as_bytes())),
+            "/registered/",
+            &filter,
+        );
+        assert!(rows.is_empty());
+    }
+
+    #[test]
+    fn table_is_aligned_with_short_ids_and_arrows() {
+        let (rows, _) = listed(&Filter::default());
+        let text = table(&rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "HOST      IMAGE           CONTAINER     IP         PORT",
+                "10.0.0.1  busybox:latest  aaaaaaaaaaaa  10.0.0.1   32768 -> 80/tcp",
+                "10.0.0.1  busybox:latest  aaaaaaaaaaaa  127.0.0.1  32769 -> 53/udp",
+                "10.0.0.2  nginx:1.25      bbbbbbbbbbbb  10.0.0.2   8080 -> 80/tcp",
+            ]
+        );
+        assert_eq!(table(&[]), "HOST  IMAGE  CONTAINER  IP  PORT\n(none)\n");
+    }
+
+    #[test]
+    fn json_is_one_line_with_every_field() {
+        let (rows, _) = listed(&Filter {
+            host: Some("10.0.0.2".into()),
+            image: None,
+        });
+        assert_eq!(
+            json(&rows),
+            format!(
+                r#"[{{"host":"10.0.0.2","image":"nginx:1.25","container":"{B}","ip":"10.0.0.2","public_port":"8080","private_port":"80","port_type":"tcp","key":"/registered/10.0.0.2/nginx:1.25/{B}"}}]"#
+            )
+        );
+        assert_eq!(json(&[]), "[]");
+    }
+}
