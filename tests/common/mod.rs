@@ -19,8 +19,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
-use std::io::{BufRead, BufReader, Read};
-use std::net::{Shutdown, TcpListener};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -786,6 +786,7 @@ const AGENT_ENV: &[&str] = &[
     "REGISTER_RESYNC",
     "REGISTER_REQUIRE_LABELS",
     "REGISTER_DEREGISTER_ON_EXIT",
+    "REGISTER_REQUIRE_HEALTHY",
     "DOCKER_HOST",
     "RUST_LOG",
 ];
@@ -1495,5 +1496,61 @@ impl TestEnv {
             "key {key} was not deleted; records:\n{:#?}",
             self.records()
         );
+    }
+}
+
+// --------------------------------------------------------------------- http
+
+/// `GET path` over a plain TCP connection: the status code and the body.
+pub fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
+    let socket = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let mut stream = TcpStream::connect_timeout(&socket, Duration::from_secs(2))
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("send to {addr}: {e}"))?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .map_err(|e| format!("read from {addr}: {e}"))?;
+    let raw = String::from_utf8(raw).map_err(|e| format!("response not utf-8: {e}"))?;
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no end of headers in {raw:?}"))?;
+    let status = head
+        .lines()
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("no status line in {head:?}"))?;
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_string()
+    };
+    Ok((status, body))
+}
+
+fn dechunk(mut rest: &str) -> Result<String, String> {
+    let mut body = String::new();
+    loop {
+        let (size, after) = rest
+            .split_once("\r\n")
+            .ok_or_else(|| format!("bad chunk in {rest:?}"))?;
+        let size = usize::from_str_radix(size.trim(), 16).map_err(|e| e.to_string())?;
+        if size == 0 {
+            return Ok(body);
+        }
+        body.push_str(after.get(..size).ok_or("short chunk")?);
+        rest = after.get(size + 2..).ok_or("short chunk")?;
     }
 }
