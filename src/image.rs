@@ -4,12 +4,19 @@
 //! Docker's familiar form (`docker.io/library/busybox` → `busybox:latest`) and
 //! replace `/` by `::` so that a key always has four levels below the prefix.
 //! A container started by image id is keyed by the full id of its image.
-
-use oci_spec::distribution::Reference;
+//!
+//! The reference grammar is Docker's own (`name[:tag][@digest]`, the first
+//! path component a registry when it has a `.` or `:` or is `localhost`),
+//! parsed by hand: the regex-based parsers of the ecosystem compile a
+//! Unicode-aware automaton that costs more memory than the whole agent.
 
 const DOCKER_HUB: &str = "docker.io";
+const DOCKER_HUB_LEGACY: &str = "index.docker.io";
 const OFFICIAL_NAMESPACE: &str = "library/";
+const DEFAULT_TAG: &str = "latest";
 const ID_ALGORITHM: &str = "sha256:";
+/// Docker's limit on the length of a tag.
+const MAX_TAG_LEN: usize = 128;
 
 /// The `{image}` key segment of a container.
 ///
@@ -19,12 +26,12 @@ pub fn key_segment(configured: &str, image_id: &str) -> String {
     if refers_to_image_id(configured, image_id) {
         return image_id.replace('/', "::");
     }
-    match Reference::try_from(configured) {
-        Ok(reference) => familiar(&reference).replace('/', "::"),
+    match Reference::parse(configured) {
+        Some(reference) => reference.familiar().replace('/', "::"),
         // Docker accepted it, so it names something; keep it recognisable
         // rather than refusing to register the container.
-        Err(_) if !configured.is_empty() => configured.replace('/', "::"),
-        Err(_) => image_id.replace('/', "::"),
+        None if !configured.is_empty() => configured.replace('/', "::"),
+        None => image_id.replace('/', "::"),
     }
 }
 
@@ -42,30 +49,136 @@ fn refers_to_image_id(configured: &str, image_id: &str) -> bool {
         && full.starts_with(typed)
 }
 
-/// Docker's familiar rendering of a parsed reference: no `docker.io/`, no
-/// `library/` for official images, `:latest` when neither tag nor digest.
-fn familiar(reference: &Reference) -> String {
-    let mut name = String::new();
-    let repository = reference.repository();
-    if reference.registry() == DOCKER_HUB {
-        let official = repository
-            .strip_prefix(OFFICIAL_NAMESPACE)
-            .filter(|rest| !rest.contains('/'));
-        name.push_str(official.unwrap_or(repository));
-    } else {
-        name.push_str(reference.registry());
-        name.push('/');
-        name.push_str(repository);
+/// An image reference split into its parts, the registry made explicit.
+#[derive(Debug, PartialEq, Eq)]
+struct Reference<'a> {
+    registry: &'a str,
+    /// The path below the registry, `library/` added for official images.
+    repository: String,
+    tag: Option<&'a str>,
+    digest: Option<&'a str>,
+}
+
+impl<'a> Reference<'a> {
+    /// Docker's `ParseNormalizedNamed`; `None` when `text` is not a valid
+    /// reference.
+    fn parse(text: &'a str) -> Option<Self> {
+        let (name, digest) = match text.split_once('@') {
+            Some((_, digest)) if !is_digest(digest) => return None,
+            Some((name, digest)) => (name, Some(digest)),
+            None => (text, None),
+        };
+        // A tag follows the last `:` after the last `/`; an earlier `:` is a
+        // registry's port.
+        let last_component = name.rfind('/').map_or(0, |i| i + 1);
+        let (name, tag) = match name[last_component..].rfind(':') {
+            Some(colon) => {
+                let (name, tag) = name.split_at(last_component + colon);
+                let tag = &tag[1..];
+                if !is_tag(tag) {
+                    return None;
+                }
+                (name, Some(tag))
+            }
+            None => (name, None),
+        };
+        let (registry, path) = match name.split_once('/') {
+            Some((first, rest)) if is_registry(first) => (first, rest),
+            _ => (DOCKER_HUB, name),
+        };
+        let registry = if registry == DOCKER_HUB_LEGACY {
+            DOCKER_HUB
+        } else {
+            registry
+        };
+        if !path.split('/').all(is_path_component) {
+            return None;
+        }
+        let repository = if registry == DOCKER_HUB && !path.contains('/') {
+            format!("{OFFICIAL_NAMESPACE}{path}")
+        } else {
+            path.to_owned()
+        };
+        Some(Self {
+            registry,
+            repository,
+            tag,
+            digest,
+        })
     }
-    if let Some(tag) = reference.tag() {
-        name.push(':');
-        name.push_str(tag);
+
+    /// Docker's familiar rendering: no `docker.io/`, no `library/` for
+    /// official images, `:latest` when neither tag nor digest.
+    fn familiar(&self) -> String {
+        let mut name = String::new();
+        if self.registry == DOCKER_HUB {
+            let official = self
+                .repository
+                .strip_prefix(OFFICIAL_NAMESPACE)
+                .filter(|rest| !rest.contains('/'));
+            name.push_str(official.unwrap_or(&self.repository));
+        } else {
+            name.push_str(self.registry);
+            name.push('/');
+            name.push_str(&self.repository);
+        }
+        match (self.tag, self.digest) {
+            (None, None) => {
+                name.push(':');
+                name.push_str(DEFAULT_TAG);
+            }
+            (tag, digest) => {
+                if let Some(tag) = tag {
+                    name.push(':');
+                    name.push_str(tag);
+                }
+                if let Some(digest) = digest {
+                    name.push('@');
+                    name.push_str(digest);
+                }
+            }
+        }
+        name
     }
-    if let Some(digest) = reference.digest() {
-        name.push('@');
-        name.push_str(digest);
-    }
-    name
+}
+
+/// Docker's rule: the first component names a registry when it has a `.`
+/// or a `:` (a port), or is `localhost`; a lowercase word is a namespace.
+fn is_registry(component: &str) -> bool {
+    component.contains(['.', ':'])
+        || component == "localhost"
+        || component.chars().any(|c| c.is_ascii_uppercase())
+}
+
+/// `[a-z0-9]+` separated by `.`, `_`, `__` or dashes: lowercase, non-empty.
+fn is_path_component(component: &str) -> bool {
+    let bytes = component.as_bytes();
+    let alphanumeric = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    bytes.first().is_some_and(alphanumeric)
+        && bytes.last().is_some_and(alphanumeric)
+        && bytes
+            .iter()
+            .all(|b| alphanumeric(b) || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`
+fn is_tag(tag: &str) -> bool {
+    let word = |b: &u8| b.is_ascii_alphanumeric() || *b == b'_';
+    tag.len() <= MAX_TAG_LEN
+        && tag.as_bytes().first().is_some_and(word)
+        && tag.bytes().all(|b| word(&b) || b == b'.' || b == b'-')
+}
+
+/// `algorithm:hex` with at least 32 hex digits.
+fn is_digest(digest: &str) -> bool {
+    digest.split_once(':').is_some_and(|(algorithm, hex)| {
+        !algorithm.is_empty()
+            && algorithm
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'.' | b'_' | b'-'))
+            && hex.len() >= 32
+            && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    })
 }
 
 /// Whether the key segment `segment` is the image an operator named with
@@ -214,5 +327,36 @@ mod tests {
         ));
         assert!(segment_matches(&format!("busybox@{DIGEST}"), "busybox"));
         assert!(segment_matches(IMAGE_ID, IMAGE_ID));
+    }
+
+    #[test]
+    fn invalid_parts_make_the_reference_unparsable() {
+        assert_eq!(Reference::parse("busybox:"), None, "empty tag");
+        assert_eq!(
+            Reference::parse("busybox:-x"),
+            None,
+            "tag must start with a word character"
+        );
+        assert_eq!(
+            Reference::parse(&format!("busybox:{}", "t".repeat(129))),
+            None
+        );
+        assert_eq!(Reference::parse("busybox@sha256:abc"), None, "short digest");
+        assert_eq!(Reference::parse("team/-app"), None);
+        assert_eq!(Reference::parse("team//app"), None);
+        assert_eq!(Reference::parse(""), None);
+        assert!(Reference::parse(&format!("busybox:{}", "t".repeat(128))).is_some());
+    }
+
+    #[test]
+    fn registry_ports_are_not_tags() {
+        let reference = Reference::parse("localhost:5000/app").unwrap();
+        assert_eq!(reference.registry, "localhost:5000");
+        assert_eq!(reference.repository, "app");
+        assert_eq!(reference.tag, None);
+        assert_eq!(
+            segment("registry.local:5000/a/b:c"),
+            "registry.local:5000::a::b:c"
+        );
     }
 }
