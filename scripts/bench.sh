@@ -2,7 +2,7 @@
 # Benchmark of the agent on this machine, against the real dockerd and a
 # private etcd per run (see examples/bench/main.rs for what is measured).
 #
-#   bash scripts/bench.sh [--runs N] [--containers N] [--burst N] [--idle-secs N]
+#   bash scripts/bench.sh [--runs N] [--containers N] [--burst N] [--workers N] [--idle-secs N]
 #
 # Brings up Docker (scripts/setup.sh), builds the release binary and the
 # benchmark, runs it N times (default 3) and prints the medians as a table and,

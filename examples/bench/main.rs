@@ -14,7 +14,7 @@
 //!
 //! `bash scripts/bench.sh [--runs N]` sets the machine up, builds and runs it.
 //! Directly, after `cargo build --release`: `cargo run --release --example
-//! bench -- [--runs N] [--containers N] [--burst N] [--idle-secs N]
+//! bench -- [--runs N] [--containers N] [--burst N] [--workers N] [--idle-secs N]
 //! [--agent PATH] [--id ID]`.
 //!
 //! It is an example rather than a `[[bench]]` target: building a bench
@@ -64,6 +64,7 @@ fn parse_args(args: &[String]) -> Result<Options> {
         settings: Settings {
             containers: 200,
             burst: 200,
+            workers: 8,
             idle: Duration::from_secs(10),
             lost_after: Duration::from_secs(30),
             agent: manifest_dir.join("target/release/docker-etcd-register"),
@@ -79,14 +80,16 @@ fn parse_args(args: &[String]) -> Result<Options> {
             "--runs" => options.runs = value()?.parse()?,
             "--containers" => s.containers = value()?.parse()?,
             "--burst" => s.burst = value()?.parse()?,
+            "--workers" => s.workers = value()?.parse()?,
             "--idle-secs" => s.idle = Duration::from_secs(value()?.parse()?),
             "--agent" => s.agent = PathBuf::from(value()?),
             "--id" => s.id = value()?.clone(),
             other => bail!("unknown argument {other:?}"),
         }
     }
-    if options.runs == 0 || options.settings.containers == 0 || options.settings.burst < 4 {
-        bail!("--runs and --containers must be at least 1, --burst at least 4");
+    let s = &options.settings;
+    if options.runs == 0 || s.containers == 0 || s.workers == 0 || s.burst < 4 {
+        bail!("--runs, --containers and --workers must be at least 1, --burst at least 4");
     }
     Ok(options)
 }
@@ -131,6 +134,7 @@ fn context(options: &Options) -> Result<Context> {
             ("runs", json!(options.runs)),
             ("containers", json!(s.containers)),
             ("burst", json!(s.burst)),
+            ("workers", json!(s.workers)),
             ("idle_secs", json!(s.idle.as_secs())),
             ("agent", Value::String(s.agent.display().to_string())),
         ],

@@ -22,8 +22,8 @@ use crate::report::{millis, percentile, sorted, Sample};
 
 /// Label key of the benchmark's containers; the value is unique to a run.
 pub const LABEL_KEY: &str = "docker-etcd-register.bench";
-/// Concurrent `docker run` / `docker rm -f` commands.
-const WORKERS: usize = 8;
+/// Concurrent `docker rm -f` commands when cleaning up.
+const CLEANUP_WORKERS: usize = 8;
 /// Sequential requests of each floor measurement.
 const FLOOR_REQUESTS: usize = 200;
 /// The agent replays the engine's last 2 s of events at start: the
@@ -35,6 +35,8 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Settings {
     pub containers: usize,
+    /// Concurrent `docker run` / `docker rm -f` commands.
+    pub workers: usize,
     pub burst: usize,
     pub idle: Duration,
     /// How long after the last command a container may still be registered
@@ -114,7 +116,7 @@ impl<'a> Run<'a> {
             "pre-starting {count} containers (reference registrar running)"
         ));
         let reference = Reference::start(&self.events, self.rt, self.etcd.endpoint())?;
-        let existing = start_containers(&self.label, count)?;
+        let existing = start_containers(&self.label, count, self.settings.workers)?;
         wait_for(self.settings.lost_after, || {
             settled(Phase::Start, &existing, &self.events, &self.reference_watch)
         });
@@ -162,13 +164,13 @@ impl<'a> Run<'a> {
     fn burst(&mut self, agent: &AgentProcess, watch: &WatchLog) -> Result<Vec<String>> {
         let s = self.settings;
         self.progress(&format!("burst of {} starts", s.burst));
-        let burst = start_containers(&self.label, s.burst)?;
+        let burst = start_containers(&self.label, s.burst, s.workers)?;
         wait_for(s.lost_after, || {
             settled(Phase::Start, &burst, &self.events, watch)
         });
         thread::sleep(PAUSE);
         self.progress(&format!("removing the {} burst containers", s.burst));
-        remove_containers(&burst)?;
+        remove_containers(&burst, s.workers)?;
         wait_for(s.lost_after, || {
             settled(Phase::Die, &burst, &self.events, watch)
         });
@@ -195,7 +197,7 @@ impl<'a> Run<'a> {
     fn remove_prestarted(&mut self, existing: &[String], at_start: ReferenceStats) -> Result<()> {
         self.progress("removing the pre-started containers (reference registrar running)");
         let reference = Reference::start(&self.events, self.rt, self.etcd.endpoint())?;
-        remove_containers(existing)?;
+        remove_containers(existing, self.settings.workers)?;
         wait_for(self.settings.lost_after, || {
             settled(Phase::Die, existing, &self.events, &self.reference_watch)
         });
@@ -400,24 +402,28 @@ fn keys_per_revision(revisions: impl Iterator<Item = i64>) -> f64 {
 
 // ---------------------------------------------------------------- helpers
 
-/// `count` labelled containers started `WORKERS`-way; their ids.
-fn start_containers(label: &str, count: usize) -> Result<Vec<String>> {
-    parallel(count, |_| docker::run_container(label))
+/// `count` labelled containers started `workers`-way; their ids.
+fn start_containers(label: &str, count: usize, workers: usize) -> Result<Vec<String>> {
+    parallel(count, workers, |_| docker::run_container(label))
 }
 
-/// `docker rm -f`, `WORKERS`-way.
-fn remove_containers(ids: &[String]) -> Result<()> {
-    parallel(ids.len(), |i| docker::remove_container(&ids[i])).map(drop)
+/// `docker rm -f`, `workers`-way.
+fn remove_containers(ids: &[String], workers: usize) -> Result<()> {
+    parallel(ids.len(), workers, |i| docker::remove_container(&ids[i])).map(drop)
 }
 
-/// Runs `job(i)` for every `i < count` on `WORKERS` threads; stops at the
+/// Runs `job(i)` for every `i < count` on `workers` threads; stops at the
 /// first failure.
-fn parallel<T: Send>(count: usize, job: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
+fn parallel<T: Send>(
+    count: usize,
+    workers: usize,
+    job: impl Fn(usize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
     let next = AtomicUsize::new(0);
     let results = Mutex::new(Vec::with_capacity(count));
     let failure = Mutex::new(None);
     thread::scope(|scope| {
-        for _ in 0..WORKERS {
+        for _ in 0..workers {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 if i >= count || failure.lock().unwrap().is_some() {
@@ -461,9 +467,11 @@ struct LabelledContainers(String);
 
 impl Drop for LabelledContainers {
     fn drop(&mut self) {
-        // `WORKERS`-way like the rest: removing many containers at once
+        // Never more than 8-way: removing many containers at once
         // makes Docker 20.10's networking deadlock likelier (`docker::HUNG`).
-        if let Err(e) = docker::labelled(&self.0).and_then(|ids| remove_containers(&ids)) {
+        if let Err(e) =
+            docker::labelled(&self.0).and_then(|ids| remove_containers(&ids, CLEANUP_WORKERS))
+        {
             progress(&format!("cleanup of {}: {e:#}", self.0));
         }
     }
