@@ -2,11 +2,13 @@
 //! containers and events into our own [`Container`] and [`ContainerEvent`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerInspectResponse, EventMessage};
 use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 
 use crate::container::{Container, Health, PortBinding};
 
@@ -86,11 +88,7 @@ impl Docker {
     pub async fn handshake(&mut self) -> Result<(), DockerError> {
         self.client = None;
         let client = if let Some(path) = self.host.strip_prefix("unix://") {
-            bollard::Docker::connect_with_unix(
-                path,
-                REQUEST_TIMEOUT_SECS,
-                bollard::API_DEFAULT_VERSION,
-            )?
+            pooled_unix_client(path)?
         } else {
             bollard::Docker::connect_with_http(
                 &self.host,
@@ -157,6 +155,45 @@ impl Docker {
             Err(error) => Err(error.into()),
         }
     }
+}
+
+/// A client for the engine's Unix socket that keeps its connections open
+/// between requests. bollard's own Unix client opens a connection per
+/// request; under a burst of container starts, connecting to a busy dockerd
+/// is a measurable part of each registration's latency.
+fn pooled_unix_client(socket: &str) -> Result<bollard::Docker, DockerError> {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let client = Arc::new(
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(hyperlocal::UnixConnector),
+    );
+    // The connector finds the socket in the URI's host, hex-encoded.
+    let host: Arc<str> = socket
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .into();
+    let transport = move |request: bollard::BollardRequest| {
+        let client = Arc::clone(&client);
+        let host = Arc::clone(&host);
+        async move {
+            let (mut parts, body) = request.into_parts();
+            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            parts.uri = format!("unix://{host}:0{path}").parse()?;
+            let request = bollard::BollardRequest::from_parts(parts, body);
+            Ok(client.request(request).await?)
+        }
+        .boxed()
+    };
+    Ok(bollard::Docker::connect_with_custom_transport(
+        transport,
+        Some("http://docker.sock"),
+        REQUEST_TIMEOUT_SECS,
+        bollard::API_DEFAULT_VERSION,
+    )?)
 }
 
 fn container_event(message: EventMessage) -> Option<ContainerEvent> {
