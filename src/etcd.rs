@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, ConnectOptions, DeleteOptions, EventType, GetOptions, Identity,
-    LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
+    Certificate, Client, ConnectOptions, DeleteOptions, EventType, GetOptions, GetResponse,
+    Identity, LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
     WatchStream,
 };
 use tonic::Code;
@@ -101,11 +101,7 @@ impl Etcd {
     /// Every record under our host prefix, with the lease it rides on.
     pub async fn observe(&mut self) -> Result<Snapshot, EtcdError> {
         let prefix = self.prefix.as_str().to_owned();
-        let response = self
-            .client()
-            .await?
-            .get(prefix, Some(GetOptions::new().with_prefix()))
-            .await?;
+        let response = self.connection.get_prefix(&prefix).await?;
         let revision = response.header().map_or(0, |h| h.revision());
         let records = response
             .kvs()
@@ -188,12 +184,8 @@ impl Etcd {
 
     /// Watches our host prefix from `revision` on.
     pub async fn watch(&mut self, revision: i64) -> Result<PrefixWatch, EtcdError> {
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(revision);
         let prefix = self.prefix.as_str().to_owned();
-        let stream = self.client().await?.watch(prefix, Some(options)).await?;
-        Ok(PrefixWatch { stream })
+        self.connection.watch_prefix(&prefix, revision).await
     }
 
     /// Removes every record of this host: revokes the lease (which deletes
@@ -247,6 +239,23 @@ impl Connection {
         };
         Ok(self.client.insert(client))
     }
+
+    async fn get_prefix(&mut self, prefix: &str) -> Result<GetResponse, EtcdError> {
+        let options = GetOptions::new().with_prefix();
+        Ok(self.client().await?.get(prefix, Some(options)).await?)
+    }
+
+    async fn watch_prefix(
+        &mut self,
+        prefix: &str,
+        revision: i64,
+    ) -> Result<PrefixWatch, EtcdError> {
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(revision);
+        let stream = self.client().await?.watch(prefix, Some(options)).await?;
+        Ok(PrefixWatch { stream })
+    }
 }
 
 fn connect_options(security: &EtcdSecurity) -> ConnectOptions {
@@ -291,17 +300,9 @@ impl RecordsReader {
         }
     }
 
-    async fn client(&mut self) -> Result<&mut Client, EtcdError> {
-        self.connection.client().await
-    }
-
     /// Every key (that is UTF-8) and value under `prefix`.
     pub async fn read(&mut self, prefix: &str) -> Result<Listing, EtcdError> {
-        let response = self
-            .client()
-            .await?
-            .get(prefix, Some(GetOptions::new().with_prefix()))
-            .await?;
+        let response = self.connection.get_prefix(prefix).await?;
         let revision = response.header().map_or(0, |h| h.revision());
         let records = response
             .kvs()
@@ -313,11 +314,7 @@ impl RecordsReader {
 
     /// Watches `prefix` from `revision` on.
     pub async fn watch(&mut self, prefix: &str, revision: i64) -> Result<PrefixWatch, EtcdError> {
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(revision);
-        let stream = self.client().await?.watch(prefix, Some(options)).await?;
-        Ok(PrefixWatch { stream })
+        self.connection.watch_prefix(prefix, revision).await
     }
 }
 
