@@ -9,23 +9,13 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{wait_until, AGENT_BIN};
-
-const CLEARED: &[&str] = &[
-    "HOST_IP",
-    "ETCD_ENDPOINT",
-    "REGISTER_PREFIX",
-    "REGISTER_TTL",
-    "REGISTER_RESYNC",
-    "REGISTER_REQUIRE_LABELS",
-    "DOCKER_HOST",
-];
+use common::{wait_until, AGENT_BIN, AGENT_ENV};
 
 /// Runs the agent with a configuration that is valid except for what `args`
 /// and `envs` break, and asserts a configuration error naming `flag` and `var`.
 fn assert_config_error(args: &[&str], envs: &[(&str, &str)], flag: &str, var: &str) {
     let mut cmd = Command::new(AGENT_BIN);
-    for key in CLEARED {
+    for key in AGENT_ENV {
         cmd.env_remove(key);
     }
     // Neither Docker nor etcd is reachable here.

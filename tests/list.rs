@@ -23,10 +23,8 @@ const C: &str = "cccccccccccc333333333333333333333333333333333333333333333333333
 /// `list` with `args`, talking to `endpoint` only.
 fn list_command(endpoint: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(AGENT_BIN);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("ETCD_") || key.starts_with("REGISTER_") || key == "HOST_IP" {
-            cmd.env_remove(key);
-        }
+    for key in AGENT_ENV {
+        cmd.env_remove(key);
     }
     cmd.arg("list")
         .args(["--etcd-endpoints", endpoint])

@@ -23,6 +23,8 @@
 //! `target/release/docker-etcd-register`, the very binary to be measured.
 //! `cargo test` only compiles examples, it never runs them.
 
+#[path = "../../tests/common/agent_env.rs"]
+mod agent_env;
 mod clock;
 mod docker;
 mod etcd;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use tokio::runtime::Runtime;
 
+use crate::agent_env::AGENT_ENV;
 use crate::clock::{ms_between, Seen};
 use crate::docker::{self, Engine, EngineEvent, EngineTimes, EventReader};
 use crate::etcd::{self, EtcdServer, KeySeen, WatchLog};
@@ -476,28 +477,6 @@ impl Drop for LabelledContainers {
         }
     }
 }
-
-/// Environment variables the agent reads; none may leak in from the caller.
-const AGENT_ENV: &[&str] = &[
-    "HOST_IP",
-    "ETCD_ENDPOINT",
-    "REGISTER_PREFIX",
-    "REGISTER_TTL",
-    "REGISTER_RESYNC",
-    "REGISTER_REQUIRE_LABELS",
-    "REGISTER_DEREGISTER_ON_EXIT",
-    "REGISTER_REQUIRE_HEALTHY",
-    "REGISTER_METRICS_ADDR",
-    "DOCKER_HOST",
-    "ETCD_CACERT",
-    "ETCD_CERT",
-    "ETCD_KEY",
-    "ETCD_USER",
-    "ETCD_PASSWORD",
-    "ETCD_PASSWORD_FILE",
-    "LOG_FORMAT",
-    "RUST_LOG",
-];
 
 /// The agent under test, its stderr in a log file; killed on drop.
 struct AgentProcess {

@@ -769,27 +769,8 @@ impl EtcdCluster {
 
 pub const AGENT_BIN: &str = env!("CARGO_BIN_EXE_docker-etcd-register");
 
-/// Variables of the agent that are removed from the inherited environment.
-const AGENT_ENV: &[&str] = &[
-    "HOST_IP",
-    "ETCD_CACERT",
-    "ETCD_CERT",
-    "ETCD_KEY",
-    "ETCD_USER",
-    "ETCD_PASSWORD",
-    "ETCD_PASSWORD_FILE",
-    "REGISTER_METRICS_ADDR",
-    "LOG_FORMAT",
-    "ETCD_ENDPOINT",
-    "REGISTER_PREFIX",
-    "REGISTER_TTL",
-    "REGISTER_RESYNC",
-    "REGISTER_REQUIRE_LABELS",
-    "REGISTER_DEREGISTER_ON_EXIT",
-    "REGISTER_REQUIRE_HEALTHY",
-    "DOCKER_HOST",
-    "RUST_LOG",
-];
+mod agent_env;
+pub use agent_env::AGENT_ENV;
 
 /// The agent binary as a child process, its stderr collected line by line.
 pub struct Agent {
