@@ -341,15 +341,8 @@ impl Agent {
         let mut desired = BTreeMap::new();
         let mut withheld = BTreeMap::new();
         for container in inspected.containers.values() {
-            match self.desired_for(container) {
-                Desired::Registered(record) => {
-                    desired.insert(container.id.clone(), record);
-                }
-                Desired::Withheld(reason) => {
-                    withheld.insert(container.id.clone(), reason);
-                }
-                Desired::Nothing => {}
-            }
+            let wanted = self.desired_for(container);
+            remember(&mut desired, &mut withheld, &container.id, wanted);
         }
         for id in &inspected.failed {
             if let Some(record) = self.desired.remove(id) {
@@ -523,23 +516,11 @@ impl Agent {
         // resync: its trouble must not block the others.
         last_kind.retain(|id, _| !inspected.failed.contains(id));
         for id in last_kind.keys() {
-            let desired = inspected
+            let wanted = inspected
                 .containers
                 .get(id)
                 .map_or(Desired::Nothing, |c| self.desired_for(c));
-            self.withheld.remove(id);
-            match desired {
-                Desired::Registered(record) => {
-                    self.desired.insert(id.clone(), record);
-                }
-                Desired::Withheld(reason) => {
-                    self.desired.remove(id);
-                    self.withheld.insert(id.clone(), reason);
-                }
-                Desired::Nothing => {
-                    self.desired.remove(id);
-                }
-            }
+            remember(&mut self.desired, &mut self.withheld, id, wanted);
         }
         self.metrics.set_withheld(self.withheld.values());
         if !self.etcd_in_sync || self.lease_missing() {
@@ -692,6 +673,27 @@ impl Agent {
 
     fn lease_id(&self) -> LeaseId {
         self.lease.as_ref().map_or(0, LeaseKeepAlive::lease)
+    }
+}
+
+/// Files what is wanted for container `id`: its record, or why it is
+/// withheld; whatever was filed for it before goes.
+fn remember(
+    desired: &mut BTreeMap<String, Record>,
+    withheld: &mut BTreeMap<String, Withheld>,
+    id: &str,
+    wanted: Desired,
+) {
+    desired.remove(id);
+    withheld.remove(id);
+    match wanted {
+        Desired::Registered(record) => {
+            desired.insert(id.to_owned(), record);
+        }
+        Desired::Withheld(reason) => {
+            withheld.insert(id.to_owned(), reason);
+        }
+        Desired::Nothing => {}
     }
 }
 

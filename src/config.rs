@@ -263,21 +263,18 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     flag: &'static str,
-    env: &'static str,
+    /// `None` for flags without a variable (those of `list`).
+    env: Option<&'static str>,
     problem: String,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.env.is_empty() {
-            write!(f, "invalid {}: {}", self.flag, self.problem)
-        } else {
-            write!(
-                f,
-                "invalid {} (env {}): {}",
-                self.flag, self.env, self.problem
-            )
+        write!(f, "invalid {}", self.flag)?;
+        if let Some(env) = self.env {
+            write!(f, " (env {env})")?;
         }
+        write!(f, ": {}", self.problem)
     }
 }
 
@@ -286,7 +283,16 @@ impl std::error::Error for ConfigError {}
 fn error(flag: &'static str, env: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError {
         flag,
-        env,
+        env: Some(env),
+        problem: problem.into(),
+    }
+}
+
+/// A mistake in a flag that has no environment variable.
+fn flag_error(flag: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        flag,
+        env: None,
         problem: problem.into(),
     }
 }
@@ -306,20 +312,12 @@ pub struct ListConfig {
     pub etcd: EtcdTarget,
     /// The root of all keys, with a trailing `/` (`/registered/`).
     pub root: String,
+    /// What to read: one host's prefix when filtered by host (so
+    /// `10.0.0.1` never reads `10.0.0.10`), else the whole root.
+    pub read_prefix: String,
     pub filter: Filter,
     pub json: bool,
     pub watch: bool,
-}
-
-impl ListConfig {
-    /// The prefix to read: one host's when filtered by host (trailing `/`,
-    /// so `10.0.0.1` never reads `10.0.0.10`), else the whole root.
-    pub fn read_prefix(&self) -> String {
-        match &self.filter.host {
-            Some(host) => format!("{}{host}/", self.root),
-            None => self.root.clone(),
-        }
-    }
 }
 
 /// An etcd cluster and how to talk to it.
@@ -339,13 +337,19 @@ impl Cli {
                     .as_deref()
                     .map(|text| {
                         text.trim().parse::<IpAddr>().map_err(|_| {
-                            error("--host", "", format!("{text:?} is not an IP address"))
+                            flag_error("--host", format!("{text:?} is not an IP address"))
                         })
                     })
                     .transpose()?;
+                let root = record::root_path(&self.etcd.prefix);
+                let read_prefix = host.map_or_else(
+                    || root.clone(),
+                    |ip| HostPrefix::new(&root, ip).as_str().to_owned(),
+                );
                 Ok(Mode::List(Box::new(ListConfig {
                     etcd,
-                    root: record::root_path(&self.etcd.prefix),
+                    root,
+                    read_prefix,
                     filter: Filter {
                         host: host.map(|ip| ip.to_string()),
                         image: list.image.clone().filter(|i| !i.trim().is_empty()),

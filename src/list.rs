@@ -20,7 +20,7 @@ const WATCH_RETRY: Duration = Duration::from_secs(1);
 /// Prints the list once, or with `--watch` until `shutdown`.
 pub async fn run(config: ListConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let mut reader = RecordsReader::new(&config.etcd.endpoints, config.etcd.security.clone());
-    let prefix = config.read_prefix();
+    let prefix = config.read_prefix.clone();
     if !config.watch {
         let listing = reader
             .read(&prefix)

@@ -99,7 +99,7 @@ where
     })
 }
 
-/// Completes on the first SIGTERM or SIGINT.
+/// The shutdown signal handed to `agent::run` and `list::run`.
 type Shutdown = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 
 /// Completes on the first SIGTERM or SIGINT.

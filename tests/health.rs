@@ -100,23 +100,24 @@ fn records_of(env: &TestEnv, ids: &[&str]) -> BTreeMap<String, String> {
     ids.iter().map(|id| record_of(env, id)).collect()
 }
 
-/// Waits for `key` after Docker reported the container healthy at `since`.
-fn assert_registered_within(env: &TestEnv, key: &str, since: Instant) {
-    env.wait_key(SLOW, key);
+/// Asserts that what the test just waited for came at most
+/// `FOLLOW_HEALTH` after Docker reported the health change at `since`.
+fn assert_followed_within(since: Instant, what: &str) {
     let took = since.elapsed();
     assert!(
         took <= FOLLOW_HEALTH,
-        "{key} appeared {took:?} after Docker reported the container healthy"
+        "{what} {took:?} after Docker reported the health change"
     );
+}
+
+fn assert_registered_within(env: &TestEnv, key: &str, since: Instant) {
+    env.wait_key(SLOW, key);
+    assert_followed_within(since, &format!("{key} appeared"));
 }
 
 fn assert_removed_within(env: &TestEnv, key: &str, since: Instant) {
     env.wait_gone(SLOW, key);
-    let took = since.elapsed();
-    assert!(
-        took <= FOLLOW_HEALTH,
-        "{key} was removed {took:?} after Docker reported the container unhealthy"
-    );
+    assert_followed_within(since, &format!("{key} was removed"));
 }
 
 #[test]
