@@ -166,7 +166,12 @@ fn start_up_registers_exactly_the_healthy_ones() {
     wait_health(&unhealthy, "unhealthy");
     assert_eq!(health(&starting), "starting");
 
-    let _agent = env.start_agent(&["--require-healthy", "--metrics-addr", &metrics_addr]);
+    // The switch from the environment, as a unit file would set it.
+    let mut args = env.agent_args();
+    args.extend(["--metrics-addr".to_string(), metrics_addr.clone()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut agent = Agent::spawn(&args, &[("REGISTER_REQUIRE_HEALTHY", "true")]);
+    agent.wait_ready();
     env.wait_records(REACT, &records_of(&env, &[&healthy, &unchecked]));
 
     let (status, metrics) = http_get(&metrics_addr, "/metrics").expect("scrape /metrics");

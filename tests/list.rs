@@ -2,7 +2,8 @@
 //! etcd: the table and `--json` show exactly what etcd holds, `--host` and
 //! `--image` filter (a host whose address extends another's is another host),
 //! a key that is no record is named on stderr, not shown; and `--watch`
-//! shows a container the agent registers within a second.
+//! shows a container the agent registers within a second, and keeps
+//! following after an etcd outage.
 
 mod common;
 
@@ -287,7 +288,7 @@ impl Drop for Watcher {
 
 #[test]
 fn watch_shows_a_new_container_within_a_second() {
-    let env = TestEnv::new("list_watch");
+    let mut env = TestEnv::new("list_watch");
     let _agent = env.start_agent(&[]);
     let table = Watcher::spawn(&env.endpoint(), &["--host", &env.host_ip]);
     let json_lines = Watcher::spawn(&env.endpoint(), &["--host", &env.host_ip, "--json"]);
@@ -327,4 +328,18 @@ fn watch_shows_a_new_container_within_a_second() {
             == Some("[]")),
         "list --watch still shows the removed container"
     );
+
+    // etcd goes away and comes back: the watchers keep following.
+    env.etcd.stop();
+    thread::sleep(Duration::from_secs(2));
+    env.etcd.restart();
+    let after = env
+        .containers
+        .run(&["-p", "127.0.0.1::80", "busybox", "sleep", "1000"]);
+    for (watcher, needle) in [(&table, &after[..12]), (&json_lines, after.as_str())] {
+        assert!(
+            wait_until(REACT, || watcher.seen(needle).is_some()),
+            "list --watch did not follow after the etcd outage"
+        );
+    }
 }
