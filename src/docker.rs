@@ -9,6 +9,8 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerInspectResponse, EventMessage};
 use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
 use futures_util::{FutureExt, Stream, StreamExt};
+use hyper_util::client::legacy::connect::HttpConnector;
+use tokio::sync::watch;
 
 use crate::container::{Container, Health, PortBinding};
 
@@ -24,11 +26,22 @@ pub enum DockerError {
     Request(#[from] BollardError),
     #[error("not connected to the Docker engine")]
     NotConnected,
+    #[error("the Docker engine ended the event stream")]
+    StreamEnded,
     #[error("Docker engine sent {0} without {1}")]
     Incomplete(&'static str, &'static str),
 }
 
 impl DockerError {
+    /// True when the request ran out of time: the engine may be hung, or
+    /// just this one request.
+    pub fn is_timeout(&self) -> bool {
+        matches!(
+            self,
+            DockerError::Request(BollardError::RequestTimeoutError)
+        )
+    }
+
     /// True when the engine answered but this one request failed (a broken
     /// container, an answer we cannot decode): other requests still work.
     pub fn is_request_specific(&self) -> bool {
@@ -67,6 +80,11 @@ pub struct ContainerEvent {
 pub struct Docker {
     host: String,
     client: Option<bollard::Docker>,
+    /// Counts the engine's answers to event subscriptions: an answer means
+    /// the engine has registered the subscriber, so whatever happens from
+    /// then on reaches its stream. bollard's stream gives no sign of it
+    /// before the first event, so the transport reports it.
+    subscriptions_accepted: Arc<watch::Sender<u64>>,
 }
 
 impl Docker {
@@ -80,6 +98,7 @@ impl Docker {
         Ok(Self {
             host: host.to_owned(),
             client: None,
+            subscriptions_accepted: Arc::new(watch::channel(0).0),
         })
     }
 
@@ -87,17 +106,35 @@ impl Docker {
     /// 20.10 speaks 1.41, older than bollard's default).
     pub async fn handshake(&mut self) -> Result<(), DockerError> {
         self.client = None;
-        let client = if let Some(path) = self.host.strip_prefix("unix://") {
-            pooled_unix_client(path)?
-        } else {
-            bollard::Docker::connect_with_http(
-                &self.host,
-                REQUEST_TIMEOUT_SECS,
-                bollard::API_DEFAULT_VERSION,
-            )?
+        let accepted = Arc::clone(&self.subscriptions_accepted);
+        let client = match self.host.strip_prefix("unix://") {
+            Some(path) => {
+                pooled_client(hyperlocal::UnixConnector, unix_socket_base(path), accepted)?
+            }
+            None => {
+                let base = self.host.replacen("tcp://", "http://", 1);
+                pooled_client(HttpConnector::new(), base.into(), accepted)?
+            }
         };
         self.client = Some(client.negotiate_version().await?);
         Ok(())
+    }
+
+    /// Changes each time the engine accepts an event subscription.
+    pub fn subscriptions_accepted(&self) -> watch::Receiver<u64> {
+        self.subscriptions_accepted.subscribe()
+    }
+
+    /// Whether the engine answers at all, within `timeout`: tells a request
+    /// that is slow on its own from an engine that is hung.
+    pub async fn ping(&self, timeout: Duration) -> bool {
+        let Ok(client) = self.client() else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout(timeout, client.ping()).await,
+            Ok(Ok(_))
+        )
     }
 
     fn client(&self) -> Result<&bollard::Docker, DockerError> {
@@ -157,34 +194,48 @@ impl Docker {
     }
 }
 
-/// A client for the engine's Unix socket that keeps its connections open
-/// between requests. bollard's own Unix client opens a connection per
-/// request; under a burst of container starts, connecting to a busy dockerd
-/// is a measurable part of each registration's latency.
-fn pooled_unix_client(socket: &str) -> Result<bollard::Docker, DockerError> {
+/// The base URI of requests to a Unix socket: hyperlocal's connector finds
+/// the socket in the URI's host, hex-encoded.
+fn unix_socket_base(socket: &str) -> Arc<str> {
+    let host: String = socket.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("unix://{host}:0").into()
+}
+
+/// A client that keeps its connections to the engine open between requests
+/// and reports accepted event subscriptions. bollard's own Unix client opens
+/// a connection per request; under a burst of container starts, connecting
+/// to a busy dockerd is a measurable part of each registration's latency.
+fn pooled_client<C>(
+    connector: C,
+    base: Arc<str>,
+    subscriptions_accepted: Arc<watch::Sender<u64>>,
+) -> Result<bollard::Docker, DockerError>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
 
     let client = Arc::new(
         Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build(hyperlocal::UnixConnector),
+            .build(connector),
     );
-    // The connector finds the socket in the URI's host, hex-encoded.
-    let host: Arc<str> = socket
-        .bytes()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()
-        .into();
     let transport = move |request: bollard::BollardRequest| {
         let client = Arc::clone(&client);
-        let host = Arc::clone(&host);
+        let base = Arc::clone(&base);
+        let accepted = Arc::clone(&subscriptions_accepted);
         async move {
             let (mut parts, body) = request.into_parts();
+            let is_subscription = parts.uri.path().ends_with("/events");
             let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            parts.uri = format!("unix://{host}:0{path}").parse()?;
+            parts.uri = format!("{base}{path}").parse()?;
             let request = bollard::BollardRequest::from_parts(parts, body);
-            Ok(client.request(request).await?)
+            let response = client.request(request).await?;
+            if is_subscription && response.status().is_success() {
+                accepted.send_modify(|count| *count += 1);
+            }
+            Ok(response)
         }
         .boxed()
     };

@@ -8,10 +8,15 @@ use std::time::Duration;
 
 use etcd_client::{
     Certificate, Client, ConnectOptions, DeleteOptions, EventType, GetOptions, GetResponse,
-    Identity, LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
-    WatchStream,
+    Identity, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions, WatchStream,
 };
 use tonic::Code;
+
+mod lease;
+mod lock;
+
+pub use lease::{KeptAlive, LeaseEnd};
+pub use lock::{Campaign, Holder, HostLockKey};
 
 use crate::config::EtcdSecurity;
 use crate::plan::{LeaseId, Observed, Operation};
@@ -27,36 +32,49 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
-    /// etcd could not be reached or did not answer in time; retrying heals it.
-    #[error("etcd unavailable: {0}")]
-    Unavailable(etcd_client::Error),
+    /// etcd could not be reached, did not answer in time, or refused for now
+    /// (space quota exceeded, too many requests, a stale auth token, no
+    /// permission yet...): etcd trouble, which waiting and retrying heal.
+    #[error("etcd request failed: {0}")]
+    Failed(etcd_client::Error),
     /// Our lease does not exist (any more).
     #[error("etcd lease not found")]
     LeaseNotFound,
-    /// etcd refused this request as such (too large, invalid); retrying the
-    /// same request cannot succeed.
-    #[error("etcd rejected the request: {0}")]
-    Rejected(etcd_client::Error),
+    /// etcd refused this request as such: beyond its size limits. Retrying
+    /// the same request cannot succeed, so it is a per-record error.
+    #[error("etcd refused the request: {0}")]
+    TooLarge(etcd_client::Error),
     #[error("refusing to touch {key:?}: it is outside {prefix:?}")]
     OutsidePrefix { key: String, prefix: String },
     #[error("etcd closed the {0} stream")]
     StreamEnded(&'static str),
 }
 
+/// etcd's descriptions of the refusals that no retry can change. etcd
+/// answers InvalidArgument both for these and for passing conditions (a stale
+/// auth revision), and its own Go client tells its errors apart by exactly
+/// these descriptions (`rpctypes.ErrorDesc`), so they are matched whole.
+const REFUSALS_BY_SIZE: [&str; 2] = [
+    "etcdserver: request is too large",
+    "etcdserver: too many operations in txn request",
+];
+/// etcd's description of a lease it does not know (code NotFound).
+const LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
+
 impl From<etcd_client::Error> for EtcdError {
     fn from(error: etcd_client::Error) -> Self {
         match &error {
             etcd_client::Error::GRpcStatus(status) => match status.code() {
-                Code::NotFound if status.message().contains("lease") => EtcdError::LeaseNotFound,
-                Code::InvalidArgument | Code::ResourceExhausted | Code::FailedPrecondition => {
-                    EtcdError::Rejected(error)
+                Code::NotFound if status.message() == LEASE_NOT_FOUND => EtcdError::LeaseNotFound,
+                Code::InvalidArgument if REFUSALS_BY_SIZE.contains(&status.message()) => {
+                    EtcdError::TooLarge(error)
                 }
-                _ => EtcdError::Unavailable(error),
+                _ => EtcdError::Failed(error),
             },
             etcd_client::Error::LeaseKeepAliveError(message) if message.contains("not found") => {
                 EtcdError::LeaseNotFound
             }
-            _ => EtcdError::Unavailable(error),
+            _ => EtcdError::Failed(error),
         }
     }
 }
@@ -72,7 +90,7 @@ pub struct Snapshot {
 pub struct Applied {
     /// Operations etcd confirmed, in order.
     pub done: Vec<Operation>,
-    /// Operations etcd refused as such, with its reason.
+    /// Operations etcd refused as too large, with its reason.
     pub rejected: Vec<(Operation, EtcdError)>,
     /// Revisions created by our transactions, to recognise our own writes
     /// in the watch.
@@ -121,9 +139,9 @@ impl Etcd {
     }
 
     /// Applies `operations` in order, in as few transactions as etcd allows.
-    /// Puts ride on `lease` (`0`: none). An operation etcd refuses as such
-    /// (say, a value over its size limit) is reported and skipped so that it
-    /// cannot hold up the others; an unavailable etcd stops the whole list.
+    /// Puts ride on `lease` (`0`: none). An operation etcd refuses as too
+    /// large is reported and skipped so that it cannot hold up the others;
+    /// any other failure stops the whole list.
     pub async fn apply(
         &mut self,
         operations: &[Operation],
@@ -142,21 +160,21 @@ impl Etcd {
                     applied.done.extend_from_slice(batch);
                     applied.revisions.push(revision);
                 }
-                Err(EtcdError::Rejected(_)) if batch.len() > 1 => {
+                Err(EtcdError::TooLarge(_)) if batch.len() > 1 => {
                     for operation in batch {
                         match self.txn(std::slice::from_ref(operation), lease).await {
                             Ok(revision) => {
                                 applied.done.push(operation.clone());
                                 applied.revisions.push(revision);
                             }
-                            Err(error @ EtcdError::Rejected(_)) => {
+                            Err(error @ EtcdError::TooLarge(_)) => {
                                 applied.rejected.push((operation.clone(), error));
                             }
                             Err(error) => return Err(error),
                         }
                     }
                 }
-                Err(error @ EtcdError::Rejected(_)) => {
+                Err(error @ EtcdError::TooLarge(_)) => {
                     applied.rejected.push((batch[0].clone(), error));
                 }
                 Err(error) => return Err(error),
@@ -171,17 +189,6 @@ impl Etcd {
         Ok(response.header().map_or(0, |h| h.revision()))
     }
 
-    pub async fn grant_lease(&mut self, ttl: Duration) -> Result<LeaseId, EtcdError> {
-        let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
-        Ok(self.client().await?.lease_grant(ttl, None).await?.id())
-    }
-
-    /// Opens the keep-alive stream of `lease`; fails when the lease is gone.
-    pub async fn keep_alive(&mut self, lease: LeaseId) -> Result<LeaseKeepAlive, EtcdError> {
-        let (keeper, responses) = self.client().await?.lease_keep_alive(lease).await?;
-        Ok(LeaseKeepAlive { keeper, responses })
-    }
-
     /// Watches our host prefix from `revision` on.
     pub async fn watch(&mut self, revision: i64) -> Result<PrefixWatch, EtcdError> {
         let prefix = self.prefix.as_str().to_owned();
@@ -192,16 +199,7 @@ impl Etcd {
     /// the keys on it at once) and deletes whatever else is under the prefix.
     pub async fn deregister(&mut self, lease: Option<LeaseId>) -> Result<(), EtcdError> {
         if let Some(lease) = lease {
-            match self
-                .client()
-                .await?
-                .lease_revoke(lease)
-                .await
-                .map_err(EtcdError::from)
-            {
-                Ok(_) | Err(EtcdError::LeaseNotFound) => {}
-                Err(error) => return Err(error),
-            }
+            self.revoke_lease(lease).await?;
         }
         let prefix = self.prefix.as_str().to_owned();
         self.client()
@@ -346,30 +344,6 @@ fn txn_op(operation: &Operation, lease: LeaseId) -> TxnOp {
             TxnOp::put(key.as_str(), value.as_str(), options)
         }
         Operation::Delete { key } => TxnOp::delete(key.as_str(), None),
-    }
-}
-
-/// The two halves of a lease's keep-alive stream.
-pub struct LeaseKeepAlive {
-    keeper: LeaseKeeper,
-    responses: LeaseKeepAliveStream,
-}
-
-impl LeaseKeepAlive {
-    pub fn lease(&self) -> LeaseId {
-        self.keeper.id()
-    }
-
-    pub async fn send(&mut self) -> Result<(), EtcdError> {
-        Ok(self.keeper.keep_alive().await?)
-    }
-
-    /// The remaining TTL etcd answered with; `0` means the lease is gone.
-    pub async fn next_ttl(&mut self) -> Result<i64, EtcdError> {
-        match self.responses.message().await? {
-            Some(response) => Ok(response.ttl()),
-            None => Err(EtcdError::StreamEnded("lease keep-alive")),
-        }
     }
 }
 

@@ -12,6 +12,8 @@ mod listing;
 mod metrics;
 mod plan;
 mod record;
+mod supervise;
+mod watcher;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -56,8 +56,13 @@ pub struct Metrics {
     reconcile_duration: Histogram,
     seconds_since_reconcile: Gauge<f64, AtomicU64>,
     connected: Family<DependencyLabel, Gauge>,
+    /// 1 while this agent holds its host's lock (and so writes its records).
+    host_lock_held: Gauge,
     last_reconcile: Mutex<Option<Instant>>,
     last_reconcile_ok: AtomicBool,
+    /// Another agent holds this host: this one stands by and is not healthy
+    /// (it keeps nothing in etcd), whatever its connections.
+    standby: AtomicBool,
 }
 
 impl Metrics {
@@ -137,7 +142,15 @@ impl Metrics {
                 .get_or_create(&DependencyLabel { dependency })
                 .set(0);
         }
+        let host_lock_held = Gauge::default();
+        registry.register(
+            "host_lock_held",
+            "1 while this agent holds its host's lock and keeps the host's records; 0 while it waits or stands by",
+            host_lock_held.clone(),
+        );
         Arc::new(Self {
+            host_lock_held,
+            standby: AtomicBool::new(false),
             registry,
             records,
             withheld,
@@ -192,6 +205,16 @@ impl Metrics {
             .set(i64::from(connected));
     }
 
+    /// Whether this agent holds its host's lock, or stands by for another.
+    pub fn set_host_lock(&self, held: bool, standby: bool) {
+        self.host_lock_held.set(i64::from(held));
+        self.standby.store(standby, Ordering::Relaxed);
+    }
+
+    pub fn is_standby(&self) -> bool {
+        self.standby.load(Ordering::Relaxed)
+    }
+
     pub fn reconciled(&self, took: Duration) {
         self.reconciles.inc();
         self.reconcile_duration.observe(took.as_secs_f64());
@@ -214,7 +237,10 @@ impl Metrics {
                 .get()
                 == 1
         };
-        self.last_reconcile_ok.load(Ordering::Relaxed) && connected("docker") && connected("etcd")
+        !self.is_standby()
+            && self.last_reconcile_ok.load(Ordering::Relaxed)
+            && connected("docker")
+            && connected("etcd")
     }
 
     /// The Prometheus text exposition of every metric.
@@ -270,6 +296,11 @@ fn respond(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Byte
         (&Method::GET, "/healthz") if metrics.healthy() => {
             (StatusCode::OK, "text/plain", "ok\n".to_owned())
         }
+        (&Method::GET, "/healthz") if metrics.is_standby() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "standby: another agent holds this host\n".to_owned(),
+        ),
         (&Method::GET, "/healthz") => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",

@@ -109,7 +109,8 @@ fn environment_form_of_the_unit_file() {
     let ep = env.endpoint();
     let mut last = BTreeMap::new();
     let ok = wait_until(REACT, || {
-        last = get_prefix(&ep, "/");
+        // Everything under the prefix; the host lock lives outside it.
+        last = get_prefix(&ep, "/services/");
         last.len() == 1 && last.get(&key).is_some_and(|r| r.value == value)
     });
     assert!(ok, "expected only {key} = {value}; etcd holds {last:#?}");

@@ -1,0 +1,124 @@
+//! The agent's lease: granted here, kept alive by a task of its own.
+//!
+//! The keep-alive runs apart from the agent loop so that nothing the loop
+//! waits for (a hung Docker engine, a slow etcd write, a long reconcile) can
+//! let the lease, and with it every record of the host, expire.
+
+use std::time::Duration;
+
+use etcd_client::{LeaseKeepAliveStream, LeaseKeeper};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::{interval, MissedTickBehavior};
+
+use super::{Etcd, EtcdError};
+use crate::plan::LeaseId;
+
+/// Why a lease's keep-alive ended.
+#[derive(Debug)]
+pub enum LeaseEnd {
+    /// etcd says the lease is gone (expired or revoked): so are its keys.
+    Expired,
+    /// The keep-alive stream broke; the lease itself may well be alive.
+    Broken(EtcdError),
+}
+
+/// A lease whose keep-alive task is running.
+pub struct KeptAlive {
+    /// The lease kept alive.
+    id: LeaseId,
+    /// Reports once, when the keep-alive ends.
+    ended: oneshot::Receiver<LeaseEnd>,
+    /// The keep-alive task; aborted when this is dropped.
+    task: JoinHandle<()>,
+}
+
+impl KeptAlive {
+    pub fn id(&self) -> LeaseId {
+        self.id
+    }
+
+    /// Completes when the keep-alive ends, saying why.
+    pub async fn ended(&mut self) -> LeaseEnd {
+        (&mut self.ended)
+            .await
+            .unwrap_or(LeaseEnd::Broken(EtcdError::StreamEnded("lease keep-alive")))
+    }
+}
+
+impl Drop for KeptAlive {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Etcd {
+    /// A new lease of `ttl`.
+    pub async fn grant_lease(&mut self, ttl: Duration) -> Result<LeaseId, EtcdError> {
+        let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+        Ok(self.client().await?.lease_grant(ttl, None).await?.id())
+    }
+
+    /// Keeps `lease` alive, one keep-alive every `period`, from now on: the
+    /// first answer tells whether the lease still exists.
+    pub async fn keep_alive(
+        &mut self,
+        lease: LeaseId,
+        period: Duration,
+    ) -> Result<KeptAlive, EtcdError> {
+        let (keeper, responses) = self.client().await?.lease_keep_alive(lease).await?;
+        let (report, ended) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let end = keep_alive(keeper, responses, period).await;
+            let _ = report.send(end);
+        });
+        Ok(KeptAlive {
+            id: lease,
+            ended,
+            task,
+        })
+    }
+
+    /// Revokes `lease`: etcd deletes every key on it at once.
+    pub async fn revoke_lease(&mut self, lease: LeaseId) -> Result<(), EtcdError> {
+        match self
+            .client()
+            .await?
+            .lease_revoke(lease)
+            .await
+            .map_err(EtcdError::from)
+        {
+            Ok(_) | Err(EtcdError::LeaseNotFound) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// Sends keep-alives until etcd says the lease is gone or the stream breaks.
+async fn keep_alive(
+    mut keeper: LeaseKeeper,
+    mut responses: LeaseKeepAliveStream,
+    period: Duration,
+) -> LeaseEnd {
+    let mut ticks = interval(period);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ticks.tick().await; // opening the stream sent the first keep-alive
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {
+                if let Err(error) = keeper.keep_alive().await {
+                    return LeaseEnd::Broken(error.into());
+                }
+            }
+            answer = responses.message() => match answer {
+                Ok(Some(answer)) if answer.ttl() > 0 => {}
+                Ok(Some(_)) => return LeaseEnd::Expired,
+                Ok(None) => return LeaseEnd::Broken(EtcdError::StreamEnded("lease keep-alive")),
+                Err(error) => match EtcdError::from(error) {
+                    EtcdError::LeaseNotFound => return LeaseEnd::Expired,
+                    error => return LeaseEnd::Broken(error),
+                },
+            },
+        }
+    }
+}

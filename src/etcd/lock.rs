@@ -1,0 +1,125 @@
+//! The host lock: at most one agent writes a host's prefix at a time.
+//!
+//! Agents of one host campaign in etcd's election API under a name outside
+//! the records' root, `/docker-etcd-register/agents{prefix}/{host_ip}`, so
+//! that consumers reading the records never see it. etcd keeps one key per
+//! candidate, `{name}/{lease in hex}`, on the candidate's lease; the oldest
+//! one holds the lock. A holder that exits resigns (its key goes at once); one
+//! that dies loses its key with its lease.
+
+use etcd_client::{GetOptions, LeaderKey, ResignOptions, SortOrder, SortTarget};
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use tonic::Code;
+
+use super::{Etcd, EtcdError};
+use crate::plan::LeaseId;
+
+/// Where the lock names of every host live.
+const LOCK_ROOT: &str = "/docker-etcd-register/agents";
+
+/// The key that holds this host's lock for us.
+#[derive(Debug, Clone)]
+pub struct HostLockKey(LeaderKey);
+
+impl HostLockKey {
+    pub fn lease(&self) -> LeaseId {
+        self.0.lease()
+    }
+}
+
+/// A campaign in flight: completes with our key once we hold the lock, or
+/// with `None` when the request ran out of time first (campaign again).
+pub type Campaign = BoxFuture<'static, Result<Option<HostLockKey>, EtcdError>>;
+
+/// The agent holding (or first in line for) a host's lock, as it announced
+/// itself in its candidate key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// The candidate key: tells one holder from the next.
+    pub key: String,
+    pub lease: LeaseId,
+    pub hostname: String,
+    pub pid: u32,
+}
+
+/// What a candidate announces of itself.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Candidate {
+    hostname: String,
+    pid: u32,
+}
+
+impl Etcd {
+    /// The election name of our host.
+    pub fn lock_name(&self) -> String {
+        let prefix = self.prefix.as_str();
+        format!("{LOCK_ROOT}{}", prefix.strip_suffix('/').unwrap_or(prefix))
+    }
+
+    /// Starts campaigning for our host's lock on `lease`.
+    pub async fn campaign(&mut self, lease: LeaseId) -> Result<Campaign, EtcdError> {
+        let mut election = self.client().await?.election_client();
+        let name = self.lock_name();
+        let candidate = Candidate {
+            hostname: hostname(),
+            pid: std::process::id(),
+        };
+        let value = serde_json::to_vec(&candidate).unwrap_or_default();
+        Ok(async move {
+            match election.campaign(name, value, lease).await {
+                Ok(mut response) => Ok(response.take_leader().map(HostLockKey)),
+                // The client's request timeout ends a long wait: the holder
+                // is still there. etcd withdrew our candidacy; campaign again.
+                Err(etcd_client::Error::GRpcStatus(status))
+                    if matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled) =>
+                {
+                    Ok(None)
+                }
+                Err(error) => Err(error.into()),
+            }
+        }
+        .boxed())
+    }
+
+    /// Who holds our host's lock (the oldest candidate), if anyone.
+    pub async fn lock_holder(&mut self) -> Result<Option<Holder>, EtcdError> {
+        let candidates = format!("{}/", self.lock_name());
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Create, SortOrder::Ascend)
+            .with_limit(1);
+        let response = self.client().await?.get(candidates, Some(options)).await?;
+        Ok(response.kvs().first().map(|kv| {
+            let candidate: Option<Candidate> = serde_json::from_slice(kv.value()).ok();
+            Holder {
+                key: String::from_utf8_lossy(kv.key()).into_owned(),
+                lease: kv.lease(),
+                hostname: candidate
+                    .as_ref()
+                    .map_or_else(|| "unknown".to_owned(), |c| c.hostname.clone()),
+                pid: candidate.map_or(0, |c| c.pid),
+            }
+        }))
+    }
+
+    /// Gives the lock up: the next candidate holds it at once.
+    pub async fn resign(&mut self, key: HostLockKey) -> Result<(), EtcdError> {
+        let options = ResignOptions::new().with_leader(key.0);
+        self.client()
+            .await?
+            .election_client()
+            .resign(Some(options))
+            .await?;
+        Ok(())
+    }
+}
+
+/// This machine's name, for the operator who finds two agents for one host.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}

@@ -1,0 +1,440 @@
+//! The engine watcher: a task of its own that follows the Docker engine and
+//! tells the agent loop what runs, as [`Observation`]s.
+//!
+//! It runs apart from the loop for two reasons: a slow or hung engine must
+//! never hold up the etcd side (the lease, the repair of foreign changes), and
+//! the event stream must be read while the loop waits on etcd, because dockerd
+//! drops the events of a subscriber that does not read them.
+//!
+//! Order: the subscription is accepted by the engine before the containers are
+//! listed, so nothing that happens in between is lost. Per container,
+//! observations follow the engine's order: an inspect whose container had
+//! another event meanwhile is discarded and done again, and whatever happens
+//! while all containers are being listed is looked at again once the listing
+//! has been reported.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::future::{pending, BoxFuture};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, Stream, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, Instant};
+use tracing::{debug, warn};
+
+use crate::container::Container;
+use crate::docker::{ContainerEvent, Docker, DockerError, EventKind};
+use crate::metrics::Metrics;
+use crate::supervise::Retry;
+
+/// Inspects in flight at once.
+const INSPECT_CONCURRENCY: usize = 16;
+/// How far back a subscription replays the engine's event log: it covers the
+/// instant between the engine answering the subscription and registering it.
+const EVENT_REPLAY: Duration = Duration::from_secs(2);
+/// How long the engine may take to answer a ping after an inspect timed out.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// Delays between attempts to inspect a container whose inspect failed.
+const INSPECT_RETRY_FIRST: Duration = Duration::from_secs(1);
+const INSPECT_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// What the watcher reports to the loop.
+#[derive(Debug)]
+pub enum Observation {
+    /// Every running container, inspected: what runs now. The containers in
+    /// `unknown` could not be inspected; what was known of them stands.
+    Listed {
+        containers: Vec<Container>,
+        unknown: BTreeSet<String>,
+    },
+    /// The facts of one container after an event; `None`: it is gone.
+    Changed {
+        id: String,
+        container: Option<Container>,
+    },
+    /// This container could not be inspected although the engine answers;
+    /// what was known of it stands, and it is tried again with backoff.
+    InspectFailed { id: String, error: DockerError },
+    /// The engine cannot be reached; the watcher reconnects and lists again.
+    EngineDown(DockerError),
+}
+
+/// The watcher task and its two channels.
+pub struct Watcher {
+    /// Observations, in order.
+    observations: mpsc::UnboundedReceiver<Observation>,
+    /// Requests to list every container again (the periodic resync).
+    relist: mpsc::UnboundedSender<()>,
+    /// Aborted on drop: the watcher lives as long as the agent.
+    task: JoinHandle<()>,
+}
+
+impl Watcher {
+    /// Starts following `docker` (with `health`, its health_status events too).
+    pub fn spawn(docker: Docker, health: bool, metrics: Arc<Metrics>) -> Self {
+        let (observations_sender, observations) = mpsc::unbounded_channel();
+        let (relist, relist_requests) = mpsc::unbounded_channel();
+        let follower = Follower {
+            accepted: docker.subscriptions_accepted(),
+            docker,
+            health,
+            metrics,
+            observations: observations_sender,
+            phase: Phase::Disconnected,
+            reconnect: Retry::new(),
+            events: None,
+            pending: BTreeMap::new(),
+            inspections: FuturesUnordered::new(),
+            in_flight: BTreeSet::new(),
+            stale: BTreeSet::new(),
+            retries: BTreeMap::new(),
+        };
+        Self {
+            observations,
+            relist,
+            task: tokio::spawn(follower.run(relist_requests)),
+        }
+    }
+
+    /// The next observation.
+    pub async fn next(&mut self) -> Observation {
+        match self.observations.recv().await {
+            Some(observation) => observation,
+            None => pending().await,
+        }
+    }
+
+    /// The next observation if one is waiting.
+    pub fn try_next(&mut self) -> Option<Observation> {
+        self.observations.try_recv().ok()
+    }
+
+    /// Lists every container again (and reports [`Observation::Listed`]).
+    pub fn relist(&self) {
+        let _ = self.relist.send(());
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Events = Pin<Box<dyn Stream<Item = Result<ContainerEvent, DockerError>> + Send>>;
+type Listing = BoxFuture<'static, Result<Listed, DockerError>>;
+type Inspection = BoxFuture<'static, (String, Inspected)>;
+
+/// The running containers, and those whose inspect failed.
+struct Listed {
+    containers: Vec<Container>,
+    unknown: BTreeSet<String>,
+}
+
+/// What one inspect found out.
+enum Inspected {
+    Facts(Option<Container>),
+    /// This container's trouble; the engine answers.
+    Failed(DockerError),
+    /// The engine's trouble.
+    EngineDown(DockerError),
+}
+
+enum Phase {
+    /// Not connected: connect when the reconnect retry is due.
+    Disconnected,
+    /// Subscribed; waiting for the engine to accept it before listing.
+    Subscribing,
+    /// Listing every running container; events wait in `pending`.
+    Listing(Listing),
+    /// Following events.
+    Following,
+}
+
+struct Follower {
+    docker: Docker,
+    /// Whether health_status events matter (`--require-healthy`).
+    health: bool,
+    /// Counts events by action.
+    metrics: Arc<Metrics>,
+    observations: mpsc::UnboundedSender<Observation>,
+    phase: Phase,
+    /// When to try connecting again.
+    reconnect: Retry,
+    /// Changes whenever the engine accepts a subscription.
+    accepted: watch::Receiver<u64>,
+    /// The event subscription; `None` while disconnected.
+    events: Option<Events>,
+    /// Containers to look at, with their last event (the last one decides).
+    pending: BTreeMap<String, EventKind>,
+    inspections: FuturesUnordered<Inspection>,
+    /// Containers with an inspect in flight: at most one each.
+    in_flight: BTreeSet<String>,
+    /// Containers in flight that had another event since: their answer is
+    /// discarded, and they are looked at again.
+    stale: BTreeSet<String>,
+    /// Containers whose inspect failed: when to try again, and how many
+    /// attempts failed so far.
+    retries: BTreeMap<String, (Instant, u32)>,
+}
+
+impl Follower {
+    async fn run(mut self, mut relist_requests: mpsc::UnboundedReceiver<()>) {
+        loop {
+            self.start_inspections();
+            let next_retry = self.retries.values().map(|(at, _)| *at).min();
+            let reconnect_at = matches!(self.phase, Phase::Disconnected)
+                .then(|| self.reconnect.at().unwrap_or_else(Instant::now));
+            tokio::select! {
+                request = relist_requests.recv() => match request {
+                    Some(()) => self.relist(),
+                    None => return,
+                },
+                event = next_event(&mut self.events) => self.on_event(event),
+                Ok(()) = self.accepted.changed(), if matches!(self.phase, Phase::Subscribing) => {
+                    self.list();
+                }
+                listed = poll_listing(&mut self.phase) => self.on_listed(listed),
+                Some((id, inspected)) = self.inspections.next(), if !self.inspections.is_empty() => {
+                    self.on_inspected(id, inspected);
+                }
+                () = sleep_until_some(reconnect_at) => self.connect().await,
+                () = sleep_until_some(next_retry) => self.retry_due(),
+            }
+        }
+    }
+
+    fn send(&self, observation: Observation) {
+        let _ = self.observations.send(observation);
+    }
+
+    /// Connects, then subscribes; the listing follows the engine's answer.
+    async fn connect(&mut self) {
+        if let Err(error) = self.docker.handshake().await {
+            return self.disconnected(error);
+        }
+        self.accepted.borrow_and_update();
+        match self.docker.events(&replay_from(), self.health) {
+            Ok(events) => {
+                self.events = Some(Box::pin(events));
+                self.phase = Phase::Subscribing;
+            }
+            Err(error) => self.disconnected(error),
+        }
+    }
+
+    fn disconnected(&mut self, error: DockerError) {
+        self.events = None;
+        self.phase = Phase::Disconnected;
+        self.inspections = FuturesUnordered::new();
+        self.in_flight.clear();
+        self.stale.clear();
+        self.pending.clear();
+        self.retries.clear();
+        self.reconnect.schedule();
+        self.send(Observation::EngineDown(error));
+    }
+
+    fn relist(&mut self) {
+        if matches!(self.phase, Phase::Following) {
+            self.list();
+        }
+    }
+
+    fn list(&mut self) {
+        let docker = self.docker.clone();
+        self.phase = Phase::Listing(list(docker).boxed());
+    }
+
+    fn on_listed(&mut self, listed: Result<Listed, DockerError>) {
+        match listed {
+            Ok(Listed {
+                containers,
+                unknown,
+            }) => {
+                self.reconnect.reset();
+                self.phase = Phase::Following;
+                for id in &unknown {
+                    self.schedule_retry(id);
+                }
+                self.send(Observation::Listed {
+                    containers,
+                    unknown,
+                });
+            }
+            Err(error) => self.disconnected(error),
+        }
+    }
+
+    fn on_event(&mut self, event: Option<Result<ContainerEvent, DockerError>>) {
+        let event = match event {
+            Some(Ok(event)) => event,
+            Some(Err(error)) => return self.disconnected(error),
+            None => return self.disconnected(DockerError::StreamEnded),
+        };
+        self.metrics.docker_event(event.action);
+        debug!(
+            container_id = event.container_id,
+            action = event.action,
+            "docker event"
+        );
+        if self.in_flight.contains(&event.container_id) {
+            self.stale.insert(event.container_id.clone());
+        }
+        self.retries.remove(&event.container_id);
+        self.pending.insert(event.container_id, event.kind);
+    }
+
+    fn on_inspected(&mut self, id: String, inspected: Inspected) {
+        self.in_flight.remove(&id);
+        if self.stale.remove(&id) {
+            return; // a newer event is pending; its inspect decides
+        }
+        if matches!(self.phase, Phase::Listing(_)) {
+            // The listing may have seen an older state: look again after it.
+            self.pending.entry(id).or_insert(EventKind::Started);
+            return;
+        }
+        match inspected {
+            Inspected::Facts(container) => {
+                self.retries.remove(&id);
+                self.send(Observation::Changed { id, container });
+            }
+            Inspected::Failed(error) => {
+                self.schedule_retry(&id);
+                self.send(Observation::InspectFailed { id, error });
+            }
+            Inspected::EngineDown(error) => self.disconnected(error),
+        }
+    }
+
+    /// Looks at pending containers while following: a stop is reported at
+    /// once, anything else is inspected (one inspect per container at a time).
+    fn start_inspections(&mut self) {
+        if !matches!(self.phase, Phase::Following) {
+            return;
+        }
+        let ids: Vec<String> = self.pending.keys().cloned().collect();
+        for id in ids {
+            if self.in_flight.contains(&id) {
+                continue; // looked at again when its inspect returns
+            }
+            if self.pending[&id] == EventKind::Stopped {
+                self.pending.remove(&id);
+                self.send(Observation::Changed {
+                    id,
+                    container: None,
+                });
+                continue;
+            }
+            if self.in_flight.len() >= INSPECT_CONCURRENCY {
+                continue;
+            }
+            self.pending.remove(&id);
+            self.in_flight.insert(id.clone());
+            let docker = self.docker.clone();
+            self.inspections
+                .push(async move { (id.clone(), inspect(&docker, &id).await) }.boxed());
+        }
+    }
+
+    fn schedule_retry(&mut self, id: &str) {
+        let attempts = self.retries.get(id).map_or(0, |(_, n)| *n) + 1;
+        let delay = INSPECT_RETRY_FIRST
+            .saturating_mul(1u32.checked_shl(attempts - 1).unwrap_or(u32::MAX))
+            .min(INSPECT_RETRY_MAX);
+        self.retries
+            .insert(id.to_owned(), (Instant::now() + delay, attempts));
+    }
+
+    fn retry_due(&mut self) {
+        let now = Instant::now();
+        for (id, (at, _)) in &self.retries {
+            if *at <= now && !self.pending.contains_key(id) {
+                self.pending.insert(id.clone(), EventKind::Started);
+            }
+        }
+        // Keep the attempt count; push the due ones out of the way until
+        // their inspect answers.
+        for (at, attempts) in self.retries.values_mut() {
+            if *at <= now {
+                *at = now + INSPECT_RETRY_MAX.saturating_mul(*attempts);
+            }
+        }
+    }
+}
+
+/// Lists the running containers and inspects them, at most
+/// [`INSPECT_CONCURRENCY`] at a time.
+async fn list(docker: Docker) -> Result<Listed, DockerError> {
+    let ids = docker.running_container_ids().await?;
+    let docker = &docker;
+    let mut results = futures_util::stream::iter(ids)
+        .map(|id| async move {
+            let inspected = inspect(docker, &id).await;
+            (id, inspected)
+        })
+        .buffer_unordered(INSPECT_CONCURRENCY);
+    let mut listed = Listed {
+        containers: Vec::new(),
+        unknown: BTreeSet::new(),
+    };
+    while let Some((id, inspected)) = results.next().await {
+        match inspected {
+            Inspected::Facts(Some(container)) => listed.containers.push(container),
+            Inspected::Facts(None) => {}
+            Inspected::Failed(error) => {
+                warn!(container_id = id, error = %error, "cannot inspect container; keeping its record as it is");
+                listed.unknown.insert(id);
+            }
+            Inspected::EngineDown(error) => return Err(error),
+        }
+    }
+    Ok(listed)
+}
+
+/// Inspects one container and tells whose trouble a failure is: an inspect
+/// that timed out while the engine still answers a ping is the container's.
+async fn inspect(docker: &Docker, id: &str) -> Inspected {
+    match docker.inspect(id).await {
+        Ok(container) => Inspected::Facts(container),
+        Err(error) if error.is_request_specific() => Inspected::Failed(error),
+        Err(error) if error.is_timeout() && docker.ping(PING_TIMEOUT).await => {
+            Inspected::Failed(error)
+        }
+        Err(error) => Inspected::EngineDown(error),
+    }
+}
+
+async fn next_event(events: &mut Option<Events>) -> Option<Result<ContainerEvent, DockerError>> {
+    match events {
+        Some(events) => events.next().await,
+        None => pending().await,
+    }
+}
+
+async fn poll_listing(phase: &mut Phase) -> Result<Listed, DockerError> {
+    match phase {
+        Phase::Listing(listing) => listing.await,
+        _ => pending().await,
+    }
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => pending().await,
+    }
+}
+
+/// Engine timestamp (whole seconds) to replay events from.
+fn replay_from() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    now.saturating_sub(EVENT_REPLAY).as_secs().to_string()
+}
