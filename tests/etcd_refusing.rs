@@ -68,18 +68,21 @@ fn exceeded_space_quota_is_etcd_trouble_until_freed() {
     assert!(alarms(&env.endpoint()).contains("NOSPACE"));
     agent.assert_running();
 
-    let disarmed = free_quota(&env.endpoint(), JUNK_PREFIX);
     let expected = env.expected_now();
     assert_eq!(expected.len(), 2);
+    let disarmed = free_quota(&env.endpoint(), JUNK_PREFIX);
     let mut last = BTreeMap::new();
-    let landed = wait_until(Duration::from_secs(5), || {
-        last = env
-            .records()
-            .into_iter()
-            .map(|(k, r)| (k, r.value))
-            .collect();
-        last == expected
-    });
+    let landed = wait_until(
+        Duration::from_secs(5).saturating_sub(disarmed.elapsed()),
+        || {
+            last = env
+                .records()
+                .into_iter()
+                .map(|(k, r)| (k, r.value))
+                .collect();
+            last == expected
+        },
+    );
     assert!(
         landed,
         "the record did not land within 5 s of the disarm ({:?})\nexpected:\n{expected:#?}\nlast seen:\n{last:#?}",
