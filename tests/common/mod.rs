@@ -374,6 +374,9 @@ pub struct Etcd {
     /// Serves clients over TLS with client-certificate authentication
     /// (`Etcd::start_tls`); its certificate files are in `dir`.
     tls: bool,
+    /// More etcd flags (`Etcd::start_with_flags`), say a small
+    /// `--quota-backend-bytes`, for faults only such an etcd can show.
+    extra_flags: Vec<String>,
 }
 
 impl Etcd {
@@ -387,6 +390,20 @@ impl Etcd {
             }
         }
         panic!("etcd did not start: {last_error}");
+    }
+
+    /// Like `start`, with more etcd flags appended to the command line.
+    pub fn start_with_flags(flags: &[&str]) -> Etcd {
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let mut etcd = Etcd::reserve();
+            etcd.extra_flags = flags.iter().map(|f| f.to_string()).collect();
+            match etcd.spawn_and_wait() {
+                Ok(()) => return etcd,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("etcd with {flags:?} did not start: {last_error}");
     }
 
     /// A single member that serves clients only on `https://127.0.0.1:<port>`,
@@ -445,6 +462,7 @@ impl Etcd {
             peer_port,
             cluster: None,
             tls: false,
+            extra_flags: Vec::new(),
         }
     }
 
@@ -557,6 +575,7 @@ impl Etcd {
                 .arg(file("ca.pem"))
                 .arg("--client-cert-auth");
         }
+        cmd.args(&self.extra_flags);
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -771,6 +790,7 @@ pub const AGENT_BIN: &str = env!("CARGO_BIN_EXE_docker-etcd-register");
 
 mod agent_env;
 pub use agent_env::AGENT_ENV;
+pub mod etcd_faults;
 
 /// The agent binary as a child process, its stderr collected line by line.
 pub struct Agent {
