@@ -317,7 +317,9 @@ mod tests {
     fn network_message(action: &str) -> EventMessage {
         serde_json::from_value(serde_json::json!({
             "Type": "network", "Action": action,
-            "Actor": {"ID": NETWORK_ID, "Attributes": {"container": CONTAINER_ID, "name": "bridge", "type": "bridge"}},
+            "Actor": {"ID": NETWORK_ID, "Attributes": {
+                "container": CONTAINER_ID, "name": "bridge", "type": "bridge",
+            }},
             "scope": "local", "time": 1795681119, "timeNano": 1795681119942006390_i64,
         }))
         .unwrap()
@@ -381,7 +383,9 @@ mod tests {
             let response = serde_json::from_value(serde_json::json!({
                 "Id": CONTAINER_ID,
                 "State": {"Status": "paused", "Running": running, "Paused": paused},
-                "NetworkSettings": {"Ports": {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "32768"}]}},
+                "NetworkSettings": {"Ports": {
+                    "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "32768"}],
+                }},
             }))
             .unwrap();
             container_from(response).unwrap()
