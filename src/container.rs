@@ -15,6 +15,9 @@ pub struct Container {
     pub image_id: String,
     pub labels: BTreeMap<String, String>,
     pub running: bool,
+    /// `State.Paused`: Docker still reports a paused container as running,
+    /// but its processes are frozen and serve nothing.
+    pub paused: bool,
     /// Docker's verdict on its HEALTHCHECK (`State.Health.Status`).
     pub health: Health,
     pub bindings: Vec<PortBinding>,
@@ -81,7 +84,8 @@ pub struct Selection {
 pub enum Verdict {
     /// Registered if it publishes a port.
     Selected,
-    /// Not this agent's business: not running, a label missing, or opted out.
+    /// Not this agent's business: not running, paused, a label missing, or
+    /// opted out.
     NotSelected,
     /// Selected but for its health: registered once it is healthy.
     Withheld(Withheld),
@@ -130,8 +134,8 @@ impl LabelRequirement {
 }
 
 impl Container {
-    /// Whether the container is one this agent registers at all: running,
-    /// carrying every required label, not opted out by the ignore label, and
+    /// Whether the container is one this agent registers at all: running and
+    /// not paused, carrying every required label, not opted out by the ignore label, and
     /// (with `require_healthy`) healthy or without HEALTHCHECK. Whether it
     /// publishes anything is the record builder's question.
     pub fn verdict(&self, selection: &Selection) -> Verdict {
@@ -139,7 +143,7 @@ impl Container {
             .required_labels
             .iter()
             .all(|r| r.is_met_by(&self.labels));
-        if !self.running || !labelled || self.opted_out() {
+        if !self.running || self.paused || !labelled || self.opted_out() {
             return Verdict::NotSelected;
         }
         match (selection.require_healthy, self.health) {
@@ -247,6 +251,25 @@ mod tests {
         assert_eq!(stopped.verdict(&labels_only(&["a"])), Verdict::NotSelected);
         assert_eq!(stopped.verdict(&Selection::default()), Verdict::NotSelected);
         assert_eq!(stopped.verdict(&healthy_only()), Verdict::NotSelected);
+    }
+
+    #[test]
+    fn paused_containers_never_qualify() {
+        // Docker reports a paused container as running *and* paused.
+        let paused = Container {
+            paused: true,
+            ..labelled(&[("a", "1")])
+        };
+        assert_eq!(paused.verdict(&Selection::default()), Verdict::NotSelected);
+        assert_eq!(paused.verdict(&labels_only(&["a"])), Verdict::NotSelected);
+        let healthy_but_paused = Container {
+            health: Health::Healthy,
+            ..paused
+        };
+        assert_eq!(
+            healthy_but_paused.verdict(&healthy_only()),
+            Verdict::NotSelected
+        );
     }
 
     #[test]

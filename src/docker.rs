@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerInspectResponse, EventMessage};
+use bollard::models::{ContainerInspectResponse, EventMessage, EventMessageTypeEnum};
 use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
 use futures_util::{FutureExt, Stream, StreamExt};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -60,8 +60,10 @@ impl DockerError {
 /// What a container event means for its record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
-    /// The container (re)started or its health changed: look at it and
-    /// write its record.
+    /// The container (re)started, was paused or unpaused, joined or left a
+    /// network, or its health changed: inspect it, and its inspect decides
+    /// whether it has a record (a paused one, or one left without
+    /// published ports, has none).
     Started,
     /// It stopped or is gone: its record goes.
     Stopped,
@@ -71,7 +73,8 @@ pub enum EventKind {
 pub struct ContainerEvent {
     pub container_id: String,
     pub kind: EventKind,
-    /// Docker's action: `start`, `die`, `destroy` or `health_status`.
+    /// Docker's action: `start`, `die`, `destroy`, `pause`, `unpause`,
+    /// `health_status`, or a network's `connect` / `disconnect`.
     pub action: &'static str,
 }
 
@@ -141,8 +144,11 @@ impl Docker {
         self.client.as_ref().ok_or(DockerError::NotConnected)
     }
 
-    /// Container start/die/destroy events (and, with `health`, health status
-    /// changes) from `since` (an engine timestamp) on, in the engine's order.
+    /// Container start/die/destroy/pause/unpause events, networks'
+    /// connect/disconnect events (`docker network disconnect` takes a
+    /// container's published ports away without any container event) and,
+    /// with `health`, health status changes, from `since` (an engine
+    /// timestamp) on, in the engine's order.
     pub fn events(
         &self,
         since: &str,
@@ -151,12 +157,21 @@ impl Docker {
         impl Stream<Item = Result<ContainerEvent, DockerError>> + Unpin + Send + 'static,
         DockerError,
     > {
-        let mut actions = vec!["start", "die", "destroy"];
+        let mut actions = vec![
+            "start",
+            "die",
+            "destroy",
+            "pause",
+            "unpause",
+            "connect",
+            "disconnect",
+        ];
         if health {
             // The engine matches this filter against `health_status: <status>`.
             actions.push("health_status");
         }
-        let filters = HashMap::from([("type", vec!["container"]), ("event", actions)]);
+        // The engine ANDs the keys and ORs the values of each key.
+        let filters = HashMap::from([("type", vec!["container", "network"]), ("event", actions)]);
         let options = EventsOptionsBuilder::default()
             .since(since)
             .filters(&filters)
@@ -247,15 +262,32 @@ where
     )?)
 }
 
+/// The container an engine event is about and what it means for its record;
+/// `None` for events that change nothing we register (a network's own
+/// `destroy`, say, which the action filter lets through).
 fn container_event(message: EventMessage) -> Option<ContainerEvent> {
-    let (kind, action) = match message.action.as_deref()? {
-        "start" => (EventKind::Started, "start"),
-        "die" => (EventKind::Stopped, "die"),
-        "destroy" => (EventKind::Stopped, "destroy"),
-        action if action.starts_with("health_status") => (EventKind::Started, "health_status"),
+    use EventKind::{Started, Stopped};
+    use EventMessageTypeEnum::{CONTAINER, NETWORK};
+    let typ = message.typ?;
+    let (kind, action) = match (typ, message.action.as_deref()?) {
+        (CONTAINER, "start") => (Started, "start"),
+        (CONTAINER, "pause") => (Started, "pause"),
+        (CONTAINER, "unpause") => (Started, "unpause"),
+        (CONTAINER, "die") => (Stopped, "die"),
+        (CONTAINER, "destroy") => (Stopped, "destroy"),
+        (CONTAINER, action) if action.starts_with("health_status") => (Started, "health_status"),
+        (NETWORK, "connect") => (Started, "connect"),
+        (NETWORK, "disconnect") => (Started, "disconnect"),
         _ => return None,
     };
-    let container_id = message.actor?.id?;
+    let actor = message.actor?;
+    let container_id = if typ == NETWORK {
+        // A network event's actor is the network; the container is named
+        // in its attributes.
+        actor.attributes?.remove("container")?
+    } else {
+        actor.id?
+    };
     Some(ContainerEvent {
         container_id,
         kind,
@@ -270,6 +302,7 @@ fn container_from(response: ContainerInspectResponse) -> Result<Container, Docke
     let config = response.config.unwrap_or_default();
     let state = response.state.unwrap_or_default();
     let running = state.running.unwrap_or(false);
+    let paused = state.paused.unwrap_or(false);
     let health = state
         .health
         .and_then(|health| health.status)
@@ -289,6 +322,7 @@ fn container_from(response: ContainerInspectResponse) -> Result<Container, Docke
         image_id: response.image.unwrap_or_default(),
         labels: config.labels.unwrap_or_default().into_iter().collect(),
         running,
+        paused,
         health,
         bindings,
     })
@@ -309,4 +343,107 @@ fn port_bindings(
         host_ip: binding.host_ip.unwrap_or_default(),
         host_port: binding.host_port.unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONTAINER_ID: &str = "4a5202296e8cd40d576f422beefc5f36da420270e566d7c6b26fd5babb633467";
+    const NETWORK_ID: &str = "4daf07e404a4461687223b599970919f8a1f2af738dc29ebecec919df81aef7d";
+
+    /// An event as dockerd 20.10 sends it for a container.
+    fn container_message(action: &str) -> EventMessage {
+        serde_json::from_value(serde_json::json!({
+            "status": action, "id": CONTAINER_ID, "from": "busybox",
+            "Type": "container", "Action": action,
+            "Actor": {"ID": CONTAINER_ID, "Attributes": {"image": "busybox", "name": "web"}},
+            "scope": "local", "time": 1795681119, "timeNano": 1795681119500339848_i64,
+        }))
+        .unwrap()
+    }
+
+    /// An event as dockerd 20.10 sends it for `docker network connect` /
+    /// `disconnect`: the actor is the network, the container an attribute.
+    fn network_message(action: &str) -> EventMessage {
+        serde_json::from_value(serde_json::json!({
+            "Type": "network", "Action": action,
+            "Actor": {"ID": NETWORK_ID, "Attributes": {
+                "container": CONTAINER_ID, "name": "bridge", "type": "bridge",
+            }},
+            "scope": "local", "time": 1795681119, "timeNano": 1795681119942006390_i64,
+        }))
+        .unwrap()
+    }
+
+    fn mapped(message: EventMessage) -> Option<(EventKind, &'static str)> {
+        container_event(message).map(|event| {
+            assert_eq!(event.container_id, CONTAINER_ID);
+            (event.kind, event.action)
+        })
+    }
+
+    #[test]
+    fn container_actions() {
+        let cases = [
+            ("start", EventKind::Started, "start"),
+            ("pause", EventKind::Started, "pause"),
+            ("unpause", EventKind::Started, "unpause"),
+            ("die", EventKind::Stopped, "die"),
+            ("destroy", EventKind::Stopped, "destroy"),
+            (
+                "health_status: healthy",
+                EventKind::Started,
+                "health_status",
+            ),
+        ];
+        for (action, kind, label) in cases {
+            assert_eq!(
+                mapped(container_message(action)),
+                Some((kind, label)),
+                "{action}"
+            );
+        }
+        assert_eq!(mapped(container_message("create")), None);
+    }
+
+    #[test]
+    fn network_connect_and_disconnect_reinspect_the_container_they_name() {
+        assert_eq!(
+            mapped(network_message("connect")),
+            Some((EventKind::Started, "connect"))
+        );
+        assert_eq!(
+            mapped(network_message("disconnect")),
+            Some((EventKind::Started, "disconnect"))
+        );
+    }
+
+    #[test]
+    fn other_network_events_are_not_about_a_container() {
+        // A removed network's `destroy` passes the action filter.
+        assert_eq!(container_event(network_message("destroy")), None);
+        let mut without_container = network_message("disconnect");
+        without_container.actor.as_mut().unwrap().attributes = None;
+        assert_eq!(container_event(without_container), None);
+    }
+
+    #[test]
+    fn a_paused_container_is_running_and_paused() {
+        let inspect = |running: bool, paused: bool| {
+            let response = serde_json::from_value(serde_json::json!({
+                "Id": CONTAINER_ID,
+                "State": {"Status": "paused", "Running": running, "Paused": paused},
+                "NetworkSettings": {"Ports": {
+                    "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "32768"}],
+                }},
+            }))
+            .unwrap();
+            container_from(response).unwrap()
+        };
+        let paused = inspect(true, true);
+        assert!(paused.running && paused.paused);
+        assert_eq!(paused.bindings.len(), 1);
+        assert!(!inspect(true, false).paused);
+    }
 }
