@@ -47,7 +47,7 @@ impl Drop for Thaw {
 }
 
 #[test]
-fn a_frozen_dockerd_lets_no_record_expire() {
+fn dockerd_freeze_lets_no_record_expire() {
     let env = TestEnv::new("dockerd_freeze");
     let metrics_port = free_port();
     let metrics_addr = format!("127.0.0.1:{metrics_port}");
