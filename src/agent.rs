@@ -562,7 +562,13 @@ impl Agent {
                 _ => {}
             }
         }
-        match self.etcd.lock_holder().await {
+        // A dry run changes nothing, so it may check beside a daemon agent.
+        let holder = if self.config.dry_run {
+            Ok(None)
+        } else {
+            self.etcd.lock_holder().await
+        };
+        match holder {
             Ok(Some(holder)) => {
                 error!(
                     holder_hostname = holder.hostname,

@@ -233,7 +233,8 @@ fn untrusted_server_certificate_is_reported_and_nothing_is_written() {
 // ---------------------------------------------------------------------- auth
 
 /// Users `root` and `agent`; the role `agent` may read and write only
-/// `/registered/<HOST_IP>/`; authentication on. The test's helpers act as
+/// `/registered/<HOST_IP>/` and its host lock's candidates
+/// (`/docker-etcd-register/agents/registered/<HOST_IP>/`); authentication on. The test's helpers act as
 /// root from then on.
 fn enable_auth(env: &TestEnv, root_password: &str, agent_password: &str) {
     let ep = env.endpoint();
@@ -250,6 +251,21 @@ fn enable_auth(env: &TestEnv, root_password: &str, agent_password: &str) {
             "--prefix=true",
             "readwrite",
             &prefix,
+        ],
+    );
+    let lock_candidates = format!(
+        "{}/",
+        etcd_faults::election_name("/registered", &env.host_ip)
+    );
+    etcdctl(
+        &ep,
+        &[
+            "role",
+            "grant-permission",
+            "agent",
+            "--prefix=true",
+            "readwrite",
+            &lock_candidates,
         ],
     );
     etcdctl(&ep, &["user", "grant-role", "agent", "agent"]);
