@@ -1,17 +1,24 @@
 //! etcd adapter: the only module that speaks etcd_client. It reads our host's
 //! records, applies [`Operation`]s in transactions, keeps the lease alive and
 //! watches our prefix for changes made by others. [`RecordsReader`] reads
-//! (never writes) every host's records for `list`.
+//! (never writes) every host's records for `list`. Both read a prefix in
+//! pages pinned to one revision (`Connection::read_prefix`), so that no
+//! response has to hold the whole prefix.
+
+mod paging;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, ConnectOptions, DeleteOptions, EventType, GetOptions, GetResponse,
-    Identity, LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
+    Certificate, Client, ConnectOptions, DeleteOptions, EventType, GetOptions, Identity,
+    LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
     WatchStream,
 };
 use tonic::Code;
+use tracing::debug;
+
+use self::paging::PageSize;
 
 use crate::config::EtcdSecurity;
 use crate::plan::{LeaseId, Observed, Operation};
@@ -23,6 +30,18 @@ const MAX_OPERATIONS_PER_TXN: usize = 128;
 /// `--max-request-bytes` (1.5 MiB) with room for framing.
 const MAX_BYTES_PER_TXN: usize = 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The largest range or watch response we accept (the gRPC decoding limit;
+/// tonic's default is 4 MiB). One key-value can be as large as the cluster's
+/// `--max-request-bytes` (1.5 MiB by default; etcd warns above 10 MiB), and
+/// a page must be able to hold one, so: 16 MiB. It costs nothing when unused:
+/// tonic refuses a larger response by its length prefix, before buffering
+/// it, and the page is then asked for again with half the keys. Pages
+/// normally stay near `paging::TARGET_PAGE_BYTES` (1 MiB).
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// How often a paged read starts again because etcd compacted the revision
+/// its first page was read at; compactions are minutes apart, so a second
+/// attempt normally succeeds.
+const MAX_READ_ATTEMPTS: usize = 3;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
@@ -98,26 +117,26 @@ impl Etcd {
         self.connection.client().await
     }
 
-    /// Every record under our host prefix, with the lease it rides on.
+    /// Every record under our host prefix, with the lease it rides on. The
+    /// values are kept: the plan compares them with the desired ones. Keys
+    /// that are not UTF-8 cannot be ours, nor be addressed by our `String`
+    /// keys: they are left to the operator.
     pub async fn observe(&mut self) -> Result<Snapshot, EtcdError> {
         let prefix = self.prefix.as_str().to_owned();
-        let response = self.connection.get_prefix(&prefix).await?;
-        let revision = response.header().map_or(0, |h| h.revision());
-        let records = response
-            .kvs()
-            .iter()
-            .filter_map(|kv| {
-                // A key that is not UTF-8 cannot be one of ours, and cannot be
-                // addressed by our String keys: leave it to the operator.
-                let key = kv.key_str().ok()?.to_owned();
+        let read = self
+            .connection
+            .read_prefix(&prefix, BTreeMap::new, |records, entry| {
                 let observed = Observed {
-                    value: kv.value().to_vec(),
-                    lease: kv.lease(),
+                    value: entry.value.to_vec(),
+                    lease: entry.lease,
                 };
-                Some((key, observed))
+                records.insert(entry.key.to_owned(), observed);
             })
-            .collect();
-        Ok(Snapshot { records, revision })
+            .await?;
+        Ok(Snapshot {
+            records: read.content,
+            revision: read.revision,
+        })
     }
 
     /// Applies `operations` in order, in as few transactions as etcd allows.
@@ -240,11 +259,87 @@ impl Connection {
         Ok(self.client.insert(client))
     }
 
-    async fn get_prefix(&mut self, prefix: &str) -> Result<GetResponse, EtcdError> {
-        let options = GetOptions::new().with_prefix();
-        Ok(self.client().await?.get(prefix, Some(options)).await?)
+    /// Every key (that is UTF-8) under `prefix` and its value, folded into
+    /// what `start` makes, read in pages of one consistent revision, which is
+    /// returned. Only one page is in memory at a time, besides what `fold`
+    /// keeps.
+    ///
+    /// Each page is a range from the key after the previous page's last
+    /// key to the end of the prefix, limited in keys (sized by
+    /// [`PageSize`]) and pinned to the revision of the first page. A page
+    /// over [`MAX_RESPONSE_BYTES`] is asked for again with half the keys; if
+    /// etcd compacted that revision meanwhile, the read starts over.
+    async fn read_prefix<T>(
+        &mut self,
+        prefix: &str,
+        start: impl Fn() -> T,
+        mut fold: impl FnMut(&mut T, Entry<'_>),
+    ) -> Result<PrefixRead<T>, EtcdError> {
+        let end = paging::prefix_end(prefix.as_bytes());
+        let mut attempt = 1;
+        'read: loop {
+            let mut content = start();
+            let mut size = PageSize::first();
+            let mut from = prefix.as_bytes().to_vec();
+            // 0: the newest revision, for the first page.
+            let mut revision = 0;
+            loop {
+                let options = GetOptions::new()
+                    .with_range(end.clone())
+                    .with_limit(size.keys())
+                    .with_revision(revision);
+                let mut kv = self
+                    .client()
+                    .await?
+                    .kv_client()
+                    .max_decoding_message_size(MAX_RESPONSE_BYTES);
+                let page = match kv.get(from.as_slice(), Some(options)).await {
+                    Ok(page) => page,
+                    Err(error) => match page_failure(&error) {
+                        PageFailure::TooLarge if size.halve() => {
+                            debug!(keys = size.keys(), "page too large; asking for fewer keys");
+                            continue;
+                        }
+                        PageFailure::Compacted if attempt < MAX_READ_ATTEMPTS => {
+                            debug!(revision, "revision compacted while paging; reading again");
+                            attempt += 1;
+                            continue 'read;
+                        }
+                        _ => return Err(error.into()),
+                    },
+                };
+                if revision == 0 {
+                    revision = page.header().map_or(0, |h| h.revision());
+                }
+                let mut bytes = 0;
+                for kv in page.kvs() {
+                    bytes += kv.key().len() + kv.value().len();
+                    if let Ok(key) = kv.key_str() {
+                        let entry = Entry {
+                            key,
+                            value: kv.value(),
+                            lease: kv.lease(),
+                        };
+                        fold(&mut content, entry);
+                    }
+                }
+                match page.kvs().last() {
+                    Some(last) if page.more() => {
+                        from = paging::key_after(last.key());
+                        size.after_page(page.kvs().len(), bytes);
+                    }
+                    _ => return Ok(PrefixRead { content, revision }),
+                }
+            }
+        }
     }
 
+    /// Watches `prefix` from `revision` on. Fragmented: etcd splits a
+    /// response of many events (a range deletion, or many revisions sent at
+    /// once to a watch that fell behind) into parts of at most its request
+    /// size limit, so that none exceeds [`MAX_RESPONSE_BYTES`]; every
+    /// event is whole in its part, and the changes of a part are reported as
+    /// they come.
     async fn watch_prefix(
         &mut self,
         prefix: &str,
@@ -252,9 +347,57 @@ impl Connection {
     ) -> Result<PrefixWatch, EtcdError> {
         let options = WatchOptions::new()
             .with_prefix()
-            .with_start_revision(revision);
-        let stream = self.client().await?.watch(prefix, Some(options)).await?;
+            .with_start_revision(revision)
+            .with_fragment();
+        let stream = self
+            .client()
+            .await?
+            .watch_client()
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+            .watch(prefix, Some(options))
+            .await?;
         Ok(PrefixWatch { stream })
+    }
+}
+
+/// One key-value of a paged read.
+pub struct Entry<'page> {
+    pub key: &'page str,
+    pub value: &'page [u8],
+    /// The lease the key rides on; `0`: none.
+    pub lease: LeaseId,
+}
+
+/// What a paged read folded together, and the revision it was read at.
+pub struct PrefixRead<T> {
+    pub content: T,
+    pub revision: i64,
+}
+
+/// Why a page could not be read, as far as paging can do something about it.
+enum PageFailure {
+    /// The response exceeded our decoding limit: tonic's `OutOfRange`.
+    TooLarge,
+    /// The pinned revision was compacted: etcd's `OutOfRange` with its
+    /// `ErrCompacted` text, the one etcd's own Go client recognises it by
+    /// (both share the code, so the text is all that tells them apart).
+    Compacted,
+    Other,
+}
+
+fn page_failure(error: &etcd_client::Error) -> PageFailure {
+    match error {
+        etcd_client::Error::GRpcStatus(status) if status.code() == Code::OutOfRange => {
+            if status
+                .message()
+                .contains("required revision has been compacted")
+            {
+                PageFailure::Compacted
+            } else {
+                PageFailure::TooLarge
+            }
+        }
+        _ => PageFailure::Other,
     }
 }
 
@@ -286,12 +429,6 @@ pub struct RecordsReader {
     connection: Connection,
 }
 
-/// Keys and values under a prefix, and the revision they were read at.
-pub struct Listing {
-    pub records: Vec<(String, Vec<u8>)>,
-    pub revision: i64,
-}
-
 impl RecordsReader {
     /// Nothing is connected yet.
     pub fn new(endpoints: &[String], security: EtcdSecurity) -> Self {
@@ -300,16 +437,16 @@ impl RecordsReader {
         }
     }
 
-    /// Every key (that is UTF-8) and value under `prefix`.
-    pub async fn read(&mut self, prefix: &str) -> Result<Listing, EtcdError> {
-        let response = self.connection.get_prefix(prefix).await?;
-        let revision = response.header().map_or(0, |h| h.revision());
-        let records = response
-            .kvs()
-            .iter()
-            .filter_map(|kv| Some((kv.key_str().ok()?.to_owned(), kv.value().to_vec())))
-            .collect();
-        Ok(Listing { records, revision })
+    /// Every key (that is UTF-8) and value under `prefix`, folded into what
+    /// `start` makes, page by page (see `Connection::read_prefix`): nothing
+    /// but `fold` decides what stays in memory.
+    pub async fn read<T>(
+        &mut self,
+        prefix: &str,
+        start: impl Fn() -> T,
+        fold: impl FnMut(&mut T, Entry<'_>),
+    ) -> Result<PrefixRead<T>, EtcdError> {
+        self.connection.read_prefix(prefix, start, fold).await
     }
 
     /// Watches `prefix` from `revision` on.
