@@ -68,10 +68,13 @@ async fn watch(
     }
 }
 
-/// The rows and unreadable keys under the root, and their revision.
+/// What one read of the root shows.
 struct Listing {
+    /// The rows to print, sorted.
     rows: Vec<Row>,
+    /// The keys that are no records, reported on stderr.
     unreadable: Unreadables,
+    /// The revision it was read at: `--watch` prints it and follows from it.
     revision: i64,
 }
 

@@ -11,13 +11,21 @@ use crate::image;
 /// One published binding of one registered container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Row {
+    /// The key's host segment: the `--host-ip` of the agent that wrote it.
     pub host: String,
+    /// The key's image segment, as the agent wrote it (`/` as `::`).
     pub image: String,
+    /// The key's container segment, the full id.
     pub container: String,
+    /// The binding's address, as load balancers use it.
     pub ip: String,
+    /// The binding's port on the host.
     pub public_port: String,
+    /// The container's port it forwards to.
     pub private_port: String,
+    /// `tcp`, `udp` or `sctp`.
     pub port_type: String,
+    /// The record's key, for `etcdctl` and scripts.
     pub key: String,
 }
 
@@ -25,7 +33,9 @@ pub struct Row {
 /// operator put there by hand); `list` names it instead of guessing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unreadable {
+    /// The key, so that the operator can look at it.
     pub key: String,
+    /// Why it is no record.
     pub problem: &'static str,
 }
 
