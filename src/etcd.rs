@@ -1,14 +1,19 @@
 //! etcd adapter: the only module that speaks etcd_client. It reads our host's
 //! records, applies [`Operation`]s in transactions, keeps the lease alive and
 //! watches our prefix for changes made by others. [`RecordsReader`] reads
-//! (never writes) every host's records for `list`.
+//! (never writes) every host's records for `list`. Both read a prefix in
+//! pages pinned to one revision (`read`: `Connection::read_prefix`), so that
+//! no response has to hold the whole prefix.
+
+mod paging;
+mod read;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, ConnectOptions, DeleteOptions, EventType, GetOptions, GetResponse,
-    Identity, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions, WatchStream,
+    Certificate, Client, ConnectOptions, DeleteOptions, Identity, PutOptions, TlsOptions, Txn,
+    TxnOp,
 };
 use tonic::Code;
 
@@ -17,6 +22,7 @@ mod lock;
 
 pub use lease::{KeptAlive, LeaseEnd};
 pub use lock::{Campaign, Holder, HostLockKey};
+pub use read::{Change, PrefixWatch, RecordsReader};
 
 use crate::config::EtcdSecurity;
 use crate::plan::{LeaseId, Observed, Operation};
@@ -116,26 +122,26 @@ impl Etcd {
         self.connection.client().await
     }
 
-    /// Every record under our host prefix, with the lease it rides on.
+    /// Every record under our host prefix, with the lease it rides on. The
+    /// values are kept: the plan compares them with the desired ones. Keys
+    /// that are not UTF-8 cannot be ours, nor be addressed by our `String`
+    /// keys: they are left to the operator.
     pub async fn observe(&mut self) -> Result<Snapshot, EtcdError> {
         let prefix = self.prefix.as_str().to_owned();
-        let response = self.connection.get_prefix(&prefix).await?;
-        let revision = response.header().map_or(0, |h| h.revision());
-        let records = response
-            .kvs()
-            .iter()
-            .filter_map(|kv| {
-                // A key that is not UTF-8 cannot be one of ours, and cannot be
-                // addressed by our String keys: leave it to the operator.
-                let key = kv.key_str().ok()?.to_owned();
+        let read = self
+            .connection
+            .read_prefix(&prefix, BTreeMap::new, |records, entry| {
                 let observed = Observed {
-                    value: kv.value().to_vec(),
-                    lease: kv.lease(),
+                    value: entry.value.to_vec(),
+                    lease: entry.lease,
                 };
-                Some((key, observed))
+                records.insert(entry.key.to_owned(), observed);
             })
-            .collect();
-        Ok(Snapshot { records, revision })
+            .await?;
+        Ok(Snapshot {
+            records: read.content,
+            revision: read.revision,
+        })
     }
 
     /// Applies `operations` in order, in as few transactions as etcd allows.
@@ -237,23 +243,6 @@ impl Connection {
         };
         Ok(self.client.insert(client))
     }
-
-    async fn get_prefix(&mut self, prefix: &str) -> Result<GetResponse, EtcdError> {
-        let options = GetOptions::new().with_prefix();
-        Ok(self.client().await?.get(prefix, Some(options)).await?)
-    }
-
-    async fn watch_prefix(
-        &mut self,
-        prefix: &str,
-        revision: i64,
-    ) -> Result<PrefixWatch, EtcdError> {
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(revision);
-        let stream = self.client().await?.watch(prefix, Some(options)).await?;
-        Ok(PrefixWatch { stream })
-    }
 }
 
 fn connect_options(security: &EtcdSecurity) -> ConnectOptions {
@@ -277,43 +266,6 @@ fn connect_options(security: &EtcdSecurity) -> ConnectOptions {
             .with_auto_token_refresh(true);
     }
     options
-}
-
-/// Reads every host's records under a prefix, for `list`; writes nothing.
-pub struct RecordsReader {
-    connection: Connection,
-}
-
-/// Keys and values under a prefix, and the revision they were read at.
-pub struct Listing {
-    pub records: Vec<(String, Vec<u8>)>,
-    pub revision: i64,
-}
-
-impl RecordsReader {
-    /// Nothing is connected yet.
-    pub fn new(endpoints: &[String], security: EtcdSecurity) -> Self {
-        Self {
-            connection: Connection::new(endpoints, security),
-        }
-    }
-
-    /// Every key (that is UTF-8) and value under `prefix`.
-    pub async fn read(&mut self, prefix: &str) -> Result<Listing, EtcdError> {
-        let response = self.connection.get_prefix(prefix).await?;
-        let revision = response.header().map_or(0, |h| h.revision());
-        let records = response
-            .kvs()
-            .iter()
-            .filter_map(|kv| Some((kv.key_str().ok()?.to_owned(), kv.value().to_vec())))
-            .collect();
-        Ok(Listing { records, revision })
-    }
-
-    /// Watches `prefix` from `revision` on.
-    pub async fn watch(&mut self, prefix: &str, revision: i64) -> Result<PrefixWatch, EtcdError> {
-        self.connection.watch_prefix(prefix, revision).await
-    }
 }
 
 /// Consecutive slices of `operations` within etcd's per-transaction limits.
@@ -344,50 +296,6 @@ fn txn_op(operation: &Operation, lease: LeaseId) -> TxnOp {
             TxnOp::put(key.as_str(), value.as_str(), options)
         }
         Operation::Delete { key } => TxnOp::delete(key.as_str(), None),
-    }
-}
-
-/// A change under our prefix, as the watch reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    pub key: String,
-    /// The revision of the write that made the change.
-    pub revision: i64,
-    pub deleted: bool,
-}
-
-/// The watch on our host prefix.
-pub struct PrefixWatch {
-    stream: WatchStream,
-}
-
-impl PrefixWatch {
-    /// The next changes; an error when the watch is broken or was cancelled
-    /// (e.g. compacted), after which it must be re-created from a fresh read.
-    pub async fn next_changes(&mut self) -> Result<Vec<Change>, EtcdError> {
-        loop {
-            let Some(response) = self.stream.message().await? else {
-                return Err(EtcdError::StreamEnded("watch"));
-            };
-            if response.canceled() {
-                return Err(EtcdError::StreamEnded("watch"));
-            }
-            let changes: Vec<Change> = response
-                .events()
-                .iter()
-                .filter_map(|event| {
-                    let kv = event.kv()?;
-                    Some(Change {
-                        key: String::from_utf8_lossy(kv.key()).into_owned(),
-                        revision: kv.mod_revision(),
-                        deleted: event.event_type() == EventType::Delete,
-                    })
-                })
-                .collect();
-            if !changes.is_empty() {
-                return Ok(changes);
-            }
-        }
     }
 }
 

@@ -11,8 +11,8 @@ use futures_util::FutureExt as _;
 use tracing::{info, warn};
 
 use crate::config::ListConfig;
-use crate::etcd::{EtcdError, Listing, PrefixWatch, RecordsReader};
-use crate::listing;
+use crate::etcd::{EtcdError, PrefixWatch, RecordsReader};
+use crate::listing::{self, Row, Rows, Unreadables};
 
 /// Pause before reading again after etcd failed during `--watch`.
 const WATCH_RETRY: Duration = Duration::from_secs(1);
@@ -22,11 +22,10 @@ pub async fn run(config: ListConfig, shutdown: impl Future<Output = ()>) -> anyh
     let mut reader = RecordsReader::new(&config.etcd.endpoints, config.etcd.security.clone());
     let prefix = config.read_prefix.clone();
     if !config.watch {
-        let listing = reader
-            .read(&prefix)
+        let listing = read(&config, &mut reader)
             .await
             .with_context(|| format!("reading {prefix} from etcd"))?;
-        return print(&config, &listing, false);
+        return print(&config, listing, false);
     }
     tokio::pin!(shutdown);
     tokio::select! {
@@ -43,12 +42,12 @@ async fn watch(
 ) -> anyhow::Result<()> {
     let mut failing = false;
     loop {
-        match read_and_watch(reader, prefix).await {
+        match read_and_watch(config, reader, prefix).await {
             Ok((listing, mut changes)) => {
                 if std::mem::take(&mut failing) {
                     info!("etcd answers again");
                 }
-                print(config, &listing, true)?;
+                print(config, listing, true)?;
                 // Any change: read the whole prefix again (level-triggered,
                 // so nothing is ever patched wrongly), after taking every
                 // change that is already waiting.
@@ -69,11 +68,39 @@ async fn watch(
     }
 }
 
+/// What one read of the root shows.
+struct Listing {
+    /// The rows to print, sorted.
+    rows: Vec<Row>,
+    /// The keys that are no records, reported on stderr.
+    unreadable: Unreadables,
+    /// The revision it was read at: `--watch` prints it and follows from it.
+    revision: i64,
+}
+
+/// Reads the records page by page, keeping only the rows it will print.
+async fn read(config: &ListConfig, reader: &mut RecordsReader) -> Result<Listing, EtcdError> {
+    let read = reader
+        .read(
+            &config.read_prefix,
+            || Rows::new(&config.root, &config.filter),
+            |rows, entry| rows.add(entry.key, entry.value),
+        )
+        .await?;
+    let (rows, unreadable) = read.content.finish();
+    Ok(Listing {
+        rows,
+        unreadable,
+        revision: read.revision,
+    })
+}
+
 async fn read_and_watch(
+    config: &ListConfig,
     reader: &mut RecordsReader,
     prefix: &str,
 ) -> Result<(Listing, PrefixWatch), EtcdError> {
-    let listing = reader.read(prefix).await?;
+    let listing = read(config, reader).await?;
     let changes = reader.watch(prefix, listing.revision + 1).await?;
     Ok((listing, changes))
 }
@@ -97,30 +124,35 @@ fn report(already_failing: bool, error: &EtcdError) -> bool {
     true
 }
 
-fn print(config: &ListConfig, listing: &Listing, watching: bool) -> anyhow::Result<()> {
-    let records = listing
-        .records
-        .iter()
-        .map(|(key, value)| (key.as_str(), value.as_slice()));
-    let (rows, unreadable) = listing::rows(records, &config.root, &config.filter);
-    for skipped in &unreadable {
+fn print(config: &ListConfig, listing: Listing, watching: bool) -> anyhow::Result<()> {
+    let Listing {
+        rows,
+        unreadable,
+        revision,
+    } = listing;
+    for skipped in &unreadable.named {
         warn!(
             key = skipped.key,
             problem = skipped.problem,
             "not a record; skipped"
         );
     }
+    if unreadable.count > unreadable.named.len() {
+        warn!(
+            more = unreadable.count - unreadable.named.len(),
+            total = unreadable.count,
+            "more keys that are not records; skipped"
+        );
+    }
     let text = if config.json {
         format!("{}\n", listing::json(&rows))
     } else if watching {
-        format!(
-            "# etcd revision {}\n{}\n",
-            listing.revision,
-            listing::table(&rows)
-        )
+        format!("# etcd revision {revision}\n{}\n", listing::table(&rows))
     } else {
         listing::table(&rows)
     };
+    // The rows are no longer needed while the text is written.
+    drop(rows);
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(text.as_bytes())

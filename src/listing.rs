@@ -1,6 +1,6 @@
 //! Pure: what `docker-etcd-register list` shows. Turns the keys and values
-//! read from etcd into one row per published binding, filters them by host
-//! and image, and renders them as a table or as JSON.
+//! read from etcd, one at a time, into one row per published binding,
+//! filters them by host and image, and renders them as a table or as JSON.
 
 use std::fmt::Write as _;
 
@@ -11,13 +11,21 @@ use crate::image;
 /// One published binding of one registered container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Row {
+    /// The key's host segment: the `--host-ip` of the agent that wrote it.
     pub host: String,
+    /// The key's image segment, as the agent wrote it (`/` as `::`).
     pub image: String,
+    /// The key's container segment, the full id.
     pub container: String,
+    /// The binding's address, as load balancers use it.
     pub ip: String,
+    /// The binding's port on the host.
     pub public_port: String,
+    /// The container's port it forwards to.
     pub private_port: String,
+    /// `tcp`, `udp` or `sctp`.
     pub port_type: String,
+    /// The record's key, for `etcdctl` and scripts.
     pub key: String,
 }
 
@@ -25,11 +33,13 @@ pub struct Row {
 /// operator put there by hand); `list` names it instead of guessing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unreadable {
+    /// The key, so that the operator can look at it.
     pub key: String,
+    /// Why it is no record.
     pub problem: &'static str,
 }
 
-/// One object of a record's value (SPEC §2).
+/// One object of a record's value (README, "What is written").
 #[derive(Deserialize)]
 struct Binding {
     ip: String,
@@ -57,41 +67,83 @@ impl Filter {
     }
 }
 
-/// The rows of every record under `root` (`/registered/`, with the trailing
-/// `/`) that `filter` admits, sorted by host, image, container, then as the
-/// record orders its bindings; and the keys that are no records.
-pub fn rows<'a>(
-    records: impl IntoIterator<Item = (&'a str, &'a [u8])>,
-    root: &str,
-    filter: &Filter,
-) -> (Vec<Row>, Vec<Unreadable>) {
-    let mut rows = Vec::new();
-    let mut unreadable = Vec::new();
-    for (key, value) in records {
+/// How many keys that are no records [`Rows`] names; the others are only
+/// counted, so that a root full of foreign keys costs no memory.
+const NAMED_UNREADABLE: usize = 10;
+
+/// The keys under the root that are no records: the first few by name, and
+/// how many there are in all.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Unreadables {
+    /// The first [`NAMED_UNREADABLE`] of them, in key order.
+    pub named: Vec<Unreadable>,
+    /// All of them, named or not.
+    pub count: usize,
+}
+
+impl Unreadables {
+    fn add(&mut self, unreadable: Unreadable) {
+        if self.named.len() < NAMED_UNREADABLE {
+            self.named.push(unreadable);
+        }
+        self.count += 1;
+    }
+}
+
+/// The rows of the records under a root (`/registered/`, with the trailing
+/// `/`) that a filter admits, built one key-value at a time as the pages of
+/// a read arrive: it keeps the rows it will print and nothing else.
+pub struct Rows<'a> {
+    /// Stripped from every key to find its host, image and container.
+    root: &'a str,
+    /// Decides which records become rows.
+    filter: &'a Filter,
+    /// The rows so far, in the order the keys came.
+    rows: Vec<Row>,
+    /// The keys so far that are no records.
+    unreadable: Unreadables,
+}
+
+impl<'a> Rows<'a> {
+    pub fn new(root: &'a str, filter: &'a Filter) -> Self {
+        Self {
+            root,
+            filter,
+            rows: Vec::new(),
+            unreadable: Unreadables::default(),
+        }
+    }
+
+    /// Takes one key and its value.
+    pub fn add(&mut self, key: &str, value: &[u8]) {
         let unreadable_because = |problem| Unreadable {
             key: key.to_owned(),
             problem,
         };
-        let segments: Vec<&str> = key.strip_prefix(root).unwrap_or(key).split('/').collect();
-        if !filter.admits_host(segments[0]) {
-            continue;
+        let segments: Vec<&str> = key
+            .strip_prefix(self.root)
+            .unwrap_or(key)
+            .split('/')
+            .collect();
+        if !self.filter.admits_host(segments[0]) {
+            return;
         }
         let [host, image, container] = segments[..] else {
-            unreadable.push(unreadable_because(
+            self.unreadable.add(unreadable_because(
                 "not {prefix}/{host}/{image}/{container}",
             ));
-            continue;
+            return;
         };
-        if !filter.admits_image(image) {
-            continue;
+        if !self.filter.admits_image(image) {
+            return;
         }
         let Ok(bindings) = serde_json::from_slice::<Vec<Binding>>(value) else {
-            unreadable.push(unreadable_because(
+            self.unreadable.add(unreadable_because(
                 "its value is not a JSON array of bindings",
             ));
-            continue;
+            return;
         };
-        rows.extend(bindings.into_iter().map(|b| Row {
+        self.rows.extend(bindings.into_iter().map(|b| Row {
             host: host.to_owned(),
             image: image.to_owned(),
             container: container.to_owned(),
@@ -102,9 +154,19 @@ pub fn rows<'a>(
             key: key.to_owned(),
         }));
     }
-    // Stable: the bindings of one record keep the record's own order.
-    rows.sort_by(|a, b| (&a.host, &a.image, &a.container).cmp(&(&b.host, &b.image, &b.container)));
-    (rows, unreadable)
+
+    /// The rows sorted by host, image, container, then as the record orders
+    /// its bindings (etcd's key order differs where one segment extends
+    /// another: `app:1/` sorts after `app:1.2/`); and the keys that are no
+    /// records.
+    pub fn finish(self) -> (Vec<Row>, Unreadables) {
+        let mut rows = self.rows;
+        // Stable: the bindings of one record keep the record's own order.
+        rows.sort_by(|a, b| {
+            (&a.host, &a.image, &a.container).cmp(&(&b.host, &b.image, &b.container))
+        });
+        (rows, self.unreadable)
+    }
 }
 
 /// Length of a container id in the table, as `docker ps` shows it.
@@ -204,11 +266,21 @@ mod tests {
         ]
     }
 
-    fn listed(filter: &Filter) -> (Vec<Row>, Vec<Unreadable>) {
+    fn rows_of<'a>(
+        records: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+        filter: &Filter,
+    ) -> (Vec<Row>, Unreadables) {
+        let mut rows = Rows::new("/registered/", filter);
+        for (key, value) in records {
+            rows.add(key, value);
+        }
+        rows.finish()
+    }
+
+    fn listed(filter: &Filter) -> (Vec<Row>, Unreadables) {
         let store = store();
-        rows(
+        rows_of(
             store.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
-            "/registered/",
             filter,
         )
     }
@@ -238,7 +310,8 @@ mod tests {
         assert_eq!(rows[0].container, A);
         assert_eq!(rows[1].port_type, "udp");
         assert_eq!(rows[2].key, format!("/registered/10.0.0.2/nginx:1.25/{B}"));
-        let keys: Vec<&str> = unreadable.iter().map(|u| u.key.as_str()).collect();
+        assert_eq!(unreadable.count, 2);
+        let keys: Vec<&str> = unreadable.named.iter().map(|u| u.key.as_str()).collect();
         assert_eq!(
             keys,
             [
@@ -257,7 +330,7 @@ mod tests {
         let (rows, unreadable) = listed(&by_host);
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].host, "10.0.0.2");
-        assert!(unreadable.is_empty(), "other hosts' keys are not looked at");
+        assert_eq!(unreadable.count, 0, "other hosts' keys are not looked at");
 
         let by_image = Filter {
             host: None,
@@ -284,12 +357,44 @@ mod tests {
             host: Some("10.0.0.1".into()),
             image: None,
         };
-        let (rows, _) = rows(
+        let (rows, _) = rows_of(
             store.iter().map(|(k, v)| (k.as_str(), v.as_bytes())),
-            "/registered/",
             &filter,
         );
         assert!(rows.is_empty());
+    }
+
+    #[test]
+    fn only_the_first_keys_that_are_no_records_are_named() {
+        let junk: Vec<String> = (0..25)
+            .map(|i| format!("/registered/h/junk{i:02}"))
+            .collect();
+        let (rows, unreadable) = rows_of(
+            junk.iter().map(|k| (k.as_str(), b"x".as_slice())),
+            &Filter::default(),
+        );
+        assert!(rows.is_empty());
+        assert_eq!(unreadable.count, 25);
+        let named: Vec<&str> = unreadable.named.iter().map(|u| u.key.as_str()).collect();
+        assert_eq!(named, junk[..NAMED_UNREADABLE]);
+    }
+
+    #[test]
+    fn rows_sort_by_segment_where_key_order_differs() {
+        let [short, long] = ["app:1", "app:1.2"].map(|image| {
+            (
+                format!("/registered/h/{image}/{A}"),
+                value(A, image, &[("h", "1", "2", "tcp")]),
+            )
+        });
+        // etcd's order: `app:1.2/` before `app:1/`.
+        let store = [&long, &short];
+        let (rows, _) = rows_of(
+            store.iter().map(|(k, v)| (k.as_str(), v.as_bytes())),
+            &Filter::default(),
+        );
+        let images: Vec<&str> = rows.iter().map(|r| r.image.as_str()).collect();
+        assert_eq!(images, ["app:1", "app:1.2"]);
     }
 
     #[test]

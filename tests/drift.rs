@@ -41,10 +41,12 @@ fn repaired(env: &TestEnv, since: Instant, key: &str, value: &str, lease: i64) -
     took
 }
 
-/// Keys outside the host prefix, with their records.
+/// Keys of the records' root outside the host prefix, with their records
+/// (the agent's own host lock lives outside the root, and comes and goes with
+/// its lease).
 fn foreign(env: &TestEnv) -> BTreeMap<String, Record> {
     let prefix = env.host_prefix();
-    get_prefix(&env.endpoint(), "/")
+    get_prefix(&env.endpoint(), "/registered/")
         .into_iter()
         .filter(|(k, _)| !k.starts_with(&prefix))
         .collect()
