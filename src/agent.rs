@@ -220,6 +220,9 @@ impl Agent {
                     debug!("periodic resync");
                     self.watcher.relist();
                     self.etcd_in_sync = false;
+                    if matches!(self.lock, HostLock::Refused) {
+                        self.lock = HostLock::Free; // maybe granted meanwhile
+                    }
                 }
                 Wake::LeaseEnded(LeaseEnd::Expired) => {
                     self.lease_lost("etcd answered that the lease is gone")
@@ -320,8 +323,11 @@ impl Agent {
             self.resume_or_grant_lease().await?;
         }
         if let (HostLock::Free, Some(lease)) = (&self.lock, self.lease.held_id()) {
-            self.announce_holder(lease).await?;
-            self.lock = HostLock::Waiting(self.etcd.campaign(lease).await?);
+            match self.announce_holder(lease).await {
+                Ok(()) => self.lock = HostLock::Waiting(self.etcd.campaign(lease).await?),
+                Err(error) if error.is_permission_denied() => self.lock_refused(&error),
+                Err(error) => return Err(error),
+            }
         }
         if self.may_write() && (!self.etcd_in_sync || self.watch.is_none()) {
             self.sync_etcd().await?;
@@ -413,12 +419,26 @@ impl Agent {
                 self.etcd_in_sync = false;
             }
             Ok(None) => self.lock = HostLock::Free,
+            Err(error) if error.is_permission_denied() => self.lock_refused(&error),
             Err(error) => {
                 self.lock = HostLock::Free;
                 self.etcd_failed(error);
                 self.retry.schedule();
             }
         }
+    }
+
+    /// etcd refuses us the lock: an upgrade must not stop registration, so
+    /// write without it, and say what to grant.
+    fn lock_refused(&mut self, error: &EtcdError) {
+        warn!(
+            lock = self.etcd.lock_name(),
+            error = %error,
+            "etcd refuses this agent the host lock; writing without it (grant the role readwrite on the lock's prefix, see the README)"
+        );
+        self.lock = HostLock::Refused;
+        self.metrics.set_host_lock(false, false);
+        self.etcd_in_sync = false;
     }
 
     /// Applies what the watcher saw: a listing replaces the desired records
@@ -617,22 +637,30 @@ impl Agent {
     /// standby withdraws its candidacy.
     async fn hand_over(&mut self) {
         let lease = self.lease.last_known_id();
-        let lock = std::mem::replace(&mut self.lock, HostLock::Free);
-        if let HostLock::Held(key) = lock {
-            if self.config.deregister_on_exit {
+        match std::mem::replace(&mut self.lock, HostLock::Free) {
+            HostLock::Held(_) | HostLock::Refused if self.config.deregister_on_exit => {
                 match self.etcd.deregister(lease).await {
                     Ok(()) => info!(prefix = self.config.host.as_str(), "deregistered this host"),
                     Err(error) => {
                         warn!(error = %error, "could not deregister; records expire with the lease")
                     }
                 }
-            } else if let Err(error) = self.etcd.resign(key).await {
-                warn!(error = %error, "could not hand over; a standby takes over when the lease expires");
             }
-        } else if let Some(lease) = lease {
-            // Our lease carries no record, only our candidacy.
-            if let Err(error) = self.etcd.revoke_lease(lease).await {
-                debug!(error = %error, "could not revoke the standby's lease");
+            HostLock::Held(key) => {
+                if let Err(error) = self.etcd.resign(key).await {
+                    warn!(error = %error, "could not hand over; a standby takes over when the lease expires");
+                }
+            }
+            // Records ride on the lease; they stay until it expires.
+            HostLock::Refused | HostLock::NotWanted => {}
+            HostLock::Free | HostLock::Waiting(_) => {
+                // This lease never held the lock, so it carries no record,
+                // only our candidacy.
+                if let Some(lease) = lease {
+                    if let Err(error) = self.etcd.revoke_lease(lease).await {
+                        debug!(error = %error, "could not revoke the standby's lease");
+                    }
+                }
             }
         }
     }

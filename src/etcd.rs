@@ -67,6 +67,16 @@ const REFUSALS_BY_SIZE: [&str; 2] = [
 /// etcd's description of a lease it does not know (code NotFound).
 const LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
 
+impl EtcdError {
+    /// etcd's auth refuses this user the request: an operator must grant a
+    /// permission (the role of an agent set up before the host lock existed
+    /// lacks the lock's prefix).
+    pub fn is_permission_denied(&self) -> bool {
+        matches!(self, EtcdError::Failed(etcd_client::Error::GRpcStatus(status))
+            if status.code() == Code::PermissionDenied)
+    }
+}
+
 impl From<etcd_client::Error> for EtcdError {
     fn from(error: etcd_client::Error) -> Self {
         match &error {

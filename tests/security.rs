@@ -237,6 +237,17 @@ fn untrusted_server_certificate_is_reported_and_nothing_is_written() {
 /// (`/docker-etcd-register/agents/registered/<HOST_IP>/`); authentication on. The test's helpers act as
 /// root from then on.
 fn enable_auth(env: &TestEnv, root_password: &str, agent_password: &str) {
+    enable_auth_with(env, root_password, agent_password, true);
+}
+
+/// As [`enable_auth`]; without `lock_permission` the role is one set up
+/// before the host lock existed: the host prefix only.
+fn enable_auth_with(
+    env: &TestEnv,
+    root_password: &str,
+    agent_password: &str,
+    lock_permission: bool,
+) {
     let ep = env.endpoint();
     let prefix = env.host_prefix();
     etcdctl(&ep, &["user", "add", &format!("root:{root_password}")]);
@@ -257,17 +268,19 @@ fn enable_auth(env: &TestEnv, root_password: &str, agent_password: &str) {
         "{}/",
         etcd_faults::election_name("/registered", &env.host_ip)
     );
-    etcdctl(
-        &ep,
-        &[
-            "role",
-            "grant-permission",
-            "agent",
-            "--prefix=true",
-            "readwrite",
-            &lock_candidates,
-        ],
-    );
+    if lock_permission {
+        etcdctl(
+            &ep,
+            &[
+                "role",
+                "grant-permission",
+                "agent",
+                "--prefix=true",
+                "readwrite",
+                &lock_candidates,
+            ],
+        );
+    }
     etcdctl(&ep, &["user", "grant-role", "agent", "agent"]);
     etcdctl(&ep, &["auth", "enable"]);
     let root = root_password.to_string();
@@ -442,4 +455,33 @@ fn wrong_password_keeps_the_agent_running_and_writes_nothing() {
     }
     let records = get_prefix(&ep, "/");
     assert!(records.is_empty(), "something was written: {records:#?}");
+}
+
+#[test]
+fn a_role_without_the_lock_permission_still_registers() {
+    let env = TestEnv::new("security_no_lock");
+    let ep = env.endpoint();
+    let root_password = password("root");
+    let agent_password = password("agent");
+    enable_auth_with(&env, &root_password, &agent_password, false);
+    let dir = tempfile::tempdir().unwrap();
+    let file = password_file(dir.path(), &agent_password);
+    let mut args = base_args(&env, &ep);
+    args.extend([
+        "--etcd-user".to_string(),
+        "agent".to_string(),
+        "--etcd-password-file".to_string(),
+        path_str(&file).to_string(),
+    ]);
+    let mut agent = spawn(&args, &[]);
+    agent.wait_ready();
+    let id = with_port(&env);
+    let (key, value) = record_of(&env, &id);
+    env.wait_records(REACT, &BTreeMap::from([(key, value)]));
+    assert!(
+        agent.has_log("etcd refuses this agent the host lock; writing without it"),
+        "want the missing permission named; stderr:\n{}",
+        agent.lines().join("\n")
+    );
+    agent.assert_running();
 }

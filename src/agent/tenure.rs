@@ -61,12 +61,19 @@ pub enum HostLock {
     Waiting(Campaign),
     /// Ours: our key rides on our lease.
     Held(HostLockKey),
+    /// etcd's auth refuses us the lock (a role set up before the lock
+    /// existed): write without it, as agents did before, until the next
+    /// resync tries again.
+    Refused,
 }
 
 impl HostLock {
     /// Whether this agent may write the host's prefix.
     pub fn permits_writes(&self) -> bool {
-        matches!(self, HostLock::NotWanted | HostLock::Held(_))
+        matches!(
+            self,
+            HostLock::NotWanted | HostLock::Held(_) | HostLock::Refused
+        )
     }
 }
 
