@@ -160,6 +160,9 @@ struct Agent {
     watch: Option<PrefixWatch>,
     /// Revisions of our own writes not yet seen in the watch.
     own_revisions: BTreeSet<i64>,
+    /// The revision of our last full read of the prefix: a change the watch
+    /// reports at or before it was already in that read.
+    read_revision: i64,
     /// `false`: `observed` may be wrong; re-read etcd and reconcile.
     etcd_in_sync: bool,
     resync: Option<Interval>,
@@ -199,6 +202,7 @@ impl Agent {
             announced: Announced::default(),
             watch: None,
             own_revisions: BTreeSet::new(),
+            read_revision: 0,
             etcd_in_sync: false,
             resync,
             retry: Retry::new(),
@@ -343,6 +347,7 @@ impl Agent {
             self.own_revisions.clear();
         }
         self.observed = snapshot.records;
+        self.read_revision = snapshot.revision;
         self.metrics.set_records(self.observed.len());
         let desired = self.desired_by_key();
         let operations = plan::plan(&desired, &self.observed, self.lease_policy());
@@ -523,8 +528,11 @@ impl Agent {
     /// no longer holds what we believe, so reconcile, at once unless someone
     /// keeps changing it.
     fn notice_changes(&mut self, changes: &[Change]) {
+        // A change the last read already saw (the watch lags behind it, say
+        // after a burst delivered in fragments) needs no repair.
         let foreign: Vec<&Change> = changes
             .iter()
+            .filter(|change| change.revision > self.read_revision)
             .filter(|change| !self.own_revisions.contains(&change.revision))
             .collect();
         // The watch reports revisions in order: older ones of ours are past.

@@ -82,9 +82,12 @@ fn startup_reconcile_without_lease() {
 
     let before = get_prefix(&ep, "/");
     let host_prefix = env.host_prefix();
+    // Everything but the host's records and the agent's own host lock.
     let others = |all: &BTreeMap<String, Record>| -> BTreeMap<String, Record> {
         all.iter()
-            .filter(|(k, _)| !k.starts_with(&host_prefix))
+            .filter(|(k, _)| {
+                !k.starts_with(&host_prefix) && !k.starts_with("/docker-etcd-register/")
+            })
             .map(|(k, r)| (k.clone(), r.clone()))
             .collect()
     };
