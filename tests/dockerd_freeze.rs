@@ -15,18 +15,6 @@ const FROZEN: Duration = Duration::from_secs(20);
 /// After dockerd answers again: the state is exact within this.
 const EXACT_AFTER_THAW: Duration = Duration::from_secs(5);
 
-/// The process ids of the running dockerd processes.
-fn dockerd_pids() -> Vec<u32> {
-    let out = Command::new("pidof")
-        .arg("dockerd")
-        .output()
-        .expect("run pidof");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(|p| p.parse().expect("pid"))
-        .collect()
-}
-
 fn signal(pids: &[u32], signal: &str) {
     for pid in pids {
         let status = Command::new("kill")

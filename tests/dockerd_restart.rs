@@ -28,18 +28,6 @@ fn docker_answers() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// The process ids of the running dockerd processes.
-fn dockerd_pids() -> Vec<u32> {
-    let out = Command::new("pidof")
-        .arg("dockerd")
-        .output()
-        .expect("run pidof");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(|p| p.parse().expect("pid"))
-        .collect()
-}
-
 /// Starts dockerd again the way the project does.
 fn setup_sh() {
     let root = env!("CARGO_MANIFEST_DIR");

@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use etcd_client::{Client, GetOptions, Txn, TxnOp};
@@ -216,27 +216,6 @@ fn the_watch_survives_more_than_a_message_of_events() {
         agent.warnings()
     );
     assert!(agent.warnings().is_empty(), "{:#?}", agent.warnings());
-}
-
-fn list(endpoint: &str, args: &[&str]) -> Output {
-    let mut cmd = Command::new(AGENT_BIN);
-    for key in AGENT_ENV {
-        cmd.env_remove(key);
-    }
-    let out = cmd
-        .arg("list")
-        .args(["--etcd-endpoints", endpoint])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run {AGENT_BIN} list: {e}"));
-    assert!(
-        out.status.success(),
-        "list {args:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// `list` over 9,000 records (three bindings each) of three hosts, more

@@ -8,7 +8,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -20,32 +20,6 @@ use common::*;
 const A: &str = "aaaaaaaaaaaa1111111111111111111111111111111111111111111111111111";
 const B: &str = "bbbbbbbbbbbb2222222222222222222222222222222222222222222222222222";
 const C: &str = "cccccccccccc3333333333333333333333333333333333333333333333333333";
-
-/// `list` with `args`, talking to `endpoint` only.
-fn list_command(endpoint: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new(AGENT_BIN);
-    for key in AGENT_ENV {
-        cmd.env_remove(key);
-    }
-    cmd.arg("list")
-        .args(["--etcd-endpoints", endpoint])
-        .args(args)
-        .stdin(Stdio::null());
-    cmd
-}
-
-fn list(endpoint: &str, args: &[&str]) -> Output {
-    let out = list_command(endpoint, args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {AGENT_BIN} list: {e}"));
-    assert!(
-        out.status.success(),
-        "list {args:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn stdout(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).expect("utf-8 stdout")

@@ -15,21 +15,6 @@ use common::*;
 /// How soon the record must follow a pause, unpause, disconnect or connect.
 const FOLLOW: Duration = Duration::from_secs(1);
 
-/// A container publishing port 80 on loopback, registered or not.
-fn run_published(env: &TestEnv) -> String {
-    env.containers
-        .run(&["-p", "127.0.0.1::80", "busybox", "sleep", "1000"])
-}
-
-/// The record `id` must have now, from its `docker inspect`.
-fn record_of(env: &TestEnv, id: &str) -> (String, String) {
-    let public = host_port(id, "80/tcp", "127.0.0.1");
-    (
-        env.key(IMAGE, id),
-        expected_value(id, IMAGE, &[("127.0.0.1", &public, "80", "tcp")]),
-    )
-}
-
 /// Waits at most `FOLLOW` after `since` until etcd holds exactly `expected`.
 fn assert_follows(env: &TestEnv, since: Instant, what: &str, expected: &BTreeMap<String, String>) {
     let mut last = BTreeMap::new();
@@ -66,13 +51,13 @@ fn docker_timed(args: &[&str]) -> Instant {
 #[test]
 fn a_container_paused_before_start_up_is_registered_on_unpause() {
     let env = TestEnv::new("pause_before_start");
-    let running = run_published(&env);
-    let paused = run_published(&env);
+    let running = env.run_loopback_80();
+    let paused = env.run_loopback_80();
     docker(&["pause", &paused]);
     // Its `start` is less than 2 s old, so the agent's start-up replays it:
     // the replay must agree with the listing, which skips paused containers.
     let _agent = env.start_agent(&[]);
-    let only_running = BTreeMap::from([record_of(&env, &running)]);
+    let only_running = BTreeMap::from([env.loopback_80_record(&running)]);
     env.wait_records(REACT, &only_running);
     assert_stays_absent(
         &env,
@@ -83,7 +68,10 @@ fn a_container_paused_before_start_up_is_registered_on_unpause() {
     assert_eq!(env.expected_now(), only_running);
 
     let unpaused = docker_timed(&["unpause", &paused]);
-    let both = BTreeMap::from([record_of(&env, &running), record_of(&env, &paused)]);
+    let both = BTreeMap::from([
+        env.loopback_80_record(&running),
+        env.loopback_80_record(&paused),
+    ]);
     assert_follows(&env, unpaused, "after unpause", &both);
 }
 
@@ -91,8 +79,8 @@ fn a_container_paused_before_start_up_is_registered_on_unpause() {
 fn a_container_paused_while_the_agent_runs_leaves_and_comes_back() {
     let env = TestEnv::new("pause_while_running");
     let _agent = env.start_agent(&[]);
-    let id = run_published(&env);
-    let registered = BTreeMap::from([record_of(&env, &id)]);
+    let id = env.run_loopback_80();
+    let registered = BTreeMap::from([env.loopback_80_record(&id)]);
     env.wait_records(REACT, &registered);
 
     for round in 1..=2 {
@@ -111,8 +99,8 @@ fn resync_does_not_bring_a_paused_container_back() {
     args.extend_from_slice(&["--resync", "1"]);
     let mut agent = Agent::spawn(&args, &[("RUST_LOG", "docker_etcd_register=debug")]);
     agent.wait_ready();
-    let id = run_published(&env);
-    env.wait_records(REACT, &BTreeMap::from([record_of(&env, &id)]));
+    let id = env.run_loopback_80();
+    env.wait_records(REACT, &BTreeMap::from([env.loopback_80_record(&id)]));
 
     // Paused right after its start: the next resyncs replay that `start`.
     let paused = docker_timed(&["pause", &id]);
@@ -133,7 +121,7 @@ fn resync_does_not_bring_a_paused_container_back() {
         &env,
         unpaused,
         "unpause",
-        &BTreeMap::from([record_of(&env, &id)]),
+        &BTreeMap::from([env.loopback_80_record(&id)]),
     );
 }
 
@@ -141,8 +129,8 @@ fn resync_does_not_bring_a_paused_container_back() {
 fn the_record_follows_network_disconnect_and_connect() {
     let env = TestEnv::new("network_connect");
     let _agent = env.start_agent(&[]);
-    let id = run_published(&env);
-    let before = record_of(&env, &id);
+    let id = env.run_loopback_80();
+    let before = env.loopback_80_record(&id);
     env.wait_records(REACT, &BTreeMap::from([before.clone()]));
 
     let disconnected = docker_timed(&["network", "disconnect", "bridge", &id]);
@@ -156,6 +144,6 @@ fn the_record_follows_network_disconnect_and_connect() {
     let connected = docker_timed(&["network", "connect", "bridge", &id]);
     // Docker publishes the port again, on a host port of its choosing (on
     // dockerd 20.10 a new one); the record carries whatever it chose.
-    let after = record_of(&env, &id);
+    let after = env.loopback_80_record(&id);
     assert_follows(&env, connected, "connect", &BTreeMap::from([after]));
 }

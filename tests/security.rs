@@ -16,20 +16,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn with_port(env: &TestEnv) -> String {
-    env.containers
-        .run(&["-p", "127.0.0.1::80", "busybox", "sleep", "1000"])
-}
-
-/// The one record `id` must have (it publishes `127.0.0.1::80`).
-fn record_of(env: &TestEnv, id: &str) -> (String, String) {
-    let public = host_port(id, "80/tcp", "127.0.0.1");
-    (
-        env.key(IMAGE, id),
-        expected_value(id, IMAGE, &[("127.0.0.1", &public, "80", "tcp")]),
-    )
-}
-
 fn path_str(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
@@ -111,8 +97,8 @@ fn tls_with_client_certificate_registers_the_exact_value() {
     let mut agent = spawn(&args, &[]);
     agent.wait_ready();
 
-    let id = with_port(&env);
-    let (key, value) = record_of(&env, &id);
+    let id = env.run_loopback_80();
+    let (key, value) = env.loopback_80_record(&id);
     env.wait_records(REACT, &BTreeMap::from([(key.clone(), value.clone())]));
     let record = env.records()[&key].clone();
     assert_ne!(record.lease, 0, "the record rides the agent's lease");
@@ -161,8 +147,8 @@ fn tls_with_client_certificate_registers_the_exact_value() {
         &envs,
     );
     agent.wait_ready();
-    let second = with_port(&env);
-    let expected = BTreeMap::from([(key, value), record_of(&env, &second)]);
+    let second = env.run_loopback_80();
+    let expected = BTreeMap::from([(key, value), env.loopback_80_record(&second)]);
     env.wait_records(REACT, &expected);
     let leases: Vec<i64> = env.records().values().map(|r| r.lease).collect();
     assert!(
@@ -180,7 +166,7 @@ fn untrusted_server_certificate_is_reported_and_nothing_is_written() {
     let etcd = Etcd::start_tls(&pki);
     let env = TestEnv::with_etcd("security_untrusted", etcd);
     let bare = format!("127.0.0.1:{}", env.etcd.client_port());
-    with_port(&env);
+    env.run_loopback_80();
     assert_eq!(env.expected_now().len(), 1);
 
     // A valid client certificate, but the CA given is not etcd's.
@@ -253,33 +239,17 @@ fn enable_auth_with(
     etcdctl(&ep, &["user", "add", &format!("root:{root_password}")]);
     etcdctl(&ep, &["user", "add", &format!("agent:{agent_password}")]);
     etcdctl(&ep, &["role", "add", "agent"]);
-    etcdctl(
-        &ep,
-        &[
-            "role",
-            "grant-permission",
-            "agent",
-            "--prefix=true",
-            "readwrite",
-            &prefix,
-        ],
-    );
     let lock_candidates = format!(
         "{}/",
         etcd_faults::election_name("/registered", &env.host_ip)
     );
+    let mut granted = vec![prefix.as_str()];
     if lock_permission {
-        etcdctl(
-            &ep,
-            &[
-                "role",
-                "grant-permission",
-                "agent",
-                "--prefix=true",
-                "readwrite",
-                &lock_candidates,
-            ],
-        );
+        granted.push(&lock_candidates);
+    }
+    for prefix in granted {
+        let grant = ["role", "grant-permission", "agent", "--prefix=true"];
+        etcdctl(&ep, &[&grant[..], &["readwrite", prefix]].concat());
     }
     etcdctl(&ep, &["user", "grant-role", "agent", "agent"]);
     etcdctl(&ep, &["auth", "enable"]);
@@ -325,8 +295,8 @@ fn least_privilege_user_registers_repairs_and_deregisters() {
     let mut agent = spawn(&args, &[("RUST_LOG", "docker_etcd_register=debug")]);
     agent.wait_ready();
 
-    let id = with_port(&env);
-    let (key, value) = record_of(&env, &id);
+    let id = env.run_loopback_80();
+    let (key, value) = env.loopback_80_record(&id);
     env.wait_records(REACT, &BTreeMap::from([(key.clone(), value.clone())]));
     let lease = env.records()[&key].lease;
     assert_ne!(lease, 0, "the record rides the agent's lease");
@@ -346,9 +316,9 @@ fn least_privilege_user_registers_repairs_and_deregisters() {
 
     // Two more, then SIGTERM with --deregister-on-exit: the prefix is empty
     // once the agent has exited.
-    let a = with_port(&env);
-    let b = with_port(&env);
-    let expected = BTreeMap::from([record_of(&env, &a), record_of(&env, &b)]);
+    let a = env.run_loopback_80();
+    let b = env.run_loopback_80();
+    let expected = BTreeMap::from([env.loopback_80_record(&a), env.loopback_80_record(&b)]);
     env.wait_records(REACT, &expected);
     let sent = Instant::now();
     agent.sigterm();
@@ -392,7 +362,7 @@ fn wrong_password_keeps_the_agent_running_and_writes_nothing() {
     let root_password = password("root");
     let agent_password = password("agent");
     enable_auth(&env, &root_password, &agent_password);
-    with_port(&env);
+    env.run_loopback_80();
     assert_eq!(env.expected_now().len(), 1);
     let dir = tempfile::tempdir().unwrap();
 
@@ -475,8 +445,8 @@ fn a_role_without_the_lock_permission_still_registers() {
     ]);
     let mut agent = spawn(&args, &[]);
     agent.wait_ready();
-    let id = with_port(&env);
-    let (key, value) = record_of(&env, &id);
+    let id = env.run_loopback_80();
+    let (key, value) = env.loopback_80_record(&id);
     env.wait_records(REACT, &BTreeMap::from([(key, value)]));
     assert!(
         agent.has_log("etcd refuses this agent the host lock; writing without it"),

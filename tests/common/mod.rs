@@ -23,7 +23,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
@@ -1426,6 +1426,22 @@ impl TestEnv {
     }
 
     /// Host IP, endpoint and required test label as flags.
+    /// A container of this test publishing port 80 on loopback.
+    pub fn run_loopback_80(&self) -> String {
+        self.containers
+            .run(&["-p", "127.0.0.1::80", "busybox", "sleep", "1000"])
+    }
+
+    /// The one record a container of [`TestEnv::run_loopback_80`] must have
+    /// now, from its `docker inspect`.
+    pub fn loopback_80_record(&self, id: &str) -> (String, String) {
+        let public = host_port(id, "80/tcp", "127.0.0.1");
+        (
+            self.key(IMAGE, id),
+            expected_value(id, IMAGE, &[("127.0.0.1", &public, "80", "tcp")]),
+        )
+    }
+
     pub fn agent_args(&self) -> Vec<String> {
         vec![
             "--host-ip".into(),
@@ -1554,4 +1570,48 @@ fn dechunk(mut rest: &str) -> Result<String, String> {
         body.push_str(after.get(..size).ok_or("short chunk")?);
         rest = after.get(size + 2..).ok_or("short chunk")?;
     }
+}
+
+// --------------------------------------------------------------------- list
+
+/// The binary's `list` with `args`, talking to `endpoint` only (none of
+/// the agent's variables of this environment leak in).
+pub fn list_command(endpoint: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(AGENT_BIN);
+    for key in AGENT_ENV {
+        cmd.env_remove(key);
+    }
+    cmd.arg("list")
+        .args(["--etcd-endpoints", endpoint])
+        .args(args)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `list` and asserts that it succeeded.
+pub fn list(endpoint: &str, args: &[&str]) -> Output {
+    let out = list_command(endpoint, args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {AGENT_BIN} list: {e}"));
+    assert!(
+        out.status.success(),
+        "list {args:?} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+// ------------------------------------------------------------------ dockerd
+
+/// The process ids of the running dockerd processes.
+pub fn dockerd_pids() -> Vec<u32> {
+    let out = Command::new("pidof")
+        .arg("dockerd")
+        .output()
+        .expect("run pidof");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|p| p.parse().expect("pid"))
+        .collect()
 }
