@@ -791,6 +791,7 @@ pub const AGENT_BIN: &str = env!("CARGO_BIN_EXE_docker-etcd-register");
 mod agent_env;
 pub use agent_env::AGENT_ENV;
 pub mod etcd_faults;
+pub mod relay_stall;
 
 /// The agent binary as a child process, its stderr collected line by line.
 pub struct Agent {
@@ -1232,6 +1233,8 @@ struct RelayShared {
     connections: Mutex<HashMap<u64, (UnixStream, UnixStream)>>,
     next_id: AtomicU64,
     accepted: AtomicUsize,
+    /// Requests to hold back, and the request lines seen (`relay_stall`).
+    stall: relay_stall::Stall,
 }
 
 impl DockerRelay {
@@ -1358,9 +1361,7 @@ fn relay_connection(shared: &Arc<RelayShared>, client: UnixStream) {
             let _ = std::io::copy(&mut from, &mut to);
             let _ = to.shutdown(Shutdown::Write);
         });
-        let (mut from, mut to) = (client, upstream);
-        let _ = std::io::copy(&mut from, &mut to);
-        let _ = to.shutdown(Shutdown::Write);
+        relay_stall::forward_requests(&shared.stall, client, upstream);
         let _ = back.join();
         shared.connections.lock().unwrap().remove(&id);
     });
