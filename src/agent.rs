@@ -25,10 +25,12 @@ use tracing::{debug, error, info, warn};
 use crate::config::Config;
 use crate::container::Withheld;
 use crate::docker::Docker;
-use crate::etcd::{Change, Etcd, EtcdError, HostLockKey, LeaseEnd, PrefixWatch};
+use crate::engine::Engine;
+use crate::etcd::Etcd;
 use crate::metrics::{self, Metrics};
 use crate::plan::{self, LeaseId, Observed, Operation};
 use crate::record::{self, container_id_of, Desired, Record};
+use crate::store::{Change, LeaseEnd, LockKey, PrefixChanges, Store, StoreError};
 use crate::supervise::{Health, RepairBudget, Retry};
 use crate::watcher::{Observation, Watcher};
 use tenure::{Announced, HostLock, Lease, LOCK_ONLY_TTL};
@@ -82,23 +84,38 @@ pub async fn run(
             .context("--metrics-addr (env REGISTER_METRICS_ADDR)")?;
     }
     let docker = Docker::new(&config.docker_host).context("--docker-host (env DOCKER_HOST)")?;
-    let watcher = Watcher::spawn(
-        docker,
-        config.selection.require_healthy,
-        Arc::clone(&metrics),
-    );
     let etcd = Etcd::new(
         &config.etcd_endpoints,
         config.etcd_security.clone(),
         config.host.clone(),
     );
-    let mut agent = Agent::new(config, watcher, etcd, metrics);
+    Ok(run_with(config, docker, etcd, metrics, None, shutdown).await)
+}
+
+/// Runs the agent on any engine and store (the seams `engine::Engine` and
+/// `store::Store`) until `shutdown` completes, or for one reconcile with
+/// `--once`; [`run`] hands it the Docker and etcd adapters. `jitter_seed`
+/// makes the retry delays reproducible (`None`: random).
+pub async fn run_with<E: Engine, S: Store>(
+    config: Config,
+    engine: E,
+    store: S,
+    metrics: Arc<Metrics>,
+    jitter_seed: Option<u64>,
+    shutdown: impl Future<Output = ()>,
+) -> Outcome {
+    let watcher = Watcher::spawn(
+        engine,
+        config.selection.require_healthy,
+        Arc::clone(&metrics),
+        jitter_seed,
+    );
+    let mut agent = Agent::new(config, watcher, store, metrics, jitter_seed);
     if agent.config.once {
-        let outcome = tokio::select! {
+        return tokio::select! {
             exact = agent.reconcile_once() => if exact { Outcome::Exact } else { Outcome::NotExact },
             () = shutdown => Outcome::Stopped,
         };
-        return Ok(outcome);
     }
     let (stop, stopped) = watch::channel(false);
     {
@@ -121,7 +138,7 @@ pub async fn run(
     {
         warn!("handing over timed out; the records and the lock expire with the lease");
     }
-    Ok(Outcome::Stopped)
+    Outcome::Stopped
 }
 
 /// What woke the loop up.
@@ -129,13 +146,13 @@ enum Wake {
     Observed(Vec<Observation>),
     Resync,
     LeaseEnded(LeaseEnd),
-    Campaigned(Result<Option<HostLockKey>, EtcdError>),
-    Watched(Result<Vec<Change>, EtcdError>),
+    Campaigned(Result<Option<LockKey>, StoreError>),
+    Watched(Result<Vec<Change>, StoreError>),
     RetryDue,
     Shutdown,
 }
 
-struct Agent {
+struct Agent<S: Store> {
     config: Config,
     /// The TTL of the lease we hold: the records' (`--ttl`), or, with
     /// `--ttl 0`, that of a lease carrying the lock alone.
@@ -143,7 +160,8 @@ struct Agent {
     metrics: Arc<Metrics>,
     /// Follows the engine; the only source of what runs.
     watcher: Watcher,
-    etcd: Etcd,
+    /// etcd, confined to our host's prefix.
+    store: S,
     /// The record each qualifying container should have, by container id.
     desired: BTreeMap<String, Record>,
     /// Containers held back only by their health (`--require-healthy`).
@@ -157,7 +175,7 @@ struct Agent {
     /// The holder a standby last reported, so that it says so once.
     announced: Announced,
     /// `None`: the watch on our prefix must be re-created.
-    watch: Option<PrefixWatch>,
+    watch: Option<S::Watch>,
     /// Revisions of our own writes not yet seen in the watch.
     own_revisions: BTreeSet<i64>,
     /// The revision of our last full read of the prefix: a change the watch
@@ -176,8 +194,14 @@ struct Agent {
     ready: bool,
 }
 
-impl Agent {
-    fn new(config: Config, watcher: Watcher, etcd: Etcd, metrics: Arc<Metrics>) -> Self {
+impl<S: Store> Agent<S> {
+    fn new(
+        config: Config,
+        watcher: Watcher,
+        store: S,
+        metrics: Arc<Metrics>,
+        jitter_seed: Option<u64>,
+    ) -> Self {
         let resync = config.resync.map(periodic);
         let writes_nothing_lasting = config.once || config.dry_run;
         let (lease, lock) = if writes_nothing_lasting {
@@ -192,7 +216,7 @@ impl Agent {
             metrics,
             config,
             watcher,
-            etcd,
+            store,
             desired: BTreeMap::new(),
             withheld: BTreeMap::new(),
             observed: BTreeMap::new(),
@@ -205,7 +229,7 @@ impl Agent {
             read_revision: 0,
             etcd_in_sync: false,
             resync,
-            retry: Retry::new(),
+            retry: Retry::new(jitter_seed),
             repairs: RepairBudget::default(),
             ready: false,
         }
@@ -288,12 +312,16 @@ impl Agent {
             }
         };
         let retry_at = self.retry.at();
+        // In a fixed order, so that a run is reproducible (the simulator
+        // replays it from a seed): the rare wake-ups first, so that a flood
+        // of observations never holds them back.
         tokio::select! {
+            biased;
             _ = stopped.changed() => Wake::Shutdown,
-            observations = observed => Wake::Observed(observations),
-            changes = watched => Wake::Watched(changes),
             end = lease_ended => Wake::LeaseEnded(end),
             result = campaigned => Wake::Campaigned(result),
+            changes = watched => Wake::Watched(changes),
+            observations = observed => Wake::Observed(observations),
             _ = tick(&mut self.resync) => Wake::Resync,
             () = sleep_until_or_never(retry_at) => Wake::RetryDue,
         }
@@ -322,13 +350,13 @@ impl Agent {
         }
     }
 
-    async fn repair_etcd(&mut self) -> Result<(), EtcdError> {
+    async fn repair_etcd(&mut self) -> Result<(), StoreError> {
         if self.lease.needs_work() {
             self.resume_or_grant_lease().await?;
         }
         if let (HostLock::Free, Some(lease)) = (&self.lock, self.lease.held_id()) {
             match self.announce_holder(lease).await {
-                Ok(()) => self.lock = HostLock::Waiting(self.etcd.campaign(lease).await?),
+                Ok(()) => self.lock = HostLock::Waiting(self.store.campaign(lease).await?),
                 Err(error) if error.is_permission_denied() => self.lock_refused(&error),
                 Err(error) => return Err(error),
             }
@@ -340,10 +368,10 @@ impl Agent {
     }
 
     /// Makes our prefix equal to the desired records, from a fresh read.
-    async fn sync_etcd(&mut self) -> Result<(), EtcdError> {
-        let snapshot = self.etcd.observe().await?;
+    async fn sync_etcd(&mut self) -> Result<(), StoreError> {
+        let snapshot = self.store.observe().await?;
         if self.watch.is_none() {
-            self.watch = Some(self.etcd.watch(snapshot.revision + 1).await?);
+            self.watch = Some(self.store.watch(snapshot.revision + 1).await?);
             self.own_revisions.clear();
         }
         self.observed = snapshot.records;
@@ -359,21 +387,21 @@ impl Agent {
     /// Re-opens the keep-alive of a lease that may have survived a broken
     /// stream (its records stay as they are), or grants a new one (and every
     /// record moves onto it in place, once the lock is ours again).
-    async fn resume_or_grant_lease(&mut self) -> Result<(), EtcdError> {
+    async fn resume_or_grant_lease(&mut self) -> Result<(), StoreError> {
         let keep_alive_period = (self.lease_ttl / 3).max(Duration::from_millis(500));
         if let Lease::Broken(id) = self.lease {
-            match self.etcd.keep_alive(id, keep_alive_period).await {
+            match self.store.keep_alive(id, keep_alive_period).await {
                 Ok(kept) => {
                     self.lease = Lease::Held(kept);
                     debug!(lease = id, "lease keep-alive resumed");
                     return Ok(());
                 }
-                Err(EtcdError::LeaseNotFound) => self.lease_lost("etcd does not know the lease"),
+                Err(StoreError::LeaseNotFound) => self.lease_lost("etcd does not know the lease"),
                 Err(error) => return Err(error),
             }
         }
-        let id = self.etcd.grant_lease(self.lease_ttl).await?;
-        self.lease = Lease::Held(self.etcd.keep_alive(id, keep_alive_period).await?);
+        let id = self.store.grant_lease(self.lease_ttl).await?;
+        self.lease = Lease::Held(self.store.keep_alive(id, keep_alive_period).await?);
         info!(
             lease = id,
             ttl_secs = self.lease_ttl.as_secs(),
@@ -384,9 +412,9 @@ impl Agent {
     }
 
     /// Before campaigning: if another agent holds the host, say so once.
-    async fn announce_holder(&mut self, our_lease: LeaseId) -> Result<(), EtcdError> {
+    async fn announce_holder(&mut self, our_lease: LeaseId) -> Result<(), StoreError> {
         let holder = self
-            .etcd
+            .store
             .lock_holder()
             .await?
             .filter(|h| h.lease != our_lease);
@@ -397,7 +425,7 @@ impl Agent {
                     holder_hostname = holder.hostname,
                     holder_pid = holder.pid,
                     holder_lease = holder.lease,
-                    lock = self.etcd.lock_name(),
+                    lock = self.store.lock_name(),
                     "another agent holds this host; standing by until it goes"
                 );
             }
@@ -408,12 +436,12 @@ impl Agent {
     }
 
     /// A campaign ended: the lock is ours, or we campaign again.
-    fn campaigned(&mut self, result: Result<Option<HostLockKey>, EtcdError>) {
+    fn campaigned(&mut self, result: Result<Option<LockKey>, StoreError>) {
         match result {
             Ok(Some(key)) => {
                 info!(
-                    lease = key.lease(),
-                    lock = self.etcd.lock_name(),
+                    lease = key.lease,
+                    lock = self.store.lock_name(),
                     "holding this host"
                 );
                 self.lock = HostLock::Held(key);
@@ -435,9 +463,9 @@ impl Agent {
 
     /// etcd refuses us the lock: an upgrade must not stop registration, so
     /// write without it, and say what to grant.
-    fn lock_refused(&mut self, error: &EtcdError) {
+    fn lock_refused(&mut self, error: &StoreError) {
         warn!(
-            lock = self.etcd.lock_name(),
+            lock = self.store.lock_name(),
             error = %error,
             "etcd refuses this agent the host lock; writing without it (grant the role readwrite on the lock's prefix, see the README)"
         );
@@ -594,7 +622,7 @@ impl Agent {
         let holder = if self.config.dry_run {
             Ok(None)
         } else {
-            self.etcd.lock_holder().await
+            self.store.lock_holder().await
         };
         match holder {
             Ok(Some(holder)) => {
@@ -617,7 +645,7 @@ impl Agent {
             return false;
         }
         let desired = self.desired_by_key();
-        match self.etcd.observe().await {
+        match self.store.observe().await {
             Ok(snapshot) => {
                 let remaining = plan::plan(&desired, &snapshot.records, None);
                 for operation in &remaining {
@@ -647,7 +675,7 @@ impl Agent {
         let lease = self.lease.last_known_id();
         match std::mem::replace(&mut self.lock, HostLock::Free) {
             HostLock::Held(_) | HostLock::Refused if self.config.deregister_on_exit => {
-                match self.etcd.deregister(lease).await {
+                match self.store.deregister(lease).await {
                     Ok(()) => info!(prefix = self.config.host.as_str(), "deregistered this host"),
                     Err(error) => {
                         warn!(error = %error, "could not deregister; records expire with the lease")
@@ -655,7 +683,7 @@ impl Agent {
                 }
             }
             HostLock::Held(key) => {
-                if let Err(error) = self.etcd.resign(key).await {
+                if let Err(error) = self.store.resign(key).await {
                     warn!(error = %error, "could not hand over; a standby takes over when the lease expires");
                 }
             }
@@ -665,7 +693,7 @@ impl Agent {
                 // This lease never held the lock, so it carries no record,
                 // only our candidacy.
                 if let Some(lease) = lease {
-                    if let Err(error) = self.etcd.revoke_lease(lease).await {
+                    if let Err(error) = self.store.revoke_lease(lease).await {
                         debug!(error = %error, "could not revoke the standby's lease");
                     }
                 }
@@ -685,7 +713,7 @@ impl Agent {
         desired
     }
 
-    async fn apply(&mut self, operations: &[Operation]) -> Result<(), EtcdError> {
+    async fn apply(&mut self, operations: &[Operation]) -> Result<(), StoreError> {
         if operations.is_empty() {
             return Ok(());
         }
@@ -698,7 +726,7 @@ impl Agent {
             plan::record_applied(&mut self.observed, operations, lease);
             return Ok(());
         }
-        let applied = self.etcd.apply(operations, lease).await?;
+        let applied = self.store.apply(operations, lease).await?;
         plan::record_applied(&mut self.observed, &applied.done, lease);
         self.own_revisions.extend(applied.revisions);
         for operation in &applied.done {
@@ -724,10 +752,10 @@ impl Agent {
     }
 
     /// Any etcd failure: our picture of etcd can no longer be trusted.
-    fn etcd_failed(&mut self, error: EtcdError) {
+    fn etcd_failed(&mut self, error: StoreError) {
         self.metrics.etcd_error();
         match error {
-            EtcdError::LeaseNotFound => self.lease_lost("etcd does not know the lease"),
+            StoreError::LeaseNotFound => self.lease_lost("etcd does not know the lease"),
             error => self.etcd_health.failed(&error),
         }
         self.etcd_in_sync = false;

@@ -1,84 +1,44 @@
-//! Docker adapter: the only module that speaks bollard. It turns the engine's
-//! containers and events into our own [`Container`] and [`ContainerEvent`].
+//! Docker adapter: the only module that speaks bollard. It implements the
+//! engine seam ([`Engine`]), turning the engine's containers and events into
+//! our own [`Container`] and [`ContainerEvent`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerInspectResponse, EventMessage, EventMessageTypeEnum};
 use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
-use futures_util::{FutureExt, Stream, StreamExt};
+use futures_util::{FutureExt, StreamExt};
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::watch;
 
 use crate::container::{Container, Health, PortBinding};
+use crate::engine::{ContainerEvent, Engine, EngineError, EventKind, EventStream};
 
 /// Seconds a request may take before it counts as failed; the event stream
 /// itself is unbounded (the limit only covers its response headers).
 const REQUEST_TIMEOUT_SECS: u64 = 10;
 
+/// The address is none the engine API speaks.
 #[derive(Debug, thiserror::Error)]
-pub enum DockerError {
-    #[error("unsupported Docker host {0:?}")]
-    UnsupportedHost(String),
-    #[error("Docker engine request failed: {0}")]
-    Request(#[from] BollardError),
-    #[error("not connected to the Docker engine")]
-    NotConnected,
-    #[error("the Docker engine ended the event stream")]
-    StreamEnded,
-    #[error("Docker engine sent {0} without {1}")]
-    Incomplete(&'static str, &'static str),
-}
+#[error("unsupported Docker host {0:?}")]
+pub struct UnsupportedHost(String);
 
-impl DockerError {
-    /// True when the request ran out of time: the engine may be hung, or
-    /// just this one request.
-    pub fn is_timeout(&self) -> bool {
-        matches!(
-            self,
-            DockerError::Request(BollardError::RequestTimeoutError)
-        )
-    }
-
-    /// True when the engine answered but this one request failed (a broken
-    /// container, an answer we cannot decode): other requests still work.
-    pub fn is_request_specific(&self) -> bool {
-        matches!(
-            self,
-            DockerError::Incomplete(..)
-                | DockerError::Request(
-                    BollardError::DockerResponseServerError { .. }
-                        | BollardError::JsonDataError { .. }
-                        | BollardError::JsonSerdeError { .. }
-                )
-        )
+impl From<BollardError> for EngineError {
+    fn from(error: BollardError) -> Self {
+        let message = format!("Docker engine request failed: {error}");
+        match error {
+            BollardError::RequestTimeoutError => EngineError::TimedOut(message),
+            BollardError::DockerResponseServerError { .. }
+            | BollardError::JsonDataError { .. }
+            | BollardError::JsonSerdeError { .. } => EngineError::RequestFailed(message),
+            _ => EngineError::Unreachable(message),
+        }
     }
 }
 
-/// What a container event means for its record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    /// The container (re)started, was paused or unpaused, joined or left a
-    /// network, or its health changed: inspect it, and its inspect decides
-    /// whether it has a record (a paused one, or one left without
-    /// published ports, has none).
-    Started,
-    /// It stopped or is gone: its record goes.
-    Stopped,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerEvent {
-    pub container_id: String,
-    pub kind: EventKind,
-    /// Docker's action: `start`, `die`, `destroy`, `pause`, `unpause`,
-    /// `health_status`, or a network's `connect` / `disconnect`.
-    pub action: &'static str,
-}
-
-/// The Docker engine at one address; connected by [`Docker::handshake`].
+/// The Docker engine at one address; connected by [`Engine::connect`].
 #[derive(Debug, Clone)]
 pub struct Docker {
     host: String,
@@ -93,10 +53,10 @@ pub struct Docker {
 impl Docker {
     /// Checks the address; nothing is connected yet, so an engine that is not
     /// up (no socket yet) is no error here.
-    pub fn new(host: &str) -> Result<Self, DockerError> {
+    pub fn new(host: &str) -> Result<Self, UnsupportedHost> {
         let supported = ["unix://", "tcp://", "http://"];
         if !supported.iter().any(|scheme| host.starts_with(scheme)) {
-            return Err(DockerError::UnsupportedHost(host.to_owned()));
+            return Err(UnsupportedHost(host.to_owned()));
         }
         Ok(Self {
             host: host.to_owned(),
@@ -105,9 +65,15 @@ impl Docker {
         })
     }
 
+    fn client(&self) -> Result<&bollard::Docker, EngineError> {
+        self.client.as_ref().ok_or(EngineError::NotConnected)
+    }
+}
+
+impl Engine for Docker {
     /// (Re)connects and agrees on the API version with the engine (Debian's
     /// 20.10 speaks 1.41, older than bollard's default).
-    pub async fn handshake(&mut self) -> Result<(), DockerError> {
+    async fn connect(&mut self) -> Result<(), EngineError> {
         self.client = None;
         let accepted = Arc::clone(&self.subscriptions_accepted);
         let client = match self.host.strip_prefix("unix://") {
@@ -124,13 +90,13 @@ impl Docker {
     }
 
     /// Changes each time the engine accepts an event subscription.
-    pub fn subscriptions_accepted(&self) -> watch::Receiver<u64> {
+    fn subscriptions_accepted(&self) -> watch::Receiver<u64> {
         self.subscriptions_accepted.subscribe()
     }
 
     /// Whether the engine answers at all, within `timeout`: tells a request
     /// that is slow on its own from an engine that is hung.
-    pub async fn ping(&self, timeout: Duration) -> bool {
+    async fn ping(&self, timeout: Duration) -> bool {
         let Ok(client) = self.client() else {
             return false;
         };
@@ -140,23 +106,19 @@ impl Docker {
         )
     }
 
-    fn client(&self) -> Result<&bollard::Docker, DockerError> {
-        self.client.as_ref().ok_or(DockerError::NotConnected)
-    }
-
     /// Container start/die/destroy/pause/unpause events, networks'
     /// connect/disconnect events (`docker network disconnect` takes a
     /// container's published ports away without any container event) and,
     /// with `health`, health status changes, from `since` (an engine
     /// timestamp) on, in the engine's order.
-    pub fn events(
-        &self,
-        since: &str,
-        health: bool,
-    ) -> Result<
-        impl Stream<Item = Result<ContainerEvent, DockerError>> + Unpin + Send + 'static,
-        DockerError,
-    > {
+    fn events(&self, replay: Duration, health: bool) -> Result<EventStream, EngineError> {
+        // The engine's timestamps are whole seconds since the epoch.
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_sub(replay)
+            .as_secs()
+            .to_string();
         let mut actions = vec![
             "start",
             "die",
@@ -173,7 +135,7 @@ impl Docker {
         // The engine ANDs the keys and ORs the values of each key.
         let filters = HashMap::from([("type", vec!["container", "network"]), ("event", actions)]);
         let options = EventsOptionsBuilder::default()
-            .since(since)
+            .since(&since)
             .filters(&filters)
             .build();
         let events = self.client()?.events(Some(options));
@@ -181,14 +143,14 @@ impl Docker {
             .filter_map(|message| async move {
                 match message {
                     Ok(message) => container_event(message).map(Ok),
-                    Err(error) => Some(Err(DockerError::from(error))),
+                    Err(error) => Some(Err(EngineError::from(error))),
                 }
             })
             .boxed())
     }
 
     /// Ids of the containers that are running now.
-    pub async fn running_container_ids(&self) -> Result<Vec<String>, DockerError> {
+    async fn running_container_ids(&self) -> Result<Vec<String>, EngineError> {
         let filters = HashMap::from([("status", vec!["running"])]);
         let options = ListContainersOptionsBuilder::default()
             .filters(&filters)
@@ -198,7 +160,7 @@ impl Docker {
     }
 
     /// The container's facts, or `None` when it no longer exists.
-    pub async fn inspect(&self, container_id: &str) -> Result<Option<Container>, DockerError> {
+    async fn inspect(&self, container_id: &str) -> Result<Option<Container>, EngineError> {
         match self.client()?.inspect_container(container_id, None).await {
             Ok(response) => Ok(Some(container_from(response)?)),
             Err(BollardError::DockerResponseServerError {
@@ -224,7 +186,7 @@ fn pooled_client<C>(
     connector: C,
     base: Arc<str>,
     subscriptions_accepted: Arc<watch::Sender<u64>>,
-) -> Result<bollard::Docker, DockerError>
+) -> Result<bollard::Docker, BollardError>
 where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
@@ -254,12 +216,12 @@ where
         }
         .boxed()
     };
-    Ok(bollard::Docker::connect_with_custom_transport(
+    bollard::Docker::connect_with_custom_transport(
         transport,
         Some("http://docker.sock"),
         REQUEST_TIMEOUT_SECS,
         bollard::API_DEFAULT_VERSION,
-    )?)
+    )
 }
 
 /// The container an engine event is about and what it means for its record;
@@ -295,10 +257,10 @@ fn container_event(message: EventMessage) -> Option<ContainerEvent> {
     })
 }
 
-fn container_from(response: ContainerInspectResponse) -> Result<Container, DockerError> {
-    let id = response
-        .id
-        .ok_or(DockerError::Incomplete("a container", "its Id"))?;
+fn container_from(response: ContainerInspectResponse) -> Result<Container, EngineError> {
+    let id = response.id.ok_or_else(|| {
+        EngineError::RequestFailed("Docker engine sent a container without its Id".into())
+    })?;
     let config = response.config.unwrap_or_default();
     let state = response.state.unwrap_or_default();
     let running = state.running.unwrap_or(false);

@@ -20,13 +20,15 @@ use tonic::Code;
 mod lease;
 mod lock;
 
-pub use lease::{KeptAlive, LeaseEnd};
-pub use lock::{Campaign, Holder, HostLockKey};
-pub use read::{Change, PrefixWatch, RecordsReader};
+pub use read::{PrefixWatch, RecordsReader};
 
 use crate::config::EtcdSecurity;
 use crate::plan::{LeaseId, Observed, Operation};
 use crate::record::HostPrefix;
+pub use crate::store::{
+    Applied, Campaign, Change, Holder, KeptAlive, LeaseEnd, LockKey, PrefixChanges, Snapshot,
+    Store, StoreError,
+};
 
 /// etcd's default `--max-txn-ops`.
 const MAX_OPERATIONS_PER_TXN: usize = 128;
@@ -35,26 +37,6 @@ const MAX_OPERATIONS_PER_TXN: usize = 128;
 const MAX_BYTES_PER_TXN: usize = 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-
-#[derive(Debug, thiserror::Error)]
-pub enum EtcdError {
-    /// etcd could not be reached, did not answer in time, or refused for now
-    /// (space quota exceeded, too many requests, a stale auth token, no
-    /// permission yet...): etcd trouble, which waiting and retrying heal.
-    #[error("etcd request failed: {0}")]
-    Failed(etcd_client::Error),
-    /// Our lease does not exist (any more).
-    #[error("etcd lease not found")]
-    LeaseNotFound,
-    /// etcd refused this request as such: beyond its size limits. Retrying
-    /// the same request cannot succeed, so it is a per-record error.
-    #[error("etcd refused the request: {0}")]
-    TooLarge(etcd_client::Error),
-    #[error("refusing to touch {key:?}: it is outside {prefix:?}")]
-    OutsidePrefix { key: String, prefix: String },
-    #[error("etcd closed the {0} stream")]
-    StreamEnded(&'static str),
-}
 
 /// etcd's descriptions of the refusals that no retry can change. etcd
 /// answers InvalidArgument both for these and for passing conditions (a stale
@@ -67,50 +49,23 @@ const REFUSALS_BY_SIZE: [&str; 2] = [
 /// etcd's description of a lease it does not know (code NotFound).
 const LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
 
-impl EtcdError {
-    /// etcd's auth refuses this user the request: an operator must grant a
-    /// permission (the role of an agent set up before the host lock existed
-    /// lacks the lock's prefix).
-    pub fn is_permission_denied(&self) -> bool {
-        matches!(self, EtcdError::Failed(etcd_client::Error::GRpcStatus(status))
-            if status.code() == Code::PermissionDenied)
-    }
-}
-
-impl From<etcd_client::Error> for EtcdError {
+impl From<etcd_client::Error> for StoreError {
     fn from(error: etcd_client::Error) -> Self {
         match &error {
             etcd_client::Error::GRpcStatus(status) => match status.code() {
-                Code::NotFound if status.message() == LEASE_NOT_FOUND => EtcdError::LeaseNotFound,
+                Code::NotFound if status.message() == LEASE_NOT_FOUND => StoreError::LeaseNotFound,
                 Code::InvalidArgument if REFUSALS_BY_SIZE.contains(&status.message()) => {
-                    EtcdError::TooLarge(error)
+                    StoreError::TooLarge(error.to_string())
                 }
-                _ => EtcdError::Failed(error),
+                Code::PermissionDenied => StoreError::PermissionDenied(error.to_string()),
+                _ => StoreError::Failed(error.to_string()),
             },
             etcd_client::Error::LeaseKeepAliveError(message) if message.contains("not found") => {
-                EtcdError::LeaseNotFound
+                StoreError::LeaseNotFound
             }
-            _ => EtcdError::Failed(error),
+            _ => StoreError::Failed(error.to_string()),
         }
     }
-}
-
-/// Our host's records and the revision they were read at.
-pub struct Snapshot {
-    pub records: BTreeMap<String, Observed>,
-    pub revision: i64,
-}
-
-/// What became of a list of operations.
-#[derive(Debug, Default)]
-pub struct Applied {
-    /// Operations etcd confirmed, in order.
-    pub done: Vec<Operation>,
-    /// Operations etcd refused as too large, with its reason.
-    pub rejected: Vec<(Operation, EtcdError)>,
-    /// Revisions created by our transactions, to recognise our own writes
-    /// in the watch.
-    pub revisions: Vec<i64>,
 }
 
 /// A client for one etcd cluster, confined to one host prefix.
@@ -128,7 +83,7 @@ impl Etcd {
         }
     }
 
-    async fn client(&mut self) -> Result<&mut Client, EtcdError> {
+    async fn client(&mut self) -> Result<&mut Client, StoreError> {
         self.connection.client().await
     }
 
@@ -136,7 +91,7 @@ impl Etcd {
     /// values are kept: the plan compares them with the desired ones. Keys
     /// that are not UTF-8 cannot be ours, nor be addressed by our `String`
     /// keys: they are left to the operator.
-    pub async fn observe(&mut self) -> Result<Snapshot, EtcdError> {
+    pub async fn observe(&mut self) -> Result<Snapshot, StoreError> {
         let prefix = self.prefix.as_str().to_owned();
         let read = self
             .connection
@@ -162,9 +117,9 @@ impl Etcd {
         &mut self,
         operations: &[Operation],
         lease: LeaseId,
-    ) -> Result<Applied, EtcdError> {
+    ) -> Result<Applied, StoreError> {
         if let Some(outside) = operations.iter().find(|op| !self.prefix.contains(op.key())) {
-            return Err(EtcdError::OutsidePrefix {
+            return Err(StoreError::OutsidePrefix {
                 key: outside.key().to_owned(),
                 prefix: self.prefix.as_str().to_owned(),
             });
@@ -176,21 +131,21 @@ impl Etcd {
                     applied.done.extend_from_slice(batch);
                     applied.revisions.push(revision);
                 }
-                Err(EtcdError::TooLarge(_)) if batch.len() > 1 => {
+                Err(StoreError::TooLarge(_)) if batch.len() > 1 => {
                     for operation in batch {
                         match self.txn(std::slice::from_ref(operation), lease).await {
                             Ok(revision) => {
                                 applied.done.push(operation.clone());
                                 applied.revisions.push(revision);
                             }
-                            Err(error @ EtcdError::TooLarge(_)) => {
+                            Err(error @ StoreError::TooLarge(_)) => {
                                 applied.rejected.push((operation.clone(), error));
                             }
                             Err(error) => return Err(error),
                         }
                     }
                 }
-                Err(error @ EtcdError::TooLarge(_)) => {
+                Err(error @ StoreError::TooLarge(_)) => {
                     applied.rejected.push((batch[0].clone(), error));
                 }
                 Err(error) => return Err(error),
@@ -199,21 +154,21 @@ impl Etcd {
         Ok(applied)
     }
 
-    async fn txn(&mut self, operations: &[Operation], lease: LeaseId) -> Result<i64, EtcdError> {
+    async fn txn(&mut self, operations: &[Operation], lease: LeaseId) -> Result<i64, StoreError> {
         let ops: Vec<TxnOp> = operations.iter().map(|op| txn_op(op, lease)).collect();
         let response = self.client().await?.txn(Txn::new().and_then(ops)).await?;
         Ok(response.header().map_or(0, |h| h.revision()))
     }
 
     /// Watches our host prefix from `revision` on.
-    pub async fn watch(&mut self, revision: i64) -> Result<PrefixWatch, EtcdError> {
+    pub async fn watch(&mut self, revision: i64) -> Result<PrefixWatch, StoreError> {
         let prefix = self.prefix.as_str().to_owned();
         self.connection.watch_prefix(&prefix, revision).await
     }
 
     /// Removes every record of this host: revokes the lease (which deletes
     /// the keys on it at once) and deletes whatever else is under the prefix.
-    pub async fn deregister(&mut self, lease: Option<LeaseId>) -> Result<(), EtcdError> {
+    pub async fn deregister(&mut self, lease: Option<LeaseId>) -> Result<(), StoreError> {
         if let Some(lease) = lease {
             self.revoke_lease(lease).await?;
         }
@@ -243,7 +198,7 @@ impl Connection {
         }
     }
 
-    async fn client(&mut self) -> Result<&mut Client, EtcdError> {
+    async fn client(&mut self) -> Result<&mut Client, StoreError> {
         let client = match self.client.take() {
             Some(client) => client,
             None => {
@@ -306,6 +261,70 @@ fn txn_op(operation: &Operation, lease: LeaseId) -> TxnOp {
             TxnOp::put(key.as_str(), value.as_str(), options)
         }
         Operation::Delete { key } => TxnOp::delete(key.as_str(), None),
+    }
+}
+
+/// The store seam, delegating to the adapter's own methods (in this file,
+/// `etcd/lease.rs` and `etcd/lock.rs`).
+impl Store for Etcd {
+    type Watch = PrefixWatch;
+
+    fn lock_name(&self) -> String {
+        Etcd::lock_name(self)
+    }
+
+    async fn observe(&mut self) -> Result<Snapshot, StoreError> {
+        Etcd::observe(self).await
+    }
+
+    async fn apply(
+        &mut self,
+        operations: &[Operation],
+        lease: LeaseId,
+    ) -> Result<Applied, StoreError> {
+        Etcd::apply(self, operations, lease).await
+    }
+
+    async fn watch(&mut self, revision: i64) -> Result<PrefixWatch, StoreError> {
+        Etcd::watch(self, revision).await
+    }
+
+    async fn grant_lease(&mut self, ttl: Duration) -> Result<LeaseId, StoreError> {
+        Etcd::grant_lease(self, ttl).await
+    }
+
+    async fn keep_alive(
+        &mut self,
+        lease: LeaseId,
+        period: Duration,
+    ) -> Result<KeptAlive, StoreError> {
+        Etcd::keep_alive(self, lease, period).await
+    }
+
+    async fn revoke_lease(&mut self, lease: LeaseId) -> Result<(), StoreError> {
+        Etcd::revoke_lease(self, lease).await
+    }
+
+    async fn campaign(&mut self, lease: LeaseId) -> Result<Campaign, StoreError> {
+        Etcd::campaign(self, lease).await
+    }
+
+    async fn lock_holder(&mut self) -> Result<Option<Holder>, StoreError> {
+        Etcd::lock_holder(self).await
+    }
+
+    async fn resign(&mut self, key: LockKey) -> Result<(), StoreError> {
+        Etcd::resign(self, key).await
+    }
+
+    async fn deregister(&mut self, lease: Option<LeaseId>) -> Result<(), StoreError> {
+        Etcd::deregister(self, lease).await
+    }
+}
+
+impl PrefixChanges for PrefixWatch {
+    async fn next_changes(&mut self) -> Result<Vec<Change>, StoreError> {
+        PrefixWatch::next_changes(self).await
     }
 }
 

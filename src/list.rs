@@ -11,7 +11,7 @@ use futures_util::FutureExt as _;
 use tracing::{info, warn};
 
 use crate::config::ListConfig;
-use crate::etcd::{EtcdError, PrefixWatch, RecordsReader};
+use crate::etcd::{PrefixWatch, RecordsReader, StoreError};
 use crate::listing::{self, Row, Rows, Unreadables};
 
 /// Pause before reading again after etcd failed during `--watch`.
@@ -79,7 +79,7 @@ struct Listing {
 }
 
 /// Reads the records page by page, keeping only the rows it will print.
-async fn read(config: &ListConfig, reader: &mut RecordsReader) -> Result<Listing, EtcdError> {
+async fn read(config: &ListConfig, reader: &mut RecordsReader) -> Result<Listing, StoreError> {
     let read = reader
         .read(
             &config.read_prefix,
@@ -99,14 +99,14 @@ async fn read_and_watch(
     config: &ListConfig,
     reader: &mut RecordsReader,
     prefix: &str,
-) -> Result<(Listing, PrefixWatch), EtcdError> {
+) -> Result<(Listing, PrefixWatch), StoreError> {
     let listing = read(config, reader).await?;
     let changes = reader.watch(prefix, listing.revision + 1).await?;
     Ok((listing, changes))
 }
 
 /// Takes the changes that are already waiting; the error if the watch broke.
-async fn drain(changes: &mut PrefixWatch) -> Option<EtcdError> {
+async fn drain(changes: &mut PrefixWatch) -> Option<StoreError> {
     loop {
         match changes.next_changes().now_or_never() {
             None => return None,
@@ -117,7 +117,7 @@ async fn drain(changes: &mut PrefixWatch) -> Option<EtcdError> {
 }
 
 /// One warning when etcd starts failing, not one per retry.
-fn report(already_failing: bool, error: &EtcdError) -> bool {
+fn report(already_failing: bool, error: &StoreError) -> bool {
     if !already_failing {
         warn!(error = %error, "cannot read etcd; retrying");
     }

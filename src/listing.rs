@@ -4,9 +4,10 @@
 
 use std::fmt::Write as _;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::image;
+use crate::record::{Endpoint, RecordKey};
 
 /// One published binding of one registered container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -37,15 +38,6 @@ pub struct Unreadable {
     pub key: String,
     /// Why it is no record.
     pub problem: &'static str,
-}
-
-/// One object of a record's value (README, "What is written").
-#[derive(Deserialize)]
-struct Binding {
-    ip: String,
-    public_port: String,
-    private_port: String,
-    port_type: String,
 }
 
 /// Which rows to show.
@@ -120,37 +112,38 @@ impl<'a> Rows<'a> {
             key: key.to_owned(),
             problem,
         };
-        let segments: Vec<&str> = key
+        let host = key
             .strip_prefix(self.root)
             .unwrap_or(key)
             .split('/')
-            .collect();
-        if !self.filter.admits_host(segments[0]) {
+            .next()
+            .unwrap_or_default();
+        if !self.filter.admits_host(host) {
             return;
         }
-        let [host, image, container] = segments[..] else {
+        let Some(record) = RecordKey::parse(self.root, key) else {
             self.unreadable.add(unreadable_because(
                 "not {prefix}/{host}/{image}/{container}",
             ));
             return;
         };
-        if !self.filter.admits_image(image) {
+        if !self.filter.admits_image(record.image) {
             return;
         }
-        let Ok(bindings) = serde_json::from_slice::<Vec<Binding>>(value) else {
+        let Ok(endpoints) = Endpoint::decode(value) else {
             self.unreadable.add(unreadable_because(
                 "its value is not a JSON array of bindings",
             ));
             return;
         };
-        self.rows.extend(bindings.into_iter().map(|b| Row {
-            host: host.to_owned(),
-            image: image.to_owned(),
-            container: container.to_owned(),
-            ip: b.ip,
-            public_port: b.public_port,
-            private_port: b.private_port,
-            port_type: b.port_type,
+        self.rows.extend(endpoints.into_iter().map(|e| Row {
+            host: record.host.to_owned(),
+            image: record.image.to_owned(),
+            container: record.container.to_owned(),
+            ip: e.ip.into_owned(),
+            public_port: e.public_port.into_owned(),
+            private_port: e.private_port.into_owned(),
+            port_type: e.port_type.into_owned(),
             key: key.to_owned(),
         }));
     }

@@ -1,29 +1,17 @@
 //! `docker-etcd-register`: parses the configuration, sets up logging and the
-//! runtime, and runs the agent until SIGTERM or SIGINT.
-
-mod agent;
-mod config;
-mod container;
-mod docker;
-mod etcd;
-mod image;
-mod list;
-mod listing;
-mod metrics;
-mod plan;
-mod record;
-mod supervise;
-mod watcher;
+//! runtime, and runs the agent (or `list`) until SIGTERM or SIGINT; maps the
+//! outcome to an exit code. Everything else is the library (`src/lib.rs`).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
+use docker_etcd_register::{agent, config, list};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
-/// Exit code for configuration errors (SPEC §1).
+/// Exit code for configuration errors (README: "Configuration").
 const EXIT_CONFIG: u8 = 2;
 /// Exit code when the agent cannot run at all (no runtime, no signals).
 const EXIT_FAILURE: u8 = 1;

@@ -1,4 +1,4 @@
-//! From container facts to the record the agent wants in etcd (SPEC §2).
+//! From container facts to the record the agent wants in etcd (README: "What is written").
 //!
 //! Pure: the same container always yields byte-identical keys and values, so
 //! an unchanged container is never rewritten.
@@ -6,7 +6,9 @@
 use std::cmp::Ordering;
 use std::net::IpAddr;
 
-use serde::Serialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 use crate::container::{Container, PortBinding, Selection, Verdict, Withheld};
 use crate::image;
@@ -24,6 +26,11 @@ pub struct Record {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPrefix {
     host_ip: IpAddr,
+    /// The host segment of our keys, `host_ip` as text.
+    host: String,
+    /// The root of all keys, `/registered/`.
+    root: String,
+    /// `{root}{host}/`.
     path: String,
 }
 
@@ -31,8 +38,15 @@ impl HostPrefix {
     /// `prefix` is the root of all keys (`/registered`); a missing leading
     /// `/` is added and trailing ones are dropped.
     pub fn new(prefix: &str, host_ip: IpAddr) -> Self {
-        let path = format!("{}{host_ip}/", root_path(prefix));
-        Self { host_ip, path }
+        let root = root_path(prefix);
+        let host = host_ip.to_string();
+        let path = format!("{root}{host}/");
+        Self {
+            host_ip,
+            host,
+            root,
+            path,
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -48,7 +62,13 @@ impl HostPrefix {
     }
 
     fn key(&self, image: &str, container_id: &str) -> String {
-        format!("{}{image}/{container_id}", self.path)
+        RecordKey {
+            root: &self.root,
+            host: &self.host,
+            image,
+            container: container_id,
+        }
+        .to_string()
     }
 }
 
@@ -69,15 +89,84 @@ pub fn container_id_of(key: &str) -> &str {
     key.rsplit('/').next().unwrap_or(key)
 }
 
-/// One object of the value array; field order is the wire order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-struct Endpoint<'a> {
-    container: &'a str,
-    image: &'a str,
-    ip: String,
-    public_port: &'a str,
-    private_port: &'a str,
-    port_type: &'a str,
+/// A record's key, `{root}{host}/{image}/{container}`: the one definition of
+/// the key layout, written by the agent and read by `list`, the tests and
+/// the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordKey<'a> {
+    /// The root of all keys, with its trailing `/` (`/registered/`).
+    pub root: &'a str,
+    /// The `--host-ip` of the agent that wrote it.
+    pub host: &'a str,
+    /// The image segment (`/` as `::`, always tagged).
+    pub image: &'a str,
+    /// The full container id.
+    pub container: &'a str,
+}
+
+impl<'a> RecordKey<'a> {
+    /// Splits a key under `root` (with its trailing `/`) into its segments;
+    /// `None` when it is not exactly three segments below the root.
+    pub fn parse(root: &'a str, key: &'a str) -> Option<Self> {
+        let mut segments = key.strip_prefix(root)?.split('/');
+        let (host, image, container) = (segments.next()?, segments.next()?, segments.next()?);
+        if segments.next().is_some() || [host, image, container].contains(&"") {
+            return None;
+        }
+        Some(Self {
+            root,
+            host,
+            image,
+            container,
+        })
+    }
+}
+
+impl std::fmt::Display for RecordKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self {
+            root,
+            host,
+            image,
+            container,
+        } = self;
+        write!(f, "{root}{host}/{image}/{container}")
+    }
+}
+
+/// One object of a record's value, a JSON array of them: every field a
+/// string, in this order (the wire order). The one definition of the value,
+/// serialized by the agent and read by `list`, the tests and the benchmark;
+/// borrowed where it can be, so that building and reading records copies
+/// little.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint<'a> {
+    #[serde(borrow)]
+    pub container: Cow<'a, str>,
+    #[serde(borrow)]
+    pub image: Cow<'a, str>,
+    /// The binding's address; a wildcard binding is the host's `--host-ip`.
+    #[serde(borrow)]
+    pub ip: Cow<'a, str>,
+    #[serde(borrow)]
+    pub public_port: Cow<'a, str>,
+    #[serde(borrow)]
+    pub private_port: Cow<'a, str>,
+    /// `tcp`, `udp` or `sctp`.
+    #[serde(borrow)]
+    pub port_type: Cow<'a, str>,
+}
+
+impl<'a> Endpoint<'a> {
+    /// The exact bytes of a record's value: compact JSON.
+    pub fn encode(endpoints: &[Endpoint]) -> String {
+        serde_json::to_string(endpoints).unwrap_or_default()
+    }
+
+    /// A record's value, read back.
+    pub fn decode(value: &'a [u8]) -> Result<Vec<Endpoint<'a>>, serde_json::Error> {
+        serde_json::from_slice(value)
+    }
 }
 
 /// What the agent wants in etcd for one container.
@@ -119,10 +208,9 @@ pub fn desired_record(container: &Container, prefix: &HostPrefix) -> Option<Reco
     }
     endpoints.sort_by(compare_endpoints);
     endpoints.dedup();
-    let value = serde_json::to_string(&endpoints).ok()?;
     Some(Record {
         key: prefix.key(&image, &container.id),
-        value,
+        value: Endpoint::encode(&endpoints),
     })
 }
 
@@ -133,12 +221,12 @@ fn endpoint<'a>(
     host_ip: IpAddr,
 ) -> Endpoint<'a> {
     Endpoint {
-        container: &container.id,
-        image,
-        ip: published_ip(&binding.host_ip, host_ip),
-        public_port: &binding.host_port,
-        private_port: &binding.private_port,
-        port_type: &binding.protocol,
+        container: Cow::Borrowed(&container.id),
+        image: Cow::Borrowed(image),
+        ip: Cow::Owned(published_ip(&binding.host_ip, host_ip)),
+        public_port: Cow::Borrowed(&binding.host_port),
+        private_port: Cow::Borrowed(&binding.private_port),
+        port_type: Cow::Borrowed(&binding.protocol),
     }
 }
 
@@ -156,11 +244,11 @@ fn published_ip(binding_ip: &str, host_ip: IpAddr) -> String {
 }
 
 fn compare_endpoints(a: &Endpoint, b: &Endpoint) -> Ordering {
-    SortKey::of(a.private_port)
-        .cmp(&SortKey::of(b.private_port))
-        .then_with(|| a.port_type.cmp(b.port_type))
+    SortKey::of(&a.private_port)
+        .cmp(&SortKey::of(&b.private_port))
+        .then_with(|| a.port_type.cmp(&b.port_type))
         .then_with(|| SortKey::of(&a.ip).cmp(&SortKey::of(&b.ip)))
-        .then_with(|| SortKey::of(a.public_port).cmp(&SortKey::of(b.public_port)))
+        .then_with(|| SortKey::of(&a.public_port).cmp(&SortKey::of(&b.public_port)))
 }
 
 /// Numbers and addresses order by value, anything else after them as text.
@@ -405,5 +493,59 @@ mod tests {
             desired(&ignored, &Selection::default(), &host()),
             Desired::Nothing
         );
+    }
+
+    #[test]
+    fn a_key_parses_into_its_segments_and_prints_back() {
+        let key = format!("/registered/10.0.0.5/busybox:latest/{ID}");
+        let parsed = RecordKey::parse("/registered/", &key).unwrap();
+        assert_eq!(
+            (parsed.host, parsed.image, parsed.container),
+            ("10.0.0.5", "busybox:latest", ID)
+        );
+        assert_eq!(parsed.to_string(), key);
+    }
+
+    #[test]
+    fn only_three_non_empty_segments_below_the_root_are_a_key() {
+        for key in [
+            "/registered/10.0.0.5/busybox:latest",
+            "/registered/10.0.0.5/busybox:latest/id/more",
+            "/registered/10.0.0.5//id",
+            "/other/10.0.0.5/busybox:latest/id",
+        ] {
+            assert_eq!(RecordKey::parse("/registered/", key), None, "{key}");
+        }
+    }
+
+    #[test]
+    fn the_agent_writes_keys_in_the_one_layout() {
+        let record =
+            desired_record(&busybox(vec![binding("80", "tcp", "", "32768")]), &host()).unwrap();
+        let key = RecordKey::parse("/registered/", &record.key).unwrap();
+        assert_eq!(
+            (key.host, key.image, key.container),
+            ("10.100.100.100", "busybox:latest", ID)
+        );
+    }
+
+    #[test]
+    fn endpoints_encode_to_the_exact_wire_bytes_and_decode_back() {
+        let endpoint = Endpoint {
+            container: "c".into(),
+            image: "quay.io::coreos::etcd:v3.5".into(),
+            ip: "10.0.0.5".into(),
+            public_port: "49153".into(),
+            private_port: "80".into(),
+            port_type: "tcp".into(),
+        };
+        let value = Endpoint::encode(std::slice::from_ref(&endpoint));
+        assert_eq!(
+            value,
+            r#"[{"container":"c","image":"quay.io::coreos::etcd:v3.5","ip":"10.0.0.5","public_port":"49153","private_port":"80","port_type":"tcp"}]"#
+        );
+        assert_eq!(Endpoint::decode(value.as_bytes()).unwrap(), vec![endpoint]);
+        let escaped = br#"[{"container":"a\"b","image":"i","ip":"1","public_port":"2","private_port":"3","port_type":"tcp"}]"#;
+        assert_eq!(Endpoint::decode(escaped).unwrap()[0].container, "a\"b");
     }
 }

@@ -18,22 +18,30 @@ pub struct Retry {
     delays: ExponentialBackoff,
     /// When the next attempt is due; `None`: no attempt is pending.
     at: Option<Instant>,
+    /// Seeds the jitter, so that a simulated run is reproducible; `None`:
+    /// random.
+    jitter_seed: Option<u64>,
 }
 
 impl Retry {
-    pub fn new() -> Self {
+    pub fn new(jitter_seed: Option<u64>) -> Self {
         Self {
-            delays: Self::builder().build(),
+            delays: Self::builder(jitter_seed).build(),
             at: None,
+            jitter_seed,
         }
     }
 
-    fn builder() -> ExponentialBuilder {
-        ExponentialBuilder::new()
+    fn builder(jitter_seed: Option<u64>) -> ExponentialBuilder {
+        let builder = ExponentialBuilder::new()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(Duration::from_millis(2500))
             .with_jitter()
-            .without_max_times()
+            .without_max_times();
+        match jitter_seed {
+            Some(seed) => builder.with_jitter_seed(seed),
+            None => builder,
+        }
     }
 
     pub fn schedule(&mut self) {
@@ -60,7 +68,7 @@ impl Retry {
     }
 
     pub fn reset(&mut self) {
-        self.delays = Self::builder().build();
+        self.delays = Self::builder(self.jitter_seed).build();
         self.at = None;
     }
 }

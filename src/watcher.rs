@@ -8,26 +8,25 @@
 //!
 //! Order: the subscription is accepted by the engine before the containers are
 //! listed, so nothing that happens in between is lost. Per container,
-//! observations follow the engine's order: an inspect whose container had
-//! another event meanwhile is discarded and done again, and whatever happens
-//! while all containers are being listed is looked at again once the listing
-//! has been reported.
+//! observations follow the engine's order: only an inspect started after the
+//! container's latest event answers for it (an older one still in flight is
+//! discarded when it comes back), and whatever happens while all containers
+//! are being listed is looked at again once the listing has been reported.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::future::{pending, BoxFuture};
 use futures_util::stream::FuturesUnordered;
-use futures_util::{FutureExt, Stream, StreamExt};
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, warn};
 
 use crate::container::Container;
-use crate::docker::{ContainerEvent, Docker, DockerError, EventKind};
+use crate::engine::{ContainerEvent, Engine, EngineError, EventKind, EventStream};
 use crate::metrics::Metrics;
 use crate::supervise::Retry;
 
@@ -58,9 +57,9 @@ pub enum Observation {
     },
     /// This container could not be inspected although the engine answers;
     /// what was known of it stands, and it is tried again with backoff.
-    InspectFailed { id: String, error: DockerError },
+    InspectFailed { id: String, error: EngineError },
     /// The engine cannot be reached; the watcher reconnects and lists again.
-    EngineDown(DockerError),
+    EngineDown(EngineError),
 }
 
 /// The watcher task and its two channels.
@@ -74,23 +73,29 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// Starts following `docker` (with `health`, its health_status events too).
-    pub fn spawn(docker: Docker, health: bool, metrics: Arc<Metrics>) -> Self {
+    /// Starts following `engine` (with `health`, its health_status events
+    /// too); `jitter_seed` makes the reconnect delays reproducible.
+    pub fn spawn<E: Engine>(
+        engine: E,
+        health: bool,
+        metrics: Arc<Metrics>,
+        jitter_seed: Option<u64>,
+    ) -> Self {
         let (observations_sender, observations) = mpsc::unbounded_channel();
         let (relist, relist_requests) = mpsc::unbounded_channel();
         let follower = Follower {
-            accepted: docker.subscriptions_accepted(),
-            docker,
+            accepted: engine.subscriptions_accepted(),
+            engine,
             health,
             metrics,
             observations: observations_sender,
             phase: Phase::Disconnected,
-            reconnect: Retry::new(),
+            reconnect: Retry::new(jitter_seed.map(|seed| seed ^ 0x5eed)),
             events: None,
             pending: BTreeMap::new(),
             inspections: FuturesUnordered::new(),
-            in_flight: BTreeSet::new(),
-            stale: BTreeSet::new(),
+            generations: BTreeMap::new(),
+            in_flight: 0,
             retries: BTreeMap::new(),
         };
         Self {
@@ -125,9 +130,18 @@ impl Drop for Watcher {
     }
 }
 
-type Events = Pin<Box<dyn Stream<Item = Result<ContainerEvent, DockerError>> + Send>>;
-type Listing = BoxFuture<'static, Result<Listed, DockerError>>;
-type Inspection = BoxFuture<'static, (String, Inspected)>;
+type Listing = BoxFuture<'static, Result<Listed, EngineError>>;
+type Inspection = BoxFuture<'static, (String, u64, Inspected)>;
+
+/// Which of a container's inspects answer for it.
+#[derive(Debug, Default)]
+struct Generation {
+    /// Bumped by each event of the container: only an inspect started
+    /// after the latest event answers for it.
+    latest: u64,
+    /// Its inspects in flight.
+    in_flight: u32,
+}
 
 /// The running containers, and those whose inspect failed.
 struct Listed {
@@ -139,9 +153,9 @@ struct Listed {
 enum Inspected {
     Facts(Option<Container>),
     /// This container's trouble; the engine answers.
-    Failed(DockerError),
+    Failed(EngineError),
     /// The engine's trouble.
-    EngineDown(DockerError),
+    EngineDown(EngineError),
 }
 
 enum Phase {
@@ -155,8 +169,8 @@ enum Phase {
     Following,
 }
 
-struct Follower {
-    docker: Docker,
+struct Follower<E> {
+    engine: E,
     /// Whether health_status events matter (`--require-healthy`).
     health: bool,
     /// Counts events by action.
@@ -168,40 +182,45 @@ struct Follower {
     /// Changes whenever the engine accepts a subscription.
     accepted: watch::Receiver<u64>,
     /// The event subscription; `None` while disconnected.
-    events: Option<Events>,
+    events: Option<EventStream>,
     /// Containers to look at, with their last event (the last one decides).
     pending: BTreeMap<String, EventKind>,
     inspections: FuturesUnordered<Inspection>,
-    /// Containers with an inspect in flight: at most one each.
-    in_flight: BTreeSet<String>,
-    /// Containers in flight that had another event since: their answer is
-    /// discarded, and they are looked at again.
-    stale: BTreeSet<String>,
+    /// Per container with an event not yet answered or an inspect in flight:
+    /// which inspect answers for it. A newer event never waits for an older
+    /// inspect (an engine sends a network `connect` just before each
+    /// `start`); the older answer is discarded when it comes.
+    generations: BTreeMap<String, Generation>,
+    /// Inspects in flight, of all containers.
+    in_flight: usize,
     /// Containers whose inspect failed: when to try again, and how many
     /// attempts failed so far.
     retries: BTreeMap<String, (Instant, u32)>,
 }
 
-impl Follower {
+impl<E: Engine> Follower<E> {
     async fn run(mut self, mut relist_requests: mpsc::UnboundedReceiver<()>) {
         loop {
             self.start_inspections();
             let next_retry = self.retries.values().map(|(at, _)| *at).min();
             let reconnect_at = matches!(self.phase, Phase::Disconnected)
                 .then(|| self.reconnect.at().unwrap_or_else(Instant::now));
+            // In a fixed order, so that a run is reproducible: the rare
+            // wake-ups first, inspects before more events.
             tokio::select! {
+                biased;
                 request = relist_requests.recv() => match request {
                     Some(()) => self.relist(),
                     None => return,
                 },
-                event = next_event(&mut self.events) => self.on_event(event),
                 Ok(()) = self.accepted.changed(), if matches!(self.phase, Phase::Subscribing) => {
                     self.list();
                 }
                 listed = poll_listing(&mut self.phase) => self.on_listed(listed),
-                Some((id, inspected)) = self.inspections.next(), if !self.inspections.is_empty() => {
-                    self.on_inspected(id, inspected);
+                Some((id, generation, inspected)) = self.inspections.next(), if !self.inspections.is_empty() => {
+                    self.on_inspected(id, generation, inspected);
                 }
+                event = next_event(&mut self.events) => self.on_event(event),
                 () = sleep_until_some(reconnect_at) => self.connect().await,
                 () = sleep_until_some(next_retry) => self.retry_due(),
             }
@@ -214,25 +233,25 @@ impl Follower {
 
     /// Connects, then subscribes; the listing follows the engine's answer.
     async fn connect(&mut self) {
-        if let Err(error) = self.docker.handshake().await {
+        if let Err(error) = self.engine.connect().await {
             return self.disconnected(error);
         }
         self.accepted.borrow_and_update();
-        match self.docker.events(&replay_from(), self.health) {
+        match self.engine.events(EVENT_REPLAY, self.health) {
             Ok(events) => {
-                self.events = Some(Box::pin(events));
+                self.events = Some(events);
                 self.phase = Phase::Subscribing;
             }
             Err(error) => self.disconnected(error),
         }
     }
 
-    fn disconnected(&mut self, error: DockerError) {
+    fn disconnected(&mut self, error: EngineError) {
         self.events = None;
         self.phase = Phase::Disconnected;
         self.inspections = FuturesUnordered::new();
-        self.in_flight.clear();
-        self.stale.clear();
+        self.generations.clear();
+        self.in_flight = 0;
         self.pending.clear();
         self.retries.clear();
         self.reconnect.schedule();
@@ -246,11 +265,11 @@ impl Follower {
     }
 
     fn list(&mut self) {
-        let docker = self.docker.clone();
-        self.phase = Phase::Listing(list(docker).boxed());
+        let engine = self.engine.clone();
+        self.phase = Phase::Listing(list(engine).boxed());
     }
 
-    fn on_listed(&mut self, listed: Result<Listed, DockerError>) {
+    fn on_listed(&mut self, listed: Result<Listed, EngineError>) {
         match listed {
             Ok(Listed {
                 containers,
@@ -270,11 +289,11 @@ impl Follower {
         }
     }
 
-    fn on_event(&mut self, event: Option<Result<ContainerEvent, DockerError>>) {
+    fn on_event(&mut self, event: Option<Result<ContainerEvent, EngineError>>) {
         let event = match event {
             Some(Ok(event)) => event,
             Some(Err(error)) => return self.disconnected(error),
-            None => return self.disconnected(DockerError::StreamEnded),
+            None => return self.disconnected(EngineError::StreamEnded),
         };
         self.metrics.docker_event(event.action);
         debug!(
@@ -282,17 +301,26 @@ impl Follower {
             action = event.action,
             "docker event"
         );
-        if self.in_flight.contains(&event.container_id) {
-            self.stale.insert(event.container_id.clone());
-        }
+        self.generations
+            .entry(event.container_id.clone())
+            .or_default()
+            .latest += 1;
         self.retries.remove(&event.container_id);
         self.pending.insert(event.container_id, event.kind);
     }
 
-    fn on_inspected(&mut self, id: String, inspected: Inspected) {
-        self.in_flight.remove(&id);
-        if self.stale.remove(&id) {
-            return; // a newer event is pending; its inspect decides
+    fn on_inspected(&mut self, id: String, generation: u64, inspected: Inspected) {
+        self.in_flight -= 1;
+        let Some(known) = self.generations.get_mut(&id) else {
+            return; // from before a reconnect
+        };
+        known.in_flight -= 1;
+        let current = known.latest == generation;
+        if known.in_flight == 0 && !self.pending.contains_key(&id) {
+            self.generations.remove(&id);
+        }
+        if !current {
+            return; // a newer event came; its own inspect answers
         }
         if matches!(self.phase, Phase::Listing(_)) {
             // The listing may have seen an older state: look again after it.
@@ -313,32 +341,45 @@ impl Follower {
     }
 
     /// Looks at pending containers while following: a stop is reported at
-    /// once, anything else is inspected (one inspect per container at a time).
+    /// once, anything else is inspected, at most [`INSPECT_CONCURRENCY`] at a
+    /// time.
     fn start_inspections(&mut self) {
         if !matches!(self.phase, Phase::Following) {
             return;
         }
         let ids: Vec<String> = self.pending.keys().cloned().collect();
         for id in ids {
-            if self.in_flight.contains(&id) {
-                continue; // looked at again when its inspect returns
-            }
             if self.pending[&id] == EventKind::Stopped {
                 self.pending.remove(&id);
+                self.forget_unless_in_flight(&id);
                 self.send(Observation::Changed {
                     id,
                     container: None,
                 });
                 continue;
             }
-            if self.in_flight.len() >= INSPECT_CONCURRENCY {
+            if self.in_flight >= INSPECT_CONCURRENCY {
                 continue;
             }
             self.pending.remove(&id);
-            self.in_flight.insert(id.clone());
-            let docker = self.docker.clone();
-            self.inspections
-                .push(async move { (id.clone(), inspect(&docker, &id).await) }.boxed());
+            let known = self.generations.entry(id.clone()).or_default();
+            known.in_flight += 1;
+            let generation = known.latest;
+            self.in_flight += 1;
+            let engine = self.engine.clone();
+            self.inspections.push(
+                async move {
+                    let inspected = inspect(&engine, &id).await;
+                    (id, generation, inspected)
+                }
+                .boxed(),
+            );
+        }
+    }
+
+    fn forget_unless_in_flight(&mut self, id: &str) {
+        if self.generations.get(id).is_some_and(|g| g.in_flight == 0) {
+            self.generations.remove(id);
         }
     }
 
@@ -370,12 +411,12 @@ impl Follower {
 
 /// Lists the running containers and inspects them, at most
 /// [`INSPECT_CONCURRENCY`] at a time.
-async fn list(docker: Docker) -> Result<Listed, DockerError> {
-    let ids = docker.running_container_ids().await?;
-    let docker = &docker;
+async fn list<E: Engine>(engine: E) -> Result<Listed, EngineError> {
+    let ids = engine.running_container_ids().await?;
+    let engine = &engine;
     let mut results = futures_util::stream::iter(ids)
         .map(|id| async move {
-            let inspected = inspect(docker, &id).await;
+            let inspected = inspect(engine, &id).await;
             (id, inspected)
         })
         .buffer_unordered(INSPECT_CONCURRENCY);
@@ -399,25 +440,27 @@ async fn list(docker: Docker) -> Result<Listed, DockerError> {
 
 /// Inspects one container and tells whose trouble a failure is: an inspect
 /// that timed out while the engine still answers a ping is the container's.
-async fn inspect(docker: &Docker, id: &str) -> Inspected {
-    match docker.inspect(id).await {
+async fn inspect<E: Engine>(engine: &E, id: &str) -> Inspected {
+    match engine.inspect(id).await {
         Ok(container) => Inspected::Facts(container),
         Err(error) if error.is_request_specific() => Inspected::Failed(error),
-        Err(error) if error.is_timeout() && docker.ping(PING_TIMEOUT).await => {
+        Err(error) if error.is_timeout() && engine.ping(PING_TIMEOUT).await => {
             Inspected::Failed(error)
         }
         Err(error) => Inspected::EngineDown(error),
     }
 }
 
-async fn next_event(events: &mut Option<Events>) -> Option<Result<ContainerEvent, DockerError>> {
+async fn next_event(
+    events: &mut Option<EventStream>,
+) -> Option<Result<ContainerEvent, EngineError>> {
     match events {
         Some(events) => events.next().await,
         None => pending().await,
     }
 }
 
-async fn poll_listing(phase: &mut Phase) -> Result<Listed, DockerError> {
+async fn poll_listing(phase: &mut Phase) -> Result<Listed, EngineError> {
     match phase {
         Phase::Listing(listing) => listing.await,
         _ => pending().await,
@@ -429,12 +472,4 @@ async fn sleep_until_some(at: Option<Instant>) {
         Some(at) => sleep_until(at).await,
         None => pending().await,
     }
-}
-
-/// Engine timestamp (whole seconds) to replay events from.
-fn replay_from() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    now.saturating_sub(EVENT_REPLAY).as_secs().to_string()
 }

@@ -236,10 +236,7 @@ fn list_prints_every_record_of_more_than_a_message() {
                 ("127.0.0.1", "30003", "53", "udp"),
             ];
             let value = expected_value(&id, image, &bindings);
-            records.push((
-                format!("/registered/{host}/{image}/{id}"),
-                value.into_bytes(),
-            ));
+            records.push((record_key(host, image, &id), value.into_bytes()));
         }
     }
     assert!(total_bytes(&records) > OVER_A_MESSAGE);

@@ -51,7 +51,7 @@ fn row(
         "public_port": public,
         "private_port": private,
         "port_type": proto,
-        "key": format!("/registered/{host}/{image}/{id}"),
+        "key": record_key(host, image, id),
     })
 }
 
@@ -83,7 +83,7 @@ fn seed(endpoint: &str) -> Vec<Value> {
     ];
     let mut rows = Vec::new();
     for (host, image, id, bindings) in &records {
-        let key = format!("/registered/{host}/{image}/{id}");
+        let key = record_key(host, image, id);
         put(endpoint, &key, &expected_value(id, image, bindings), 0);
         for (ip, public, private, proto) in bindings {
             rows.push(row(host, image, id, ip, public, private, proto));

@@ -5,13 +5,13 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use docker_etcd_register::record::{Endpoint, RecordKey};
 use etcd_client::{Client, ConnectOptions, EventType, WatchOptions};
 use tempfile::TempDir;
 use tokio::runtime::Runtime;
@@ -116,7 +116,14 @@ pub async fn connect(endpoint: &str) -> Result<Client> {
 pub async fn time_puts(endpoint: &str, count: usize) -> Result<Vec<Duration>> {
     let mut client = connect(endpoint).await?;
     let key = "/bench-floor/put";
-    let value = r#"[{"container":"0000","image":"busybox:latest","ip":"127.0.0.1","public_port":"32768","private_port":"80","port_type":"tcp"}]"#;
+    let value = Endpoint::encode(&[Endpoint {
+        container: "0000".into(),
+        image: "busybox:latest".into(),
+        ip: "127.0.0.1".into(),
+        public_port: "32768".into(),
+        private_port: "80".into(),
+        port_type: "tcp".into(),
+    }]);
     let mut times = Vec::with_capacity(count);
     for _ in 0..count {
         let started = Instant::now();
@@ -137,6 +144,9 @@ pub struct KeySeen {
     pub deleted: Option<Seen>,
 }
 
+/// The root of the agent's keys.
+const ROOT: &str = "/registered/";
+
 /// Container id (the last key segment) → what the watch saw.
 #[derive(Clone, Default)]
 pub struct WatchLog(Arc<Mutex<HashMap<String, KeySeen>>>);
@@ -155,10 +165,7 @@ impl WatchLog {
     }
 
     fn record(&self, event_type: EventType, key: &str, seen: Seen) {
-        let id = Path::new(key)
-            .file_name()
-            .and_then(|s| s.to_str())
-            .unwrap_or(key);
+        let id = RecordKey::parse(ROOT, key).map_or(key, |k| k.container);
         let mut log = self.0.lock().unwrap();
         let entry = log.entry(id.to_string()).or_default();
         match event_type {

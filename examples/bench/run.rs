@@ -11,6 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use docker_etcd_register::record::HostPrefix;
 use tokio::runtime::Runtime;
 
 use crate::agent_env::AGENT_ENV;
@@ -139,7 +140,9 @@ impl<'a> Run<'a> {
 
     /// Spawns the agent and measures its start-up over `existing`.
     fn start_agent(&mut self, existing: &[String]) -> Result<(AgentProcess, WatchLog)> {
-        let prefix = format!("/registered/{}/", self.host_ip);
+        let prefix = HostPrefix::new("/registered", self.host_ip.parse()?)
+            .as_str()
+            .to_owned();
         let watch = self
             .rt
             .block_on(etcd::watch_prefix(self.etcd.endpoint(), &prefix))?;

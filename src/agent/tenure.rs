@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use crate::etcd::{Campaign, Holder, HostLockKey, KeptAlive};
 use crate::plan::LeaseId;
+use crate::store::{Campaign, Holder, KeptAlive, LockKey};
 
 /// The TTL of a lease that carries only the host lock (`--ttl 0`): how long
 /// a standby waits for a holder that died.
@@ -60,7 +60,7 @@ pub enum HostLock {
     /// Campaigning on our lease: waiting for the holder, if any, to go.
     Waiting(Campaign),
     /// Ours: our key rides on our lease.
-    Held(HostLockKey),
+    Held(LockKey),
     /// etcd's auth refuses us the lock (a role set up before the lock
     /// existed): write without it, as agents did before, until the next
     /// resync tries again.

@@ -8,53 +8,14 @@ use std::time::Duration;
 
 use etcd_client::{LeaseKeepAliveStream, LeaseKeeper};
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio::time::{interval, MissedTickBehavior};
 
-use super::{Etcd, EtcdError};
+use super::{Etcd, KeptAlive, LeaseEnd, StoreError};
 use crate::plan::LeaseId;
-
-/// Why a lease's keep-alive ended.
-#[derive(Debug)]
-pub enum LeaseEnd {
-    /// etcd says the lease is gone (expired or revoked): so are its keys.
-    Expired,
-    /// The keep-alive stream broke; the lease itself may well be alive.
-    Broken(EtcdError),
-}
-
-/// A lease whose keep-alive task is running.
-pub struct KeptAlive {
-    /// The lease kept alive.
-    id: LeaseId,
-    /// Reports once, when the keep-alive ends.
-    ended: oneshot::Receiver<LeaseEnd>,
-    /// The keep-alive task; aborted when this is dropped.
-    task: JoinHandle<()>,
-}
-
-impl KeptAlive {
-    pub fn id(&self) -> LeaseId {
-        self.id
-    }
-
-    /// Completes when the keep-alive ends, saying why.
-    pub async fn ended(&mut self) -> LeaseEnd {
-        (&mut self.ended)
-            .await
-            .unwrap_or(LeaseEnd::Broken(EtcdError::StreamEnded("lease keep-alive")))
-    }
-}
-
-impl Drop for KeptAlive {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 impl Etcd {
     /// A new lease of `ttl`.
-    pub async fn grant_lease(&mut self, ttl: Duration) -> Result<LeaseId, EtcdError> {
+    pub async fn grant_lease(&mut self, ttl: Duration) -> Result<LeaseId, StoreError> {
         let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
         Ok(self.client().await?.lease_grant(ttl, None).await?.id())
     }
@@ -65,30 +26,26 @@ impl Etcd {
         &mut self,
         lease: LeaseId,
         period: Duration,
-    ) -> Result<KeptAlive, EtcdError> {
+    ) -> Result<KeptAlive, StoreError> {
         let (keeper, responses) = self.client().await?.lease_keep_alive(lease).await?;
         let (report, ended) = oneshot::channel();
         let task = tokio::spawn(async move {
             let end = keep_alive(keeper, responses, period).await;
             let _ = report.send(end);
         });
-        Ok(KeptAlive {
-            id: lease,
-            ended,
-            task,
-        })
+        Ok(KeptAlive::new(lease, ended, task))
     }
 
     /// Revokes `lease`: etcd deletes every key on it at once.
-    pub async fn revoke_lease(&mut self, lease: LeaseId) -> Result<(), EtcdError> {
+    pub async fn revoke_lease(&mut self, lease: LeaseId) -> Result<(), StoreError> {
         match self
             .client()
             .await?
             .lease_revoke(lease)
             .await
-            .map_err(EtcdError::from)
+            .map_err(StoreError::from)
         {
-            Ok(_) | Err(EtcdError::LeaseNotFound) => Ok(()),
+            Ok(_) | Err(StoreError::LeaseNotFound) => Ok(()),
             Err(error) => Err(error),
         }
     }
@@ -105,6 +62,7 @@ async fn keep_alive(
     ticks.tick().await; // opening the stream sent the first keep-alive
     loop {
         tokio::select! {
+            biased;
             _ = ticks.tick() => {
                 if let Err(error) = keeper.keep_alive().await {
                     return LeaseEnd::Broken(error.into());
@@ -113,9 +71,9 @@ async fn keep_alive(
             answer = responses.message() => match answer {
                 Ok(Some(answer)) if answer.ttl() > 0 => {}
                 Ok(Some(_)) => return LeaseEnd::Expired,
-                Ok(None) => return LeaseEnd::Broken(EtcdError::StreamEnded("lease keep-alive")),
-                Err(error) => match EtcdError::from(error) {
-                    EtcdError::LeaseNotFound => return LeaseEnd::Expired,
+                Ok(None) => return LeaseEnd::Broken(StoreError::StreamEnded("lease keep-alive")),
+                Err(error) => match StoreError::from(error) {
+                    StoreError::LeaseNotFound => return LeaseEnd::Expired,
                     error => return LeaseEnd::Broken(error),
                 },
             },

@@ -8,40 +8,14 @@
 //! that dies loses its key with its lease.
 
 use etcd_client::{GetOptions, LeaderKey, ResignOptions, SortOrder, SortTarget};
-use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use tonic::Code;
 
-use super::{Etcd, EtcdError};
+use super::{Campaign, Etcd, Holder, LockKey, StoreError};
 use crate::plan::LeaseId;
 
 /// Where the lock names of every host live.
 const LOCK_ROOT: &str = "/docker-etcd-register/agents";
-
-/// The key that holds this host's lock for us.
-#[derive(Debug, Clone)]
-pub struct HostLockKey(LeaderKey);
-
-impl HostLockKey {
-    pub fn lease(&self) -> LeaseId {
-        self.0.lease()
-    }
-}
-
-/// A campaign in flight: completes with our key once we hold the lock, or
-/// with `None` when the request ran out of time first (campaign again).
-pub type Campaign = BoxFuture<'static, Result<Option<HostLockKey>, EtcdError>>;
-
-/// The agent holding (or first in line for) a host's lock, as it announced
-/// itself in its candidate key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holder {
-    /// The candidate key: tells one holder from the next.
-    pub key: String,
-    pub lease: LeaseId,
-    pub hostname: String,
-    pub pid: u32,
-}
 
 /// What a candidate announces of itself.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -58,7 +32,7 @@ impl Etcd {
     }
 
     /// Starts campaigning for our host's lock on `lease`.
-    pub async fn campaign(&mut self, lease: LeaseId) -> Result<Campaign, EtcdError> {
+    pub async fn campaign(&mut self, lease: LeaseId) -> Result<Campaign, StoreError> {
         let mut election = self.client().await?.election_client();
         let name = self.lock_name();
         let candidate = Candidate {
@@ -68,7 +42,12 @@ impl Etcd {
         let value = serde_json::to_vec(&candidate).unwrap_or_default();
         Ok(async move {
             match election.campaign(name, value, lease).await {
-                Ok(mut response) => Ok(response.take_leader().map(HostLockKey)),
+                Ok(mut response) => Ok(response.take_leader().map(|leader| LockKey {
+                    name: leader.name().to_vec(),
+                    key: leader.key().to_vec(),
+                    revision: leader.rev(),
+                    lease: leader.lease(),
+                })),
                 // The client's request timeout ends a long wait: the holder
                 // is still there. etcd withdrew our candidacy; campaign again.
                 Err(etcd_client::Error::GRpcStatus(status))
@@ -83,7 +62,7 @@ impl Etcd {
     }
 
     /// Who holds our host's lock (the oldest candidate), if anyone.
-    pub async fn lock_holder(&mut self) -> Result<Option<Holder>, EtcdError> {
+    pub async fn lock_holder(&mut self) -> Result<Option<Holder>, StoreError> {
         let candidates = format!("{}/", self.lock_name());
         let options = GetOptions::new()
             .with_prefix()
@@ -104,8 +83,13 @@ impl Etcd {
     }
 
     /// Gives the lock up: the next candidate holds it at once.
-    pub async fn resign(&mut self, key: HostLockKey) -> Result<(), EtcdError> {
-        let options = ResignOptions::new().with_leader(key.0);
+    pub async fn resign(&mut self, key: LockKey) -> Result<(), StoreError> {
+        let leader = LeaderKey::new()
+            .with_name(key.name)
+            .with_key(key.key)
+            .with_rev(key.revision)
+            .with_lease(key.lease);
+        let options = ResignOptions::new().with_leader(leader);
         self.client()
             .await?
             .election_client()

@@ -7,7 +7,7 @@ use tonic::Code;
 use tracing::debug;
 
 use super::paging::{self, PageSize};
-use super::{Connection, EtcdError};
+use super::{Change, Connection, StoreError};
 use crate::config::EtcdSecurity;
 use crate::plan::LeaseId;
 
@@ -40,7 +40,7 @@ impl Connection {
         prefix: &str,
         start: impl Fn() -> T,
         mut fold: impl FnMut(&mut T, Entry<'_>),
-    ) -> Result<PrefixRead<T>, EtcdError> {
+    ) -> Result<PrefixRead<T>, StoreError> {
         let end = paging::prefix_end(prefix.as_bytes());
         let mut attempt = 1;
         'read: loop {
@@ -110,7 +110,7 @@ impl Connection {
         &mut self,
         prefix: &str,
         revision: i64,
-    ) -> Result<PrefixWatch, EtcdError> {
+    ) -> Result<PrefixWatch, StoreError> {
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(revision)
@@ -195,23 +195,14 @@ impl RecordsReader {
         prefix: &str,
         start: impl Fn() -> T,
         fold: impl FnMut(&mut T, Entry<'_>),
-    ) -> Result<PrefixRead<T>, EtcdError> {
+    ) -> Result<PrefixRead<T>, StoreError> {
         self.connection.read_prefix(prefix, start, fold).await
     }
 
     /// Watches `prefix` from `revision` on.
-    pub async fn watch(&mut self, prefix: &str, revision: i64) -> Result<PrefixWatch, EtcdError> {
+    pub async fn watch(&mut self, prefix: &str, revision: i64) -> Result<PrefixWatch, StoreError> {
         self.connection.watch_prefix(prefix, revision).await
     }
-}
-
-/// A change under our prefix, as the watch reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    pub key: String,
-    /// The revision of the write that made the change.
-    pub revision: i64,
-    pub deleted: bool,
 }
 
 /// The watch on our host prefix.
@@ -222,13 +213,13 @@ pub struct PrefixWatch {
 impl PrefixWatch {
     /// The next changes; an error when the watch is broken or was cancelled
     /// (e.g. compacted), after which it must be re-created from a fresh read.
-    pub async fn next_changes(&mut self) -> Result<Vec<Change>, EtcdError> {
+    pub async fn next_changes(&mut self) -> Result<Vec<Change>, StoreError> {
         loop {
             let Some(response) = self.stream.message().await? else {
-                return Err(EtcdError::StreamEnded("watch"));
+                return Err(StoreError::StreamEnded("watch"));
             };
             if response.canceled() {
-                return Err(EtcdError::StreamEnded("watch"));
+                return Err(StoreError::StreamEnded("watch"));
             }
             let changes: Vec<Change> = response
                 .events()

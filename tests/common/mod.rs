@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use docker_etcd_register::record::{Endpoint, RecordKey};
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
 
 pub const ETCD_BIN: &str = "/usr/bin/etcd";
@@ -85,24 +86,33 @@ pub fn free_port() -> u16 {
 }
 
 /// The exact value the agent must write: a compact JSON array with one object
-/// per binding `(ip, public_port, private_port, port_type)`, in the given order.
+/// per binding `(ip, public_port, private_port, port_type)`, in the given
+/// order, in the record format the agent itself defines (`record::Endpoint`,
+/// whose exact bytes its unit tests pin down).
 pub fn expected_value(id: &str, image: &str, bindings: &[(&str, &str, &str, &str)]) -> String {
-    let s = |v: &str| serde_json::to_string(v).unwrap();
-    let objects: Vec<String> = bindings
+    let endpoints: Vec<Endpoint> = bindings
         .iter()
-        .map(|(ip, public, private, proto)| {
-            format!(
-                "{{\"container\":{},\"image\":{},\"ip\":{},\"public_port\":{},\"private_port\":{},\"port_type\":{}}}",
-                s(id),
-                s(image),
-                s(ip),
-                s(public),
-                s(private),
-                s(proto)
-            )
+        .map(|(ip, public, private, proto)| Endpoint {
+            container: (*id).into(),
+            image: image.into(),
+            ip: (*ip).into(),
+            public_port: (*public).into(),
+            private_port: (*private).into(),
+            port_type: (*proto).into(),
         })
         .collect();
-    format!("[{}]", objects.join(","))
+    Endpoint::encode(&endpoints)
+}
+
+/// The key of a record under the default root `/registered/`.
+pub fn record_key(host_ip: &str, image: &str, id: &str) -> String {
+    RecordKey {
+        root: "/registered/",
+        host: host_ip,
+        image,
+        container: id,
+    }
+    .to_string()
 }
 
 // --------------------------------------------------------------------- etcd
@@ -1202,7 +1212,7 @@ pub fn expected_records(host_ip: &str, label: &str) -> BTreeMap<String, String> 
             .map(|(a, b, c, d)| (a.as_str(), b.as_str(), c.as_str(), d.as_str()))
             .collect();
         expected.insert(
-            format!("/registered/{host_ip}/{image}/{id}"),
+            record_key(host_ip, image, id),
             expected_value(id, image, &bindings),
         );
     }
@@ -1423,7 +1433,7 @@ impl TestEnv {
 
     /// `/registered/<host ip>/<image>/<id>`
     pub fn key(&self, image: &str, id: &str) -> String {
-        format!("{}{image}/{id}", self.host_prefix())
+        record_key(&self.host_ip, image, id)
     }
 
     /// Host IP, endpoint and required test label as flags.

@@ -1,0 +1,102 @@
+//! The engine seam: what the agent needs of a container engine, in our own
+//! types. The Docker adapter (`docker.rs`) implements it against a real
+//! engine's API; the watcher (`watcher.rs`) depends on it and on nothing
+//! else of the engine.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::Stream;
+use tokio::sync::watch;
+
+use crate::container::Container;
+
+/// Why a request to the engine failed, classified by what it means for the
+/// agent: the engine's trouble, or one request's.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The engine cannot be reached or failed as a whole: reconnect and list
+    /// again.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The request ran out of time: the engine may be hung, or only this
+    /// request (a ping tells).
+    #[error("{0}")]
+    TimedOut(String),
+    /// The engine answered, but this one request failed (a broken container,
+    /// an answer that cannot be decoded): other requests still work.
+    #[error("{0}")]
+    RequestFailed(String),
+    /// The event stream ended.
+    #[error("the engine ended the event stream")]
+    StreamEnded,
+    /// No connection yet.
+    #[error("not connected to the engine")]
+    NotConnected,
+}
+
+impl EngineError {
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, EngineError::TimedOut(_))
+    }
+
+    pub fn is_request_specific(&self) -> bool {
+        matches!(self, EngineError::RequestFailed(_))
+    }
+}
+
+/// What a container event means for its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// The container (re)started, was paused or unpaused, joined or left a
+    /// network, or its health changed: inspect it, and its inspect decides
+    /// whether it has a record (a paused one, or one left without
+    /// published ports, has none).
+    Started,
+    /// It stopped or is gone: its record goes.
+    Stopped,
+}
+
+/// One event of the engine about one container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    pub container_id: String,
+    pub kind: EventKind,
+    /// The engine's action: `start`, `die`, `destroy`, `pause`, `unpause`,
+    /// `health_status`, or a network's `connect` / `disconnect`.
+    pub action: &'static str,
+}
+
+/// The engine's events, in its order.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<ContainerEvent, EngineError>> + Send>>;
+
+/// A container engine, as the watcher uses it. Cloning shares the
+/// connection: the watcher hands clones to its inspects in flight.
+pub trait Engine: Clone + Send + Sync + 'static {
+    /// (Re)connects and agrees on the API with the engine.
+    fn connect(&mut self) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Changes each time the engine accepts an event subscription: from
+    /// then on, whatever happens reaches the subscription's stream.
+    fn subscriptions_accepted(&self) -> watch::Receiver<u64>;
+
+    /// Subscribes to container events, replaying what the engine logged in
+    /// the last `replay` (`health`: health status changes too). The request
+    /// is sent when the stream is first polled.
+    fn events(&self, replay: Duration, health: bool) -> Result<EventStream, EngineError>;
+
+    /// The ids of the containers running now.
+    fn running_container_ids(
+        &self,
+    ) -> impl Future<Output = Result<Vec<String>, EngineError>> + Send;
+
+    /// A container's facts, or `None` when it does not exist (any more).
+    fn inspect(
+        &self,
+        container_id: &str,
+    ) -> impl Future<Output = Result<Option<Container>, EngineError>> + Send;
+
+    /// Whether the engine answers at all within `timeout`.
+    fn ping(&self, timeout: Duration) -> impl Future<Output = bool> + Send;
+}
