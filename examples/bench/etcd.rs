@@ -127,7 +127,7 @@ pub async fn time_puts(endpoint: &str, count: usize) -> Result<Vec<Duration>> {
     let mut times = Vec::with_capacity(count);
     for _ in 0..count {
         let started = Instant::now();
-        client.put(key, value, None).await?;
+        client.put(key, value.as_str(), None).await?;
         times.push(started.elapsed());
     }
     client.delete(key, None).await?;
