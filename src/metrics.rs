@@ -1,10 +1,11 @@
 //! Prometheus metrics and the health endpoint (`--metrics-addr`).
 //!
-//! The agent loop updates the metrics (all atomics, no locks on its path);
-//! a small HTTP server task renders them on `/metrics` and answers `/healthz`.
+//! The agent loop updates the metrics (all atomics, no locks on its path)
+//! and publishes its [`Status`]; a small HTTP server task renders the metrics
+//! on `/metrics` and answers `/healthz` from the status.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::container::Withheld;
@@ -59,10 +61,27 @@ pub struct Metrics {
     /// 1 while this agent holds its host's lock (and so writes its records).
     host_lock_held: Gauge,
     last_reconcile: Mutex<Option<Instant>>,
-    last_reconcile_ok: AtomicBool,
-    /// Another agent holds this host: this one stands by and is not healthy
-    /// (it keeps nothing in etcd), whatever its connections.
-    standby: AtomicBool,
+}
+
+/// What `/healthz` answers: the agent loop's own view of itself, which it
+/// publishes after every turn (a `watch` channel to the server task).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Status {
+    /// The engine answers.
+    pub docker_connected: bool,
+    /// etcd answers.
+    pub etcd_connected: bool,
+    /// The last full reconcile succeeded.
+    pub reconciled: bool,
+    /// Another agent holds this host: this one keeps nothing in etcd.
+    pub standby: bool,
+}
+
+impl Status {
+    /// Docker and etcd reachable, the last reconcile good, not standing by.
+    pub fn healthy(&self) -> bool {
+        !self.standby && self.reconciled && self.docker_connected && self.etcd_connected
+    }
 }
 
 impl Metrics {
@@ -150,7 +169,6 @@ impl Metrics {
         );
         Arc::new(Self {
             host_lock_held,
-            standby: AtomicBool::new(false),
             registry,
             records,
             withheld,
@@ -163,7 +181,6 @@ impl Metrics {
             seconds_since_reconcile,
             connected,
             last_reconcile: Mutex::new(None),
-            last_reconcile_ok: AtomicBool::new(false),
         })
     }
 
@@ -205,14 +222,9 @@ impl Metrics {
             .set(i64::from(connected));
     }
 
-    /// Whether this agent holds its host's lock, or stands by for another.
-    pub fn set_host_lock(&self, held: bool, standby: bool) {
+    /// Whether this agent holds its host's lock.
+    pub fn set_host_lock_held(&self, held: bool) {
         self.host_lock_held.set(i64::from(held));
-        self.standby.store(standby, Ordering::Relaxed);
-    }
-
-    pub fn is_standby(&self) -> bool {
-        self.standby.load(Ordering::Relaxed)
     }
 
     pub fn reconciled(&self, took: Duration) {
@@ -221,26 +233,10 @@ impl Metrics {
         if let Ok(mut last) = self.last_reconcile.lock() {
             *last = Some(Instant::now());
         }
-        self.last_reconcile_ok.store(true, Ordering::Relaxed);
     }
 
     pub fn reconcile_failed(&self) {
         self.reconcile_failures.inc();
-        self.last_reconcile_ok.store(false, Ordering::Relaxed);
-    }
-
-    /// Docker and etcd reachable and the last reconcile succeeded.
-    pub fn healthy(&self) -> bool {
-        let connected = |dependency| {
-            self.connected
-                .get_or_create(&DependencyLabel { dependency })
-                .get()
-                == 1
-        };
-        !self.is_standby()
-            && self.last_reconcile_ok.load(Ordering::Relaxed)
-            && connected("docker")
-            && connected("etcd")
     }
 
     /// The Prometheus text exposition of every metric.
@@ -261,7 +257,7 @@ impl Metrics {
 }
 
 /// Serves `/metrics` and `/healthz` until the runtime ends.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, status: watch::Receiver<Status>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -272,9 +268,10 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
             }
         };
         let metrics = Arc::clone(&metrics);
+        let status = status.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let response = respond(&request, &metrics);
+                let response = respond(&request, &metrics, *status.borrow());
                 async move { Ok::<_, Infallible>(response) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
@@ -286,17 +283,21 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
     }
 }
 
-fn respond(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
+fn respond(
+    request: &Request<Incoming>,
+    metrics: &Metrics,
+    status: Status,
+) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (request.method(), request.uri().path()) {
         (&Method::GET, "/metrics") => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             metrics.render(),
         ),
-        (&Method::GET, "/healthz") if metrics.healthy() => {
+        (&Method::GET, "/healthz") if status.healthy() => {
             (StatusCode::OK, "text/plain", "ok\n".to_owned())
         }
-        (&Method::GET, "/healthz") if metrics.is_standby() => (
+        (&Method::GET, "/healthz") if status.standby => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
             "standby: another agent holds this host\n".to_owned(),
@@ -351,18 +352,34 @@ mod tests {
     }
 
     #[test]
-    fn healthy_needs_both_dependencies_and_a_good_reconcile() {
-        let metrics = Metrics::new();
-        assert!(!metrics.healthy());
-        metrics.set_connected("docker", true);
-        metrics.set_connected("etcd", true);
-        assert!(!metrics.healthy());
-        metrics.reconciled(Duration::ZERO);
-        assert!(metrics.healthy());
-        metrics.set_connected("etcd", false);
-        assert!(!metrics.healthy());
-        metrics.set_connected("etcd", true);
-        metrics.reconcile_failed();
-        assert!(!metrics.healthy());
+    fn healthy_needs_both_dependencies_a_good_reconcile_and_the_host() {
+        let good = Status {
+            docker_connected: true,
+            etcd_connected: true,
+            reconciled: true,
+            standby: false,
+        };
+        assert!(good.healthy());
+        assert!(!Status::default().healthy());
+        for bad in [
+            Status {
+                docker_connected: false,
+                ..good
+            },
+            Status {
+                etcd_connected: false,
+                ..good
+            },
+            Status {
+                reconciled: false,
+                ..good
+            },
+            Status {
+                standby: true,
+                ..good
+            },
+        ] {
+            assert!(!bad.healthy(), "{bad:?}");
+        }
     }
 }

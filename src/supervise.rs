@@ -86,6 +86,10 @@ pub struct Health {
     pub last_error: Option<String>,
     /// When the current run of failures began, to say how long it lasted.
     down_since: Option<Instant>,
+    /// Reachable: answered last time, or failed fewer than
+    /// [`Health::OUTAGE`] times in a row since. `false` until it first
+    /// answers.
+    up: bool,
     /// Where `connected{dependency}` is reported.
     metrics: Arc<Metrics>,
 }
@@ -100,8 +104,13 @@ impl Health {
             failures: 0,
             last_error: None,
             down_since: None,
+            up: false,
             metrics,
         }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up
     }
 
     pub fn failed(&mut self, error: &dyn std::fmt::Display) {
@@ -109,6 +118,7 @@ impl Health {
         self.last_error = Some(error.to_string());
         let since = *self.down_since.get_or_insert_with(Instant::now);
         if self.failures == Self::OUTAGE {
+            self.up = false;
             self.metrics.set_connected(self.dependency, false);
             warn!(
                 dependency = self.dependency,
@@ -122,6 +132,7 @@ impl Health {
     }
 
     pub fn recovered(&mut self) {
+        self.up = true;
         self.metrics.set_connected(self.dependency, true);
         let failures = std::mem::take(&mut self.failures);
         self.last_error = None;

@@ -8,8 +8,11 @@
 
 use std::time::Duration;
 
+use tracing::{debug, info, warn};
+
+use super::Agent;
 use crate::plan::LeaseId;
-use crate::store::{Campaign, Holder, KeptAlive, LockKey};
+use crate::store::{Campaign, Holder, KeptAlive, LockKey, Store, StoreError};
 
 /// The TTL of a lease that carries only the host lock (`--ttl 0`): how long
 /// a standby waits for a holder that died.
@@ -82,4 +85,165 @@ impl HostLock {
 pub struct Announced {
     /// The holder we last reported standing by for.
     pub holder: Option<Holder>,
+}
+
+impl<S: Store> Agent<S> {
+    /// Re-opens the keep-alive of a lease that may have survived a broken
+    /// stream (its records stay as they are), or grants a new one (and every
+    /// record moves onto it in place, once the lock is ours again).
+    pub(super) async fn resume_or_grant_lease(&mut self) -> Result<(), StoreError> {
+        let keep_alive_period = (self.lease_ttl / 3).max(Duration::from_millis(500));
+        if let Lease::Broken(id) = self.lease {
+            match self.store.keep_alive(id, keep_alive_period).await {
+                Ok(kept) => {
+                    self.lease = Lease::Held(kept);
+                    debug!(lease = id, "lease keep-alive resumed");
+                    return Ok(());
+                }
+                Err(StoreError::LeaseNotFound) => self.lease_lost("etcd does not know the lease"),
+                Err(error) => return Err(error),
+            }
+        }
+        let id = self.store.grant_lease(self.lease_ttl).await?;
+        self.lease = Lease::Held(self.store.keep_alive(id, keep_alive_period).await?);
+        info!(
+            lease = id,
+            ttl_secs = self.lease_ttl.as_secs(),
+            "lease granted"
+        );
+        self.etcd_in_sync = false;
+        Ok(())
+    }
+
+    /// Before campaigning: if another agent holds the host, say so once.
+    pub(super) async fn announce_holder(&mut self, our_lease: LeaseId) -> Result<(), StoreError> {
+        let holder = self
+            .store
+            .lock_holder()
+            .await?
+            .filter(|h| h.lease != our_lease);
+        if let Some(holder) = &holder {
+            if self.announced.holder.as_ref() != Some(holder) {
+                warn!(
+                    holder_hostname = holder.hostname,
+                    holder_pid = holder.pid,
+                    holder_lease = holder.lease,
+                    lock = self.store.lock_name(),
+                    "another agent holds this host; standing by until it goes"
+                );
+            }
+        }
+        self.announced.holder = holder;
+        self.metrics.set_host_lock_held(false);
+        Ok(())
+    }
+
+    /// A campaign ended: the lock is ours, or we campaign again.
+    pub(super) fn campaigned(&mut self, result: Result<Option<LockKey>, StoreError>) {
+        match result {
+            Ok(Some(key)) => {
+                info!(
+                    lease = key.lease,
+                    lock = self.store.lock_name(),
+                    "holding this host"
+                );
+                self.lock = HostLock::Held(key);
+                self.announced.holder = None;
+                self.metrics.set_host_lock_held(true);
+                // Whatever the previous holder left is re-read and moved
+                // onto our lease in place.
+                self.etcd_in_sync = false;
+            }
+            Ok(None) => self.lock = HostLock::Free,
+            Err(error) if error.is_permission_denied() => self.lock_refused(&error),
+            Err(error) => {
+                self.lock = HostLock::Free;
+                self.etcd_failed(error);
+                self.retry.schedule();
+            }
+        }
+    }
+
+    /// etcd refuses us the lock: an upgrade must not stop registration, so
+    /// write without it, and say what to grant.
+    pub(super) fn lock_refused(&mut self, error: &StoreError) {
+        warn!(
+            lock = self.store.lock_name(),
+            error = %error,
+            "etcd refuses this agent the host lock; writing without it (grant the role readwrite on the lock's prefix, see the README)"
+        );
+        self.lock = HostLock::Refused;
+        self.metrics.set_host_lock_held(false);
+        self.etcd_in_sync = false;
+    }
+
+    /// At exit: a holder hands the host over (resigns, so that a standby
+    /// takes over at once and moves the records onto its lease without a
+    /// delete), or with `--deregister-on-exit` removes its records; a
+    /// standby withdraws its candidacy.
+    pub(super) async fn hand_over(&mut self) {
+        let lease = self.lease.last_known_id();
+        match std::mem::replace(&mut self.lock, HostLock::Free) {
+            HostLock::Held(_) | HostLock::Refused if self.config.deregister_on_exit => {
+                match self.store.deregister(lease).await {
+                    Ok(()) => info!(prefix = self.config.host.as_str(), "deregistered this host"),
+                    Err(error) => {
+                        warn!(error = %error, "could not deregister; records expire with the lease")
+                    }
+                }
+            }
+            HostLock::Held(key) => {
+                if let Err(error) = self.store.resign(key).await {
+                    warn!(error = %error, "could not hand over; a standby takes over when the lease expires");
+                }
+            }
+            // Records ride on the lease; they stay until it expires.
+            HostLock::Refused | HostLock::NotWanted => {}
+            HostLock::Free | HostLock::Waiting(_) => {
+                // This lease never held the lock, so it carries no record,
+                // only our candidacy.
+                if let Some(lease) = lease {
+                    if let Err(error) = self.store.revoke_lease(lease).await {
+                        debug!(error = %error, "could not revoke the standby's lease");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The lease is gone and the lock and records on it with it: a new lease
+    /// must win the lock and carry every record again.
+    pub(super) fn lease_lost(&mut self, reason: &str) {
+        if matches!(self.lease, Lease::NotWanted) {
+            return;
+        }
+        if let Some(lease) = self.lease.last_known_id() {
+            warn!(
+                lease,
+                reason, "etcd lease lost; taking the host again on a new one"
+            );
+        }
+        self.lease = Lease::Missing;
+        self.lock = HostLock::Free;
+        self.metrics.set_host_lock_held(false);
+        self.etcd_in_sync = false;
+    }
+
+    /// Which lease a record must ride on to count as right: ours, or, when
+    /// this run holds none (`--once`, `--dry-run`), any.
+    pub(super) fn lease_policy(&self) -> Option<LeaseId> {
+        match self.lease {
+            Lease::NotWanted => None,
+            _ => Some(self.records_lease()),
+        }
+    }
+
+    /// The lease our records ride on: ours with `--ttl` > 0, else none (`0`).
+    pub(super) fn records_lease(&self) -> LeaseId {
+        if self.config.lease_ttl.is_some() {
+            self.lease.held_id().unwrap_or(0)
+        } else {
+            0
+        }
+    }
 }

@@ -1,0 +1,248 @@
+//! Keeping our prefix in etcd equal to the desired records: the repair
+//! after any trouble, the writes, the watch on foreign changes, `--once`.
+
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use super::tenure::HostLock;
+use super::Agent;
+use crate::plan::{self, Operation};
+use crate::record::container_id_of;
+use crate::store::{Change, Store, StoreError};
+use crate::watcher::Observation;
+
+impl<S: Store> Agent<S> {
+    /// Brings etcd back in line: the lease, the lock, then our prefix. On
+    /// failure, schedules the next attempt.
+    pub(super) async fn repair(&mut self) {
+        let started = Instant::now();
+        match self.repair_etcd().await {
+            Ok(()) => self.etcd_health.recovered(),
+            Err(error) => {
+                self.etcd_failed(error);
+                self.metrics.reconcile_failed();
+                self.reconciled = false;
+                self.retry.schedule();
+                return;
+            }
+        }
+        self.retry.reset();
+        if self.may_write() && self.etcd_in_sync {
+            self.metrics.reconciled(started.elapsed());
+            self.reconciled = true;
+            if !self.ready {
+                self.ready = true;
+                info!(records = self.desired.len(), "agent ready");
+            }
+        }
+    }
+
+    pub(super) async fn repair_etcd(&mut self) -> Result<(), StoreError> {
+        if self.lease.needs_work() {
+            self.resume_or_grant_lease().await?;
+        }
+        if let (HostLock::Free, Some(lease)) = (&self.lock, self.lease.held_id()) {
+            match self.announce_holder(lease).await {
+                Ok(()) => self.lock = HostLock::Waiting(self.store.campaign(lease).await?),
+                Err(error) if error.is_permission_denied() => self.lock_refused(&error),
+                Err(error) => return Err(error),
+            }
+        }
+        if self.may_write() && (!self.etcd_in_sync || self.watch.is_none()) {
+            self.sync_etcd().await?;
+        }
+        Ok(())
+    }
+
+    /// Makes our prefix equal to the desired records, from a fresh read.
+    pub(super) async fn sync_etcd(&mut self) -> Result<(), StoreError> {
+        let snapshot = self.store.observe().await?;
+        if self.watch.is_none() {
+            self.watch = Some(self.store.watch(snapshot.revision + 1).await?);
+            self.own_revisions.clear();
+        }
+        self.observed = snapshot.records;
+        self.read_revision = snapshot.revision;
+        self.metrics.set_records(self.observed.len());
+        let desired = self.desired_by_key();
+        let operations = plan::plan(&desired, &self.observed, self.lease_policy());
+        self.apply(&operations).await?;
+        self.etcd_in_sync = true;
+        Ok(())
+    }
+
+    /// Watch events: our own writes are expected; anything else under our
+    /// prefix (a foreign delete or overwrite, an expired lease) means etcd
+    /// no longer holds what we believe, so reconcile, at once unless someone
+    /// keeps changing it.
+    pub(super) fn notice_changes(&mut self, changes: &[Change]) {
+        // A change the last read already saw (the watch lags behind it, say
+        // after a burst delivered in fragments) needs no repair.
+        let foreign: Vec<&Change> = changes
+            .iter()
+            .filter(|change| change.revision > self.read_revision)
+            .filter(|change| !self.own_revisions.contains(&change.revision))
+            .collect();
+        // The watch reports revisions in order: older ones of ours are past.
+        if let Some(latest) = changes.iter().map(|c| c.revision).max() {
+            self.own_revisions = self.own_revisions.split_off(&latest);
+        }
+        let Some(last) = foreign.last() else {
+            return;
+        };
+        for change in &foreign {
+            debug!(
+                key = change.key,
+                revision = change.revision,
+                deleted = change.deleted,
+                "foreign change"
+            );
+        }
+        let already_due = !self.etcd_in_sync || self.retry.is_scheduled();
+        self.etcd_in_sync = false;
+        if already_due {
+            return; // a repair is already on its way; it covers this too
+        }
+        let delay = self.repairs.next_repair(Instant::now());
+        if delay.is_zero() {
+            info!(
+                key = last.key,
+                revision = last.revision,
+                deleted = last.deleted,
+                "record changed by someone else; reconciling"
+            );
+        } else {
+            warn!(
+                key = last.key,
+                delay_ms = delay.as_millis() as u64,
+                "a record here keeps being changed by someone else; repairing with backoff"
+            );
+            self.retry.defer_until(Instant::now() + delay);
+        }
+    }
+
+    /// `--once`: one listing, one reconcile, then check that etcd holds
+    /// exactly the desired records. Changes nothing while another agent
+    /// holds the host.
+    pub(super) async fn reconcile_once(&mut self) -> bool {
+        loop {
+            match self.watcher.next().await {
+                Observation::EngineDown(error) => {
+                    error!(dependency = "docker", error = %error, "reconcile failed");
+                    return false;
+                }
+                observation @ Observation::Listed { .. } => {
+                    self.observe_engine(vec![observation]).await;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        // A dry run changes nothing, so it may check beside a daemon agent.
+        let holder = if self.config.dry_run {
+            Ok(None)
+        } else {
+            self.store.lock_holder().await
+        };
+        match holder {
+            Ok(Some(holder)) => {
+                error!(
+                    holder_hostname = holder.hostname,
+                    holder_pid = holder.pid,
+                    holder_lease = holder.lease,
+                    "another agent holds this host; --once changes nothing"
+                );
+                return false;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                error!(dependency = "etcd", error = %error, "reconcile failed");
+                return false;
+            }
+        }
+        if let Err(error) = self.sync_etcd().await {
+            error!(dependency = "etcd", error = %error, "reconcile failed");
+            return false;
+        }
+        let desired = self.desired_by_key();
+        match self.store.observe().await {
+            Ok(snapshot) => {
+                let remaining = plan::plan(&desired, &snapshot.records, None);
+                for operation in &remaining {
+                    warn!(key = operation.key(), "not exact");
+                }
+                remaining.is_empty()
+            }
+            Err(error) => {
+                warn!(error = %error, "cannot verify the reconcile");
+                false
+            }
+        }
+    }
+
+    pub(super) async fn apply(&mut self, operations: &[Operation]) -> Result<(), StoreError> {
+        if operations.is_empty() {
+            return Ok(());
+        }
+        let lease = self.records_lease();
+        if self.config.dry_run {
+            for operation in operations {
+                log_operation(operation, true);
+            }
+            // As if applied, so that each change is reported once.
+            plan::record_applied(&mut self.observed, operations, lease);
+            return Ok(());
+        }
+        let applied = self.store.apply(operations, lease).await?;
+        plan::record_applied(&mut self.observed, &applied.done, lease);
+        self.own_revisions.extend(applied.revisions);
+        for operation in &applied.done {
+            log_operation(operation, false);
+            self.metrics.etcd_operation(match operation {
+                Operation::Put { .. } => "put",
+                Operation::Delete { .. } => "delete",
+            });
+        }
+        self.metrics.set_records(self.observed.len());
+        for (operation, reason) in &applied.rejected {
+            self.metrics.etcd_error();
+            let key = operation.key();
+            error!(
+                container_id = container_id_of(key),
+                key,
+                bytes = operation.payload_bytes(),
+                error = %reason,
+                "etcd refused this record as too large; the container stays unregistered until it changes"
+            );
+        }
+        Ok(())
+    }
+
+    /// Any etcd failure: our picture of etcd can no longer be trusted.
+    pub(super) fn etcd_failed(&mut self, error: StoreError) {
+        self.metrics.etcd_error();
+        match error {
+            StoreError::LeaseNotFound => self.lease_lost("etcd does not know the lease"),
+            error => self.etcd_health.failed(&error),
+        }
+        self.etcd_in_sync = false;
+    }
+}
+
+/// One info line per write or delete (README: "How it behaves"); `dry_run`
+/// says it did not happen.
+fn log_operation(operation: &Operation, dry_run: bool) {
+    let key = operation.key();
+    let container_id = container_id_of(key);
+    let image = key.rsplit('/').nth(1).unwrap_or_default();
+    match (operation, dry_run) {
+        (Operation::Put { .. }, false) => info!(container_id, image, key, "registered"),
+        (Operation::Delete { .. }, false) => info!(container_id, image, key, "unregistered"),
+        (Operation::Put { .. }, true) => {
+            info!(container_id, image, key, "would register (dry run)")
+        }
+        (Operation::Delete { .. }, true) => {
+            info!(container_id, image, key, "would unregister (dry run)")
+        }
+    }
+}
