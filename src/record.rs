@@ -61,6 +61,12 @@ impl HostPrefix {
         key.starts_with(&self.path)
     }
 
+    /// One of this host's record keys, split into its segments; `None` for
+    /// anything else under the prefix (junk someone wrote by hand).
+    pub fn parse<'k>(&'k self, key: &'k str) -> Option<RecordKey<'k>> {
+        RecordKey::parse(&self.root, key).filter(|k| k.host == self.host)
+    }
+
     fn key(&self, image: &str, container_id: &str) -> String {
         RecordKey {
             root: &self.root,
@@ -82,11 +88,6 @@ pub fn root_path(prefix: &str) -> String {
     } else {
         format!("/{root}/")
     }
-}
-
-/// The container id a key under our prefix belongs to: its last segment.
-pub fn container_id_of(key: &str) -> &str {
-    key.rsplit('/').next().unwrap_or(key)
 }
 
 /// A record's key, `{root}{host}/{image}/{container}`: the one definition of
@@ -418,15 +419,6 @@ mod tests {
     }
 
     #[test]
-    fn container_id_is_the_last_key_segment() {
-        assert_eq!(
-            container_id_of(&format!("/registered/1.2.3.4/busybox:latest/{ID}")),
-            ID
-        );
-        assert_eq!(container_id_of("plain"), "plain");
-    }
-
-    #[test]
     fn desired_applies_the_selection_before_the_record() {
         use crate::container::{Health, IGNORE_LABEL};
         let published = vec![binding("80", "tcp", "", "49153")];
@@ -516,6 +508,16 @@ mod tests {
         ] {
             assert_eq!(RecordKey::parse("/registered/", key), None, "{key}");
         }
+    }
+
+    #[test]
+    fn a_host_parses_only_its_own_record_keys() {
+        let host = host();
+        let key = format!("/registered/10.100.100.100/busybox:latest/{ID}");
+        assert_eq!(host.parse(&key).map(|k| k.container), Some(ID));
+        let longer = format!("/registered/10.100.100.1000/busybox:latest/{ID}");
+        assert_eq!(host.parse(&longer), None);
+        assert_eq!(host.parse("/registered/10.100.100.100/junk"), None);
     }
 
     #[test]

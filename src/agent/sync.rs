@@ -7,7 +7,7 @@ use tracing::{debug, error, info, warn};
 use super::tenure::HostLock;
 use super::Agent;
 use crate::plan::{self, Operation};
-use crate::record::container_id_of;
+use crate::record::HostPrefix;
 use crate::store::{Change, Store, StoreError};
 use crate::watcher::Observation;
 
@@ -187,7 +187,7 @@ impl<S: Store> Agent<S> {
         let lease = self.records_lease();
         if self.config.dry_run {
             for operation in operations {
-                log_operation(operation, true);
+                log_operation(&self.config.host, operation, true);
             }
             // As if applied, so that each change is reported once.
             plan::record_applied(&mut self.observed, operations, lease);
@@ -197,7 +197,7 @@ impl<S: Store> Agent<S> {
         plan::record_applied(&mut self.observed, &applied.done, lease);
         self.own_revisions.extend(applied.revisions);
         for operation in &applied.done {
-            log_operation(operation, false);
+            log_operation(&self.config.host, operation, false);
             self.metrics.etcd_operation(match operation {
                 Operation::Put { .. } => "put",
                 Operation::Delete { .. } => "delete",
@@ -208,7 +208,7 @@ impl<S: Store> Agent<S> {
             self.metrics.etcd_error();
             let key = operation.key();
             error!(
-                container_id = container_id_of(key),
+                container_id = self.config.host.parse(key).map(|k| k.container),
                 key,
                 bytes = operation.payload_bytes(),
                 error = %reason,
@@ -231,10 +231,11 @@ impl<S: Store> Agent<S> {
 
 /// One info line per write or delete (README: "How it behaves"); `dry_run`
 /// says it did not happen.
-fn log_operation(operation: &Operation, dry_run: bool) {
+fn log_operation(host: &HostPrefix, operation: &Operation, dry_run: bool) {
     let key = operation.key();
-    let container_id = container_id_of(key);
-    let image = key.rsplit('/').nth(1).unwrap_or_default();
+    let record = host.parse(key);
+    let container_id = record.map(|k| k.container);
+    let image = record.map(|k| k.image);
     match (operation, dry_run) {
         (Operation::Put { .. }, false) => info!(container_id, image, key, "registered"),
         (Operation::Delete { .. }, false) => info!(container_id, image, key, "unregistered"),

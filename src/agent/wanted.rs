@@ -8,7 +8,7 @@ use tracing::{debug, warn};
 use super::Agent;
 use crate::container::{Container, Withheld};
 use crate::plan::{self, Observed};
-use crate::record::{self, container_id_of, Desired, Record};
+use crate::record::{self, Desired, Record};
 use crate::store::Store;
 use crate::watcher::Observation;
 
@@ -84,7 +84,10 @@ impl<S: Store> Agent<S> {
         let observed = self
             .observed
             .iter()
-            .filter(|(key, _)| ids.contains(container_id_of(key)))
+            .filter(|(key, _)| {
+                let record = self.config.host.parse(key);
+                record.is_some_and(|record| ids.contains(record.container))
+            })
             .map(|(key, observed)| (key.clone(), observed.clone()))
             .collect();
         (desired, observed)
