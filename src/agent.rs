@@ -120,6 +120,7 @@ pub async fn run_with<E: Engine, S: Store>(
     let mut agent = Agent::new(config, watcher, store, metrics, status, jitter_seed);
     if agent.config.once {
         return tokio::select! {
+            biased;
             exact = agent.reconcile_once() => if exact { Outcome::Exact } else { Outcome::NotExact },
             () = shutdown => Outcome::Stopped,
         };
@@ -129,6 +130,7 @@ pub async fn run_with<E: Engine, S: Store>(
         let work = agent.run(stopped);
         tokio::pin!(work, shutdown);
         tokio::select! {
+            biased;
             () = &mut work => {}
             () = &mut shutdown => {
                 info!("shutting down");

@@ -6,7 +6,7 @@ use tracing::{debug, error, info, warn};
 
 use super::tenure::HostLock;
 use super::Agent;
-use crate::plan::{self, Operation};
+use crate::plan::{self, LeaseId, Operation};
 use crate::record::HostPrefix;
 use crate::store::{Change, Store, StoreError};
 use crate::watcher::Observation;
@@ -194,16 +194,7 @@ impl<S: Store> Agent<S> {
             return Ok(());
         }
         let applied = self.store.apply(operations, lease).await?;
-        plan::record_applied(&mut self.observed, &applied.done, lease);
-        self.own_revisions.extend(applied.revisions);
-        for operation in &applied.done {
-            log_operation(&self.config.host, operation, false);
-            self.metrics.etcd_operation(match operation {
-                Operation::Put { .. } => "put",
-                Operation::Delete { .. } => "delete",
-            });
-        }
-        self.metrics.set_records(self.observed.len());
+        self.record(applied.done, applied.revisions, lease);
         for (operation, reason) in &applied.rejected {
             self.metrics.etcd_error();
             let key = operation.key();
@@ -215,7 +206,37 @@ impl<S: Store> Agent<S> {
                 "etcd refused this record as too large; the container stays unregistered until it changes"
             );
         }
+        // A record refused as too large must not leave its older value
+        // behind: that would register the container with stale ports.
+        let stale: Vec<Operation> = applied
+            .rejected
+            .iter()
+            .map(|(operation, _)| operation.key())
+            .filter(|key| self.observed.contains_key(*key))
+            .map(|key| Operation::Delete {
+                key: key.to_owned(),
+            })
+            .collect();
+        if !stale.is_empty() {
+            let removed = self.store.apply(&stale, lease).await?;
+            self.record(removed.done, removed.revisions, lease);
+        }
         Ok(())
+    }
+
+    /// What etcd confirmed: our picture of it, our revisions, a log line and
+    /// a count per operation.
+    fn record(&mut self, done: Vec<Operation>, revisions: Vec<i64>, lease: LeaseId) {
+        plan::record_applied(&mut self.observed, &done, lease);
+        self.own_revisions.extend(revisions);
+        for operation in &done {
+            log_operation(&self.config.host, operation, false);
+            self.metrics.etcd_operation(match operation {
+                Operation::Put { .. } => "put",
+                Operation::Delete { .. } => "delete",
+            });
+        }
+        self.metrics.set_records(self.observed.len());
     }
 
     /// Any etcd failure: our picture of etcd can no longer be trusted.
