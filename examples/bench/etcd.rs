@@ -11,6 +11,7 @@ use docker_etcd_register::record::{Endpoint, RecordKey};
 use etcd_client::{Client, EventType, WatchOptions};
 
 use crate::clock::{now_ns, Seen};
+use crate::reference;
 
 /// A new client of the benchmark's etcd (the rig's timeouts).
 pub async fn connect(endpoint: &str) -> Result<Client> {
@@ -71,7 +72,11 @@ impl WatchLog {
     }
 
     fn record(&self, event_type: EventType, key: &str, seen: Seen) {
-        let id = RecordKey::parse(ROOT, key).map_or(key, |k| k.container);
+        // An agent's record key, or a reference registrar's `PREFIX<id>`.
+        let id = RecordKey::parse(ROOT, key)
+            .map(|k| k.container)
+            .or_else(|| key.strip_prefix(reference::PREFIX))
+            .unwrap_or(key);
         let mut log = self.0.lock().unwrap();
         let entry = log.entry(id.to_string()).or_default();
         match event_type {
