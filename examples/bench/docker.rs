@@ -1,113 +1,30 @@
 //! The Docker side of the benchmark: containers started and removed through
-//! the `docker` CLI (as an operator would), and a minimal HTTP/1.1 client
-//! over the engine's unix socket — no process start in what is measured —
-//! for the engine's event stream (its own `start` / `die` times, and when
-//! they reach a subscriber) and the inspect floor.
+//! the `docker` CLI (as an operator would, see `rig::docker`), and the
+//! engine's API over its unix socket (`rig::http::UnixHttp`, kept-alive
+//! connections — no process start in what is measured) for the engine's
+//! event stream (its own `start` / `die` times, and when they reach a
+//! subscriber) and the inspect floor.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::Shutdown;
-use std::os::unix::net::UnixStream;
-use std::process::{Command, Stdio};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use http_body_util::BodyExt;
+use rig::docker::{Containers, DOCKER_SOCKET, HUNG, IMAGE};
+use rig::http::UnixHttp;
+use tokio::runtime::Handle;
 
 use crate::clock::now_ns;
 
-pub const SOCKET: &str = "/var/run/docker.sock";
-pub const IMAGE: &str = "busybox:latest";
 /// Longest a single request to the engine may take before the run fails.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest a `docker` command may take before the run fails.
-const CLI_TIMEOUT: Duration = Duration::from_secs(60);
-
-// ---------------------------------------------------------------- the CLI
-
-/// Runs the `docker` CLI and returns its trimmed stdout; fails if it takes
-/// longer than `CLI_TIMEOUT`.
-pub fn docker(args: &[&str]) -> Result<String> {
-    let subcommand = args.first().copied().unwrap_or_default();
-    let mut child = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("run the docker CLI")?;
-    let stdout = read_all_in_background(child.stdout.take());
-    let stderr = read_all_in_background(child.stderr.take());
-    let deadline = Instant::now() + CLI_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("docker {subcommand} did not finish within {CLI_TIMEOUT:?}; {HUNG}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let (stdout, stderr) = (joined(stdout), joined(stderr));
-    if !status.success() {
-        bail!("docker {subcommand} failed ({status}): {}", stderr.trim());
-    }
-    Ok(stdout.trim().to_string())
-}
-
-/// Why the engine may stop answering, and what to do about it.
-pub const HUNG: &str = "dockerd may be deadlocked (Docker 20.10's networking can deadlock when \
-    containers come and go quickly, moby/moby#42545): look for `semacquire` in the goroutine \
-    dump `kill -USR1 $(pidof dockerd)` writes to /var/run/docker/, and restart dockerd";
-
-fn read_all_in_background(stream: Option<impl Read + Send + 'static>) -> JoinHandle<String> {
-    thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut stream) = stream {
-            let _ = stream.read_to_string(&mut text);
-        }
-        text
-    })
-}
-
-fn joined(reader: JoinHandle<String>) -> String {
-    reader.join().unwrap_or_default()
-}
 
 /// `docker run -d --label LABEL -p 127.0.0.1::80 busybox sleep 3600`: a
 /// container that publishes one port; returns its full id.
-pub fn run_container(label: &str) -> Result<String> {
-    let out = docker(&[
-        "run",
-        "-d",
-        "--label",
-        label,
-        "-p",
-        "127.0.0.1::80",
-        IMAGE,
-        "sleep",
-        "3600",
-    ])?;
-    let id = out.lines().last().unwrap_or_default().to_string();
-    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("docker run printed {out:?}, not a container id");
-    }
-    Ok(id)
-}
-
-pub fn remove_container(id: &str) -> Result<()> {
-    docker(&["rm", "-f", id]).map(drop)
-}
-
-/// Every container (running or not) that carries `label`.
-pub fn labelled(label: &str) -> Result<Vec<String>> {
-    let filter = format!("label={label}");
-    let listed = docker(&["ps", "-aq", "--no-trunc", "--filter", &filter])?;
-    Ok(listed.lines().map(str::to_string).collect())
+pub fn run_container(containers: &Containers) -> Result<String> {
+    Ok(containers.try_run(&["-p", "127.0.0.1::80", IMAGE, "sleep", "3600"])?)
 }
 
 // ------------------------------------------------------------- the events
@@ -135,46 +52,69 @@ pub struct Forwarded {
 
 #[derive(Default)]
 struct Received {
+    /// Container id → its first `start` and `die`.
     times: HashMap<String, EngineTimes>,
+    /// Where each event also goes, while the reference registrar runs.
     forward: Option<Sender<Forwarded>>,
 }
 
 /// The engine's event stream (`GET /events`) for one label, read in the
-/// background from its own connection to the socket.
+/// background by a task on the benchmark's runtime, over its own connection.
 pub struct EventReader {
-    stream: UnixStream,
+    /// The reading task; aborted on drop, which closes the connection.
+    task: tokio::task::JoinHandle<()>,
     received: Arc<Mutex<Received>>,
 }
 
 impl EventReader {
     /// Subscribes from `since_secs` (Unix seconds), so that nothing that
     /// happens while the subscription is set up is missed.
-    pub fn start(label: &str, since_secs: u64) -> Result<EventReader> {
+    pub fn start(rt: &Handle, label: &str, since_secs: u64) -> Result<EventReader> {
         let filters = serde_json::json!({
             "type": ["container"],
             "label": [label],
             "event": ["start", "die"],
         });
-        let path = format!(
-            "/events?since={since_secs}&filters={}",
-            percent_encode(&filters.to_string())
-        );
-        let stream = UnixStream::connect(SOCKET).with_context(|| format!("connect {SOCKET}"))?;
-        let mut reader = BufReader::new(stream.try_clone()?);
-        let request = format!("GET {path} HTTP/1.1\r\nHost: docker\r\n\r\n");
-        (&stream).write_all(request.as_bytes())?;
-        let head = read_head(&mut reader)?;
-        if head.status != 200 || !head.chunked {
-            bail!(
-                "GET /events: HTTP {}, chunked: {}",
-                head.status,
-                head.chunked
-            );
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("since", &since_secs.to_string())
+            .append_pair("filters", &filters.to_string())
+            .finish();
+        let engine = UnixHttp::new(DOCKER_SOCKET);
+        let response = rt.block_on(async {
+            tokio::time::timeout(IO_TIMEOUT, engine.open(&format!("/events?{query}"))).await
+        });
+        let response = response.map_err(|_| {
+            anyhow::anyhow!("GET /events: no answer within {IO_TIMEOUT:?}; {HUNG}")
+        })??;
+        if response.status() != 200 {
+            bail!("GET /events: HTTP {}", response.status());
         }
         let received = Arc::new(Mutex::new(Received::default()));
         let sink = received.clone();
-        thread::spawn(move || read_events(reader, &sink));
-        Ok(EventReader { stream, received })
+        let mut body = response.into_body();
+        let task = rt.spawn(async move {
+            let mut pending = Vec::new();
+            // Each frame (one chunk of the stream) is timestamped on receipt.
+            while let Some(Ok(frame)) = body.frame().await {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                let received_ns = now_ns();
+                pending.extend_from_slice(&data);
+                while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    let Some((id, action, time_ns)) = parse_event(&line) else {
+                        continue;
+                    };
+                    let event = EngineEvent {
+                        time_ns,
+                        received_ns,
+                    };
+                    record_event(&mut sink.lock().unwrap(), id, action, event);
+                }
+            }
+        });
+        Ok(EventReader { task, received })
     }
 
     pub fn times(&self, id: &str) -> EngineTimes {
@@ -196,28 +136,7 @@ impl EventReader {
 
 impl Drop for EventReader {
     fn drop(&mut self) {
-        // Ends the reading thread.
-        let _ = self.stream.shutdown(Shutdown::Both);
-    }
-}
-
-/// Records every event of the stream; each chunk is timestamped on receipt.
-fn read_events(mut reader: impl BufRead, received: &Mutex<Received>) {
-    let mut pending = Vec::new();
-    while let Ok(Some(chunk)) = read_chunk(&mut reader) {
-        let received_ns = now_ns();
-        pending.extend(chunk);
-        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            let Some((id, action, time_ns)) = parse_event(&line) else {
-                continue;
-            };
-            let event = EngineEvent {
-                time_ns,
-                received_ns,
-            };
-            record_event(&mut received.lock().unwrap(), id, action, event);
-        }
+        self.task.abort();
     }
 }
 
@@ -242,47 +161,33 @@ fn parse_event(json: &[u8]) -> Option<(String, String, i128)> {
     Some((id.to_string(), action.to_string(), i128::from(time_ns)))
 }
 
-/// Percent-encodes everything but unreserved characters (RFC 3986).
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 // ------------------------------------------------------- the Engine API
 
-/// One keep-alive HTTP/1.1 connection to the engine's unix socket.
+/// The engine's API over kept-alive connections to its unix socket, for
+/// callers on plain threads (each request blocks on the benchmark's runtime).
 pub struct Engine {
-    stream: BufReader<UnixStream>,
+    http: UnixHttp,
+    rt: Handle,
 }
 
 impl Engine {
-    pub fn connect() -> Result<Engine> {
-        let stream = UnixStream::connect(SOCKET).with_context(|| format!("connect {SOCKET}"))?;
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
-        stream.set_write_timeout(Some(IO_TIMEOUT))?;
-        Ok(Engine {
-            stream: BufReader::new(stream),
-        })
+    pub fn connect(rt: &Handle) -> Engine {
+        Engine {
+            http: UnixHttp::new(DOCKER_SOCKET),
+            rt: rt.clone(),
+        }
     }
 
     /// `GET path`; the body of a `200` answer.
     pub fn get(&mut self, path: &str) -> Result<Vec<u8>> {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: docker\r\n\r\n");
-        self.stream.get_mut().write_all(request.as_bytes())?;
-        let (status, body) = read_response(&mut self.stream)?;
+        let (status, body) = self.rt.block_on(self.http.get(path, IO_TIMEOUT))?;
         if status != 200 {
             bail!(
                 "GET {path}: HTTP {status}: {}",
                 String::from_utf8_lossy(&body).trim()
             );
         }
-        Ok(body)
+        Ok(body.to_vec())
     }
 
     /// Fails unless the engine answers `GET /info`, the first request a
@@ -319,86 +224,4 @@ impl Engine {
             })
             .collect()
     }
-}
-
-/// Status line and the headers that say how the body is framed.
-struct Head {
-    status: u16,
-    length: Option<usize>,
-    chunked: bool,
-}
-
-/// Status and body of one response; `Content-Length` or chunked bodies.
-fn read_response(r: &mut impl BufRead) -> Result<(u16, Vec<u8>)> {
-    let head = read_head(r)?;
-    let body = if head.chunked {
-        let mut body = Vec::new();
-        while let Some(chunk) = read_chunk(r)? {
-            body.extend(chunk);
-        }
-        body
-    } else {
-        read_exact(r, head.length.unwrap_or(0))?
-    };
-    Ok((head.status, body))
-}
-
-fn read_head(r: &mut impl BufRead) -> Result<Head> {
-    let status_line = read_line(r)?;
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("bad HTTP status line {status_line:?}"))?;
-    let mut head = Head {
-        status,
-        length: None,
-        chunked: false,
-    };
-    loop {
-        let line = read_line(r)?;
-        if line.is_empty() {
-            return Ok(head);
-        }
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            head.length = Some(value.parse()?);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            head.chunked = value.eq_ignore_ascii_case("chunked");
-        }
-    }
-}
-
-/// The next chunk of a chunked body; `None` after the last one.
-fn read_chunk(r: &mut impl BufRead) -> Result<Option<Vec<u8>>> {
-    let size_line = read_line(r)?;
-    let size_hex = size_line.split(';').next().unwrap_or_default().trim();
-    let size = usize::from_str_radix(size_hex, 16)
-        .with_context(|| format!("bad chunk size {size_line:?}"))?;
-    if size == 0 {
-        // Trailers, then the empty line that ends the body.
-        while !read_line(r)?.is_empty() {}
-        return Ok(None);
-    }
-    let chunk = read_exact(r, size)?;
-    read_line(r)?;
-    Ok(Some(chunk))
-}
-
-fn read_exact(r: &mut impl BufRead, size: usize) -> Result<Vec<u8>> {
-    let mut buf = vec![0; size];
-    r.read_exact(&mut buf)?;
-    Ok(buf)
-}
-
-/// One line without its `\r\n`; an error at end of stream.
-fn read_line(r: &mut impl BufRead) -> Result<String> {
-    let mut line = String::new();
-    if r.read_line(&mut line)? == 0 {
-        bail!("the engine closed the connection");
-    }
-    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }

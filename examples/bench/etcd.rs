@@ -1,114 +1,21 @@
-//! The etcd side of the benchmark: a private single-member etcd on free
-//! loopback ports, an independent watch on the agent's host prefix that
-//! timestamps every change on receipt, and the put floor.
+//! The etcd side of the benchmark (its private etcd is `rig::Etcd`): an
+//! independent watch on the agent's host prefix that timestamps every
+//! change on receipt, and the put floor.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use docker_etcd_register::record::{Endpoint, RecordKey};
-use etcd_client::{Client, ConnectOptions, EventType, WatchOptions};
-use tempfile::TempDir;
-use tokio::runtime::Runtime;
+use etcd_client::{Client, EventType, WatchOptions};
 
 use crate::clock::{now_ns, Seen};
+use crate::reference;
 
-const ETCD_BIN: &str = "/usr/bin/etcd";
-const START_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// A private etcd, killed (and its data directory removed) on drop.
-pub struct EtcdServer {
-    child: Child,
-    endpoint: String,
-    _dir: TempDir,
-}
-
-impl EtcdServer {
-    pub fn start(rt: &Runtime) -> Result<EtcdServer> {
-        let dir = tempfile::tempdir().context("etcd data directory")?;
-        let (client_port, peer_port) = two_free_ports()?;
-        let endpoint = format!("http://127.0.0.1:{client_port}");
-        let peer = format!("http://127.0.0.1:{peer_port}");
-        let log = File::create(dir.path().join("etcd.log"))?;
-        let mut cmd = Command::new(ETCD_BIN);
-        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("ETCD")) {
-            cmd.env_remove(key);
-        }
-        let child = cmd
-            .args(["--name", "bench", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args(["--listen-client-urls", &endpoint])
-            .args(["--advertise-client-urls", &endpoint])
-            .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("bench={peer}")])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("spawn {ETCD_BIN} (run scripts/setup.sh)"))?;
-        let mut server = EtcdServer {
-            child,
-            endpoint,
-            _dir: dir,
-        };
-        server.wait_answering(rt)?;
-        Ok(server)
-    }
-
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
-    fn wait_answering(&mut self, rt: &Runtime) -> Result<()> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("etcd exited at start ({status}); see its log");
-            }
-            let answered = rt.block_on(async {
-                let mut client = connect(&self.endpoint).await?;
-                client.get("/", None).await?;
-                anyhow::Ok(())
-            });
-            if answered.is_ok() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "etcd at {} did not answer within {START_TIMEOUT:?}",
-                    self.endpoint
-                );
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for EtcdServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Two distinct loopback ports that were free a moment ago.
-fn two_free_ports() -> Result<(u16, u16)> {
-    let a = TcpListener::bind("127.0.0.1:0")?;
-    let b = TcpListener::bind("127.0.0.1:0")?;
-    Ok((a.local_addr()?.port(), b.local_addr()?.port()))
-}
-
+/// A new client of the benchmark's etcd (the rig's timeouts).
 pub async fn connect(endpoint: &str) -> Result<Client> {
-    let options = ConnectOptions::new()
-        .with_connect_timeout(Duration::from_secs(2))
-        .with_timeout(Duration::from_secs(5));
-    Ok(Client::connect([endpoint], Some(options)).await?)
+    Ok(rig::etcd::connect(endpoint).await?)
 }
 
 /// `count` sequential puts of a small value to one scratch key outside any
@@ -165,7 +72,11 @@ impl WatchLog {
     }
 
     fn record(&self, event_type: EventType, key: &str, seen: Seen) {
-        let id = RecordKey::parse(ROOT, key).map_or(key, |k| k.container);
+        // An agent's record key, or a reference registrar's `PREFIX<id>`.
+        let id = RecordKey::parse(ROOT, key)
+            .map(|k| k.container)
+            .or_else(|| key.strip_prefix(reference::PREFIX))
+            .unwrap_or(key);
         let mut log = self.0.lock().unwrap();
         let entry = log.entry(id.to_string()).or_default();
         match event_type {

@@ -23,8 +23,7 @@
 //! `target/release/docker-etcd-register`, the very binary to be measured.
 //! `cargo test` only compiles examples, it never runs them.
 
-#[path = "../../tests/common/agent_env.rs"]
-mod agent_env;
+mod agent;
 mod clock;
 mod docker;
 mod etcd;
@@ -103,7 +102,7 @@ fn bench(options: &Options) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let context = context(options)?;
+    let context = context(options, &rt)?;
     let mut samples: Vec<Sample> = Vec::new();
     for index in 1..=options.runs {
         progress(&format!("run {index} of {}", options.runs));
@@ -116,9 +115,9 @@ fn bench(options: &Options) -> Result<()> {
 }
 
 /// Date, machine, versions and the shape of the run.
-fn context(options: &Options) -> Result<Context> {
+fn context(options: &Options, rt: &tokio::runtime::Runtime) -> Result<Context> {
     let machine = procfs::machine();
-    let mut engine = docker::Engine::connect()?;
+    let mut engine = docker::Engine::connect(rt.handle());
     engine.check_answers()?;
     let docker_version = engine.version()?;
     let s = &options.settings;
@@ -145,7 +144,7 @@ fn context(options: &Options) -> Result<Context> {
 
 /// `etcd --version`'s first line without its label, e.g. `3.4.23`.
 fn etcd_version() -> String {
-    let out = command_line("/usr/bin/etcd", &["--version"]);
+    let out = command_line(rig::ETCD_BIN, &["--version"]);
     out.strip_prefix("etcd Version: ")
         .unwrap_or(&out)
         .to_string()

@@ -2,30 +2,26 @@
 //! pre-started containers, the floor, start-up, a burst of starts and
 //! removals, idle time, then the agent's memory and CPU.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use docker_etcd_register::record::HostPrefix;
+use rig::docker::{parallel, Containers};
+use rig::Etcd;
 use tokio::runtime::Runtime;
 
-use crate::agent_env::AGENT_ENV;
+use crate::agent::AgentProcess;
 use crate::clock::{ms_between, Seen};
 use crate::docker::{self, Engine, EngineEvent, EngineTimes, EventReader};
-use crate::etcd::{self, EtcdServer, KeySeen, WatchLog};
+use crate::etcd::{self, KeySeen, WatchLog};
 use crate::procfs;
 use crate::reference::{self, Reference, ReferenceStats};
 use crate::report::{millis, percentile, sorted, Sample};
 
 /// Label key of the benchmark's containers; the value is unique to a run.
 pub const LABEL_KEY: &str = "docker-etcd-register.bench";
-/// Concurrent `docker rm -f` commands when cleaning up.
-const CLEANUP_WORKERS: usize = 8;
 /// Sequential requests of each floor measurement.
 const FLOOR_REQUESTS: usize = 200;
 /// The agent replays the engine's last 2 s of events at start: the
@@ -73,7 +69,8 @@ pub fn run_once(index: usize, settings: &Settings, rt: &Runtime) -> Result<Sampl
 /// What one run holds; dropping it removes the run's containers, stops its
 /// event reader and its etcd.
 struct Run<'a> {
-    _containers: LabelledContainers,
+    /// The run's containers (its label), removed first on drop.
+    containers: Containers,
     index: usize,
     settings: &'a Settings,
     rt: &'a Runtime,
@@ -82,23 +79,23 @@ struct Run<'a> {
     events: EventReader,
     /// Sees the reference registrar's keys.
     reference_watch: WatchLog,
-    etcd: EtcdServer,
+    etcd: Etcd,
     sample: Sample,
 }
 
 impl<'a> Run<'a> {
     fn start(index: usize, settings: &'a Settings, rt: &'a Runtime) -> Result<Run<'a>> {
         let label = format!("{LABEL_KEY}={}-{index}", settings.id);
-        let etcd = EtcdServer::start(rt)?;
+        let etcd = Etcd::try_start()?;
         let reference_watch =
-            rt.block_on(etcd::watch_prefix(etcd.endpoint(), reference::PREFIX))?;
+            rt.block_on(etcd::watch_prefix(&etcd.endpoint(), reference::PREFIX))?;
         Ok(Run {
-            _containers: LabelledContainers(label.clone()),
+            containers: Containers::with_label(label.clone()),
             index,
             settings,
             rt,
             host_ip: format!("127.{}.{}.1", 1 + std::process::id() % 250, index % 256),
-            events: EventReader::start(&label, unix_secs())?,
+            events: EventReader::start(rt.handle(), &label, unix_secs())?,
             label,
             reference_watch,
             etcd,
@@ -117,8 +114,8 @@ impl<'a> Run<'a> {
         self.progress(&format!(
             "pre-starting {count} containers (reference registrar running)"
         ));
-        let reference = Reference::start(&self.events, self.rt, self.etcd.endpoint())?;
-        let existing = start_containers(&self.label, count, self.settings.workers)?;
+        let reference = Reference::start(&self.events, self.rt, &self.etcd.endpoint())?;
+        let existing = start_containers(&self.containers, count, self.settings.workers)?;
         wait_for(self.settings.lost_after, || {
             settled(Phase::Start, &existing, &self.events, &self.reference_watch)
         });
@@ -128,10 +125,11 @@ impl<'a> Run<'a> {
     /// Raw Docker inspect and etcd put latency, before the agent runs.
     fn measure_floor(&mut self, id: &str) -> Result<()> {
         let started = Instant::now();
-        let inspects = millis(&Engine::connect()?.time_inspects(id, FLOOR_REQUESTS)?);
+        let inspects =
+            millis(&Engine::connect(self.rt.handle()).time_inspects(id, FLOOR_REQUESTS)?);
         let puts = self
             .rt
-            .block_on(etcd::time_puts(self.etcd.endpoint(), FLOOR_REQUESTS))?;
+            .block_on(etcd::time_puts(&self.etcd.endpoint(), FLOOR_REQUESTS))?;
         self.sample.set_distribution("docker_inspect", &inspects);
         self.sample.set_distribution("etcd_put", &millis(&puts));
         thread::sleep(SETTLE.saturating_sub(started.elapsed()));
@@ -143,9 +141,8 @@ impl<'a> Run<'a> {
         let prefix = HostPrefix::new("/registered", self.host_ip.parse()?)
             .as_str()
             .to_owned();
-        let watch = self
-            .rt
-            .block_on(etcd::watch_prefix(self.etcd.endpoint(), &prefix))?;
+        let endpoint = self.etcd.endpoint();
+        let watch = self.rt.block_on(etcd::watch_prefix(&endpoint, &prefix))?;
         let log = self
             .settings
             .log_dir
@@ -154,7 +151,7 @@ impl<'a> Run<'a> {
             "--host-ip",
             &self.host_ip,
             "--etcd-endpoints",
-            self.etcd.endpoint(),
+            &endpoint,
             "--require-label",
             &self.label,
         ];
@@ -168,7 +165,7 @@ impl<'a> Run<'a> {
     fn burst(&mut self, agent: &AgentProcess, watch: &WatchLog) -> Result<Vec<String>> {
         let s = self.settings;
         self.progress(&format!("burst of {} starts", s.burst));
-        let burst = start_containers(&self.label, s.burst, s.workers)?;
+        let burst = start_containers(&self.containers, s.burst, s.workers)?;
         wait_for(s.lost_after, || {
             settled(Phase::Start, &burst, &self.events, watch)
         });
@@ -200,7 +197,7 @@ impl<'a> Run<'a> {
     /// following them (the agent is gone by now).
     fn remove_prestarted(&mut self, existing: &[String], at_start: ReferenceStats) -> Result<()> {
         self.progress("removing the pre-started containers (reference registrar running)");
-        let reference = Reference::start(&self.events, self.rt, self.etcd.endpoint())?;
+        let reference = Reference::start(&self.events, self.rt, &self.etcd.endpoint())?;
         remove_containers(existing, self.settings.workers)?;
         wait_for(self.settings.lost_after, || {
             settled(Phase::Die, existing, &self.events, &self.reference_watch)
@@ -407,45 +404,13 @@ fn keys_per_revision(revisions: impl Iterator<Item = i64>) -> f64 {
 // ---------------------------------------------------------------- helpers
 
 /// `count` labelled containers started `workers`-way; their ids.
-fn start_containers(label: &str, count: usize, workers: usize) -> Result<Vec<String>> {
-    parallel(count, workers, |_| docker::run_container(label))
+fn start_containers(containers: &Containers, count: usize, workers: usize) -> Result<Vec<String>> {
+    parallel(count, workers, |_| docker::run_container(containers))
 }
 
 /// `docker rm -f`, `workers`-way.
 fn remove_containers(ids: &[String], workers: usize) -> Result<()> {
-    parallel(ids.len(), workers, |i| docker::remove_container(&ids[i])).map(drop)
-}
-
-/// Runs `job(i)` for every `i < count` on `workers` threads; stops at the
-/// first failure.
-fn parallel<T: Send>(
-    count: usize,
-    workers: usize,
-    job: impl Fn(usize) -> Result<T> + Sync,
-) -> Result<Vec<T>> {
-    let next = AtomicUsize::new(0);
-    let results = Mutex::new(Vec::with_capacity(count));
-    let failure = Mutex::new(None);
-    thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= count || failure.lock().unwrap().is_some() {
-                    break;
-                }
-                match job(i) {
-                    Ok(v) => results.lock().unwrap().push(v),
-                    Err(e) => {
-                        failure.lock().unwrap().get_or_insert(e);
-                    }
-                }
-            });
-        }
-    });
-    match failure.into_inner().unwrap() {
-        Some(e) => Err(e),
-        None => Ok(results.into_inner().unwrap()),
-    }
+    Ok(rig::docker::remove(ids, workers)?)
 }
 
 /// Polls `cond` every 5 ms until it holds (true) or `timeout` has passed.
@@ -464,97 +429,4 @@ fn unix_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// Removes every container of the run's label on drop.
-struct LabelledContainers(String);
-
-impl Drop for LabelledContainers {
-    fn drop(&mut self) {
-        // Never more than 8-way: removing many containers at once
-        // makes Docker 20.10's networking deadlock likelier (`docker::HUNG`).
-        if let Err(e) =
-            docker::labelled(&self.0).and_then(|ids| remove_containers(&ids, CLEANUP_WORKERS))
-        {
-            progress(&format!("cleanup of {}: {e:#}", self.0));
-        }
-    }
-}
-
-/// The agent under test, its stderr in a log file; killed on drop.
-struct AgentProcess {
-    child: Mutex<Child>,
-    pid: u32,
-    spawned: Instant,
-    log: PathBuf,
-    ticks_per_sec: f64,
-}
-
-impl AgentProcess {
-    fn spawn(binary: &Path, log: &Path, args: &[&str]) -> Result<AgentProcess> {
-        let mut cmd = Command::new(binary);
-        for key in AGENT_ENV {
-            cmd.env_remove(key);
-        }
-        let ticks_per_sec = procfs::clock_ticks();
-        let stderr = File::create(log).with_context(|| format!("create {}", log.display()))?;
-        cmd.args(args)
-            .args(["--docker-host", &format!("unix://{}", docker::SOCKET)])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        let spawned = Instant::now();
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("spawn {} (cargo build --release)", binary.display()))?;
-        Ok(AgentProcess {
-            pid: child.id(),
-            child: Mutex::new(child),
-            spawned,
-            log: log.to_path_buf(),
-            ticks_per_sec,
-        })
-    }
-
-    fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    fn is_running(&self) -> bool {
-        matches!(self.child.lock().unwrap().try_wait(), Ok(None))
-    }
-
-    /// An error with the end of the agent's log if it has exited.
-    fn ensure_running(&self) -> Result<()> {
-        if self.is_running() {
-            return Ok(());
-        }
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(20).collect();
-        bail!(
-            "the agent exited; last lines of {}:\n{}",
-            self.log.display(),
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        )
-    }
-
-    /// Lines of its log at level WARN or ERROR so far.
-    fn warnings(&self) -> usize {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        log.lines()
-            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
-            .count()
-    }
-
-    fn cpu_seconds(&self) -> Result<f64> {
-        procfs::cpu_seconds(self.pid, self.ticks_per_sec)
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        let child = self.child.get_mut().unwrap();
-        let _ = child.kill();
-        let _ = child.wait();
-    }
 }

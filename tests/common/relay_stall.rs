@@ -174,7 +174,7 @@ pub struct FrozenEtcd {
 impl FrozenEtcd {
     /// Stops `etcd`'s process (which must be running).
     pub fn freeze(etcd: &Etcd) -> FrozenEtcd {
-        let pid = etcd.child.as_ref().expect("freeze a running etcd").id();
+        let pid = etcd.pid().expect("freeze a running etcd");
         signal(pid, "STOP");
         FrozenEtcd { pid }
     }

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use etcd_client::LeaseTimeToLiveOptions;
 
-use super::{client, etcdctl, get_prefix, put, revision, runtime, Record};
-
+use super::client::{client, etcdctl, get_prefix, put, revision, Record};
+use crate::http::http_get;
+use crate::{runtime, wait_until};
 /// The etcd flag that makes its space quota small enough to fill within a
 /// second or two: 4 MiB, well above the ~20 KiB an empty etcd 3.4 needs.
 pub const SMALL_QUOTA_FLAGS: [&str; 2] = ["--quota-backend-bytes", "4194304"];
@@ -156,13 +157,12 @@ pub fn has_field(line: &str, name: &str, value: &str) -> bool {
 
 /// `GET /healthz`: status and body; `(0, error)` when nothing answers.
 pub fn healthz(addr: &str) -> (u16, String) {
-    super::http_get(addr, "/healthz").unwrap_or_else(|e| (0, e))
+    http_get(addr, "/healthz").unwrap_or_else(|e| (0, e))
 }
 
 /// Every sample of `/metrics`, by series (`name{labels}`).
 pub fn metrics(addr: &str) -> BTreeMap<String, f64> {
-    let (status, body) =
-        super::http_get(addr, "/metrics").unwrap_or_else(|e| panic!("GET /metrics: {e}"));
+    let (status, body) = http_get(addr, "/metrics").unwrap_or_else(|e| panic!("GET /metrics: {e}"));
     assert_eq!(status, 200, "GET /metrics: {body}");
     body.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
@@ -181,7 +181,7 @@ pub const ETCD_ERRORS: &str = "docker_etcd_register_etcd_errors_total";
 /// with the last exposition otherwise.
 pub fn wait_metric(addr: &str, series: &str, value: f64, timeout: Duration) {
     let mut last = BTreeMap::new();
-    let ok = super::wait_until(timeout, || {
+    let ok = wait_until(timeout, || {
         last = metrics(addr);
         last.get(series) == Some(&value)
     });
@@ -194,7 +194,7 @@ pub fn wait_metric(addr: &str, series: &str, value: f64, timeout: Duration) {
 /// Waits until `/healthz` at `addr` answers `status`; the last answer.
 pub fn wait_healthz(addr: &str, status: u16, timeout: Duration) -> (u16, String) {
     let mut last = (0, String::new());
-    let ok = super::wait_until(timeout, || {
+    let ok = wait_until(timeout, || {
         last = healthz(addr);
         last.0 == status
     });

@@ -1,0 +1,314 @@
+//! One private etcd process on free loopback ports: a single-member cluster
+//! of its own, one that requires TLS client certificates, or one member of
+//! an [`EtcdCluster`](super::EtcdCluster).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::client::{set_client_security, try_get_prefix};
+use crate::pki::TestPki;
+use crate::{free_port, unique_id};
+
+pub const ETCD_BIN: &str = "/usr/bin/etcd";
+/// How often a start is tried on new ports: a port found free may be taken
+/// by another test's process before etcd binds it.
+const START_ATTEMPTS: usize = 5;
+/// How long a single member may take to answer after its spawn.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why an etcd did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("{ETCD_BIN} is missing: run `bash scripts/setup.sh` to install etcd-server")]
+    Missing,
+    #[error("spawn {ETCD_BIN}: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("etcd {name} is not running")]
+    NotRunning { name: String },
+    #[error("etcd exited with {status}; log:\n{log}")]
+    Exited { status: ExitStatus, log: String },
+    #[error("etcd at {endpoint} did not answer within {timeout:?}; log:\n{log}")]
+    Silent {
+        endpoint: String,
+        timeout: Duration,
+        log: String,
+    },
+}
+
+/// A private etcd member on free loopback ports: a single-member cluster of
+/// its own (`Etcd::start`) or one member of an [`EtcdCluster`](super::EtcdCluster).
+/// Killed on drop; its data directory is removed with it.
+pub struct Etcd {
+    /// The running process; `None` while stopped (or not started yet).
+    child: Option<Child>,
+    /// Data directory, log file and TLS files; kept across restarts.
+    dir: tempfile::TempDir,
+    /// The member name; a new one makes a new cluster and member id.
+    pub(super) name: String,
+    pub(super) client_port: u16,
+    pub(super) peer_port: u16,
+    /// `--initial-cluster` and `--initial-cluster-token`; `None` for a
+    /// single-member cluster of its own.
+    pub(super) cluster: Option<(String, String)>,
+    /// Serves clients over TLS with client-certificate authentication
+    /// (`Etcd::start_tls`); its certificate files are in `dir`.
+    tls: bool,
+    /// More etcd flags (`Etcd::start_with_flags`), say a small
+    /// `--quota-backend-bytes`, for faults only such an etcd can show.
+    extra_flags: Vec<String>,
+}
+
+impl Etcd {
+    /// A running single member; panics if it does not start.
+    pub fn start() -> Etcd {
+        Etcd::try_start().unwrap_or_else(|e| panic!("etcd did not start: {e}"))
+    }
+
+    /// A running single member, or why it did not start.
+    pub fn try_start() -> Result<Etcd, EtcdError> {
+        Etcd::start_attempts(|_| {})
+    }
+
+    /// Like `start`, with more etcd flags appended to the command line.
+    pub fn start_with_flags(flags: &[&str]) -> Etcd {
+        Etcd::start_attempts(|etcd| {
+            etcd.extra_flags = flags.iter().map(|f| f.to_string()).collect();
+        })
+        .unwrap_or_else(|e| panic!("etcd with {flags:?} did not start: {e}"))
+    }
+
+    /// A single member that serves clients only on `https://127.0.0.1:<port>`,
+    /// with the server certificate of `pki` and `--client-cert-auth` (clients
+    /// must present a certificate signed by `pki`'s CA). The helpers
+    /// (`get_prefix`, `put`, `Watch`...) reach it with `pki`'s client
+    /// certificate.
+    pub fn start_tls(pki: &TestPki) -> Etcd {
+        Etcd::start_attempts(|etcd| {
+            etcd.tls = true;
+            for (from, to) in [
+                (pki.ca(), "ca.pem"),
+                (pki.server_cert(), "server.pem"),
+                (pki.server_key(), "server-key.pem"),
+            ] {
+                std::fs::copy(&from, etcd.dir.path().join(to))
+                    .unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+            }
+            let ca = std::fs::read(pki.ca()).unwrap();
+            let cert = std::fs::read(pki.client_cert()).unwrap();
+            let key = std::fs::read(pki.client_key()).unwrap();
+            set_client_security(&etcd.endpoint(), move |options| {
+                options.with_tls(
+                    etcd_client::TlsOptions::new()
+                        .ca_certificate(etcd_client::Certificate::from_pem(&ca))
+                        .identity(etcd_client::Identity::from_pem(&cert, &key)),
+                )
+            });
+        })
+        .unwrap_or_else(|e| panic!("etcd with TLS did not start: {e}"))
+    }
+
+    /// Reserves ports, lets `prepare` configure the member and starts it, on
+    /// new ports each time, until it answers; the last error otherwise.
+    fn start_attempts(prepare: impl Fn(&mut Etcd)) -> Result<Etcd, EtcdError> {
+        let mut last_error = EtcdError::Missing;
+        for _ in 0..START_ATTEMPTS {
+            let mut etcd = Etcd::try_reserve()?;
+            prepare(&mut etcd);
+            match etcd.spawn_and_wait() {
+                Ok(()) => return Ok(etcd),
+                Err(e) => last_error = e,
+            }
+        }
+        Err(last_error)
+    }
+
+    /// An etcd that is not running yet: ports and data directory are chosen,
+    /// nothing listens on them until `restart`.
+    pub fn reserve() -> Etcd {
+        Etcd::try_reserve().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_reserve() -> Result<Etcd, EtcdError> {
+        if !Path::new(ETCD_BIN).exists() {
+            return Err(EtcdError::Missing);
+        }
+        let client_port = free_port();
+        let mut peer_port = free_port();
+        while peer_port == client_port {
+            peer_port = free_port();
+        }
+        Ok(Etcd {
+            child: None,
+            dir: tempfile::tempdir().expect("etcd temp dir"),
+            name: unique_id("etcd"),
+            client_port,
+            peer_port,
+            cluster: None,
+            tls: false,
+            extra_flags: Vec::new(),
+        })
+    }
+
+    pub fn endpoint(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    pub fn client_port(&self) -> u16 {
+        self.client_port
+    }
+
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The process id while it runs (to freeze it with SIGSTOP, say).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills etcd (SIGKILL), keeping its data directory and ports for `restart`.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts etcd (again) on the same ports and data and waits until it
+    /// answers a linearizable read.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn_and_wait()
+            .unwrap_or_else(|e| panic!("etcd did not restart: {e}"));
+    }
+
+    /// Kills etcd and starts a new, empty one of another name (so another
+    /// cluster and member id) on the same ports, with a fresh data directory.
+    pub fn replace_with_empty(&mut self) {
+        assert!(self.cluster.is_none(), "only a single member is replaced");
+        self.stop();
+        std::fs::remove_dir_all(self.dir.path().join("data")).expect("remove etcd data dir");
+        self.name = unique_id("etcd");
+        self.spawn_and_wait()
+            .unwrap_or_else(|e| panic!("the empty etcd did not start: {e}"));
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("etcd.log")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn spawn_and_wait(&mut self) -> Result<(), EtcdError> {
+        self.spawn()?;
+        self.wait_answering(START_TIMEOUT)
+    }
+
+    pub(super) fn spawn(&mut self) -> Result<(), EtcdError> {
+        assert!(
+            self.child.is_none(),
+            "etcd {} is already running",
+            self.name
+        );
+        let client_url = self.endpoint();
+        let peer_url = self.peer_url();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("etcd log file");
+        let mut cmd = Command::new(ETCD_BIN);
+        // The caller's ETCD_* variables would configure this etcd too.
+        for (key, _) in std::env::vars() {
+            if key.starts_with("ETCD") {
+                cmd.env_remove(key);
+            }
+        }
+        let initial_cluster = match &self.cluster {
+            Some((members, token)) => {
+                cmd.arg("--initial-cluster-token").arg(token);
+                members.clone()
+            }
+            None => format!("{}={peer_url}", self.name),
+        };
+        cmd.arg("--name")
+            .arg(&self.name)
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .arg("--listen-client-urls")
+            .arg(&client_url)
+            .arg("--advertise-client-urls")
+            .arg(&client_url)
+            .arg("--listen-peer-urls")
+            .arg(&peer_url)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&peer_url)
+            .arg("--initial-cluster")
+            .arg(initial_cluster)
+            .arg("--initial-cluster-state")
+            .arg("new");
+        if self.tls {
+            let file = |name: &str| self.dir.path().join(name);
+            cmd.arg("--cert-file")
+                .arg(file("server.pem"))
+                .arg("--key-file")
+                .arg(file("server-key.pem"))
+                .arg("--trusted-ca-file")
+                .arg(file("ca.pem"))
+                .arg("--client-cert-auth");
+        }
+        cmd.args(&self.extra_flags);
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().expect("etcd log file"))
+            .stderr(log);
+        self.child = Some(cmd.spawn().map_err(EtcdError::Spawn)?);
+        Ok(())
+    }
+
+    /// Waits until this member answers a linearizable read (which needs a
+    /// quorum of its cluster).
+    pub(super) fn wait_answering(&mut self, timeout: Duration) -> Result<(), EtcdError> {
+        let endpoint = self.endpoint();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let Some(child) = self.child.as_mut() else {
+                return Err(EtcdError::NotRunning {
+                    name: self.name.clone(),
+                });
+            };
+            if let Some(status) = child.try_wait().expect("try_wait etcd") {
+                self.child = None;
+                let log = self.log();
+                return Err(EtcdError::Exited { status, log });
+            }
+            if try_get_prefix(&endpoint, "/").is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                self.stop();
+                let log = self.log();
+                return Err(EtcdError::Silent {
+                    endpoint,
+                    timeout,
+                    log,
+                });
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
