@@ -179,6 +179,9 @@ struct Agent<S: Store> {
     observed: BTreeMap<String, Observed>,
     /// Docker has been listed at least once: `desired` means something.
     listed_once: bool,
+    /// Containers the engine runs but could not tell us about (their inspect
+    /// failed): whatever etcd holds for them stands, never deleted.
+    unknown: BTreeSet<String>,
     lease: Lease,
     lock: HostLock,
     /// The holder a standby last reported, so that it says so once.
@@ -235,6 +238,7 @@ impl<S: Store> Agent<S> {
             withheld: BTreeMap::new(),
             observed: BTreeMap::new(),
             listed_once: false,
+            unknown: BTreeSet::new(),
             lease,
             lock,
             announced: Announced::default(),

@@ -256,3 +256,46 @@ fn a_container_whose_inspect_hangs_fails_alone() {
     assert_eq!(status, 200);
     agent.assert_running();
 }
+
+/// An agent that starts while one container's inspect hangs keeps that
+/// container's record (written by the agent before it) as it is, moved onto
+/// its own lease: not knowing is no reason to delete.
+#[test]
+fn a_restarted_agent_keeps_the_record_of_a_container_it_cannot_inspect() {
+    let env = TestEnv::new("restart_unknown");
+    let hung = with_port(&env);
+    let hung_key = env.key(IMAGE, &hung);
+    let first = env.start_agent(&[]);
+    let value = env.wait_key(REACT, &hung_key).value;
+    first.sigterm();
+    let watch = Watch::prefix(&env.endpoint(), &env.host_prefix());
+
+    let relay = DockerRelay::start();
+    relay.hold_requests(&inspect_path(&hung));
+    let mut second = spawn_agent(&agent_args(&env, &relay, &[]));
+    // The listing waits for the hung inspect to time out (10 s), then the
+    // agent reconciles without that container's facts.
+    assert!(
+        second.wait_for_log("cannot inspect container", SLOW),
+        "the inspect did not fail; log:\n{}",
+        second.lines().join("\n")
+    );
+    second.wait_ready();
+    let kept = env.wait_key(REACT, &hung_key);
+    assert_eq!(kept.value, value, "the record changed without facts");
+    let deleted: Vec<_> = watch
+        .events()
+        .into_iter()
+        .filter(|e| e.delete && e.key == hung_key)
+        .collect();
+    assert!(deleted.is_empty(), "the record was deleted: {deleted:?}");
+    let moved = wait_until(REACT, || {
+        let lease = env.records().get(&hung_key).map(|r| r.lease);
+        lease.is_some_and(|lease| lease != 0 && watch.events().iter().any(|e| e.lease == lease))
+    });
+    assert!(moved, "the record was not moved onto the new agent's lease");
+
+    relay.release_all();
+    env.wait_records(Duration::from_secs(35), &env.expected_now());
+    second.assert_running();
+}

@@ -64,7 +64,8 @@ impl<S: Store> Agent<S> {
         self.observed = snapshot.records;
         self.read_revision = snapshot.revision;
         self.metrics.set_records(self.observed.len());
-        let desired = self.desired_by_key();
+        let mut desired = self.desired_by_key();
+        self.keep_unknown(&mut desired, &self.observed);
         let operations = plan::plan(&desired, &self.observed, self.lease_policy());
         self.apply(&operations).await?;
         self.etcd_in_sync = true;
@@ -167,6 +168,8 @@ impl<S: Store> Agent<S> {
         let desired = self.desired_by_key();
         match self.store.observe().await {
             Ok(snapshot) => {
+                let mut desired = desired;
+                self.keep_unknown(&mut desired, &snapshot.records);
                 let remaining = plan::plan(&desired, &snapshot.records, None);
                 for operation in &remaining {
                     warn!(key = operation.key(), "not exact");

@@ -41,6 +41,7 @@ impl<S: Store> Agent<S> {
                     }
                     self.desired = desired;
                     self.withheld = withheld;
+                    self.unknown = unknown;
                     self.listed_once = true;
                     relisted = true;
                     self.docker_health.recovered();
@@ -48,10 +49,12 @@ impl<S: Store> Agent<S> {
                 Observation::Changed { id, container } => {
                     let wanted = container.map_or(Desired::Nothing, |c| self.desired_for(&c));
                     remember(&mut self.desired, &mut self.withheld, &id, wanted);
+                    self.unknown.remove(&id);
                     touched.insert(id);
                 }
                 Observation::InspectFailed { id, error } => {
                     warn!(container_id = id, error = %error, "cannot inspect container; keeping its record as it is and trying again");
+                    self.unknown.insert(id);
                 }
                 Observation::EngineDown(error) => self.docker_health.failed(&error),
             }
@@ -61,13 +64,36 @@ impl<S: Store> Agent<S> {
             return; // the next repair reconciles everything
         }
         let (desired, observed) = if relisted {
-            (self.desired_by_key(), self.observed.clone())
+            let mut desired = self.desired_by_key();
+            self.keep_unknown(&mut desired, &self.observed);
+            (desired, self.observed.clone())
         } else {
             self.desired_and_observed_of(&touched)
         };
         let operations = plan::plan(&desired, &observed, self.lease_policy());
         if let Err(error) = self.apply(&operations).await {
             self.etcd_failed(error);
+        }
+    }
+
+    /// The records that containers the agent knows nothing about have in
+    /// etcd stand as they are: they join `desired`, so that they are moved
+    /// onto our lease but never deleted.
+    pub(super) fn keep_unknown(
+        &self,
+        desired: &mut BTreeMap<String, String>,
+        observed: &BTreeMap<String, Observed>,
+    ) {
+        for (key, observed) in observed {
+            let record = self.config.host.parse(key);
+            if !record.is_some_and(|record| self.unknown.contains(record.container)) {
+                continue;
+            }
+            if let Ok(value) = std::str::from_utf8(&observed.value) {
+                desired
+                    .entry(key.clone())
+                    .or_insert_with(|| value.to_owned());
+            }
         }
     }
 
