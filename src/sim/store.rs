@@ -233,7 +233,8 @@ impl Store for SimStore {
         let watch = self
             .request("watch", |c| Ok(c.watch(client, &prefix, revision)))
             .await?;
-        self.trace(format!("watch from r{revision}"));
+        let compacted = if watch.is_some() { "" } else { " (compacted)" };
+        self.trace(format!("watch from r{revision}{compacted}"));
         let changes = watch.unwrap_or_else(|| {
             // etcd creates the watch, then cancels it: compacted.
             let (sender, receiver) = mpsc::unbounded_channel();

@@ -149,3 +149,82 @@ fn a_quiet_host_is_registered() {
     // not, and Wide is too large for the store.
     assert_eq!(run.final_prefix.len(), 4, "{:?}", run.final_prefix.keys());
 }
+
+/// The generated schedules reach every path that matters: without this, a
+/// fault that never bites would let the properties pass vacuously.
+#[test]
+fn the_faults_reach_the_agent() {
+    let signs = [
+        ("a lease expired", "Expiry ended lease"),
+        ("a lease revoked", "Foreign ended lease"),
+        ("a request failed", " failed: "),
+        ("a record refused as too large", "too large"),
+        ("a second agent took over", "Agent(1) won the lock"),
+        ("a foreign write repaired", "Foreign r"),
+    ];
+    let mut seen = vec![0usize; signs.len()];
+    for seed in 1..=300 {
+        let run = run(&schedule_of_seed(seed));
+        for (count, (_, sign)) in seen.iter_mut().zip(&signs) {
+            if run.trace.iter().any(|line| line.contains(sign)) {
+                *count += 1;
+            }
+        }
+    }
+    for (count, (what, _)) in seen.iter().zip(&signs) {
+        eprintln!("{what}: in {count} of 300 runs");
+        assert!(*count > 0, "no run had {what}");
+    }
+}
+
+/// A compaction between the agent's read and its watch: the watch fails,
+/// and the agent reads and watches again.
+#[test]
+fn a_watch_from_a_compacted_revision_is_created_again() {
+    use super::schedule::{Foreign, Step, StoreFault};
+    use std::time::Duration;
+    let at = |millis, action| Step {
+        after: Duration::from_millis(millis),
+        action,
+    };
+    let slow = StoreFault::Slow {
+        agent: 0,
+        delay: Duration::from_secs(4),
+    };
+    let schedule = Schedule {
+        running: vec![true; CONTAINERS],
+        require_healthy: false,
+        jitter_seed: 5,
+        steps: vec![
+            at(
+                1_000,
+                Action::Store {
+                    fault: slow,
+                    lasting: Duration::from_secs(30),
+                },
+            ),
+            at(
+                1_000,
+                Action::Store {
+                    fault: StoreFault::CancelWatches,
+                    lasting: Duration::ZERO,
+                },
+            ),
+            at(3_000, Action::Foreign(Foreign::Junk)),
+            at(
+                500,
+                Action::Store {
+                    fault: StoreFault::Compact,
+                    lasting: Duration::ZERO,
+                },
+            ),
+        ],
+    };
+    let run = run(&schedule);
+    assert!(
+        run.trace.iter().any(|line| line.ends_with("(compacted)")),
+        "{:#?}",
+        run.trace
+    );
+    assert_eq!(violations(&run), Vec::<String>::new());
+}
