@@ -193,7 +193,7 @@ impl World {
         Config {
             host: self.prefix.clone(),
             etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
-            lease_ttl: Some(TTL),
+            lease_ttl: self.schedule.records_on_lease.then_some(TTL),
             resync: Some(Duration::from_secs(300)),
             docker_host: "unix:///var/run/docker.sock".into(),
             selection: self.selection.clone(),

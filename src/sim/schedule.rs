@@ -109,6 +109,9 @@ pub struct Schedule {
     pub running: Vec<bool>,
     /// `--require-healthy`.
     pub require_healthy: bool,
+    /// `--ttl 15` (records on the lease); `false`: `--ttl 0` (records on no
+    /// lease, the lock on a lease of its own).
+    pub records_on_lease: bool,
     /// Seeds the agents' retry jitter.
     pub jitter_seed: u64,
     pub steps: Vec<Step>,
@@ -195,13 +198,17 @@ pub fn schedule(max_steps: usize) -> impl Strategy<Value = Schedule> {
     (
         proptest::collection::vec(any::<bool>(), CONTAINERS),
         any::<bool>(),
+        prop_oneof![3 => Just(true), 1 => Just(false)],
         any::<u64>(),
         proptest::collection::vec(step(), 0..=max_steps),
     )
-        .prop_map(|(running, require_healthy, jitter_seed, steps)| Schedule {
-            running,
-            require_healthy,
-            jitter_seed,
-            steps,
-        })
+        .prop_map(
+            |(running, require_healthy, records_on_lease, jitter_seed, steps)| Schedule {
+                running,
+                require_healthy,
+                records_on_lease,
+                jitter_seed,
+                steps,
+            },
+        )
 }
