@@ -34,6 +34,7 @@ pub fn violations(run: &Run) -> Vec<String> {
     converged(run, &mut found);
     no_needless_deletes(run, &mut found);
     no_needless_expiry(run, &mut found);
+    handover_without_deletes(run, &mut found);
     bounded_write_rate(run, &mut found);
     found
 }
@@ -114,17 +115,7 @@ fn no_needless_deletes(run: &Run, found: &mut Vec<String>) {
         if engine_fault || store_fault {
             continue;
         }
-        // The truth in force at `from`, and every one after it until `to`.
-        let in_force = history
-            .truth
-            .iter()
-            .rposition(|(at, _)| *at <= from)
-            .unwrap_or(0);
-        let qualified = history.truth[in_force..]
-            .iter()
-            .take_while(|(at, _)| *at <= to)
-            .all(|(_, truth)| truth.contains_key(&effect.key));
-        if qualified {
+        if qualified_throughout(run, &effect.key, from, to) {
             found.push(format!(
                 "agent {process} deleted {} at {:?} (r{}) although its container qualified throughout the {EXPLAINED_WITHIN:?} before",
                 effect.key, effect.at, effect.revision
@@ -177,6 +168,53 @@ fn no_needless_expiry(run: &Run, found: &mut Vec<String>) {
             ));
         }
     }
+}
+
+/// A holder that stops hands the host over: a standby that was up and
+/// reachable rewrites the records onto its own lease before the old lease
+/// expires, so no live record sees a delete (README: "One agent per host").
+fn handover_without_deletes(run: &Run, found: &mut Vec<String>) {
+    let history = &run.history;
+    for effect in &run.effects {
+        let Some((lease, Some(owner), _)) = effect.expired else {
+            continue;
+        };
+        if !history.stopped.contains(&owner) || !run.prefix.contains(&effect.key) {
+            continue;
+        }
+        let Some(&(_, _, Some(stop))) = history.lifetimes.get(&owner) else {
+            continue;
+        };
+        let to = effect.at;
+        if to < stop {
+            continue; // expired while it ran: `no_needless_expiry`'s case
+        }
+        let from = stop.saturating_sub(EXPLAINED_WITHIN);
+        let calm = !history.engine_faults.iter().any(|w| overlaps(*w, from, to))
+            && !history
+                .store_faults
+                .iter()
+                .any(|(_, a, b)| overlaps((*a, *b), from, to));
+        let standby = history.lifetimes.iter().any(|(process, (_, start, end))| {
+            *process != owner && *start <= from && end.is_none_or(|end| end >= to)
+        });
+        if calm && standby && qualified_throughout(run, &effect.key, from, to) {
+            found.push(format!(
+                "{} expired with the lease {lease:x} of agent {owner}, stopped at {stop:?}, at {to:?}, although a standby was up",
+                effect.key
+            ));
+        }
+    }
+}
+
+/// Whether `key` was in the truth all the time from `from` to `to`.
+fn qualified_throughout(run: &Run, key: &str, from: Duration, to: Duration) -> bool {
+    let truth = &run.history.truth;
+    let in_force = truth.iter().rposition(|(at, _)| *at <= from).unwrap_or(0);
+    truth[in_force..]
+        .iter()
+        .take_while(|(at, _)| *at <= to)
+        .all(|(_, truth)| truth.contains_key(key))
 }
 
 /// No write storms: an agent's transactions in any window are bounded by

@@ -63,6 +63,8 @@ pub struct History {
     pub store_faults: Vec<(Option<usize>, Duration, Duration)>,
     /// Per agent process: its slot, and when it started and ended.
     pub lifetimes: BTreeMap<usize, (usize, Duration, Option<Duration>)>,
+    /// The processes that were stopped (SIGTERM), not killed.
+    pub stopped: BTreeSet<usize>,
     /// When something happened that explains writes: container changes,
     /// foreign writes, faults, agents starting or stopping.
     pub stimuli: Vec<Duration>,
@@ -293,6 +295,7 @@ impl World {
     fn stop_agent(&mut self, slot: usize) {
         if let Some(process) = self.agents[slot].take() {
             let _ = process.shutdown.send(());
+            self.history.stopped.insert(process.id);
             self.cluster.trace(format!("Agent({}) stopped", process.id));
             self.end_of_life(process.id);
             self.ended.push(process.task);

@@ -318,3 +318,48 @@ fn known_bug_a_stopping_agent_is_not_reproducible() {
         );
     }
 }
+
+/// A holder that stops (SIGTERM) resigns: the standby takes over at once
+/// and moves every record onto its lease in place; no record is deleted,
+/// not even when the old lease expires.
+#[test]
+fn a_stopped_holder_hands_over_without_a_delete() {
+    use super::schedule::Step;
+    use std::time::Duration;
+    let schedule = Schedule {
+        running: vec![true; CONTAINERS],
+        require_healthy: false,
+        records_on_lease: true,
+        jitter_seed: 4,
+        steps: vec![
+            Step {
+                after: Duration::from_secs(1),
+                action: Action::StartAgent(1),
+            },
+            Step {
+                after: Duration::from_secs(5),
+                action: Action::StopAgent(0),
+            },
+            Step {
+                after: Duration::from_secs(30),
+                action: Action::Container {
+                    index: 0,
+                    op: super::schedule::ContainerOp::Die,
+                },
+            },
+        ],
+    };
+    let run = run(&schedule);
+    assert_eq!(violations(&run), Vec::<String>::new());
+    assert!(run
+        .trace
+        .iter()
+        .any(|l| l.contains("Agent(1) won the lock")));
+    let deletes: Vec<_> = run
+        .effects
+        .iter()
+        .filter(|e| e.value.is_none() && run.prefix.contains(&e.key))
+        .filter(|e| e.at < std::time::Duration::from_secs(36))
+        .collect();
+    assert!(deletes.is_empty(), "{deletes:#?}");
+}
