@@ -45,7 +45,8 @@ pub enum StoreFault {
     Refused { agent: usize },
     /// Agent `agent`'s requests are lost (time out after 5 s).
     Blackhole { agent: usize },
-    /// Agent `agent`'s requests take `delay`.
+    /// Agent `agent`'s requests take `delay`; beyond the client's 5 s
+    /// timeout they are applied but fail.
     Slow { agent: usize, delay: Duration },
     /// The space quota is exceeded: puts and lease grants are refused.
     NoSpace,
@@ -156,7 +157,7 @@ fn store_fault() -> impl Strategy<Value = StoreFault> {
     prop_oneof![
         2 => agent.clone().prop_map(|agent| StoreFault::Refused { agent }),
         1 => agent.clone().prop_map(|agent| StoreFault::Blackhole { agent }),
-        1 => (agent.clone(), millis(50..4_000))
+        1 => (agent.clone(), prop_oneof![3 => millis(50..4_000), 1 => millis(4_000..9_000)])
             .prop_map(|(agent, delay)| StoreFault::Slow { agent, delay }),
         1 => Just(StoreFault::NoSpace),
         1 => agent.clone().prop_map(|agent| StoreFault::RevokeLease { agent }),

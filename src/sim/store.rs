@@ -102,6 +102,12 @@ async fn reach_then<T>(
                 return Err(StoreError::Failed("connection lost".into()));
             }
             let answer = request(cluster);
+            if delay > REQUEST_TIMEOUT {
+                // Applied, but the answer comes too late: the client gave
+                // up (an ambiguous outcome, as with a real timeout).
+                sleep(REQUEST_TIMEOUT.saturating_sub(delay / 2)).await;
+                return Err(StoreError::Failed("deadline exceeded".into()));
+            }
             sleep(delay / 2).await;
             answer
         }
