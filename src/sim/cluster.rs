@@ -46,6 +46,9 @@ pub struct Effect {
     /// For an expiry: the lease and its owner's handle, and when it was
     /// last kept alive.
     pub expired: Option<(LeaseId, Option<usize>, Duration)>,
+    /// The agent process whose candidate key held the host lock when the
+    /// change was made (the simulation has one host).
+    pub holder: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +101,8 @@ pub struct State {
     pub effects: Vec<Effect>,
     pub trace: Vec<String>,
     pub outside_prefix_attempts: Vec<(usize, String)>,
+    /// When each lease ended (revoked or expired), and whose it was.
+    pub lease_ends: Vec<(Duration, Option<usize>)>,
     start: Instant,
 }
 
@@ -127,6 +132,7 @@ impl Cluster {
             effects: Vec::new(),
             trace: Vec::new(),
             outside_prefix_attempts: Vec::new(),
+            lease_ends: Vec::new(),
             start: Instant::now(),
         };
         let cluster = Self {
@@ -194,6 +200,8 @@ impl Cluster {
             .map(|(key, _)| key.clone())
             .collect();
         let refreshed = ended.refreshed_at.duration_since(state.start);
+        let now = state.since_start();
+        state.lease_ends.push((now, ended.owner));
         let expired = (actor == Actor::Expiry).then_some((lease, ended.owner, refreshed));
         let ops: Vec<Write> = keys.into_iter().map(Write::Delete).collect();
         state.commit(actor, &ops, 0, expired);
@@ -470,6 +478,13 @@ impl State {
         }
         self.revision = revision;
         let at = self.since_start();
+        let holder = self
+            .kv
+            .iter()
+            .filter(|(key, _)| key.starts_with("/docker-etcd-register/agents/"))
+            .min_by_key(|(_, kv)| kv.create_revision)
+            .and_then(|(_, kv)| self.leases.get(&kv.lease))
+            .and_then(|lease| lease.owner);
         let mut by_watch: Vec<Vec<Change>> = vec![Vec::new(); self.watches.len()];
         for (key, value) in changes {
             let change = Change {
@@ -494,6 +509,7 @@ impl State {
                 value,
                 revision,
                 expired,
+                holder,
             });
         }
         let mut index = 0;
