@@ -16,10 +16,14 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
-use tokio::time::{sleep, timeout, Instant};
+use tokio::time::{timeout, Instant};
 
-use crate::container::{Container, Health, PortBinding, IGNORE_LABEL};
-use crate::engine::{ContainerEvent, Engine, EngineError, EventKind, EventStream};
+use crate::container::{Container, Health};
+use crate::engine::{ContainerEvent, EngineError, EventKind, EventStream};
+
+mod facts;
+mod seam;
+use facts::facts;
 
 /// The engine keeps this many events for replay (dockerd's `eventsLimit`).
 const REPLAY_LOG: usize = 256;
@@ -373,119 +377,5 @@ fn drop_subscriptions(state: &mut EngineState) {
         let _ = subscriber
             .sender
             .send(Err(EngineError::Unreachable("connection reset".into())));
-    }
-}
-
-/// What an inspect reports of a container now.
-fn facts(id: &str, c: &SimContainer) -> Container {
-    let ports: &[u32] = match c.kind {
-        Kind::Web | Kind::Checked | Kind::Ignored => &[80],
-        Kind::Pair => &[80, 443],
-        Kind::Silent => &[],
-        Kind::Wide => &WIDE_PORTS,
-    };
-    let published = c.running && c.networked;
-    let bindings = ports
-        .iter()
-        .filter(|_| published)
-        .enumerate()
-        .map(|(n, private)| PortBinding {
-            private_port: private.to_string(),
-            protocol: "tcp".into(),
-            host_ip: "0.0.0.0".into(),
-            host_port: (c.host_port + 1000 * n as u32).to_string(),
-        })
-        .collect();
-    let mut labels = BTreeMap::new();
-    if c.kind == Kind::Ignored {
-        labels.insert(IGNORE_LABEL.to_owned(), "true".to_owned());
-    }
-    Container {
-        id: id.to_owned(),
-        configured_image: format!("sim/{:?}:1", c.kind).to_ascii_lowercase(),
-        image_id: format!("sha256:{:064x}", c.kind as u64 + 1),
-        labels,
-        running: c.running,
-        paused: c.paused,
-        health: match c.health {
-            Health::NoCheck => Health::NoCheck,
-            health if c.running => health,
-            _ => Health::NoCheck,
-        },
-        bindings,
-    }
-}
-
-/// The private ports of a [`Kind::Wide`] container.
-const WIDE_PORTS: [u32; 64] = {
-    let mut ports = [0; 64];
-    let mut i = 0;
-    while i < 64 {
-        ports[i] = 8000 + i as u32;
-        i += 1;
-    }
-    ports
-};
-
-impl Engine for SimEngine {
-    async fn connect(&mut self) -> Result<(), EngineError> {
-        self.request().await
-    }
-
-    fn subscriptions_accepted(&self) -> watch::Receiver<u64> {
-        self.accepted.subscribe()
-    }
-
-    fn events(&self, replay: Duration, health: bool) -> Result<EventStream, EngineError> {
-        let engine = self.clone();
-        // The request goes out when the stream is first polled; a hung
-        // engine answers it once healed.
-        let subscription = async move {
-            match engine.answering().await {
-                Ok(()) => engine.subscribe(replay, health),
-                Err(error) => futures_util::stream::iter([Err(error)]).boxed(),
-            }
-        };
-        Ok(futures_util::stream::once(subscription).flatten().boxed())
-    }
-
-    async fn running_container_ids(&self) -> Result<Vec<String>, EngineError> {
-        self.request().await?;
-        let state = self.lock();
-        Ok(state
-            .containers
-            .iter()
-            .filter(|(_, c)| c.running && !c.removed)
-            .map(|(id, _)| id.clone())
-            .collect())
-    }
-
-    async fn inspect(&self, container_id: &str) -> Result<Option<Container>, EngineError> {
-        self.request().await?;
-        let delay = {
-            let state = self.lock();
-            state
-                .slow_inspects
-                .get(container_id)
-                .and_then(|delays| delays.values().max().copied())
-        };
-        if let Some(delay) = delay {
-            if delay >= REQUEST_TIMEOUT {
-                sleep(REQUEST_TIMEOUT).await;
-                return Err(EngineError::TimedOut("inspect timed out".into()));
-            }
-            sleep(delay).await;
-        }
-        self.request().await?;
-        let state = self.lock();
-        Ok(state
-            .containers
-            .get(container_id)
-            .filter(|c| !c.removed)
-            .map(|c| facts(container_id, c)))
-    }
-
-    async fn ping(&self, wait: Duration) -> bool {
-        matches!(timeout(wait, self.answering()).await, Ok(Ok(())))
     }
 }

@@ -9,6 +9,7 @@
 mod cluster;
 mod engine;
 mod properties;
+mod regressions;
 mod run;
 mod schedule;
 mod store;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::{sleep, timeout, Instant};
+use tokio::time::sleep;
 
 use super::cluster::{Actor, Cluster, Reach, Write};
 use crate::plan::{LeaseId, Observed, Operation};
@@ -20,6 +20,9 @@ use crate::store::{
     Applied, Campaign, Change, Holder, KeptAlive, LeaseEnd, LockKey, PrefixChanges, Snapshot,
     Store, StoreError,
 };
+
+mod election;
+use election::{campaign, oldest};
 
 /// The etcd adapter's request timeout.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -318,90 +321,6 @@ impl Store for SimStore {
             c.txn(actor, &[Write::DeletePrefix(prefix)], 0).map(drop)
         })
         .await
-    }
-}
-
-/// The oldest candidate under `candidates`, as etcd's election sees it.
-fn oldest(cluster: &Cluster, candidates: &str) -> Option<Holder> {
-    let state = cluster.lock();
-    state
-        .kv
-        .range(candidates.to_owned()..)
-        .take_while(|(key, _)| key.starts_with(candidates))
-        .min_by_key(|(_, kv)| kv.create_revision)
-        .map(|(key, kv)| Holder {
-            key: key.clone(),
-            lease: kv.lease,
-            hostname: "sim-host".into(),
-            pid: u32::try_from(kv.lease & 0xffff).unwrap_or(0),
-        })
-}
-
-/// etcd's concurrency election: put our key if absent, then wait until
-/// every older candidate is gone; the client's timeout withdraws our key.
-async fn campaign(
-    cluster: Cluster,
-    client: usize,
-    actor: Actor,
-    candidates: String,
-    lease: LeaseId,
-) -> Result<Option<LockKey>, StoreError> {
-    let key = format!("{candidates}{lease:x}");
-    let deadline = Instant::now() + REQUEST_TIMEOUT;
-    let created = reach_then(&cluster, client, |c| {
-        if let Some(kv) = c.lock().kv.get(&key) {
-            return Ok(kv.create_revision);
-        }
-        let value = br#"{"hostname":"sim-host","pid":1}"#.to_vec();
-        c.txn(actor, &[Write::Put(key.clone(), value)], lease)
-    })
-    .await?;
-    let mut epoch = cluster.epoch();
-    let waited = timeout(deadline.saturating_duration_since(Instant::now()), async {
-        loop {
-            if matches!(cluster.reach(client), Reach::Refused | Reach::Blackhole) {
-                return Err(StoreError::Failed("connection lost".into()));
-            }
-            let older = {
-                let state = cluster.lock();
-                state
-                    .kv
-                    .range(candidates.clone()..)
-                    .take_while(|(k, _)| k.starts_with(&candidates))
-                    .any(|(_, kv)| kv.create_revision < created)
-            };
-            if !older {
-                return Ok(());
-            }
-            if epoch.changed().await.is_err() {
-                return Err(StoreError::StreamEnded("campaign"));
-            }
-        }
-    })
-    .await;
-    match waited {
-        Ok(Ok(())) => {
-            cluster.trace(format!("{actor:?} won the lock on {lease:x}"));
-            Ok(Some(LockKey {
-                name: candidates.trim_end_matches('/').as_bytes().to_vec(),
-                key: key.into_bytes(),
-                revision: created,
-                lease,
-            }))
-        }
-        Ok(Err(error)) => Err(error),
-        Err(_) => {
-            // The server resigns for a campaign whose client gave up.
-            let ours = cluster
-                .lock()
-                .kv
-                .get(&key)
-                .is_some_and(|kv| kv.create_revision == created);
-            if ours {
-                let _ = cluster.txn(actor, &[Write::Delete(key)], 0);
-            }
-            Ok(None)
-        }
     }
 }
 
