@@ -93,9 +93,11 @@ fn overlaps(window: (Duration, Duration), from: Duration, to: Duration) -> bool 
     window.0 <= to && window.1 >= from
 }
 
-/// No agent deletes a record whose container kept qualifying while the
-/// agent could see it: neither a change of that container nor a fault
-/// within [`EXPLAINED_WITHIN`] explains the delete.
+/// No agent deletes a record whose container kept qualifying (README: a
+/// hung or unreachable engine or etcd deletes nothing): the container
+/// changed in the [`EXPLAINED_WITHIN`] before the delete, or before the
+/// faults (of the engine, of the deleting agent's store) that ran into
+/// that span, during which the agent may have fallen behind.
 fn no_needless_deletes(run: &Run, found: &mut Vec<String>) {
     let history = &run.history;
     for effect in &run.effects {
@@ -106,19 +108,31 @@ fn no_needless_deletes(run: &Run, found: &mut Vec<String>) {
             continue;
         }
         let to = effect.at;
-        let from = to.saturating_sub(EXPLAINED_WITHIN);
         let slot = history.lifetimes.get(&process).map(|life| life.0);
-        let engine_fault = history.engine_faults.iter().any(|w| overlaps(*w, from, to));
-        let store_fault = history
-            .store_faults
-            .iter()
-            .any(|(s, a, b)| (s.is_none() || *s == slot) && overlaps((*a, *b), from, to));
-        if engine_fault || store_fault {
-            continue;
+        let mut faults: Vec<(Duration, Duration)> = history.engine_faults.clone();
+        faults.extend(
+            history
+                .store_faults
+                .iter()
+                .filter(|(s, _, _)| s.is_none() || *s == slot)
+                .map(|(_, a, b)| (*a, *b)),
+        );
+        let mut from = to.saturating_sub(EXPLAINED_WITHIN);
+        loop {
+            let earliest = faults
+                .iter()
+                .filter(|w| overlaps(**w, from, to))
+                .map(|w| w.0.saturating_sub(EXPLAINED_WITHIN))
+                .min()
+                .unwrap_or(from);
+            if earliest >= from {
+                break;
+            }
+            from = earliest;
         }
         if qualified_throughout(run, &effect.key, from, to) {
             found.push(format!(
-                "agent {process} deleted {} at {:?} (r{}) although its container qualified throughout the {EXPLAINED_WITHIN:?} before",
+                "agent {process} deleted {} at {:?} (r{}) although its container qualified since {from:?}",
                 effect.key, effect.at, effect.revision
             ));
         }

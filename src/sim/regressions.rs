@@ -248,3 +248,45 @@ fn known_bug_a_stale_holder_writes_beside_the_new_one() {
     );
     assert_eq!(violations(&run), Vec::<String>::new());
 }
+
+/// A holder that dies: its lease expires after the TTL, taking its records
+/// and the lock; the standby takes over and every live record is back
+/// within TTL + 2 s of the death (README: "One agent per host").
+#[test]
+fn a_dead_holders_records_are_back_within_the_ttl_and_2_s() {
+    use super::cluster::Actor;
+    use super::run::TTL;
+    use super::schedule::Step;
+    let schedule = Schedule {
+        running: vec![true; CONTAINERS],
+        require_healthy: false,
+        records_on_lease: true,
+        jitter_seed: 6,
+        steps: vec![
+            Step {
+                after: Duration::from_secs(1),
+                action: Action::StartAgent(1),
+            },
+            Step {
+                after: Duration::from_millis(3_300),
+                action: Action::KillAgent(0),
+            },
+        ],
+    };
+    let run = run(&schedule);
+    assert_eq!(violations(&run), Vec::<String>::new());
+    let death = Duration::from_millis(4_300);
+    for key in run.final_truth.keys() {
+        let back = run
+            .effects
+            .iter()
+            .filter(|e| e.key == *key && e.actor == Actor::Agent(1) && e.at > death)
+            .map(|e| e.at)
+            .next();
+        let back = back.unwrap_or_else(|| panic!("{key} never back"));
+        assert!(
+            back <= death + TTL + Duration::from_secs(2),
+            "{key} back only at {back:?}"
+        );
+    }
+}
