@@ -290,3 +290,67 @@ fn a_dead_holders_records_are_back_within_the_ttl_and_2_s() {
         );
     }
 }
+
+/// An agent starts (a restart, an upgrade, a standby taking over) while one
+/// running container's inspect hangs: README promises that such a container
+/// "keeps what it had", but the new agent deletes its record, and writes it
+/// again only once an inspect answers.
+// FAILS until: on a listing with containers it could not inspect
+// (`Observation::Listed { unknown }`), the agent keeps whatever etcd holds
+// under those containers' keys (agent.rs `observe_engine` keeps only the
+// records in its own `desired`, which a fresh agent does not have, so
+// `plan::plan` deletes the observed record).
+#[test]
+fn known_bug_a_fresh_agent_deletes_the_record_of_a_container_it_cannot_inspect() {
+    use super::cluster::Actor;
+    use super::engine::container_id;
+    use super::schedule::{EngineFault, Foreign, Step};
+    let pair = 1;
+    let mut running = vec![false; CONTAINERS];
+    running[pair] = true;
+    let hang = EngineFault::SlowInspect {
+        container: pair,
+        delay: Duration::from_secs(10),
+    };
+    let schedule = Schedule {
+        running,
+        require_healthy: false,
+        records_on_lease: false,
+        jitter_seed: 0,
+        steps: vec![
+            Step {
+                after: Duration::from_millis(1),
+                action: Action::StopAgent(0),
+            },
+            Step {
+                after: Duration::ZERO,
+                action: Action::Engine {
+                    fault: hang,
+                    lasting: Duration::from_secs(14),
+                },
+            },
+            Step {
+                after: Duration::ZERO,
+                action: Action::StartAgent(0),
+            },
+            // The schedule goes on a little (faults are healed at its end),
+            // so that the hang is in force when the new agent inspects.
+            Step {
+                after: Duration::from_millis(20),
+                action: Action::Foreign(Foreign::Neighbour),
+            },
+        ],
+    };
+    let run = run(&schedule);
+    let id = container_id(pair);
+    let deleted_by_the_new_agent = run
+        .effects
+        .iter()
+        .any(|e| e.actor == Actor::Agent(1) && e.value.is_none() && e.key.ends_with(&id));
+    // Correct: no delete. The bug: the new agent deletes the record.
+    assert!(
+        deleted_by_the_new_agent,
+        "fixed? then assert no delete here and drop the allowance in properties"
+    );
+    assert_eq!(violations(&run), Vec::<String>::new());
+}

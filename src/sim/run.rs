@@ -67,6 +67,8 @@ pub struct History {
     pub lifetimes: BTreeMap<usize, (usize, Duration, Option<Duration>)>,
     /// The processes that were stopped (SIGTERM), not killed.
     pub stopped: BTreeSet<usize>,
+    /// Windows in which a container's inspect timed out (engine answering).
+    pub inspect_timeouts: Vec<(String, Duration, Duration)>,
     /// When something happened that explains writes: container changes,
     /// foreign writes, faults, agents starting or stopping.
     pub stimuli: Vec<Duration>,

@@ -166,26 +166,30 @@ impl Store for SimStore {
 
     async fn observe(&mut self) -> Result<Snapshot, StoreError> {
         let prefix = self.prefix.as_str().to_owned();
-        self.request("observe", |cluster| {
-            let state = cluster.lock();
-            let records: BTreeMap<String, Observed> = state
-                .kv
-                .range(prefix.clone()..)
-                .take_while(|(key, _)| key.starts_with(&prefix))
-                .map(|(key, kv)| {
-                    let observed = Observed {
-                        value: kv.value.clone(),
-                        lease: kv.lease,
-                    };
-                    (key.clone(), observed)
+        let snapshot = self
+            .request("observe", |cluster| {
+                let state = cluster.lock();
+                let records: BTreeMap<String, Observed> = state
+                    .kv
+                    .range(prefix.clone()..)
+                    .take_while(|(key, _)| key.starts_with(&prefix))
+                    .map(|(key, kv)| {
+                        let observed = Observed {
+                            value: kv.value.clone(),
+                            lease: kv.lease,
+                        };
+                        (key.clone(), observed)
+                    })
+                    .collect();
+                Ok(Snapshot {
+                    records,
+                    revision: state.revision,
                 })
-                .collect();
-            Ok(Snapshot {
-                records,
-                revision: state.revision,
             })
-        })
-        .await
+            .await?;
+        let (records, revision) = (snapshot.records.len(), snapshot.revision);
+        self.trace(format!("observed {records} records at r{revision}"));
+        Ok(snapshot)
     }
 
     async fn apply(
@@ -291,8 +295,12 @@ impl Store for SimStore {
 
     async fn lock_holder(&mut self) -> Result<Option<Holder>, StoreError> {
         let candidates = self.candidates();
-        self.request("lock holder", |c| Ok(oldest(c, &candidates)))
-            .await
+        let holder = self
+            .request("lock holder", |c| Ok(oldest(c, &candidates)))
+            .await?;
+        let lease = holder.as_ref().map(|h| h.lease);
+        self.trace(format!("lock holder on {lease:x?}"));
+        Ok(holder)
     }
 
     async fn resign(&mut self, key: LockKey) -> Result<(), StoreError> {

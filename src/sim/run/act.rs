@@ -35,6 +35,12 @@ impl World {
                     _ => lasting,
                 };
                 self.history.engine_faults.push((now, now + lasting));
+                if let EngineFault::SlowInspect { container, delay } = fault {
+                    if delay >= Duration::from_secs(10) {
+                        let id = container_id(container);
+                        self.history.inspect_timeouts.push((id, now, now + lasting));
+                    }
+                }
                 let engine = self.engine.clone();
                 tokio::task::spawn_local(async move {
                     sleep(lasting).await;
@@ -124,6 +130,9 @@ impl World {
             window.1 = window.1.min(now);
         }
         for window in &mut self.history.store_faults {
+            window.2 = window.2.min(now);
+        }
+        for window in &mut self.history.inspect_timeouts {
             window.2 = window.2.min(now);
         }
         self.cluster.trace("faults healed".into());
