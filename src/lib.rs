@@ -30,6 +30,8 @@ pub mod listing;
 pub mod metrics;
 pub mod plan;
 pub mod record;
+#[cfg(test)]
+mod sim;
 pub mod store;
 pub mod supervise;
 pub mod watcher;

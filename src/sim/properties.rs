@@ -1,0 +1,307 @@
+//! The properties every run must keep (README: "How it behaves", "Faults";
+//! ARCHITECTURE.md: "Invariants"), checked on what a run left behind.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::cluster::{Actor, Effect};
+use super::run::{Run, CONVERGENCE, TTL};
+use super::store::lock_name;
+
+/// How far back a delete may be explained by a change of its container, a
+/// fault of the engine or of the deleting agent's store.
+const EXPLAINED_WITHIN: Duration = Duration::from_secs(15);
+/// An agent whose store answered this long in one stretch has kept its
+/// lease alive: a request still lost in a black hole when the stretch
+/// began (5 s), then the longest retry delay (5 s), and a margin; a
+/// healthy keep-alive needs only its period (TTL / 3).
+const KEEP_ALIVE_CHANCE: Duration = Duration::from_millis(11_000);
+/// The write rate: at most this many of an agent's transactions in any
+/// [`RATE_WINDOW`], plus [`WRITES_PER_STIMULUS`] for each thing that
+/// happened in the window before (a container change, a foreign write, a
+/// fault, an agent starting or stopping).
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+const FREE_WRITES: usize = 20;
+const WRITES_PER_STIMULUS: usize = 8;
+
+/// Every violation of the properties, in words; empty when the run is good.
+pub fn violations(run: &Run) -> Vec<String> {
+    let mut found = Vec::new();
+    if run.panics > 0 {
+        found.push(format!("{} task(s) panicked", run.panics));
+    }
+    only_own_keys(run, &mut found);
+    converged(run, &mut found);
+    no_needless_deletes(run, &mut found);
+    no_needless_expiry(run, &mut found);
+    handover_without_deletes(run, &mut found);
+    one_writer(run, &mut found);
+    bounded_write_rate(run, &mut found);
+    found
+}
+
+/// No agent writes outside its host prefix, but for its lock key.
+fn only_own_keys(run: &Run, found: &mut Vec<String>) {
+    let candidates = format!("{}/", lock_name(&run.prefix));
+    for (process, key) in &run.outside_prefix_attempts {
+        found.push(format!(
+            "agent {process} asked to write {key} outside its prefix"
+        ));
+    }
+    for effect in &run.effects {
+        let by_agent = matches!(effect.actor, Actor::Agent(_));
+        let own = run.prefix.contains(&effect.key) || effect.key.starts_with(&candidates);
+        if by_agent && !own {
+            found.push(format!(
+                "{:?} wrote {} at {:?}, outside its prefix",
+                effect.actor, effect.key, effect.at
+            ));
+        }
+    }
+}
+
+/// Once the faults stop, the host prefix equals the truth within
+/// [`CONVERGENCE`].
+fn converged(run: &Run, found: &mut Vec<String>) {
+    for (key, value) in &run.final_truth {
+        match run.final_prefix.get(key) {
+            None => found.push(format!(
+                "{CONVERGENCE:?} after the faults: {key} is missing"
+            )),
+            Some(held) if held != value => found.push(format!(
+                "{CONVERGENCE:?} after the faults: {key} holds {}",
+                String::from_utf8_lossy(held)
+            )),
+            Some(_) => {}
+        }
+    }
+    for key in run.final_prefix.keys() {
+        if !run.final_truth.contains_key(key) {
+            found.push(format!("{CONVERGENCE:?} after the faults: {key} is stale"));
+        }
+    }
+}
+
+fn overlaps(window: (Duration, Duration), from: Duration, to: Duration) -> bool {
+    window.0 <= to && window.1 >= from
+}
+
+/// No agent deletes a record whose container kept qualifying (README: a
+/// hung or unreachable engine or etcd deletes nothing): the container
+/// changed in the [`EXPLAINED_WITHIN`] before the delete, or before the
+/// faults (of the engine, of the deleting agent's store) that ran into
+/// that span, during which the agent may have fallen behind.
+fn no_needless_deletes(run: &Run, found: &mut Vec<String>) {
+    let history = &run.history;
+    for effect in &run.effects {
+        let Actor::Agent(process) = effect.actor else {
+            continue;
+        };
+        if effect.value.is_some() || !run.prefix.contains(&effect.key) {
+            continue;
+        }
+        let to = effect.at;
+        let slot = history.lifetimes.get(&process).map(|life| life.0);
+        let mut faults: Vec<(Duration, Duration)> = history.engine_faults.clone();
+        faults.extend(
+            history
+                .store_faults
+                .iter()
+                .filter(|(s, _, _)| s.is_none() || *s == slot)
+                .map(|(_, a, b)| (*a, *b)),
+        );
+        let mut from = to.saturating_sub(EXPLAINED_WITHIN);
+        loop {
+            let earliest = faults
+                .iter()
+                .filter(|w| overlaps(**w, from, to))
+                .map(|w| w.0.saturating_sub(EXPLAINED_WITHIN))
+                .min()
+                .unwrap_or(from);
+            if earliest >= from {
+                break;
+            }
+            from = earliest;
+        }
+        if qualified_throughout(run, &effect.key, from, to) {
+            found.push(format!(
+                "agent {process} deleted {} at {:?} (r{}) although its container qualified since {from:?}",
+                effect.key, effect.at, effect.revision
+            ));
+        }
+    }
+}
+
+/// A live agent's lease expires only when its store was out of reach: an
+/// expiry after a stretch of [`KEEP_ALIVE_CHANCE`] in which it was
+/// reachable is a lease the agent failed to keep alive.
+fn no_needless_expiry(run: &Run, found: &mut Vec<String>) {
+    let history = &run.history;
+    let mut seen = Vec::new();
+    for effect in &run.effects {
+        let Some((lease, Some(owner), refreshed)) = effect.expired else {
+            continue;
+        };
+        if seen.contains(&lease) {
+            continue;
+        }
+        seen.push(lease);
+        let Some(&(slot, _, end)) = history.lifetimes.get(&owner) else {
+            continue;
+        };
+        if end.is_some_and(|end| end <= effect.at) {
+            continue; // a dead agent's lease goes
+        }
+        let mut bad: Vec<(Duration, Duration)> = history
+            .store_faults
+            .iter()
+            .filter(|(s, _, _)| *s == Some(slot))
+            .map(|(_, a, b)| (*a, *b))
+            .collect();
+        bad.sort();
+        let mut longest = Duration::ZERO;
+        let mut good_from = refreshed;
+        for (a, b) in bad {
+            if b < refreshed || a > effect.at {
+                continue;
+            }
+            longest = longest.max(a.saturating_sub(good_from));
+            good_from = good_from.max(b);
+        }
+        longest = longest.max(effect.at.saturating_sub(good_from));
+        if longest >= KEEP_ALIVE_CHANCE {
+            found.push(format!(
+                "the lease {lease:x} of live agent {owner} expired at {:?} (kept alive last at {refreshed:?}, TTL {TTL:?}) although its store answered for {longest:?} in one stretch",
+                effect.at
+            ));
+        }
+    }
+}
+
+/// A holder that stops hands the host over: a standby that was up and
+/// reachable rewrites the records onto its own lease before the old lease
+/// expires, so no live record sees a delete (README: "One agent per host").
+fn handover_without_deletes(run: &Run, found: &mut Vec<String>) {
+    let history = &run.history;
+    for effect in &run.effects {
+        let Some((lease, Some(owner), _)) = effect.expired else {
+            continue;
+        };
+        if !history.stopped.contains(&owner) || !run.prefix.contains(&effect.key) {
+            continue;
+        }
+        let Some(&(_, _, Some(stop))) = history.lifetimes.get(&owner) else {
+            continue;
+        };
+        let to = effect.at;
+        if to < stop {
+            continue; // expired while it ran: `no_needless_expiry`'s case
+        }
+        let from = stop.saturating_sub(EXPLAINED_WITHIN);
+        let calm = !history.engine_faults.iter().any(|w| overlaps(*w, from, to))
+            && !history
+                .store_faults
+                .iter()
+                .any(|(_, a, b)| overlaps((*a, *b), from, to));
+        let standby = history.lifetimes.iter().any(|(process, (_, start, end))| {
+            *process != owner && *start <= from && end.is_none_or(|end| end >= to)
+        });
+        if calm && standby && qualified_throughout(run, &effect.key, from, to) {
+            found.push(format!(
+                "{} expired with the lease {lease:x} of agent {owner}, stopped at {stop:?}, at {to:?}, although a standby was up",
+                effect.key
+            ));
+        }
+    }
+}
+
+/// How long after its lease ended an agent may still write, not knowing
+/// it yet: its keep-alive period (TTL / 3) and a margin.
+const STALE_HOLDER: Duration = Duration::from_millis(15_000 / 3 + 500);
+
+/// No agent writes the host's prefix while another holds the host's lock,
+/// but for the known gap: an agent whose lease ended without its
+/// connection failing writes until its next keep-alive tells it
+/// (`known_bug_a_stale_holder_writes_beside_the_new_one`), or while its
+/// store was in trouble.
+fn one_writer(run: &Run, found: &mut Vec<String>) {
+    let history = &run.history;
+    for effect in &run.effects {
+        let Actor::Agent(process) = effect.actor else {
+            continue;
+        };
+        if !run.prefix.contains(&effect.key) || effect.holder.is_none_or(|h| h == process) {
+            continue;
+        }
+        let to = effect.at;
+        let lost_lately = run.lease_ends.iter().any(|(at, owner)| {
+            *owner == Some(process) && *at <= to && to.saturating_sub(*at) <= STALE_HOLDER
+        });
+        let slot = history.lifetimes.get(&process).map(|life| life.0);
+        let troubled = history.store_faults.iter().any(|(s, a, b)| {
+            (s.is_none() || *s == slot) && overlaps((*a, *b), to.saturating_sub(TTL), to)
+        });
+        if !lost_lately && !troubled {
+            found.push(format!(
+                "agent {process} wrote {} at {to:?} while agent {:?} held the host",
+                effect.key, effect.holder
+            ));
+        }
+    }
+}
+
+/// Whether `key` was in the truth all the time from `from` to `to`.
+fn qualified_throughout(run: &Run, key: &str, from: Duration, to: Duration) -> bool {
+    let truth = &run.history.truth;
+    let in_force = truth.iter().rposition(|(at, _)| *at <= from).unwrap_or(0);
+    truth[in_force..]
+        .iter()
+        .take_while(|(at, _)| *at <= to)
+        .all(|(_, truth)| truth.contains_key(key))
+}
+
+/// No write storms: an agent's transactions in any window are bounded by
+/// what happened just before.
+fn bounded_write_rate(run: &Run, found: &mut Vec<String>) {
+    let mut writes: BTreeMap<i64, Duration> = BTreeMap::new();
+    for effect in &run.effects {
+        if matches!(effect.actor, Actor::Agent(_)) {
+            writes.insert(effect.revision, effect.at);
+        }
+    }
+    let times: Vec<Duration> = writes.into_values().collect();
+    let stimuli = &run.history.stimuli;
+    for (index, &to) in times.iter().enumerate() {
+        let from = to.saturating_sub(RATE_WINDOW);
+        let in_window = times[..=index].iter().filter(|at| **at >= from).count();
+        let explained = stimuli
+            .iter()
+            .filter(|at| **at >= from.saturating_sub(RATE_WINDOW) && **at <= to)
+            .count();
+        let allowed = FREE_WRITES + WRITES_PER_STIMULUS * explained;
+        if in_window > allowed {
+            found.push(format!(
+                "{in_window} agent transactions in the {RATE_WINDOW:?} before {to:?}, {explained} changes to explain them"
+            ));
+            return;
+        }
+    }
+}
+
+/// The effects as lines, for a failure report.
+pub fn describe(effects: &[Effect]) -> String {
+    effects
+        .iter()
+        .map(|e| {
+            format!(
+                "{:>8} {:?} r{} {} {}",
+                e.at.as_millis(),
+                e.actor,
+                e.revision,
+                if e.value.is_some() { "put" } else { "del" },
+                e.key
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,215 @@
+//! Schedules: timed steps of workload (container changes), faults (of the
+//! engine, of the store, of the agents themselves) and foreign writes, as
+//! proptest strategies, so that a failing schedule shrinks to a small one.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+/// How many catalog containers a run has (see `engine::KINDS`).
+pub const CONTAINERS: usize = 7;
+/// Agent processes that may run for the one host.
+pub const AGENT_SLOTS: usize = 2;
+
+/// What happens to one container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerOp {
+    Start,
+    Die,
+    /// A die and a start at the same instant: the record key stays, the
+    /// host port changes.
+    Restart,
+    Remove,
+    Pause,
+    Unpause,
+    NetworkDisconnect,
+    NetworkConnect,
+    HealthFlip,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineFault {
+    /// Refuses every request; the event streams break.
+    Down,
+    /// Answers nothing (requests time out after 10 s); events wait.
+    Hang,
+    /// One container's inspect takes `delay` (≥ 10 s: times out).
+    SlowInspect { container: usize, delay: Duration },
+    /// Every event stream breaks (instant).
+    DropSubscriptions,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreFault {
+    /// Agent `agent`'s connections are refused.
+    Refused { agent: usize },
+    /// Agent `agent`'s requests are lost (time out after 5 s).
+    Blackhole { agent: usize },
+    /// Agent `agent`'s requests take `delay`; beyond the client's 5 s
+    /// timeout they are applied but fail.
+    Slow { agent: usize, delay: Duration },
+    /// The space quota is exceeded: puts and lease grants are refused.
+    NoSpace,
+    /// An operator revokes the leases of agent `agent` (instant).
+    RevokeLease { agent: usize },
+    /// The leases of agent `agent` expire now, as after a long partition
+    /// the agent did not notice (instant).
+    ExpireLease { agent: usize },
+    /// The history is compacted up to now (instant).
+    Compact,
+    /// etcd cancels every watch (instant).
+    CancelWatches,
+}
+
+/// A write by someone else under (or just beside) the host prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Foreign {
+    /// Overwrites container `container`'s record key with a bogus value.
+    Overwrite { container: usize },
+    /// Deletes container `container`'s record key.
+    Delete { container: usize },
+    /// Writes a key no container backs.
+    Junk,
+    /// Writes a key of another host whose address has ours as a prefix.
+    Neighbour,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Container {
+        index: usize,
+        op: ContainerOp,
+    },
+    Engine {
+        fault: EngineFault,
+        lasting: Duration,
+    },
+    Store {
+        fault: StoreFault,
+        lasting: Duration,
+    },
+    Foreign(Foreign),
+    /// Starts agent process `slot` if it is not running.
+    StartAgent(usize),
+    /// SIGTERM: it hands the host over and exits.
+    StopAgent(usize),
+    /// SIGKILL: it vanishes; its lease expires.
+    KillAgent(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// Simulated time since the previous step.
+    pub after: Duration,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// Which catalog containers run at the start.
+    pub running: Vec<bool>,
+    /// `--require-healthy`.
+    pub require_healthy: bool,
+    /// `--ttl 15` (records on the lease); `false`: `--ttl 0` (records on no
+    /// lease, the lock on a lease of its own).
+    pub records_on_lease: bool,
+    /// Seeds the agents' retry jitter.
+    pub jitter_seed: u64,
+    pub steps: Vec<Step>,
+}
+
+fn millis(range: std::ops::Range<u64>) -> impl Strategy<Value = Duration> {
+    range.prop_map(Duration::from_millis)
+}
+
+/// Short faults mostly, some longer than the lease TTL.
+fn lasting() -> impl Strategy<Value = Duration> {
+    prop_oneof![4 => millis(100..6_000), 1 => millis(6_000..40_000)]
+}
+
+fn container_op() -> impl Strategy<Value = ContainerOp> {
+    use ContainerOp::*;
+    prop_oneof![
+        3 => Just(Start),
+        2 => Just(Die),
+        2 => Just(Restart),
+        1 => Just(Remove),
+        1 => Just(Pause),
+        1 => Just(Unpause),
+        1 => Just(NetworkDisconnect),
+        1 => Just(NetworkConnect),
+        2 => Just(HealthFlip),
+    ]
+}
+
+fn engine_fault() -> impl Strategy<Value = EngineFault> {
+    prop_oneof![
+        Just(EngineFault::Down),
+        Just(EngineFault::Hang),
+        (0..CONTAINERS, millis(100..15_000))
+            .prop_map(|(container, delay)| EngineFault::SlowInspect { container, delay }),
+        Just(EngineFault::DropSubscriptions),
+    ]
+}
+
+fn store_fault() -> impl Strategy<Value = StoreFault> {
+    let agent = 0..AGENT_SLOTS;
+    prop_oneof![
+        2 => agent.clone().prop_map(|agent| StoreFault::Refused { agent }),
+        1 => agent.clone().prop_map(|agent| StoreFault::Blackhole { agent }),
+        1 => (agent.clone(), prop_oneof![3 => millis(50..4_000), 1 => millis(4_000..9_000)])
+            .prop_map(|(agent, delay)| StoreFault::Slow { agent, delay }),
+        1 => Just(StoreFault::NoSpace),
+        1 => agent.clone().prop_map(|agent| StoreFault::RevokeLease { agent }),
+        1 => agent.prop_map(|agent| StoreFault::ExpireLease { agent }),
+        1 => Just(StoreFault::Compact),
+        1 => Just(StoreFault::CancelWatches),
+    ]
+}
+
+fn foreign() -> impl Strategy<Value = Foreign> {
+    prop_oneof![
+        (0..CONTAINERS).prop_map(|container| Foreign::Overwrite { container }),
+        (0..CONTAINERS).prop_map(|container| Foreign::Delete { container }),
+        Just(Foreign::Junk),
+        Just(Foreign::Neighbour),
+    ]
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        8 => (0..CONTAINERS, container_op()).prop_map(|(index, op)| Action::Container { index, op }),
+        2 => (engine_fault(), lasting()).prop_map(|(fault, lasting)| Action::Engine { fault, lasting }),
+        3 => (store_fault(), lasting()).prop_map(|(fault, lasting)| Action::Store { fault, lasting }),
+        2 => foreign().prop_map(Action::Foreign),
+        1 => (0..AGENT_SLOTS).prop_map(Action::StartAgent),
+        1 => (0..AGENT_SLOTS).prop_map(Action::StopAgent),
+        1 => (0..AGENT_SLOTS).prop_map(Action::KillAgent),
+    ]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let after =
+        prop_oneof![3 => millis(0..200), 3 => millis(200..3_000), 1 => millis(3_000..20_000)];
+    (after, action()).prop_map(|(after, action)| Step { after, action })
+}
+
+/// Schedules of up to `max_steps` steps.
+pub fn schedule(max_steps: usize) -> impl Strategy<Value = Schedule> {
+    (
+        proptest::collection::vec(any::<bool>(), CONTAINERS),
+        any::<bool>(),
+        prop_oneof![3 => Just(true), 1 => Just(false)],
+        any::<u64>(),
+        proptest::collection::vec(step(), 0..=max_steps),
+    )
+        .prop_map(
+            |(running, require_healthy, records_on_lease, jitter_seed, steps)| Schedule {
+                running,
+                require_healthy,
+                records_on_lease,
+                jitter_seed,
+                steps,
+            },
+        )
+}

@@ -1,0 +1,346 @@
+//! One agent process's connection to the simulated cluster: the `Store`
+//! seam with the etcd adapter's behaviour (etcd.rs and etcd/ show it):
+//! operations batched within etcd's limits and a batch
+//! refused as too large split into single operations, the election of
+//! etcd's concurrency package (a candidate key per lease, the oldest holds,
+//! a campaign that times out after the client's 5 s withdraws its key), a
+//! keep-alive task that reports once how the lease ended.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::sleep;
+
+use super::cluster::{Actor, Cluster, Reach, Write};
+use crate::plan::{LeaseId, Observed, Operation};
+use crate::record::HostPrefix;
+use crate::store::{
+    Applied, Campaign, Change, Holder, KeptAlive, LeaseEnd, LockKey, PrefixChanges, Snapshot,
+    Store, StoreError,
+};
+
+mod election;
+use election::{campaign, oldest};
+
+/// The etcd adapter's request timeout.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The adapter's per-transaction limits (below etcd's own).
+const BATCH_OPS: usize = 128;
+const BATCH_BYTES: usize = 1024 * 1024;
+/// Where the lock names of every host live (as in etcd/lock.rs).
+const LOCK_ROOT: &str = "/docker-etcd-register/agents";
+
+/// Agent process `client`'s store.
+pub struct SimStore {
+    cluster: Cluster,
+    /// The agent slot: whose connection faults apply.
+    client: usize,
+    /// This process (one per start of a slot): the author of its writes.
+    process: usize,
+    prefix: HostPrefix,
+}
+
+impl SimStore {
+    pub fn new(cluster: Cluster, client: usize, process: usize, prefix: HostPrefix) -> Self {
+        Self {
+            cluster,
+            client,
+            process,
+            prefix,
+        }
+    }
+
+    fn actor(&self) -> Actor {
+        Actor::Agent(self.process)
+    }
+
+    fn candidates(&self) -> String {
+        format!("{}/", lock_name(&self.prefix))
+    }
+
+    fn trace(&self, line: String) {
+        self.cluster
+            .trace(format!("Agent({}) {line}", self.process));
+    }
+
+    /// Runs `request` against the cluster as the client's connection
+    /// allows: at once, slowly (half the delay before etcd applies it, half
+    /// after), or not at all.
+    async fn request<T>(
+        &self,
+        what: &str,
+        request: impl FnOnce(&Cluster) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let answer = reach_then(&self.cluster, self.client, request).await;
+        if let Err(error) = &answer {
+            self.trace(format!("{what} failed: {error}"));
+        }
+        answer
+    }
+}
+
+/// The lock name of a host, as the adapter computes it.
+pub fn lock_name(prefix: &HostPrefix) -> String {
+    let prefix = prefix.as_str();
+    format!("{LOCK_ROOT}{}", prefix.strip_suffix('/').unwrap_or(prefix))
+}
+
+async fn reach_then<T>(
+    cluster: &Cluster,
+    client: usize,
+    request: impl FnOnce(&Cluster) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    match cluster.reach(client) {
+        Reach::Up => request(cluster),
+        Reach::Refused => Err(StoreError::Failed("connection refused".into())),
+        Reach::Blackhole => {
+            sleep(REQUEST_TIMEOUT).await;
+            Err(StoreError::Failed("deadline exceeded".into()))
+        }
+        Reach::Slow(delay) => {
+            sleep(delay / 2).await;
+            if matches!(cluster.reach(client), Reach::Refused | Reach::Blackhole) {
+                return Err(StoreError::Failed("connection lost".into()));
+            }
+            let answer = request(cluster);
+            if delay > REQUEST_TIMEOUT {
+                // Applied, but the answer comes too late: the client gave
+                // up (an ambiguous outcome, as with a real timeout).
+                sleep(REQUEST_TIMEOUT.saturating_sub(delay / 2)).await;
+                return Err(StoreError::Failed("deadline exceeded".into()));
+            }
+            sleep(delay / 2).await;
+            answer
+        }
+    }
+}
+
+fn write_of(operation: &Operation) -> Write {
+    match operation {
+        Operation::Put { key, value } => Write::Put(key.clone(), value.as_bytes().to_vec()),
+        Operation::Delete { key } => Write::Delete(key.clone()),
+    }
+}
+
+/// Consecutive slices within the adapter's per-transaction limits.
+fn batches(operations: &[Operation]) -> Vec<&[Operation]> {
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (index, operation) in operations.iter().enumerate() {
+        let size = operation.payload_bytes();
+        if (index - start == BATCH_OPS || bytes + size > BATCH_BYTES) && index > start {
+            batches.push(&operations[start..index]);
+            start = index;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < operations.len() {
+        batches.push(&operations[start..]);
+    }
+    batches
+}
+
+/// The watch on the host prefix.
+pub struct SimWatch {
+    changes: mpsc::UnboundedReceiver<Result<Vec<Change>, StoreError>>,
+}
+
+impl PrefixChanges for SimWatch {
+    async fn next_changes(&mut self) -> Result<Vec<Change>, StoreError> {
+        match self.changes.recv().await {
+            Some(changes) => changes,
+            None => Err(StoreError::StreamEnded("watch")),
+        }
+    }
+}
+
+impl Store for SimStore {
+    type Watch = SimWatch;
+
+    fn lock_name(&self) -> String {
+        lock_name(&self.prefix)
+    }
+
+    async fn observe(&mut self) -> Result<Snapshot, StoreError> {
+        let prefix = self.prefix.as_str().to_owned();
+        let snapshot = self
+            .request("observe", |cluster| {
+                let state = cluster.lock();
+                let records: BTreeMap<String, Observed> = state
+                    .kv
+                    .range(prefix.clone()..)
+                    .take_while(|(key, _)| key.starts_with(&prefix))
+                    .map(|(key, kv)| {
+                        let observed = Observed {
+                            value: kv.value.clone(),
+                            lease: kv.lease,
+                        };
+                        (key.clone(), observed)
+                    })
+                    .collect();
+                Ok(Snapshot {
+                    records,
+                    revision: state.revision,
+                })
+            })
+            .await?;
+        let (records, revision) = (snapshot.records.len(), snapshot.revision);
+        self.trace(format!("observed {records} records at r{revision}"));
+        Ok(snapshot)
+    }
+
+    async fn apply(
+        &mut self,
+        operations: &[Operation],
+        lease: LeaseId,
+    ) -> Result<Applied, StoreError> {
+        if let Some(outside) = operations.iter().find(|op| !self.prefix.contains(op.key())) {
+            let key = outside.key().to_owned();
+            self.cluster
+                .lock()
+                .outside_prefix_attempts
+                .push((self.process, key.clone()));
+            return Err(StoreError::OutsidePrefix {
+                key,
+                prefix: self.prefix.as_str().to_owned(),
+            });
+        }
+        let mut applied = Applied::default();
+        let actor = self.actor();
+        for batch in batches(operations) {
+            let writes: Vec<Write> = batch.iter().map(write_of).collect();
+            match self.request("txn", |c| c.txn(actor, &writes, lease)).await {
+                Ok(revision) => {
+                    applied.done.extend_from_slice(batch);
+                    applied.revisions.push(revision);
+                }
+                Err(StoreError::TooLarge(_)) if batch.len() > 1 => {
+                    for operation in batch {
+                        let write = [write_of(operation)];
+                        match self.request("txn", |c| c.txn(actor, &write, lease)).await {
+                            Ok(revision) => {
+                                applied.done.push(operation.clone());
+                                applied.revisions.push(revision);
+                            }
+                            Err(error @ StoreError::TooLarge(_)) => {
+                                applied.rejected.push((operation.clone(), error));
+                            }
+                            Err(error) => return Err(error),
+                        }
+                    }
+                }
+                Err(error @ StoreError::TooLarge(_)) => {
+                    applied.rejected.push((batch[0].clone(), error));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(applied)
+    }
+
+    async fn watch(&mut self, revision: i64) -> Result<SimWatch, StoreError> {
+        let (client, prefix) = (self.client, self.prefix.as_str().to_owned());
+        let watch = self
+            .request("watch", |c| Ok(c.watch(client, &prefix, revision)))
+            .await?;
+        let compacted = if watch.is_some() { "" } else { " (compacted)" };
+        self.trace(format!("watch from r{revision}{compacted}"));
+        let changes = watch.unwrap_or_else(|| {
+            // etcd creates the watch, then cancels it: compacted.
+            let (sender, receiver) = mpsc::unbounded_channel();
+            let _ = sender.send(Err(StoreError::StreamEnded("watch")));
+            receiver
+        });
+        Ok(SimWatch { changes })
+    }
+
+    async fn grant_lease(&mut self, ttl: Duration) -> Result<LeaseId, StoreError> {
+        let process = self.process;
+        self.request("grant", |c| c.grant(process, ttl)).await
+    }
+
+    async fn keep_alive(
+        &mut self,
+        lease: LeaseId,
+        period: Duration,
+    ) -> Result<KeptAlive, StoreError> {
+        self.request("keep-alive", |_| Ok(())).await?;
+        self.trace(format!("keep-alive {lease:x}"));
+        let (report, ended) = oneshot::channel();
+        let (cluster, client) = (self.cluster.clone(), self.client);
+        let task = tokio::spawn(async move {
+            let end = keep_alive(cluster, client, lease, period).await;
+            let _ = report.send(end);
+        });
+        Ok(KeptAlive::new(lease, ended, task))
+    }
+
+    async fn revoke_lease(&mut self, lease: LeaseId) -> Result<(), StoreError> {
+        let actor = self.actor();
+        self.request("revoke", |c| {
+            c.end_lease(lease, actor);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn campaign(&mut self, lease: LeaseId) -> Result<Campaign, StoreError> {
+        let (cluster, client, actor) = (self.cluster.clone(), self.client, self.actor());
+        let candidates = self.candidates();
+        Ok(async move { campaign(cluster, client, actor, candidates, lease).await }.boxed())
+    }
+
+    async fn lock_holder(&mut self) -> Result<Option<Holder>, StoreError> {
+        let candidates = self.candidates();
+        let holder = self
+            .request("lock holder", |c| Ok(oldest(c, &candidates)))
+            .await?;
+        let lease = holder.as_ref().map(|h| h.lease);
+        self.trace(format!("lock holder on {lease:x?}"));
+        Ok(holder)
+    }
+
+    async fn resign(&mut self, key: LockKey) -> Result<(), StoreError> {
+        let actor = self.actor();
+        let candidate = String::from_utf8_lossy(&key.key).into_owned();
+        self.request("resign", |c| {
+            let ours = c
+                .lock()
+                .kv
+                .get(&candidate)
+                .is_some_and(|kv| kv.create_revision == key.revision);
+            if ours {
+                c.txn(actor, &[Write::Delete(candidate.clone())], 0)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn deregister(&mut self, lease: Option<LeaseId>) -> Result<(), StoreError> {
+        if let Some(lease) = lease {
+            self.revoke_lease(lease).await?;
+        }
+        let (actor, prefix) = (self.actor(), self.prefix.as_str().to_owned());
+        self.request("deregister", |c| {
+            c.txn(actor, &[Write::DeletePrefix(prefix)], 0).map(drop)
+        })
+        .await
+    }
+}
+
+/// The keep-alive task: one keep-alive at once, then one every `period`.
+async fn keep_alive(cluster: Cluster, client: usize, lease: LeaseId, period: Duration) -> LeaseEnd {
+    loop {
+        let kept = reach_then(&cluster, client, |c| Ok(c.refresh(lease))).await;
+        match kept {
+            Ok(Some(_)) => {}
+            Ok(None) => return LeaseEnd::Expired,
+            Err(error) => return LeaseEnd::Broken(error),
+        }
+        sleep(period).await;
+    }
+}

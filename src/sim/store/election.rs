@@ -1,0 +1,91 @@
+//! The host lock as etcd's concurrency election keeps it: a candidate key
+//! per lease under the lock name, the oldest one holds.
+
+use super::{
+    reach_then, Actor, Cluster, Holder, LeaseId, LockKey, Reach, StoreError, Write, REQUEST_TIMEOUT,
+};
+use tokio::time::{timeout, Instant};
+
+/// The oldest candidate under `candidates`, as etcd's election sees it.
+pub(super) fn oldest(cluster: &Cluster, candidates: &str) -> Option<Holder> {
+    let state = cluster.lock();
+    state
+        .kv
+        .range(candidates.to_owned()..)
+        .take_while(|(key, _)| key.starts_with(candidates))
+        .min_by_key(|(_, kv)| kv.create_revision)
+        .map(|(key, kv)| Holder {
+            key: key.clone(),
+            lease: kv.lease,
+            hostname: "sim-host".into(),
+            pid: u32::try_from(kv.lease & 0xffff).unwrap_or(0),
+        })
+}
+
+/// etcd's concurrency election: put our key if absent, then wait until
+/// every older candidate is gone; the client's timeout withdraws our key.
+pub(super) async fn campaign(
+    cluster: Cluster,
+    client: usize,
+    actor: Actor,
+    candidates: String,
+    lease: LeaseId,
+) -> Result<Option<LockKey>, StoreError> {
+    let key = format!("{candidates}{lease:x}");
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    let created = reach_then(&cluster, client, |c| {
+        if let Some(kv) = c.lock().kv.get(&key) {
+            return Ok(kv.create_revision);
+        }
+        let value = br#"{"hostname":"sim-host","pid":1}"#.to_vec();
+        c.txn(actor, &[Write::Put(key.clone(), value)], lease)
+    })
+    .await?;
+    let mut epoch = cluster.epoch();
+    let waited = timeout(deadline.saturating_duration_since(Instant::now()), async {
+        loop {
+            if matches!(cluster.reach(client), Reach::Refused | Reach::Blackhole) {
+                return Err(StoreError::Failed("connection lost".into()));
+            }
+            let older = {
+                let state = cluster.lock();
+                state
+                    .kv
+                    .range(candidates.clone()..)
+                    .take_while(|(k, _)| k.starts_with(&candidates))
+                    .any(|(_, kv)| kv.create_revision < created)
+            };
+            if !older {
+                return Ok(());
+            }
+            if epoch.changed().await.is_err() {
+                return Err(StoreError::StreamEnded("campaign"));
+            }
+        }
+    })
+    .await;
+    match waited {
+        Ok(Ok(())) => {
+            cluster.trace(format!("{actor:?} won the lock on {lease:x}"));
+            Ok(Some(LockKey {
+                name: candidates.trim_end_matches('/').as_bytes().to_vec(),
+                key: key.into_bytes(),
+                revision: created,
+                lease,
+            }))
+        }
+        Ok(Err(error)) => Err(error),
+        Err(_) => {
+            // The server resigns for a campaign whose client gave up.
+            let ours = cluster
+                .lock()
+                .kv
+                .get(&key)
+                .is_some_and(|kv| kv.create_revision == created);
+            if ours {
+                let _ = cluster.txn(actor, &[Write::Delete(key)], 0);
+            }
+            Ok(None)
+        }
+    }
+}
