@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, ConnectOptions, DeleteOptions, Identity, PutOptions, TlsOptions, Txn,
-    TxnOp,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, Identity, PutOptions,
+    TlsOptions, Txn, TxnOp,
 };
 use tonic::Code;
 
@@ -117,6 +117,7 @@ impl Etcd {
         &mut self,
         operations: &[Operation],
         lease: LeaseId,
+        fence: Option<&LockKey>,
     ) -> Result<Applied, StoreError> {
         if let Some(outside) = operations.iter().find(|op| !self.prefix.contains(op.key())) {
             return Err(StoreError::OutsidePrefix {
@@ -126,14 +127,17 @@ impl Etcd {
         }
         let mut applied = Applied::default();
         for batch in batches(operations) {
-            match self.txn(batch, lease).await {
+            match self.txn(batch, lease, fence).await {
                 Ok(revision) => {
                     applied.done.extend_from_slice(batch);
                     applied.revisions.push(revision);
                 }
                 Err(StoreError::TooLarge(_)) if batch.len() > 1 => {
                     for operation in batch {
-                        match self.txn(std::slice::from_ref(operation), lease).await {
+                        match self
+                            .txn(std::slice::from_ref(operation), lease, fence)
+                            .await
+                        {
                             Ok(revision) => {
                                 applied.done.push(operation.clone());
                                 applied.revisions.push(revision);
@@ -154,9 +158,27 @@ impl Etcd {
         Ok(applied)
     }
 
-    async fn txn(&mut self, operations: &[Operation], lease: LeaseId) -> Result<i64, StoreError> {
+    /// One transaction; with a `fence`, only while that lock key exists as
+    /// it was created.
+    async fn txn(
+        &mut self,
+        operations: &[Operation],
+        lease: LeaseId,
+        fence: Option<&LockKey>,
+    ) -> Result<i64, StoreError> {
         let ops: Vec<TxnOp> = operations.iter().map(|op| txn_op(op, lease)).collect();
-        let response = self.client().await?.txn(Txn::new().and_then(ops)).await?;
+        let mut txn = Txn::new();
+        if let Some(lock) = fence {
+            txn = txn.when([Compare::create_revision(
+                lock.key.clone(),
+                CompareOp::Equal,
+                lock.revision,
+            )]);
+        }
+        let response = self.client().await?.txn(txn.and_then(ops)).await?;
+        if !response.succeeded() {
+            return Err(StoreError::LockLost);
+        }
         Ok(response.header().map_or(0, |h| h.revision()))
     }
 
@@ -281,8 +303,9 @@ impl Store for Etcd {
         &mut self,
         operations: &[Operation],
         lease: LeaseId,
+        fence: Option<&LockKey>,
     ) -> Result<Applied, StoreError> {
-        Etcd::apply(self, operations, lease).await
+        Etcd::apply(self, operations, lease, fence).await
     }
 
     async fn watch(&mut self, revision: i64) -> Result<PrefixWatch, StoreError> {

@@ -32,6 +32,10 @@ pub enum StoreError {
     /// Retrying the same request cannot succeed: a per-record error.
     #[error("etcd refused the request: {0}")]
     TooLarge(String),
+    /// The host lock the write was fenced by is no longer ours (our lease
+    /// ended, and another agent may hold the host): nothing was written.
+    #[error("the host lock is no longer ours")]
+    LockLost,
     /// A write outside the host prefix was asked for, and refused.
     #[error("refusing to touch {key:?}: it is outside {prefix:?}")]
     OutsidePrefix { key: String, prefix: String },
@@ -165,11 +169,15 @@ pub trait Store {
     fn observe(&mut self) -> impl Future<Output = Result<Snapshot, StoreError>>;
 
     /// Applies `operations` in order, puts on `lease` (`0`: none); refuses
-    /// any operation outside the host prefix.
+    /// any operation outside the host prefix. With a `fence`, every
+    /// transaction applies only while that lock key still exists as it was
+    /// created ([`StoreError::LockLost`] otherwise), so that an agent whose
+    /// lock ended can never write beside the next holder.
     fn apply(
         &mut self,
         operations: &[Operation],
         lease: LeaseId,
+        fence: Option<&LockKey>,
     ) -> impl Future<Output = Result<Applied, StoreError>>;
 
     /// Watches our host prefix from `revision` on.

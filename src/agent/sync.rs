@@ -196,7 +196,10 @@ impl<S: Store> Agent<S> {
             plan::record_applied(&mut self.observed, operations, lease);
             return Ok(());
         }
-        let applied = self.store.apply(operations, lease).await?;
+        let applied = self
+            .store
+            .apply(operations, lease, self.lock.fence())
+            .await?;
         self.record(applied.done, applied.revisions, lease);
         for (operation, reason) in &applied.rejected {
             self.metrics.etcd_error();
@@ -221,7 +224,7 @@ impl<S: Store> Agent<S> {
             })
             .collect();
         if !stale.is_empty() {
-            let removed = self.store.apply(&stale, lease).await?;
+            let removed = self.store.apply(&stale, lease, self.lock.fence()).await?;
             self.record(removed.done, removed.revisions, lease);
         }
         Ok(())
@@ -247,6 +250,7 @@ impl<S: Store> Agent<S> {
         self.metrics.etcd_error();
         match error {
             StoreError::LeaseNotFound => self.lease_lost("etcd does not know the lease"),
+            StoreError::LockLost => self.lock_lost(),
             error => self.etcd_health.failed(&error),
         }
         self.etcd_in_sync = false;

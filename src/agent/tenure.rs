@@ -72,6 +72,14 @@ pub enum HostLock {
 
 impl HostLock {
     /// Whether this agent may write the host's prefix.
+    /// The key our writes are fenced by: none when we hold no lock.
+    pub fn fence(&self) -> Option<&LockKey> {
+        match self {
+            HostLock::Held(key) => Some(key),
+            _ => None,
+        }
+    }
+
     pub fn permits_writes(&self) -> bool {
         matches!(
             self,
@@ -224,6 +232,19 @@ impl<S: Store> Agent<S> {
             );
         }
         self.lease = Lease::Missing;
+        self.lock = HostLock::Free;
+        self.metrics.set_host_lock_held(false);
+        self.etcd_in_sync = false;
+    }
+
+    /// Our lock key is gone (our lease ended, or an operator deleted it):
+    /// another agent may hold the host now. Write nothing more until the
+    /// lock is ours again.
+    pub(super) fn lock_lost(&mut self) {
+        warn!(
+            lock = self.store.lock_name(),
+            "the host lock is no longer ours; taking it again or standing by"
+        );
         self.lock = HostLock::Free;
         self.metrics.set_host_lock_held(false);
         self.etcd_in_sync = false;

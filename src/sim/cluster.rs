@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::{sleep_until, Instant};
 
 use crate::plan::LeaseId;
-use crate::store::{Change, StoreError};
+use crate::store::{Change, LockKey, StoreError};
 
 mod commit;
 pub use commit::Write;
@@ -104,8 +104,6 @@ pub struct State {
     pub effects: Vec<Effect>,
     pub trace: Vec<String>,
     pub outside_prefix_attempts: Vec<(usize, String)>,
-    /// When each lease ended (revoked or expired), and whose it was.
-    pub lease_ends: Vec<(Duration, Option<usize>)>,
     start: Instant,
 }
 
@@ -135,7 +133,6 @@ impl Cluster {
             effects: Vec::new(),
             trace: Vec::new(),
             outside_prefix_attempts: Vec::new(),
-            lease_ends: Vec::new(),
             start: Instant::now(),
         };
         let cluster = Self {
@@ -203,8 +200,6 @@ impl Cluster {
             .map(|(key, _)| key.clone())
             .collect();
         let refreshed = ended.refreshed_at.duration_since(state.start);
-        let now = state.since_start();
-        state.lease_ends.push((now, ended.owner));
         let expired = (actor == Actor::Expiry).then_some((lease, ended.owner, refreshed));
         let ops: Vec<Write> = keys.into_iter().map(Write::Delete).collect();
         state.commit(actor, &ops, 0, expired);
@@ -264,8 +259,21 @@ impl Cluster {
 
     /// Applies `ops` in one transaction; its revision (the current one when
     /// nothing changed).
-    pub fn txn(&self, actor: Actor, ops: &[Write], lease: LeaseId) -> Result<i64, StoreError> {
+    pub fn txn(
+        &self,
+        actor: Actor,
+        ops: &[Write],
+        lease: LeaseId,
+        fence: Option<&LockKey>,
+    ) -> Result<i64, StoreError> {
         let mut state = self.lock();
+        if let Some(lock) = fence {
+            let key = String::from_utf8_lossy(&lock.key);
+            let held = state.kv.get(key.as_ref()).map(|kv| kv.create_revision);
+            if held != Some(lock.revision) {
+                return Err(StoreError::LockLost);
+            }
+        }
         let bytes: usize = ops.iter().map(Write::bytes).sum();
         if ops.len() > MAX_TXN_OPS {
             return Err(StoreError::TooLarge(

@@ -215,17 +215,9 @@ fn handover_without_deletes(run: &Run, found: &mut Vec<String>) {
     }
 }
 
-/// How long after its lease ended an agent may still write, not knowing
-/// it yet: its keep-alive period (TTL / 3) and a margin.
-const STALE_HOLDER: Duration = Duration::from_millis(15_000 / 3 + 500);
-
-/// No agent writes the host's prefix while another holds the host's lock,
-/// but for the known gap: an agent whose lease ended without its
-/// connection failing writes until its next keep-alive tells it
-/// (`known_bug_a_stale_holder_writes_beside_the_new_one`), or while its
-/// store was in trouble.
+/// No agent writes the host's prefix while another holds the host's lock:
+/// every write is fenced by the writer's own lock key.
 fn one_writer(run: &Run, found: &mut Vec<String>) {
-    let history = &run.history;
     for effect in &run.effects {
         let Actor::Agent(process) = effect.actor else {
             continue;
@@ -233,20 +225,10 @@ fn one_writer(run: &Run, found: &mut Vec<String>) {
         if !run.prefix.contains(&effect.key) || effect.holder.is_none_or(|h| h == process) {
             continue;
         }
-        let to = effect.at;
-        let lost_lately = run.lease_ends.iter().any(|(at, owner)| {
-            *owner == Some(process) && *at <= to && to.saturating_sub(*at) <= STALE_HOLDER
-        });
-        let slot = history.lifetimes.get(&process).map(|life| life.0);
-        let troubled = history.store_faults.iter().any(|(s, a, b)| {
-            (s.is_none() || *s == slot) && overlaps((*a, *b), to.saturating_sub(TTL), to)
-        });
-        if !lost_lately && !troubled {
-            found.push(format!(
-                "agent {process} wrote {} at {to:?} while agent {:?} held the host",
-                effect.key, effect.holder
-            ));
-        }
+        found.push(format!(
+            "agent {process} wrote {} at {:?} while agent {:?} held the host",
+            effect.key, effect.at, effect.holder
+        ));
     }
 }
 

@@ -1,7 +1,6 @@
 //! Scripted schedules: paths the generated ones reach only by chance, and
-//! the bugs found so far, each pinned as it behaves today (`known_bug_…`,
-//! with what must change marked `FAILS until:`; bugs it found and that are
-//! fixed now keep their test).
+//! the bugs found so far, each pinned by a test of its own that says it is
+//! fixed.
 
 use std::time::Duration;
 
@@ -171,14 +170,10 @@ fn a_stopped_holder_hands_over_without_a_delete() {
 /// An agent whose lease ended without its connection failing (an operator
 /// revoked it, or it expired while the keep-alive was late) learns it only
 /// at its next keep-alive, up to a third of the TTL later; meanwhile a
-/// standby has taken the host, and both write.
-// FAILS until: the agent's transactions are fenced by its lock (each txn
-// compares the candidate key's create revision, as etcd's own election
-// `IsOwner` does) so that etcd refuses a writer that no longer holds the
-// host; today only puts on a lost lease fail (`LeaseNotFound`), deletes and
-// `--ttl 0` puts (no lease) go through.
+/// standby has taken the host. Its writes are fenced by its lock key, so
+/// etcd refuses them: one writer at a time. (Found by the simulator.)
 #[test]
-fn known_bug_a_stale_holder_writes_beside_the_new_one() {
+fn a_stale_holder_never_writes_beside_the_new_one() {
     use super::cluster::Actor;
     use super::schedule::{ContainerOp, Step, StoreFault};
     let mut running = vec![true; CONTAINERS];
@@ -217,12 +212,7 @@ fn known_bug_a_stale_holder_writes_beside_the_new_one() {
         .filter(|e| e.actor == Actor::Agent(0) && run.prefix.contains(&e.key))
         .filter(|e| e.holder == Some(1))
         .collect();
-    // Correct: no such write. The bug: agent 0 registers the new container
-    // while agent 1 holds the host.
-    assert!(
-        !beside_the_holder.is_empty(),
-        "fixed? then assert that no agent writes beside the holder, here and in properties"
-    );
+    assert!(beside_the_holder.is_empty(), "{beside_the_holder:#?}");
     assert_eq!(violations(&run), Vec::<String>::new());
 }
 

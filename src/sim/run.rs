@@ -47,8 +47,6 @@ pub struct Run {
     /// The keys of running containers whose record etcd refuses as too
     /// large.
     pub final_too_large: BTreeSet<String>,
-    /// When each lease ended, and whose it was.
-    pub lease_ends: Vec<(Duration, Option<usize>)>,
     /// Tasks that panicked.
     pub panics: u32,
     pub prefix: HostPrefix,
@@ -181,7 +179,6 @@ async fn simulate(schedule: Schedule) -> Run {
         trace: state.trace.clone(),
         effects: state.effects.clone(),
         outside_prefix_attempts: state.outside_prefix_attempts.clone(),
-        lease_ends: state.lease_ends.clone(),
         final_prefix,
         final_truth,
         final_too_large,

@@ -196,6 +196,7 @@ impl Store for SimStore {
         &mut self,
         operations: &[Operation],
         lease: LeaseId,
+        fence: Option<&LockKey>,
     ) -> Result<Applied, StoreError> {
         if let Some(outside) = operations.iter().find(|op| !self.prefix.contains(op.key())) {
             let key = outside.key().to_owned();
@@ -212,7 +213,10 @@ impl Store for SimStore {
         let actor = self.actor();
         for batch in batches(operations) {
             let writes: Vec<Write> = batch.iter().map(write_of).collect();
-            match self.request("txn", |c| c.txn(actor, &writes, lease)).await {
+            match self
+                .request("txn", |c| c.txn(actor, &writes, lease, fence))
+                .await
+            {
                 Ok(revision) => {
                     applied.done.extend_from_slice(batch);
                     applied.revisions.push(revision);
@@ -220,7 +224,10 @@ impl Store for SimStore {
                 Err(StoreError::TooLarge(_)) if batch.len() > 1 => {
                     for operation in batch {
                         let write = [write_of(operation)];
-                        match self.request("txn", |c| c.txn(actor, &write, lease)).await {
+                        match self
+                            .request("txn", |c| c.txn(actor, &write, lease, fence))
+                            .await
+                        {
                             Ok(revision) => {
                                 applied.done.push(operation.clone());
                                 applied.revisions.push(revision);
@@ -313,7 +320,7 @@ impl Store for SimStore {
                 .get(&candidate)
                 .is_some_and(|kv| kv.create_revision == key.revision);
             if ours {
-                c.txn(actor, &[Write::Delete(candidate.clone())], 0)?;
+                c.txn(actor, &[Write::Delete(candidate.clone())], 0, None)?;
             }
             Ok(())
         })
@@ -326,7 +333,8 @@ impl Store for SimStore {
         }
         let (actor, prefix) = (self.actor(), self.prefix.as_str().to_owned());
         self.request("deregister", |c| {
-            c.txn(actor, &[Write::DeletePrefix(prefix)], 0).map(drop)
+            c.txn(actor, &[Write::DeletePrefix(prefix)], 0, None)
+                .map(drop)
         })
         .await
     }

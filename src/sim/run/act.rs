@@ -119,7 +119,7 @@ impl World {
                 b"[]".to_vec(),
             ),
         };
-        let _ = self.cluster.txn(Actor::Foreign, &[write], 0);
+        let _ = self.cluster.txn(Actor::Foreign, &[write], 0, None);
     }
 
     pub(super) fn heal_all(&mut self) {

@@ -38,7 +38,7 @@ pub(super) async fn campaign(
             return Ok(kv.create_revision);
         }
         let value = br#"{"hostname":"sim-host","pid":1}"#.to_vec();
-        c.txn(actor, &[Write::Put(key.clone(), value)], lease)
+        c.txn(actor, &[Write::Put(key.clone(), value)], lease, None)
     })
     .await?;
     let mut epoch = cluster.epoch();
@@ -83,7 +83,7 @@ pub(super) async fn campaign(
                 .get(&key)
                 .is_some_and(|kv| kv.create_revision == created);
             if ours {
-                let _ = cluster.txn(actor, &[Write::Delete(key)], 0);
+                let _ = cluster.txn(actor, &[Write::Delete(key)], 0, None);
             }
             Ok(None)
         }
