@@ -248,6 +248,12 @@ impl<S: Store> Agent<S> {
         self.lock = HostLock::Free;
         self.metrics.set_host_lock_held(false);
         self.etcd_in_sync = false;
+        // Most likely the lease went with the key (revoked, expired) before
+        // its keep-alive could tell: check it at once, resuming it if it is
+        // alive, instead of campaigning on a dead lease.
+        if let Some(id) = self.lease.held_id() {
+            self.lease = Lease::Broken(id);
+        }
     }
 
     /// Which lease a record must ride on to count as right: ours, or, when

@@ -1,0 +1,276 @@
+//! Unit tests of the record format and the key layout.
+
+use super::*;
+
+const ID: &str = "ddd2d3a0758780a8d7ea792c79379d44ede446805c0e79034bee3ad6999e0fa7";
+const IMAGE_ID: &str = "sha256:3f57d9401f8d42f986df300f0c69192fc41da28ccc8d797829467780db3dd741";
+
+fn host() -> HostPrefix {
+    HostPrefix::new("/registered", "10.100.100.100".parse().unwrap())
+}
+
+fn binding(private: &str, proto: &str, ip: &str, public: &str) -> PortBinding {
+    PortBinding {
+        private_port: private.into(),
+        protocol: proto.into(),
+        host_ip: ip.into(),
+        host_port: public.into(),
+    }
+}
+
+fn busybox(bindings: Vec<PortBinding>) -> Container {
+    Container {
+        id: ID.into(),
+        configured_image: "busybox".into(),
+        image_id: IMAGE_ID.into(),
+        running: true,
+        bindings,
+        ..Container::default()
+    }
+}
+
+#[test]
+fn the_original_readme_record() {
+    let record = desired_record(
+        &busybox(vec![binding("80", "tcp", "10.100.100.100", "49153")]),
+        &host(),
+    )
+    .unwrap();
+    assert_eq!(
+        record.key,
+        format!("/registered/10.100.100.100/busybox:latest/{ID}")
+    );
+    assert_eq!(
+        record.value,
+        format!(
+            r#"[{{"container":"{ID}","image":"busybox:latest","ip":"10.100.100.100","public_port":"49153","private_port":"80","port_type":"tcp"}}]"#
+        )
+    );
+}
+
+#[test]
+fn wildcards_become_the_host_ip_and_collapse() {
+    let record = desired_record(
+        &busybox(vec![
+            binding("80", "tcp", "0.0.0.0", "49153"),
+            binding("80", "tcp", "::", "49153"),
+            binding("80", "tcp", "", "49153"),
+        ]),
+        &host(),
+    )
+    .unwrap();
+    let value: serde_json::Value = serde_json::from_str(&record.value).unwrap();
+    assert_eq!(value.as_array().unwrap().len(), 1);
+    assert_eq!(value[0]["ip"], "10.100.100.100");
+}
+
+#[test]
+fn order_is_by_private_port_protocol_ip_public_port_numerically() {
+    let shuffled = vec![
+        binding("9000", "tcp", "0.0.0.0", "1"),
+        binding("80", "udp", "0.0.0.0", "5"),
+        binding("80", "tcp", "127.0.0.1", "10"),
+        binding("80", "tcp", "127.0.0.1", "9"),
+        binding("80", "tcp", "10.0.0.2", "7"),
+        binding("443", "tcp", "0.0.0.0", "3"),
+    ];
+    let mut reversed = shuffled.clone();
+    reversed.reverse();
+    let a = desired_record(&busybox(shuffled), &host()).unwrap();
+    let b = desired_record(&busybox(reversed), &host()).unwrap();
+    assert_eq!(a, b);
+    let value: serde_json::Value = serde_json::from_str(&a.value).unwrap();
+    let order: Vec<(String, String, String, String)> = value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let field = |name: &str| e[name].as_str().unwrap().to_string();
+            (
+                field("private_port"),
+                field("port_type"),
+                field("ip"),
+                field("public_port"),
+            )
+        })
+        .collect();
+    let expected = [
+        ("80", "tcp", "10.0.0.2", "7"),
+        ("80", "tcp", "127.0.0.1", "9"),
+        ("80", "tcp", "127.0.0.1", "10"),
+        ("80", "udp", "10.100.100.100", "5"),
+        ("443", "tcp", "10.100.100.100", "3"),
+        ("9000", "tcp", "10.100.100.100", "1"),
+    ];
+    let expected: Vec<_> = expected
+        .iter()
+        .map(|(a, b, c, d)| (a.to_string(), b.to_string(), c.to_string(), d.to_string()))
+        .collect();
+    assert_eq!(order, expected);
+}
+
+#[test]
+fn nothing_published_means_no_record() {
+    assert_eq!(desired_record(&busybox(vec![]), &host()), None);
+    // Exposed but not published: Docker reports the port without a host port.
+    assert_eq!(
+        desired_record(&busybox(vec![binding("80", "tcp", "", "")]), &host()),
+        None
+    );
+}
+
+#[test]
+fn host_prefix_is_normalised_and_never_matches_a_longer_ip() {
+    let ip = "10.0.0.1".parse().unwrap();
+    for root in ["/registered", "registered", "/registered/", "registered//"] {
+        assert_eq!(HostPrefix::new(root, ip).as_str(), "/registered/10.0.0.1/");
+    }
+    assert_eq!(HostPrefix::new("/", ip).as_str(), "/10.0.0.1/");
+    assert_eq!(HostPrefix::new("/a/b", ip).as_str(), "/a/b/10.0.0.1/");
+    let ours = HostPrefix::new("/registered", ip);
+    assert!(ours.contains("/registered/10.0.0.1/busybox:latest/x"));
+    assert!(!ours.contains("/registered/10.0.0.10/busybox:latest/x"));
+}
+
+#[test]
+fn ipv6_host_ip_in_key_and_value() {
+    let prefix = HostPrefix::new("/registered", "fd00::1".parse().unwrap());
+    let record = desired_record(&busybox(vec![binding("80", "tcp", "::", "1")]), &prefix).unwrap();
+    assert!(record
+        .key
+        .starts_with("/registered/fd00::1/busybox:latest/"));
+    assert!(record.value.contains(r#""ip":"fd00::1""#));
+}
+
+#[test]
+fn desired_applies_the_selection_before_the_record() {
+    use crate::container::{Health, IGNORE_LABEL};
+    let published = vec![binding("80", "tcp", "", "49153")];
+    let healthy_only = Selection {
+        require_healthy: true,
+        ..Selection::default()
+    };
+    let plain = busybox(published.clone());
+    let record = desired_record(&plain, &host()).unwrap();
+    assert_eq!(
+        desired(&plain, &Selection::default(), &host()),
+        Desired::Registered(record.clone())
+    );
+    assert_eq!(
+        desired(&plain, &healthy_only, &host()),
+        Desired::Registered(record.clone()),
+        "no HEALTHCHECK: registered as before"
+    );
+
+    let starting = Container {
+        health: Health::Starting,
+        ..busybox(published.clone())
+    };
+    assert_eq!(
+        desired(&starting, &healthy_only, &host()),
+        Desired::Withheld(Withheld::Starting)
+    );
+    assert_eq!(
+        desired(&starting, &Selection::default(), &host()),
+        Desired::Registered(record.clone())
+    );
+    let unhealthy = Container {
+        health: Health::Unhealthy,
+        ..busybox(published.clone())
+    };
+    assert_eq!(
+        desired(&unhealthy, &healthy_only, &host()),
+        Desired::Withheld(Withheld::Unhealthy)
+    );
+    let healthy = Container {
+        health: Health::Healthy,
+        ..busybox(published.clone())
+    };
+    assert_eq!(
+        desired(&healthy, &healthy_only, &host()),
+        Desired::Registered(record)
+    );
+
+    // Nothing published: nothing withheld either.
+    let unpublished = Container {
+        health: Health::Unhealthy,
+        ..busybox(Vec::new())
+    };
+    assert_eq!(
+        desired(&unpublished, &healthy_only, &host()),
+        Desired::Nothing
+    );
+
+    let ignored = Container {
+        labels: [(IGNORE_LABEL.to_string(), "true".to_string())].into(),
+        ..busybox(published)
+    };
+    assert_eq!(
+        desired(&ignored, &Selection::default(), &host()),
+        Desired::Nothing
+    );
+}
+
+#[test]
+fn a_key_parses_into_its_segments_and_prints_back() {
+    let key = format!("/registered/10.0.0.5/busybox:latest/{ID}");
+    let parsed = RecordKey::parse("/registered/", &key).unwrap();
+    assert_eq!(
+        (parsed.host, parsed.image, parsed.container),
+        ("10.0.0.5", "busybox:latest", ID)
+    );
+    assert_eq!(parsed.to_string(), key);
+}
+
+#[test]
+fn only_three_non_empty_segments_below_the_root_are_a_key() {
+    for key in [
+        "/registered/10.0.0.5/busybox:latest",
+        "/registered/10.0.0.5/busybox:latest/id/more",
+        "/registered/10.0.0.5//id",
+        "/other/10.0.0.5/busybox:latest/id",
+    ] {
+        assert_eq!(RecordKey::parse("/registered/", key), None, "{key}");
+    }
+}
+
+#[test]
+fn a_host_parses_only_its_own_record_keys() {
+    let host = host();
+    let key = format!("/registered/10.100.100.100/busybox:latest/{ID}");
+    assert_eq!(host.parse(&key).map(|k| k.container), Some(ID));
+    let longer = format!("/registered/10.100.100.1000/busybox:latest/{ID}");
+    assert_eq!(host.parse(&longer), None);
+    assert_eq!(host.parse("/registered/10.100.100.100/junk"), None);
+}
+
+#[test]
+fn the_agent_writes_keys_in_the_one_layout() {
+    let record =
+        desired_record(&busybox(vec![binding("80", "tcp", "", "32768")]), &host()).unwrap();
+    let key = RecordKey::parse("/registered/", &record.key).unwrap();
+    assert_eq!(
+        (key.host, key.image, key.container),
+        ("10.100.100.100", "busybox:latest", ID)
+    );
+}
+
+#[test]
+fn endpoints_encode_to_the_exact_wire_bytes_and_decode_back() {
+    let endpoint = Endpoint {
+        container: "c".into(),
+        image: "quay.io::coreos::etcd:v3.5".into(),
+        ip: "10.0.0.5".into(),
+        public_port: "49153".into(),
+        private_port: "80".into(),
+        port_type: "tcp".into(),
+    };
+    let value = Endpoint::encode(std::slice::from_ref(&endpoint));
+    assert_eq!(
+        value,
+        r#"[{"container":"c","image":"quay.io::coreos::etcd:v3.5","ip":"10.0.0.5","public_port":"49153","private_port":"80","port_type":"tcp"}]"#
+    );
+    assert_eq!(Endpoint::decode(value.as_bytes()).unwrap(), vec![endpoint]);
+    let escaped = br#"[{"container":"a\"b","image":"i","ip":"1","public_port":"2","private_port":"3","port_type":"tcp"}]"#;
+    assert_eq!(Endpoint::decode(escaped).unwrap()[0].container, "a\"b");
+}

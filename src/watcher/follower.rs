@@ -1,0 +1,398 @@
+//! The watcher's task: the subscription, the listing and the inspects, in
+//! the engine's order per container (see the watcher's module comment).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::{pending, BoxFuture};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep_until, Instant};
+use tracing::{debug, warn};
+
+use super::Observation;
+use crate::container::Container;
+use crate::engine::{ContainerEvent, Engine, EngineError, EventKind, EventStream};
+use crate::metrics::Metrics;
+use crate::supervise::Retry;
+
+/// Inspects in flight at once.
+const INSPECT_CONCURRENCY: usize = 16;
+/// How far back a subscription replays the engine's event log: it covers the
+/// instant between the engine answering the subscription and registering it.
+const EVENT_REPLAY: Duration = Duration::from_secs(2);
+/// How long the engine may take to answer a ping after an inspect timed out.
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// Delays between attempts to inspect a container whose inspect failed.
+const INSPECT_RETRY_FIRST: Duration = Duration::from_secs(1);
+const INSPECT_RETRY_MAX: Duration = Duration::from_secs(30);
+
+type Listing = BoxFuture<'static, Result<Listed, EngineError>>;
+type Inspection = BoxFuture<'static, (String, u64, Inspected)>;
+
+/// Which of a container's inspects answer for it.
+#[derive(Debug, Default)]
+struct Generation {
+    /// Bumped by each event of the container: only an inspect started
+    /// after the latest event answers for it.
+    latest: u64,
+    /// Its inspects in flight.
+    in_flight: u32,
+}
+
+/// The running containers, and those whose inspect failed.
+struct Listed {
+    containers: Vec<Container>,
+    unknown: BTreeSet<String>,
+}
+
+/// What one inspect found out.
+enum Inspected {
+    Facts(Option<Container>),
+    /// This container's trouble; the engine answers.
+    Failed(EngineError),
+    /// The engine's trouble.
+    EngineDown(EngineError),
+}
+
+enum Phase {
+    /// Not connected: connect when the reconnect retry is due.
+    Disconnected,
+    /// Subscribed; waiting for the engine to accept it before listing.
+    Subscribing,
+    /// Listing every running container; events wait in `pending`.
+    Listing(Listing),
+    /// Following events.
+    Following,
+}
+
+pub(super) struct Follower<E> {
+    engine: E,
+    /// Whether health_status events matter (`--require-healthy`).
+    health: bool,
+    /// Counts events by action.
+    metrics: Arc<Metrics>,
+    observations: mpsc::UnboundedSender<Observation>,
+    phase: Phase,
+    /// When to try connecting again.
+    reconnect: Retry,
+    /// Changes whenever the engine accepts a subscription.
+    accepted: watch::Receiver<u64>,
+    /// The event subscription; `None` while disconnected.
+    events: Option<EventStream>,
+    /// Containers to look at, with their last event (the last one decides).
+    pending: BTreeMap<String, EventKind>,
+    inspections: FuturesUnordered<Inspection>,
+    /// Per container with an event not yet answered or an inspect in flight:
+    /// which inspect answers for it. A newer event never waits for an older
+    /// inspect (an engine sends a network `connect` just before each
+    /// `start`); the older answer is discarded when it comes.
+    generations: BTreeMap<String, Generation>,
+    /// Inspects in flight, of all containers.
+    in_flight: usize,
+    /// Containers whose inspect failed: when to try again, and how many
+    /// attempts failed so far.
+    retries: BTreeMap<String, (Instant, u32)>,
+}
+
+impl<E: Engine> Follower<E> {
+    pub(super) fn new(
+        engine: E,
+        health: bool,
+        metrics: Arc<Metrics>,
+        observations: mpsc::UnboundedSender<Observation>,
+        reconnect: Retry,
+    ) -> Self {
+        Self {
+            accepted: engine.subscriptions_accepted(),
+            engine,
+            health,
+            metrics,
+            observations,
+            phase: Phase::Disconnected,
+            reconnect,
+            events: None,
+            pending: BTreeMap::new(),
+            inspections: FuturesUnordered::new(),
+            generations: BTreeMap::new(),
+            in_flight: 0,
+            retries: BTreeMap::new(),
+        }
+    }
+
+    pub(super) async fn run(mut self, mut relist_requests: mpsc::UnboundedReceiver<()>) {
+        loop {
+            self.start_inspections();
+            let next_retry = self.retries.values().map(|(at, _)| *at).min();
+            let reconnect_at = matches!(self.phase, Phase::Disconnected)
+                .then(|| self.reconnect.at().unwrap_or_else(Instant::now));
+            // In a fixed order, so that a run is reproducible: the rare
+            // wake-ups first, inspects before more events.
+            tokio::select! {
+                biased;
+                request = relist_requests.recv() => match request {
+                    Some(()) => self.relist(),
+                    None => return,
+                },
+                Ok(()) = self.accepted.changed(), if matches!(self.phase, Phase::Subscribing) => {
+                    self.list();
+                }
+                listed = poll_listing(&mut self.phase) => self.on_listed(listed),
+                Some((id, generation, inspected)) = self.inspections.next(), if !self.inspections.is_empty() => {
+                    self.on_inspected(id, generation, inspected);
+                }
+                event = next_event(&mut self.events) => self.on_event(event),
+                () = sleep_until_some(reconnect_at) => self.connect().await,
+                () = sleep_until_some(next_retry) => self.retry_due(),
+            }
+        }
+    }
+
+    fn send(&self, observation: Observation) {
+        let _ = self.observations.send(observation);
+    }
+
+    /// Connects, then subscribes; the listing follows the engine's answer.
+    async fn connect(&mut self) {
+        if let Err(error) = self.engine.connect().await {
+            return self.disconnected(error);
+        }
+        self.accepted.borrow_and_update();
+        match self.engine.events(EVENT_REPLAY, self.health) {
+            Ok(events) => {
+                self.events = Some(events);
+                self.phase = Phase::Subscribing;
+            }
+            Err(error) => self.disconnected(error),
+        }
+    }
+
+    fn disconnected(&mut self, error: EngineError) {
+        self.events = None;
+        self.phase = Phase::Disconnected;
+        self.inspections = FuturesUnordered::new();
+        self.generations.clear();
+        self.in_flight = 0;
+        self.pending.clear();
+        self.retries.clear();
+        self.reconnect.schedule();
+        self.send(Observation::EngineDown(error));
+    }
+
+    fn relist(&mut self) {
+        if matches!(self.phase, Phase::Following) {
+            self.list();
+        }
+    }
+
+    fn list(&mut self) {
+        let engine = self.engine.clone();
+        self.phase = Phase::Listing(list(engine).boxed());
+    }
+
+    fn on_listed(&mut self, listed: Result<Listed, EngineError>) {
+        match listed {
+            Ok(Listed {
+                containers,
+                unknown,
+            }) => {
+                self.reconnect.reset();
+                self.phase = Phase::Following;
+                for id in &unknown {
+                    self.schedule_retry(id);
+                }
+                self.send(Observation::Listed {
+                    containers,
+                    unknown,
+                });
+            }
+            Err(error) => self.disconnected(error),
+        }
+    }
+
+    fn on_event(&mut self, event: Option<Result<ContainerEvent, EngineError>>) {
+        let event = match event {
+            Some(Ok(event)) => event,
+            Some(Err(error)) => return self.disconnected(error),
+            None => return self.disconnected(EngineError::StreamEnded),
+        };
+        self.metrics.docker_event(event.action);
+        debug!(
+            container_id = event.container_id,
+            action = event.action,
+            "docker event"
+        );
+        self.generations
+            .entry(event.container_id.clone())
+            .or_default()
+            .latest += 1;
+        self.retries.remove(&event.container_id);
+        self.pending.insert(event.container_id, event.kind);
+    }
+
+    fn on_inspected(&mut self, id: String, generation: u64, inspected: Inspected) {
+        self.in_flight -= 1;
+        let Some(known) = self.generations.get_mut(&id) else {
+            return; // from before a reconnect
+        };
+        known.in_flight -= 1;
+        let current = known.latest == generation;
+        if known.in_flight == 0 && !self.pending.contains_key(&id) {
+            self.generations.remove(&id);
+        }
+        if !current {
+            return; // a newer event came; its own inspect answers
+        }
+        if matches!(self.phase, Phase::Listing(_)) {
+            // The listing may have seen an older state: look again after it.
+            self.pending.entry(id).or_insert(EventKind::Started);
+            return;
+        }
+        match inspected {
+            Inspected::Facts(container) => {
+                self.retries.remove(&id);
+                self.send(Observation::Changed { id, container });
+            }
+            Inspected::Failed(error) => {
+                self.schedule_retry(&id);
+                self.send(Observation::InspectFailed { id, error });
+            }
+            Inspected::EngineDown(error) => self.disconnected(error),
+        }
+    }
+
+    /// Looks at pending containers while following: a stop is reported at
+    /// once, anything else is inspected, at most [`INSPECT_CONCURRENCY`] at a
+    /// time.
+    fn start_inspections(&mut self) {
+        if !matches!(self.phase, Phase::Following) {
+            return;
+        }
+        let ids: Vec<String> = self.pending.keys().cloned().collect();
+        for id in ids {
+            if self.pending[&id] == EventKind::Stopped {
+                self.pending.remove(&id);
+                self.forget_unless_in_flight(&id);
+                self.send(Observation::Changed {
+                    id,
+                    container: None,
+                });
+                continue;
+            }
+            if self.in_flight >= INSPECT_CONCURRENCY {
+                continue;
+            }
+            self.pending.remove(&id);
+            let known = self.generations.entry(id.clone()).or_default();
+            known.in_flight += 1;
+            let generation = known.latest;
+            self.in_flight += 1;
+            let engine = self.engine.clone();
+            self.inspections.push(
+                async move {
+                    let inspected = inspect(&engine, &id).await;
+                    (id, generation, inspected)
+                }
+                .boxed(),
+            );
+        }
+    }
+
+    fn forget_unless_in_flight(&mut self, id: &str) {
+        if self.generations.get(id).is_some_and(|g| g.in_flight == 0) {
+            self.generations.remove(id);
+        }
+    }
+
+    fn schedule_retry(&mut self, id: &str) {
+        let attempts = self.retries.get(id).map_or(0, |(_, n)| *n) + 1;
+        let delay = INSPECT_RETRY_FIRST
+            .saturating_mul(1u32.checked_shl(attempts - 1).unwrap_or(u32::MAX))
+            .min(INSPECT_RETRY_MAX);
+        self.retries
+            .insert(id.to_owned(), (Instant::now() + delay, attempts));
+    }
+
+    fn retry_due(&mut self) {
+        let now = Instant::now();
+        for (id, (at, _)) in &self.retries {
+            if *at <= now && !self.pending.contains_key(id) {
+                self.pending.insert(id.clone(), EventKind::Started);
+            }
+        }
+        // Keep the attempt count; push the due ones out of the way until
+        // their inspect answers.
+        for (at, attempts) in self.retries.values_mut() {
+            if *at <= now {
+                *at = now + INSPECT_RETRY_MAX.saturating_mul(*attempts);
+            }
+        }
+    }
+}
+
+/// Lists the running containers and inspects them, at most
+/// [`INSPECT_CONCURRENCY`] at a time.
+async fn list<E: Engine>(engine: E) -> Result<Listed, EngineError> {
+    let ids = engine.running_container_ids().await?;
+    let engine = &engine;
+    let mut results = futures_util::stream::iter(ids)
+        .map(|id| async move {
+            let inspected = inspect(engine, &id).await;
+            (id, inspected)
+        })
+        .buffer_unordered(INSPECT_CONCURRENCY);
+    let mut listed = Listed {
+        containers: Vec::new(),
+        unknown: BTreeSet::new(),
+    };
+    while let Some((id, inspected)) = results.next().await {
+        match inspected {
+            Inspected::Facts(Some(container)) => listed.containers.push(container),
+            Inspected::Facts(None) => {}
+            Inspected::Failed(error) => {
+                warn!(container_id = id, error = %error, "cannot inspect container; keeping its record as it is");
+                listed.unknown.insert(id);
+            }
+            Inspected::EngineDown(error) => return Err(error),
+        }
+    }
+    Ok(listed)
+}
+
+/// Inspects one container and tells whose trouble a failure is: an inspect
+/// that timed out while the engine still answers a ping is the container's.
+async fn inspect<E: Engine>(engine: &E, id: &str) -> Inspected {
+    match engine.inspect(id).await {
+        Ok(container) => Inspected::Facts(container),
+        Err(error) if error.is_request_specific() => Inspected::Failed(error),
+        Err(error) if error.is_timeout() && engine.ping(PING_TIMEOUT).await => {
+            Inspected::Failed(error)
+        }
+        Err(error) => Inspected::EngineDown(error),
+    }
+}
+
+async fn next_event(
+    events: &mut Option<EventStream>,
+) -> Option<Result<ContainerEvent, EngineError>> {
+    match events {
+        Some(events) => events.next().await,
+        None => pending().await,
+    }
+}
+
+async fn poll_listing(phase: &mut Phase) -> Result<Listed, EngineError> {
+    match phase {
+        Phase::Listing(listing) => listing.await,
+        _ => pending().await,
+    }
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at).await,
+        None => pending().await,
+    }
+}
