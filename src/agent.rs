@@ -10,11 +10,11 @@
 //! The loop never waits for the Docker engine: the watcher does. It writes
 //! only while it holds its host's lock ([`tenure`]).
 
+mod etcd_view;
 mod sync;
 mod tenure;
 mod wanted;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::future::{pending, Future};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,17 +25,16 @@ use tokio::time::{interval_at, sleep_until, Instant, Interval, MissedTickBehavio
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::container::Withheld;
 use crate::docker::Docker;
 use crate::engine::Engine;
 use crate::etcd::Etcd;
 use crate::metrics::{self, Metrics, Status};
-use crate::plan::Observed;
-use crate::record::Record;
 use crate::store::{Change, LeaseEnd, LockKey, PrefixChanges, Store, StoreError};
 use crate::supervise::{Health, RepairBudget, Retry};
 use crate::watcher::{Observation, Watcher};
-use tenure::{Announced, HostLock, Lease, LOCK_ONLY_TTL};
+use etcd_view::{EtcdView, PrefixWatch};
+use tenure::{Announced, HostLock, Lease};
+use wanted::Wanted;
 
 /// Observations taken off the watcher in one go when they arrive in a burst.
 const MAX_OBSERVATION_BATCH: usize = 1024;
@@ -68,7 +67,7 @@ pub async fn run(
         endpoints = ?config.etcd_endpoints,
         host_ip = %config.host.host_ip(),
         prefix = config.host.as_str(),
-        ttl_secs = records_lease_ttl(&config).map_or(0, |ttl| ttl.as_secs()),
+        ttl_secs = tenure::records_lease_ttl(&config).map_or(0, |ttl| ttl.as_secs()),
         resync_secs = config.resync.map_or(0, |resync| resync.as_secs()),
         docker_host = config.docker_host,
         etcd_tls = config.etcd_security.ca_pem.is_some(),
@@ -150,6 +149,18 @@ pub async fn run_with<E: Engine, S: Store>(
     Outcome::Stopped
 }
 
+/// How the agent's full reconciles have gone: `/healthz` and `agent ready`
+/// follow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    /// None has succeeded yet.
+    NotYet,
+    /// The last one succeeded: our prefix is exact.
+    Exact,
+    /// One succeeded once, but the last one failed.
+    Behind,
+}
+
 /// What woke the loop up.
 enum Wake {
     Observed(Vec<Observation>),
@@ -171,30 +182,16 @@ struct Agent<S: Store> {
     watcher: Watcher,
     /// etcd, confined to our host's prefix.
     store: S,
-    /// The record each qualifying container should have, by container id.
-    desired: BTreeMap<String, Record>,
-    /// Containers held back only by their health (`--require-healthy`).
-    withheld: BTreeMap<String, Withheld>,
-    /// Our host's records in etcd, as last read or written by us.
-    observed: BTreeMap<String, Observed>,
-    /// Docker has been listed at least once: `desired` means something.
-    listed_once: bool,
-    /// Containers the engine runs but could not tell us about (their inspect
-    /// failed): whatever etcd holds for them stands, never deleted.
-    unknown: BTreeSet<String>,
+    /// What the engine says should be in etcd.
+    wanted: Wanted,
+    /// What we believe etcd holds under our prefix.
+    etcd_view: EtcdView,
     lease: Lease,
     lock: HostLock,
     /// The holder a standby last reported, so that it says so once.
     announced: Announced,
     /// `None`: the watch on our prefix must be re-created.
-    watch: Option<S::Watch>,
-    /// Revisions of our own writes not yet seen in the watch.
-    own_revisions: BTreeSet<i64>,
-    /// The revision of our last full read of the prefix: a change the watch
-    /// reports at or before it was already in that read.
-    read_revision: i64,
-    /// `false`: `observed` may be wrong; re-read etcd and reconcile.
-    etcd_in_sync: bool,
+    watch: Option<PrefixWatch<S::Watch>>,
     resync: Option<Interval>,
     /// When to repair again after a failure or a foreign change.
     retry: Retry,
@@ -202,10 +199,8 @@ struct Agent<S: Store> {
     repairs: RepairBudget,
     docker_health: Health,
     etcd_health: Health,
-    /// The first full reconcile is done (`agent ready` was logged).
-    ready: bool,
-    /// The last full reconcile succeeded.
-    reconciled: bool,
+    /// How the full reconciles have gone so far.
+    progress: Progress,
     /// Where the loop publishes its health for `/healthz`.
     status: watch::Sender<Status>,
 }
@@ -220,38 +215,26 @@ impl<S: Store> Agent<S> {
         jitter_seed: Option<u64>,
     ) -> Self {
         let resync = config.resync.map(periodic);
-        let writes_nothing_lasting = config.once || config.dry_run;
-        let (lease, lock) = if writes_nothing_lasting {
-            (Lease::NotWanted, HostLock::NotWanted)
-        } else {
-            (Lease::Missing, HostLock::Free)
-        };
+        let (lease, lock) = tenure::initial_tenure(&config);
         Self {
-            lease_ttl: config.lease_ttl.unwrap_or(LOCK_ONLY_TTL),
+            lease_ttl: tenure::lease_ttl(&config),
             docker_health: Health::new("docker", Arc::clone(&metrics)),
             etcd_health: Health::new("etcd", Arc::clone(&metrics)),
             metrics,
             config,
             watcher,
             store,
-            desired: BTreeMap::new(),
-            withheld: BTreeMap::new(),
-            observed: BTreeMap::new(),
-            listed_once: false,
-            unknown: BTreeSet::new(),
+            wanted: Wanted::NotListed,
+            etcd_view: EtcdView::Stale,
             lease,
             lock,
             announced: Announced::default(),
             watch: None,
-            own_revisions: BTreeSet::new(),
-            read_revision: 0,
-            etcd_in_sync: false,
             resync,
             retry: Retry::new(jitter_seed),
             status,
-            reconciled: false,
+            progress: Progress::NotYet,
             repairs: RepairBudget::default(),
-            ready: false,
         }
     }
 
@@ -268,7 +251,7 @@ impl<S: Store> Agent<S> {
                 Wake::Resync => {
                     debug!("periodic resync");
                     self.watcher.relist();
-                    self.etcd_in_sync = false;
+                    self.etcd_view = EtcdView::Stale;
                     if matches!(self.lock, HostLock::Refused) {
                         self.lock = HostLock::Free; // maybe granted meanwhile
                     }
@@ -298,7 +281,7 @@ impl<S: Store> Agent<S> {
         let status = Status {
             docker_connected: self.docker_health.is_up(),
             etcd_connected: self.etcd_health.is_up(),
-            reconciled: self.reconciled,
+            reconciled: self.progress == Progress::Exact,
             standby: matches!(self.lock, HostLock::Waiting(_)) && self.announced.holder.is_some(),
         };
         self.status.send_if_modified(|published| {
@@ -313,12 +296,12 @@ impl<S: Store> Agent<S> {
     fn needs_repair(&self) -> bool {
         self.lease.needs_work()
             || matches!(self.lock, HostLock::Free)
-            || (self.may_write() && (!self.etcd_in_sync || self.watch.is_none()))
+            || (self.may_write() && (!self.etcd_view.is_current() || self.watch.is_none()))
     }
 
     /// Docker was listed, and we hold the host (or need not).
     fn may_write(&self) -> bool {
-        self.listed_once
+        self.wanted.is_listed()
             && self.lock.permits_writes()
             && matches!(self.lease, Lease::Held(_) | Lease::NotWanted)
     }
@@ -343,7 +326,7 @@ impl<S: Store> Agent<S> {
         };
         let watched = async {
             match &mut self.watch {
-                Some(watch) => watch.next_changes().await,
+                Some(watch) => watch.stream.next_changes().await,
                 None => pending().await,
             }
         };
@@ -362,13 +345,6 @@ impl<S: Store> Agent<S> {
             () = sleep_until_or_never(retry_at) => Wake::RetryDue,
         }
     }
-}
-
-/// The TTL of the lease the records ride on, as the start-up line reports
-/// it: none with `--ttl 0`, and none for `--once` (a lease outlives no
-/// process that does not keep it alive) or `--dry-run` (it writes nothing).
-fn records_lease_ttl(config: &Config) -> Option<Duration> {
-    config.lease_ttl.filter(|_| !config.once && !config.dry_run)
 }
 
 /// The next observation and every further one that is already waiting.

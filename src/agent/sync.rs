@@ -4,8 +4,9 @@
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use super::etcd_view::{EtcdView, PrefixWatch};
 use super::tenure::HostLock;
-use super::Agent;
+use super::{Agent, Progress};
 use crate::plan::{self, LeaseId, Operation};
 use crate::record::HostPrefix;
 use crate::store::{Change, Store, StoreError};
@@ -21,19 +22,20 @@ impl<S: Store> Agent<S> {
             Err(error) => {
                 self.etcd_failed(error);
                 self.metrics.reconcile_failed();
-                self.reconciled = false;
+                if self.progress == Progress::Exact {
+                    self.progress = Progress::Behind;
+                }
                 self.retry.schedule();
                 return;
             }
         }
         self.retry.reset();
-        if self.may_write() && self.etcd_in_sync {
+        if self.may_write() && self.etcd_view.is_current() {
             self.metrics.reconciled(started.elapsed());
-            self.reconciled = true;
-            if !self.ready {
-                self.ready = true;
-                info!(records = self.desired.len(), "agent ready");
+            if self.progress == Progress::NotYet {
+                info!(records = self.wanted.len(), "agent ready");
             }
+            self.progress = Progress::Exact;
         }
     }
 
@@ -48,7 +50,7 @@ impl<S: Store> Agent<S> {
                 Err(error) => return Err(error),
             }
         }
-        if self.may_write() && (!self.etcd_in_sync || self.watch.is_none()) {
+        if self.may_write() && (!self.etcd_view.is_current() || self.watch.is_none()) {
             self.sync_etcd().await?;
         }
         Ok(())
@@ -56,20 +58,21 @@ impl<S: Store> Agent<S> {
 
     /// Makes our prefix equal to the desired records, from a fresh read.
     pub(super) async fn sync_etcd(&mut self) -> Result<(), StoreError> {
+        self.etcd_view = EtcdView::Stale;
         let snapshot = self.store.observe().await?;
         if self.watch.is_none() {
-            self.watch = Some(self.store.watch(snapshot.revision + 1).await?);
-            self.own_revisions.clear();
+            let stream = self.store.watch(snapshot.revision + 1).await?;
+            self.watch = Some(PrefixWatch::new(stream));
         }
-        self.observed = snapshot.records;
-        self.read_revision = snapshot.revision;
-        self.metrics.set_records(self.observed.len());
-        let mut desired = self.desired_by_key();
-        self.keep_unknown(&mut desired, &self.observed);
-        let operations = plan::plan(&desired, &self.observed, self.lease_policy());
-        self.apply(&operations).await?;
-        self.etcd_in_sync = true;
-        Ok(())
+        self.metrics.set_records(snapshot.records.len());
+        let desired = self.wanted.by_key(&self.config.host, &snapshot.records);
+        let operations = plan::plan(&desired, &snapshot.records, self.lease_policy());
+        self.etcd_view = EtcdView::Current {
+            records: snapshot.records,
+            read_revision: snapshot.revision,
+        };
+        // A failure makes the view stale again (`etcd_failed`).
+        self.apply(&operations).await
     }
 
     /// Watch events: our own writes are expected; anything else under our
@@ -79,14 +82,16 @@ impl<S: Store> Agent<S> {
     pub(super) fn notice_changes(&mut self, changes: &[Change]) {
         // A change the last read already saw (the watch lags behind it, say
         // after a burst delivered in fragments) needs no repair.
+        let Some(watch) = &mut self.watch else {
+            return;
+        };
         let foreign: Vec<&Change> = changes
             .iter()
-            .filter(|change| change.revision > self.read_revision)
-            .filter(|change| !self.own_revisions.contains(&change.revision))
+            .filter(|change| !self.etcd_view.has_seen(change.revision))
+            .filter(|change| !watch.is_own(change.revision))
             .collect();
-        // The watch reports revisions in order: older ones of ours are past.
         if let Some(latest) = changes.iter().map(|c| c.revision).max() {
-            self.own_revisions = self.own_revisions.split_off(&latest);
+            watch.seen_up_to(latest);
         }
         let Some(last) = foreign.last() else {
             return;
@@ -99,8 +104,8 @@ impl<S: Store> Agent<S> {
                 "foreign change"
             );
         }
-        let already_due = !self.etcd_in_sync || self.retry.is_scheduled();
-        self.etcd_in_sync = false;
+        let already_due = !self.etcd_view.is_current() || self.retry.is_scheduled();
+        self.etcd_view = EtcdView::Stale;
         if already_due {
             return; // a repair is already on its way; it covers this too
         }
@@ -165,11 +170,9 @@ impl<S: Store> Agent<S> {
             error!(dependency = "etcd", error = %error, "reconcile failed");
             return false;
         }
-        let desired = self.desired_by_key();
         match self.store.observe().await {
             Ok(snapshot) => {
-                let mut desired = desired;
-                self.keep_unknown(&mut desired, &snapshot.records);
+                let desired = self.wanted.by_key(&self.config.host, &snapshot.records);
                 let remaining = plan::plan(&desired, &snapshot.records, None);
                 for operation in &remaining {
                     warn!(key = operation.key(), "not exact");
@@ -193,7 +196,7 @@ impl<S: Store> Agent<S> {
                 log_operation(&self.config.host, operation, true);
             }
             // As if applied, so that each change is reported once.
-            plan::record_applied(&mut self.observed, operations, lease);
+            self.etcd_view.applied(operations, lease);
             return Ok(());
         }
         let applied = self
@@ -218,7 +221,10 @@ impl<S: Store> Agent<S> {
             .rejected
             .iter()
             .map(|(operation, _)| operation.key())
-            .filter(|key| self.observed.contains_key(*key))
+            .filter(|key| {
+                let records = self.etcd_view.records();
+                records.is_some_and(|records| records.contains_key(*key))
+            })
             .map(|key| Operation::Delete {
                 key: key.to_owned(),
             })
@@ -233,8 +239,10 @@ impl<S: Store> Agent<S> {
     /// What etcd confirmed: our picture of it, our revisions, a log line and
     /// a count per operation.
     fn record(&mut self, done: Vec<Operation>, revisions: Vec<i64>, lease: LeaseId) {
-        plan::record_applied(&mut self.observed, &done, lease);
-        self.own_revisions.extend(revisions);
+        self.etcd_view.applied(&done, lease);
+        if let Some(watch) = &mut self.watch {
+            watch.expect(revisions);
+        }
         for operation in &done {
             log_operation(&self.config.host, operation, false);
             self.metrics.etcd_operation(match operation {
@@ -242,7 +250,9 @@ impl<S: Store> Agent<S> {
                 Operation::Delete { .. } => "delete",
             });
         }
-        self.metrics.set_records(self.observed.len());
+        if self.etcd_view.is_current() {
+            self.metrics.set_records(self.etcd_view.len());
+        }
     }
 
     /// Any etcd failure: our picture of etcd can no longer be trusted.
@@ -253,7 +263,7 @@ impl<S: Store> Agent<S> {
             StoreError::LockLost => self.lock_lost(),
             error => self.etcd_health.failed(&error),
         }
-        self.etcd_in_sync = false;
+        self.etcd_view = EtcdView::Stale;
     }
 }
 

@@ -10,13 +10,43 @@ use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
+use super::etcd_view::EtcdView;
 use super::Agent;
+use crate::config::Config;
 use crate::plan::LeaseId;
 use crate::store::{Campaign, Holder, KeptAlive, LockKey, Store, StoreError};
 
 /// The TTL of a lease that carries only the host lock (`--ttl 0`): how long
 /// a standby waits for a holder that died.
-pub const LOCK_ONLY_TTL: Duration = Duration::from_secs(10);
+const LOCK_ONLY_TTL: Duration = Duration::from_secs(10);
+
+/// Whether a run takes a lease and the host lock at all: a run that writes
+/// nothing lasting (`--once`: a lease outlives no process that does not keep
+/// it alive; `--dry-run`: it writes nothing) takes neither.
+pub fn takes_lease(config: &Config) -> bool {
+    !config.once && !config.dry_run
+}
+
+/// The TTL of the lease a run keeps: the records' (`--ttl`), or, with
+/// `--ttl 0`, that of a lease carrying the lock alone.
+pub fn lease_ttl(config: &Config) -> Duration {
+    config.lease_ttl.unwrap_or(LOCK_ONLY_TTL)
+}
+
+/// The TTL of the lease the records ride on: none with `--ttl 0`, and none
+/// for a run that takes no lease.
+pub fn records_lease_ttl(config: &Config) -> Option<Duration> {
+    config.lease_ttl.filter(|_| takes_lease(config))
+}
+
+/// The lease and lock a run starts with.
+pub fn initial_tenure(config: &Config) -> (Lease, HostLock) {
+    if takes_lease(config) {
+        (Lease::Missing, HostLock::Free)
+    } else {
+        (Lease::NotWanted, HostLock::NotWanted)
+    }
+}
 
 /// The agent's lease.
 pub enum Lease {
@@ -71,7 +101,6 @@ pub enum HostLock {
 }
 
 impl HostLock {
-    /// Whether this agent may write the host's prefix.
     /// The key our writes are fenced by: none when we hold no lock.
     pub fn fence(&self) -> Option<&LockKey> {
         match self {
@@ -80,6 +109,7 @@ impl HostLock {
         }
     }
 
+    /// Whether this agent may write the host's prefix.
     pub fn permits_writes(&self) -> bool {
         matches!(
             self,
@@ -119,7 +149,7 @@ impl<S: Store> Agent<S> {
             ttl_secs = self.lease_ttl.as_secs(),
             "lease granted"
         );
-        self.etcd_in_sync = false;
+        self.etcd_view = EtcdView::Stale;
         Ok(())
     }
 
@@ -160,7 +190,7 @@ impl<S: Store> Agent<S> {
                 self.metrics.set_host_lock_held(true);
                 // Whatever the previous holder left is re-read and moved
                 // onto our lease in place.
-                self.etcd_in_sync = false;
+                self.etcd_view = EtcdView::Stale;
             }
             Ok(None) => self.lock = HostLock::Free,
             Err(error) if error.is_permission_denied() => self.lock_refused(&error),
@@ -182,7 +212,7 @@ impl<S: Store> Agent<S> {
         );
         self.lock = HostLock::Refused;
         self.metrics.set_host_lock_held(false);
-        self.etcd_in_sync = false;
+        self.etcd_view = EtcdView::Stale;
     }
 
     /// At exit: a holder hands the host over (resigns, so that a standby
@@ -234,7 +264,7 @@ impl<S: Store> Agent<S> {
         self.lease = Lease::Missing;
         self.lock = HostLock::Free;
         self.metrics.set_host_lock_held(false);
-        self.etcd_in_sync = false;
+        self.etcd_view = EtcdView::Stale;
     }
 
     /// Our lock key is gone (our lease ended, or an operator deleted it):
@@ -247,7 +277,7 @@ impl<S: Store> Agent<S> {
         );
         self.lock = HostLock::Free;
         self.metrics.set_host_lock_held(false);
-        self.etcd_in_sync = false;
+        self.etcd_view = EtcdView::Stale;
         // Most likely the lease went with the key (revoked, expired) before
         // its keep-alive could tell: check it at once, resuming it if it is
         // alive, instead of campaigning on a dead lease.

@@ -1,5 +1,9 @@
-//! What the agent wants in etcd: the desired record (or the reason it is
-//! withheld) of every container, as the watcher's observations say.
+//! What the agent wants in etcd: [`Wanted`], the desired record (or the
+//! reason it is withheld) of every container, as the watcher's observations
+//! say; and the loop's step that applies those observations.
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,12 +12,174 @@ use tracing::{debug, warn};
 use super::Agent;
 use crate::container::{Container, Withheld};
 use crate::plan::{self, Observed};
-use crate::record::{self, Desired, Record};
+use crate::record::{self, Desired, HostPrefix, Record};
 use crate::store::Store;
 use crate::watcher::Observation;
 
+/// What the agent wants in etcd, as far as the engine has told it.
+#[derive(Debug, Default)]
+pub(super) enum Wanted {
+    /// The engine has not been listed yet: nothing is known of what runs,
+    /// so nothing may be written (an empty wish would delete every record).
+    #[default]
+    NotListed,
+    /// Known from a listing and every change since.
+    Listed(Known),
+}
+
+/// What a listing and the changes since tell, per container id.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Known {
+    /// The record each qualifying container should have.
+    records: BTreeMap<String, Record>,
+    /// Containers held back only by their health (`--require-healthy`).
+    withheld: BTreeMap<String, Withheld>,
+    /// Containers the engine runs but could not tell us about (their inspect
+    /// failed): whatever etcd holds for them stands, never deleted.
+    unknown: BTreeSet<String>,
+}
+
+impl Wanted {
+    /// A listing: it replaces everything, but for the containers it could
+    /// not inspect, whose last known state stands.
+    pub(super) fn relisted(
+        &mut self,
+        listed: impl IntoIterator<Item = (String, Desired)>,
+        unknown: BTreeSet<String>,
+    ) {
+        let mut known = Known::default();
+        for (id, desired) in listed {
+            known.set(&id, desired);
+        }
+        if let Wanted::Listed(previous) = self {
+            for id in &unknown {
+                if let Some(record) = previous.records.remove(id) {
+                    known.records.insert(id.clone(), record);
+                }
+                if let Some(reason) = previous.withheld.remove(id) {
+                    known.withheld.insert(id.clone(), reason);
+                }
+            }
+        }
+        known.unknown = unknown;
+        *self = Wanted::Listed(known);
+    }
+
+    /// What one container wants now, after an event. Ignored before the
+    /// first listing, which tells everything anyway (the watcher reports
+    /// changes only after it).
+    pub(super) fn changed(&mut self, id: &str, desired: Desired) {
+        if let Wanted::Listed(known) = self {
+            known.set(id, desired);
+            known.unknown.remove(id);
+        }
+    }
+
+    /// One container could not be inspected: its last known state stands.
+    pub(super) fn inspect_failed(&mut self, id: String) {
+        if let Wanted::Listed(known) = self {
+            known.unknown.insert(id);
+        }
+    }
+
+    pub(super) fn is_listed(&self) -> bool {
+        matches!(self, Wanted::Listed(_))
+    }
+
+    /// The containers held back by their health, with the reason.
+    pub(super) fn withheld(&self) -> impl Iterator<Item = &Withheld> + Clone {
+        self.known()
+            .into_iter()
+            .flat_map(|known| known.withheld.values())
+    }
+
+    /// How many records are wanted.
+    pub(super) fn len(&self) -> usize {
+        self.known().map_or(0, |known| known.records.len())
+    }
+
+    /// Every wanted record as key → value, with the records of containers
+    /// we know nothing about kept as `observed` has them: they are moved
+    /// onto our lease but never deleted.
+    pub(super) fn by_key(
+        &self,
+        host: &HostPrefix,
+        observed: &BTreeMap<String, Observed>,
+    ) -> BTreeMap<String, String> {
+        let Some(known) = self.known() else {
+            return BTreeMap::new();
+        };
+        let mut desired: BTreeMap<String, String> = known
+            .records
+            .values()
+            .map(|record| (record.key.clone(), record.value.clone()))
+            .collect();
+        for (key, observed) in observed {
+            let record = host.parse(key);
+            if !record.is_some_and(|record| known.unknown.contains(record.container)) {
+                continue;
+            }
+            if let Ok(value) = std::str::from_utf8(&observed.value) {
+                desired
+                    .entry(key.clone())
+                    .or_insert_with(|| value.to_owned());
+            }
+        }
+        desired
+    }
+
+    /// The wanted and observed records of just these containers.
+    pub(super) fn of(
+        &self,
+        ids: &BTreeSet<String>,
+        host: &HostPrefix,
+        observed: &BTreeMap<String, Observed>,
+    ) -> (BTreeMap<String, String>, BTreeMap<String, Observed>) {
+        let desired = self.known().map_or_else(BTreeMap::new, |known| {
+            ids.iter()
+                .filter_map(|id| known.records.get(id))
+                .map(|record| (record.key.clone(), record.value.clone()))
+                .collect()
+        });
+        let observed = observed
+            .iter()
+            .filter(|(key, _)| {
+                let record = host.parse(key);
+                record.is_some_and(|record| ids.contains(record.container))
+            })
+            .map(|(key, observed)| (key.clone(), observed.clone()))
+            .collect();
+        (desired, observed)
+    }
+
+    fn known(&self) -> Option<&Known> {
+        match self {
+            Wanted::NotListed => None,
+            Wanted::Listed(known) => Some(known),
+        }
+    }
+}
+
+impl Known {
+    /// Files what is wanted for container `id`: its record, or why it is
+    /// withheld; whatever was filed for it before goes.
+    fn set(&mut self, id: &str, desired: Desired) {
+        self.records.remove(id);
+        self.withheld.remove(id);
+        match desired {
+            Desired::Registered(record) => {
+                self.records.insert(id.to_owned(), record);
+            }
+            Desired::Withheld(reason) => {
+                self.withheld.insert(id.to_owned(), reason);
+            }
+            Desired::Nothing => {}
+        }
+    }
+}
+
 impl<S: Store> Agent<S> {
-    /// Applies what the watcher saw: a listing replaces the desired records
+    /// Applies what the watcher saw: a listing replaces the wanted records
     /// (but for containers it could not inspect), a change replaces one
     /// container's; the changes go to etcd in one transaction.
     pub(super) async fn observe_engine(&mut self, observations: Vec<Observation>) {
@@ -25,105 +191,43 @@ impl<S: Store> Agent<S> {
                     containers,
                     unknown,
                 } => {
-                    let mut desired = BTreeMap::new();
-                    let mut withheld = BTreeMap::new();
-                    for container in &containers {
-                        let wanted = self.desired_for(container);
-                        remember(&mut desired, &mut withheld, &container.id, wanted);
-                    }
-                    for id in &unknown {
-                        if let Some(record) = self.desired.remove(id) {
-                            desired.insert(id.clone(), record);
-                        }
-                        if let Some(reason) = self.withheld.remove(id) {
-                            withheld.insert(id.clone(), reason);
-                        }
-                    }
-                    self.desired = desired;
-                    self.withheld = withheld;
-                    self.unknown = unknown;
-                    self.listed_once = true;
+                    let listed: Vec<(String, Desired)> = containers
+                        .iter()
+                        .map(|container| (container.id.clone(), self.desired_for(container)))
+                        .collect();
+                    self.wanted.relisted(listed, unknown);
                     relisted = true;
                     self.docker_health.recovered();
                 }
                 Observation::Changed { id, container } => {
-                    let wanted = container.map_or(Desired::Nothing, |c| self.desired_for(&c));
-                    remember(&mut self.desired, &mut self.withheld, &id, wanted);
-                    self.unknown.remove(&id);
+                    let desired = container.map_or(Desired::Nothing, |c| self.desired_for(&c));
+                    self.wanted.changed(&id, desired);
                     touched.insert(id);
                 }
                 Observation::InspectFailed { id, error } => {
                     warn!(container_id = id, error = %error, "cannot inspect container; keeping its record as it is and trying again");
-                    self.unknown.insert(id);
+                    self.wanted.inspect_failed(id);
                 }
                 Observation::EngineDown(error) => self.docker_health.failed(&error),
             }
         }
-        self.metrics.set_withheld(self.withheld.values());
-        if !self.may_write() || !self.etcd_in_sync {
+        self.metrics.set_withheld(self.wanted.withheld());
+        if !self.may_write() {
             return; // the next repair reconciles everything
         }
+        let Some(observed) = self.etcd_view.records() else {
+            return; // the next repair reads etcd and reconciles everything
+        };
+        let host = &self.config.host;
         let (desired, observed) = if relisted {
-            let mut desired = self.desired_by_key();
-            self.keep_unknown(&mut desired, &self.observed);
-            (desired, self.observed.clone())
+            (self.wanted.by_key(host, observed), observed.clone())
         } else {
-            self.desired_and_observed_of(&touched)
+            self.wanted.of(&touched, host, observed)
         };
         let operations = plan::plan(&desired, &observed, self.lease_policy());
         if let Err(error) = self.apply(&operations).await {
             self.etcd_failed(error);
         }
-    }
-
-    /// The records that containers the agent knows nothing about have in
-    /// etcd stand as they are: they join `desired`, so that they are moved
-    /// onto our lease but never deleted.
-    pub(super) fn keep_unknown(
-        &self,
-        desired: &mut BTreeMap<String, String>,
-        observed: &BTreeMap<String, Observed>,
-    ) {
-        for (key, observed) in observed {
-            let record = self.config.host.parse(key);
-            if !record.is_some_and(|record| self.unknown.contains(record.container)) {
-                continue;
-            }
-            if let Ok(value) = std::str::from_utf8(&observed.value) {
-                desired
-                    .entry(key.clone())
-                    .or_insert_with(|| value.to_owned());
-            }
-        }
-    }
-
-    /// The desired and observed records of just these containers.
-    pub(super) fn desired_and_observed_of(
-        &self,
-        ids: &BTreeSet<String>,
-    ) -> (BTreeMap<String, String>, BTreeMap<String, Observed>) {
-        let desired = ids
-            .iter()
-            .filter_map(|id| self.desired.get(id))
-            .map(|r| (r.key.clone(), r.value.clone()))
-            .collect();
-        let observed = self
-            .observed
-            .iter()
-            .filter(|(key, _)| {
-                let record = self.config.host.parse(key);
-                record.is_some_and(|record| ids.contains(record.container))
-            })
-            .map(|(key, observed)| (key.clone(), observed.clone()))
-            .collect();
-        (desired, observed)
-    }
-
-    pub(super) fn desired_by_key(&self) -> BTreeMap<String, String> {
-        self.desired
-            .values()
-            .map(|r| (r.key.clone(), r.value.clone()))
-            .collect()
     }
 
     pub(super) fn desired_for(&self, container: &Container) -> Desired {
@@ -136,26 +240,5 @@ impl<S: Store> Agent<S> {
             );
         }
         desired
-    }
-}
-
-/// Files what is wanted for container `id`: its record, or why it is
-/// withheld; whatever was filed for it before goes.
-fn remember(
-    desired: &mut BTreeMap<String, Record>,
-    withheld: &mut BTreeMap<String, Withheld>,
-    id: &str,
-    wanted: Desired,
-) {
-    desired.remove(id);
-    withheld.remove(id);
-    match wanted {
-        Desired::Registered(record) => {
-            desired.insert(id.to_owned(), record);
-        }
-        Desired::Withheld(reason) => {
-            withheld.insert(id.to_owned(), reason);
-        }
-        Desired::Nothing => {}
     }
 }
