@@ -25,16 +25,12 @@ pub use read::{PrefixWatch, RecordsReader};
 use crate::config::EtcdSecurity;
 use crate::plan::{LeaseId, Observed, Operation};
 use crate::record::HostPrefix;
+use crate::store::apply_in_batches;
 pub use crate::store::{
     Applied, Campaign, Change, Holder, KeptAlive, LeaseEnd, LockKey, PrefixChanges, Snapshot,
     Store, StoreError,
 };
 
-/// etcd's default `--max-txn-ops`.
-const MAX_OPERATIONS_PER_TXN: usize = 128;
-/// Key and value bytes per transaction: below etcd's default
-/// `--max-request-bytes` (1.5 MiB) with room for framing.
-const MAX_BYTES_PER_TXN: usize = 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -109,10 +105,8 @@ impl Etcd {
         })
     }
 
-    /// Applies `operations` in order, in as few transactions as etcd allows.
-    /// Puts ride on `lease` (`0`: none). An operation etcd refuses as too
-    /// large is reported and skipped so that it cannot hold up the others;
-    /// any other failure stops the whole list.
+    /// Applies `operations` in order, in as few transactions as etcd allows
+    /// (`store::apply_in_batches`). Puts ride on `lease` (`0`: none).
     pub async fn apply(
         &mut self,
         operations: &[Operation],
@@ -125,37 +119,10 @@ impl Etcd {
                 prefix: self.prefix.as_str().to_owned(),
             });
         }
-        let mut applied = Applied::default();
-        for batch in batches(operations) {
-            match self.txn(batch, lease, fence).await {
-                Ok(revision) => {
-                    applied.done.extend_from_slice(batch);
-                    applied.revisions.push(revision);
-                }
-                Err(StoreError::TooLarge(_)) if batch.len() > 1 => {
-                    for operation in batch {
-                        match self
-                            .txn(std::slice::from_ref(operation), lease, fence)
-                            .await
-                        {
-                            Ok(revision) => {
-                                applied.done.push(operation.clone());
-                                applied.revisions.push(revision);
-                            }
-                            Err(error @ StoreError::TooLarge(_)) => {
-                                applied.rejected.push((operation.clone(), error));
-                            }
-                            Err(error) => return Err(error),
-                        }
-                    }
-                }
-                Err(error @ StoreError::TooLarge(_)) => {
-                    applied.rejected.push((batch[0].clone(), error));
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        Ok(applied)
+        apply_in_batches(operations, async |batch: &[Operation]| {
+            self.txn(batch, lease, fence).await
+        })
+        .await
     }
 
     /// One transaction; with a `fence`, only while that lock key exists as
@@ -255,27 +222,6 @@ fn connect_options(security: &EtcdSecurity) -> ConnectOptions {
     options
 }
 
-/// Consecutive slices of `operations` within etcd's per-transaction limits.
-fn batches(operations: &[Operation]) -> Vec<&[Operation]> {
-    let mut batches = Vec::new();
-    let mut start = 0;
-    let mut bytes = 0;
-    for (index, operation) in operations.iter().enumerate() {
-        let size = operation.payload_bytes();
-        let full = index - start == MAX_OPERATIONS_PER_TXN || bytes + size > MAX_BYTES_PER_TXN;
-        if full && index > start {
-            batches.push(&operations[start..index]);
-            start = index;
-            bytes = 0;
-        }
-        bytes += size;
-    }
-    if start < operations.len() {
-        batches.push(&operations[start..]);
-    }
-    batches
-}
-
 fn txn_op(operation: &Operation, lease: LeaseId) -> TxnOp {
     match operation {
         Operation::Put { key, value } => {
@@ -348,40 +294,5 @@ impl Store for Etcd {
 impl PrefixChanges for PrefixWatch {
     async fn next_changes(&mut self) -> Result<Vec<Change>, StoreError> {
         PrefixWatch::next_changes(self).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn put(key: &str, value_len: usize) -> Operation {
-        Operation::Put {
-            key: key.into(),
-            value: "x".repeat(value_len),
-        }
-    }
-
-    fn sizes(operations: &[Operation]) -> Vec<usize> {
-        batches(operations).iter().map(|b| b.len()).collect()
-    }
-
-    #[test]
-    fn batches_respect_the_operation_limit() {
-        let ops: Vec<_> = (0..300).map(|i| put(&i.to_string(), 1)).collect();
-        assert_eq!(sizes(&ops), vec![128, 128, 44]);
-        assert!(batches(&[]).is_empty());
-    }
-
-    #[test]
-    fn batches_respect_the_byte_limit() {
-        let ops = vec![put("a", 600_000), put("b", 600_000), put("c", 10)];
-        assert_eq!(sizes(&ops), vec![1, 2]);
-    }
-
-    #[test]
-    fn an_oversized_operation_gets_a_batch_of_its_own() {
-        let ops = vec![put("a", 10), put("b", 3_000_000), put("c", 10)];
-        assert_eq!(sizes(&ops), vec![1, 1, 1]);
     }
 }

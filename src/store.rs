@@ -12,6 +12,9 @@ use tokio::task::JoinHandle;
 
 use crate::plan::{LeaseId, Observed, Operation};
 
+mod batching;
+pub use batching::apply_in_batches;
+
 /// Why a request to the store failed, classified by what the agent does
 /// about it.
 #[derive(Debug, Clone, thiserror::Error)]

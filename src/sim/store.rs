@@ -17,8 +17,8 @@ use super::cluster::{Actor, Cluster, Reach, Write};
 use crate::plan::{LeaseId, Observed, Operation};
 use crate::record::HostPrefix;
 use crate::store::{
-    Applied, Campaign, Change, Holder, KeptAlive, LeaseEnd, LockKey, PrefixChanges, Snapshot,
-    Store, StoreError,
+    apply_in_batches, Applied, Campaign, Change, Holder, KeptAlive, LeaseEnd, LockKey,
+    PrefixChanges, Snapshot, Store, StoreError,
 };
 
 mod election;
@@ -26,9 +26,6 @@ use election::{campaign, oldest};
 
 /// The etcd adapter's request timeout.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// The adapter's per-transaction limits (below etcd's own).
-const BATCH_OPS: usize = 128;
-const BATCH_BYTES: usize = 1024 * 1024;
 /// Where the lock names of every host live (as in etcd/lock.rs).
 const LOCK_ROOT: &str = "/docker-etcd-register/agents";
 
@@ -124,25 +121,6 @@ fn write_of(operation: &Operation) -> Write {
     }
 }
 
-/// Consecutive slices within the adapter's per-transaction limits.
-fn batches(operations: &[Operation]) -> Vec<&[Operation]> {
-    let mut batches = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (index, operation) in operations.iter().enumerate() {
-        let size = operation.payload_bytes();
-        if (index - start == BATCH_OPS || bytes + size > BATCH_BYTES) && index > start {
-            batches.push(&operations[start..index]);
-            start = index;
-            bytes = 0;
-        }
-        bytes += size;
-    }
-    if start < operations.len() {
-        batches.push(&operations[start..]);
-    }
-    batches
-}
-
 /// The watch on the host prefix.
 pub struct SimWatch {
     changes: mpsc::UnboundedReceiver<Result<Vec<Change>, StoreError>>,
@@ -209,43 +187,13 @@ impl Store for SimStore {
                 prefix: self.prefix.as_str().to_owned(),
             });
         }
-        let mut applied = Applied::default();
         let actor = self.actor();
-        for batch in batches(operations) {
+        apply_in_batches(operations, async |batch: &[Operation]| {
             let writes: Vec<Write> = batch.iter().map(write_of).collect();
-            match self
-                .request("txn", |c| c.txn(actor, &writes, lease, fence))
+            self.request("txn", |c| c.txn(actor, &writes, lease, fence))
                 .await
-            {
-                Ok(revision) => {
-                    applied.done.extend_from_slice(batch);
-                    applied.revisions.push(revision);
-                }
-                Err(StoreError::TooLarge(_)) if batch.len() > 1 => {
-                    for operation in batch {
-                        let write = [write_of(operation)];
-                        match self
-                            .request("txn", |c| c.txn(actor, &write, lease, fence))
-                            .await
-                        {
-                            Ok(revision) => {
-                                applied.done.push(operation.clone());
-                                applied.revisions.push(revision);
-                            }
-                            Err(error @ StoreError::TooLarge(_)) => {
-                                applied.rejected.push((operation.clone(), error));
-                            }
-                            Err(error) => return Err(error),
-                        }
-                    }
-                }
-                Err(error @ StoreError::TooLarge(_)) => {
-                    applied.rejected.push((batch[0].clone(), error));
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        Ok(applied)
+        })
+        .await
     }
 
     async fn watch(&mut self, revision: i64) -> Result<SimWatch, StoreError> {
