@@ -5,7 +5,6 @@
 //! pages pinned to one revision (`read`: `Connection::read_prefix`), so that
 //! no response has to hold the whole prefix.
 
-mod paging;
 mod read;
 
 use std::collections::BTreeMap;

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::plan::{LeaseId, Observed, Operation};
 
 mod batching;
+pub mod paging;
 pub use batching::apply_in_batches;
 
 /// Why a request to the store failed, classified by what the agent does

@@ -2,14 +2,12 @@
 //! revision (used by the agent's `Etcd::observe` and by `list`'s
 //! [`RecordsReader`]), and the watch on a prefix.
 
-use etcd_client::{EventType, GetOptions, WatchOptions, WatchStream};
+use etcd_client::{EventType, GetOptions, GetResponse, WatchOptions, WatchStream};
 use tonic::Code;
-use tracing::debug;
 
-use super::paging::{self, PageSize};
 use super::{Change, Connection, StoreError};
 use crate::config::EtcdSecurity;
-use crate::plan::LeaseId;
+use crate::store::paging::{self, Entry, Page, PageFailure, PageRequest, PrefixRead, RawEntry};
 
 /// The largest range or watch response we accept (the gRPC decoding limit;
 /// tonic's default is 4 MiB). One key-value can be as large as the cluster's
@@ -19,85 +17,41 @@ use crate::plan::LeaseId;
 /// it, and the page is then asked for again with half the keys. Pages
 /// normally stay near `paging::TARGET_PAGE_BYTES` (1 MiB).
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
-/// How often a paged read starts again because etcd compacted the revision
-/// its first page was read at; compactions are minutes apart, so a second
-/// attempt normally succeeds.
-const MAX_READ_ATTEMPTS: usize = 3;
 
 impl Connection {
-    /// Every key (that is UTF-8) under `prefix` and its value, folded into
-    /// what `start` makes, read in pages of one consistent revision, which is
-    /// returned. Only one page is in memory at a time, besides what `fold`
-    /// keeps.
-    ///
-    /// Each page is a range from the key after the previous page's last
-    /// key to the end of the prefix, limited in keys (sized by
-    /// [`PageSize`]) and pinned to the revision of the first page. A page
-    /// over [`MAX_RESPONSE_BYTES`] is asked for again with half the keys; if
-    /// etcd compacted that revision meanwhile, the read starts over.
+    /// Every key (that is UTF-8) under `prefix`, folded into what `start`
+    /// makes, read in pages pinned to one revision (`store::paging`).
     pub(super) async fn read_prefix<T>(
         &mut self,
         prefix: &str,
         start: impl Fn() -> T,
-        mut fold: impl FnMut(&mut T, Entry<'_>),
+        fold: impl FnMut(&mut T, Entry<'_>),
     ) -> Result<PrefixRead<T>, StoreError> {
-        let end = paging::prefix_end(prefix.as_bytes());
-        let mut attempt = 1;
-        'read: loop {
-            let mut content = start();
-            let mut size = PageSize::first();
-            let mut from = prefix.as_bytes().to_vec();
-            // 0: the newest revision, for the first page.
-            let mut revision = 0;
-            loop {
-                let options = GetOptions::new()
-                    .with_range(end.clone())
-                    .with_limit(size.keys())
-                    .with_revision(revision);
-                let mut kv = self
-                    .client()
-                    .await?
-                    .kv_client()
-                    .max_decoding_message_size(MAX_RESPONSE_BYTES);
-                let page = match kv.get(from.as_slice(), Some(options)).await {
-                    Ok(page) => page,
-                    Err(error) => match page_failure(&error) {
-                        PageFailure::TooLarge if size.halve() => {
-                            debug!(keys = size.keys(), "page too large; asking for fewer keys");
-                            continue;
-                        }
-                        PageFailure::Compacted if attempt < MAX_READ_ATTEMPTS => {
-                            debug!(revision, "revision compacted while paging; reading again");
-                            attempt += 1;
-                            continue 'read;
-                        }
-                        _ => return Err(error.into()),
-                    },
-                };
-                if revision == 0 {
-                    revision = page.header().map_or(0, |h| h.revision());
-                }
-                let mut bytes = 0;
-                for kv in page.kvs() {
-                    bytes += kv.key().len() + kv.value().len();
-                    if let Ok(key) = kv.key_str() {
-                        let entry = Entry {
-                            key,
-                            value: kv.value(),
-                            lease: kv.lease(),
-                        };
-                        fold(&mut content, entry);
-                    }
-                }
-                match page.kvs().last() {
-                    Some(last) if page.more() => {
-                        from = paging::key_after(last.key());
-                        size.after_page(page.kvs().len(), bytes);
-                    }
-                    _ => return Ok(PrefixRead { content, revision }),
-                }
-            }
-        }
+        let fetch = async |request: PageRequest<'_>| {
+            let options = GetOptions::new()
+                .with_range(request.end)
+                .with_limit(request.limit)
+                .with_revision(request.revision);
+            let mut kv = self
+                .client()
+                .await
+                .map_err(PageError::Store)?
+                .kv_client()
+                .max_decoding_message_size(MAX_RESPONSE_BYTES);
+            kv.get(request.from, Some(options))
+                .await
+                .map_err(PageError::Etcd)
+        };
+        let classify = |error: &PageError| match error {
+            PageError::Etcd(error) => page_failure(error),
+            PageError::Store(_) => PageFailure::Other,
+        };
+        paging::read_prefix(prefix, start, fold, fetch, classify)
+            .await
+            .map_err(|error| match error {
+                PageError::Etcd(error) => error.into(),
+                PageError::Store(error) => error,
+            })
     }
 
     /// Watches `prefix` from `revision` on. Fragmented: etcd splits a
@@ -126,38 +80,34 @@ impl Connection {
     }
 }
 
-/// One key-value of a paged read, borrowed from its page: the fold copies
-/// what it keeps.
-pub struct Entry<'page> {
-    /// The whole key, prefix included.
-    pub key: &'page str,
-    /// The value as etcd holds it.
-    pub value: &'page [u8],
-    /// The lease the key rides on; `0`: none.
-    pub lease: LeaseId,
+/// Why one page could not be read: no connection, or etcd's answer.
+enum PageError {
+    Store(StoreError),
+    Etcd(etcd_client::Error),
 }
 
-/// What a paged read folded together, and the revision it was read at.
-pub struct PrefixRead<T> {
-    /// What the fold made of every key-value.
-    pub content: T,
-    /// The revision every page was read at: a watch that starts right after
-    /// it misses no change and repeats none.
-    pub revision: i64,
+impl Page for GetResponse {
+    fn revision(&self) -> i64 {
+        self.header().map_or(0, |h| h.revision())
+    }
+
+    fn more(&self) -> bool {
+        GetResponse::more(self)
+    }
+
+    fn entries(&self) -> impl Iterator<Item = RawEntry<'_>> {
+        self.kvs().iter().map(|kv| RawEntry {
+            key: kv.key(),
+            value: kv.value(),
+            lease: kv.lease(),
+        })
+    }
 }
 
-/// Why a page could not be read, as far as paging can do something about it.
-#[derive(Debug, PartialEq, Eq)]
-enum PageFailure {
-    /// The response exceeded our decoding limit: tonic's `OutOfRange`.
-    TooLarge,
-    /// The pinned revision was compacted: etcd's `OutOfRange` with its
-    /// `ErrCompacted` text, the one etcd's own Go client recognises it by
-    /// (both share the code, so the text is all that tells them apart).
-    Compacted,
-    Other,
-}
-
+/// A failed page by its gRPC code: `OutOfRange` is tonic's for a response
+/// over our decoding limit, and etcd's for a compacted revision, which only
+/// its `ErrCompacted` text tells apart (etcd's own Go client recognises it
+/// by that text too).
 fn page_failure(error: &etcd_client::Error) -> PageFailure {
     match error {
         etcd_client::Error::GRpcStatus(status) if status.code() == Code::OutOfRange => {

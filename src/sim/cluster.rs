@@ -17,6 +17,7 @@ use crate::plan::LeaseId;
 use crate::store::{Change, LockKey, StoreError};
 
 mod commit;
+mod range;
 pub use commit::Write;
 
 /// etcd's `--max-txn-ops` default.
@@ -61,6 +62,13 @@ pub struct Kv {
     pub create_revision: i64,
 }
 
+/// One change to one key, and what the key held before it.
+struct Past {
+    change: Change,
+    /// `None`: the key did not exist.
+    previous: Option<Kv>,
+}
+
 struct Lease {
     ttl: Duration,
     expires_at: Instant,
@@ -92,8 +100,9 @@ pub struct State {
     pub revision: i64,
     pub compacted: i64,
     pub kv: BTreeMap<String, Kv>,
-    /// Every change with its revision, for watches from a past revision.
-    history: Vec<(i64, Change)>,
+    /// Every change since the last compaction, for watches and reads at a
+    /// past revision.
+    history: Vec<Past>,
     leases: BTreeMap<LeaseId, Lease>,
     next_lease: LeaseId,
     watches: Vec<WatchSub>,
@@ -311,7 +320,9 @@ impl Cluster {
         let mut state = self.lock();
         state.compacted = state.revision;
         let compacted = state.compacted;
-        state.history.retain(|(revision, _)| *revision > compacted);
+        state
+            .history
+            .retain(|past| past.change.revision > compacted);
     }
 
     /// A watch of `prefix` from `revision` on; `None` when that revision
@@ -328,9 +339,10 @@ impl Cluster {
         }
         let (sender, receiver) = mpsc::unbounded_channel();
         let mut backlog: BTreeMap<i64, Vec<Change>> = BTreeMap::new();
-        for (rev, change) in &state.history {
-            if *rev >= revision && change.key.starts_with(prefix) {
-                backlog.entry(*rev).or_default().push(change.clone());
+        for Past { change, .. } in &state.history {
+            if change.revision >= revision && change.key.starts_with(prefix) {
+                let changes = backlog.entry(change.revision).or_default();
+                changes.push(change.clone());
             }
         }
         for changes in backlog.into_values() {

@@ -72,6 +72,9 @@ pub enum Foreign {
     Junk,
     /// Writes a key of another host whose address has ours as a prefix.
     Neighbour,
+    /// Writes so many large keys under our prefix that reading it takes
+    /// several pages, some refused as too large and asked for again.
+    Flood,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,6 +176,7 @@ fn foreign() -> impl Strategy<Value = Foreign> {
         (0..CONTAINERS).prop_map(|container| Foreign::Delete { container }),
         Just(Foreign::Junk),
         Just(Foreign::Neighbour),
+        Just(Foreign::Flood),
     ]
 }
 

@@ -16,6 +16,7 @@ use tokio::time::sleep;
 use super::cluster::{Actor, Cluster, Reach, Write};
 use crate::plan::{LeaseId, Observed, Operation};
 use crate::record::HostPrefix;
+use crate::store::paging::{self, Entry, PageFailure, PageRequest};
 use crate::store::{
     apply_in_batches, Applied, Campaign, Change, Holder, KeptAlive, LeaseEnd, LockKey,
     PrefixChanges, Snapshot, Store, StoreError,
@@ -121,6 +122,12 @@ fn write_of(operation: &Operation) -> Write {
     }
 }
 
+/// Why a page of a read failed: the connection, or the page itself.
+enum PageError {
+    Store(StoreError),
+    Page(PageFailure),
+}
+
 /// The watch on the host prefix.
 pub struct SimWatch {
     changes: mpsc::UnboundedReceiver<Result<Vec<Change>, StoreError>>,
@@ -144,30 +151,43 @@ impl Store for SimStore {
 
     async fn observe(&mut self) -> Result<Snapshot, StoreError> {
         let prefix = self.prefix.as_str().to_owned();
-        let snapshot = self
-            .request("observe", |cluster| {
-                let state = cluster.lock();
-                let records: BTreeMap<String, Observed> = state
-                    .kv
-                    .range(prefix.clone()..)
-                    .take_while(|(key, _)| key.starts_with(&prefix))
-                    .map(|(key, kv)| {
-                        let observed = Observed {
-                            value: kv.value.clone(),
-                            lease: kv.lease,
-                        };
-                        (key.clone(), observed)
-                    })
-                    .collect();
-                Ok(Snapshot {
-                    records,
-                    revision: state.revision,
-                })
-            })
-            .await?;
-        let (records, revision) = (snapshot.records.len(), snapshot.revision);
-        self.trace(format!("observed {records} records at r{revision}"));
-        Ok(snapshot)
+        let mut pages = 0;
+        let fetch = async |request: PageRequest<'_>| {
+            pages += 1;
+            let page = self.request("range", |c| Ok(c.range(&request))).await;
+            match page {
+                Ok(Ok(page)) => Ok(page),
+                Ok(Err(failure)) => Err(PageError::Page(failure)),
+                Err(error) => Err(PageError::Store(error)),
+            }
+        };
+        let classify = |error: &PageError| match error {
+            PageError::Page(failure) => *failure,
+            PageError::Store(_) => PageFailure::Other,
+        };
+        let fold = |records: &mut BTreeMap<String, Observed>, entry: Entry<'_>| {
+            let observed = Observed {
+                value: entry.value.to_vec(),
+                lease: entry.lease,
+            };
+            records.insert(entry.key.to_owned(), observed);
+        };
+        let read = paging::read_prefix(&prefix, BTreeMap::new, fold, fetch, classify)
+            .await
+            .map_err(|error| match error {
+                PageError::Store(error) => error,
+                PageError::Page(failure) => {
+                    StoreError::Failed(format!("range read failed: {failure:?}"))
+                }
+            })?;
+        let (records, revision) = (read.content.len(), read.revision);
+        self.trace(format!(
+            "observed {records} records at r{revision} in {pages} requests"
+        ));
+        Ok(Snapshot {
+            records: read.content,
+            revision: read.revision,
+        })
     }
 
     async fn apply(

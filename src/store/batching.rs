@@ -15,33 +15,29 @@ pub const MAX_BYTES_PER_TXN: usize = 1024 * 1024;
 /// Applies `operations` in order, in consecutive batches within etcd's
 /// default limits, each by one call of `txn` (which returns the revision it
 /// created). A batch refused as too large (a cluster with lower limits, or
-/// one record over them) is applied again one operation at a time: an
-/// operation refused on its own is reported in `rejected` and skipped, so
-/// that it cannot hold up the others. Any other failure stops the list.
+/// one record over them) is split in halves, and so on: a cluster with half
+/// the default limits costs one more transaction per batch, and one record
+/// over the limits costs a few, not one per operation. An operation refused
+/// on its own is reported in `rejected` and skipped, so that it cannot hold
+/// up the others. Any other failure stops the list.
 pub async fn apply_in_batches(
     operations: &[Operation],
     mut txn: impl AsyncFnMut(&[Operation]) -> Result<i64, StoreError>,
 ) -> Result<Applied, StoreError> {
     let mut applied = Applied::default();
-    for batch in batches(operations) {
+    // Last in, first out: the next batch to apply is on top.
+    let mut stack = batches(operations);
+    stack.reverse();
+    while let Some(batch) = stack.pop() {
         match txn(batch).await {
             Ok(revision) => {
                 applied.done.extend_from_slice(batch);
                 applied.revisions.push(revision);
             }
             Err(StoreError::TooLarge(_)) if batch.len() > 1 => {
-                for operation in batch {
-                    match txn(std::slice::from_ref(operation)).await {
-                        Ok(revision) => {
-                            applied.done.push(operation.clone());
-                            applied.revisions.push(revision);
-                        }
-                        Err(error @ StoreError::TooLarge(_)) => {
-                            applied.rejected.push((operation.clone(), error));
-                        }
-                        Err(error) => return Err(error),
-                    }
-                }
+                let (first, second) = batch.split_at(batch.len() / 2);
+                stack.push(second);
+                stack.push(first);
             }
             Err(error @ StoreError::TooLarge(_)) => {
                 applied.rejected.push((batch[0].clone(), error));
@@ -108,7 +104,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_batch_too_large_is_split_and_only_the_refused_operation_skipped() {
+    async fn a_batch_too_large_is_halved_until_only_the_refused_operation_is_left() {
         let ops = vec![put("a", 10), put("big", 100), put("c", 10)];
         let mut calls = Vec::new();
         let mut revision = 10;
@@ -124,10 +120,28 @@ mod tests {
         })
         .await
         .unwrap();
-        assert_eq!(calls, [3, 1, 1, 1]);
+        assert_eq!(calls, [3, 1, 2, 1, 1]);
         assert_eq!(applied.done, [ops[0].clone(), ops[2].clone()]);
         assert_eq!(applied.rejected.len(), 1);
         assert_eq!(applied.revisions, [11, 12]);
+    }
+
+    #[tokio::test]
+    async fn a_lower_operation_limit_costs_one_more_transaction_per_halving() {
+        let ops: Vec<_> = (0..128).map(|i| put(&i.to_string(), 1)).collect();
+        let mut calls = Vec::new();
+        let applied = apply_in_batches(&ops, async |batch: &[Operation]| {
+            calls.push(batch.len());
+            if batch.len() > 50 {
+                let refused = "etcdserver: too many operations in txn request";
+                return Err(StoreError::TooLarge(refused.into()));
+            }
+            Ok(1)
+        })
+        .await
+        .unwrap();
+        assert_eq!(calls, [128, 64, 32, 32, 64, 32, 32]);
+        assert_eq!(applied.done, ops, "all applied, in order");
     }
 
     #[tokio::test]

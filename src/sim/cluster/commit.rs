@@ -1,7 +1,7 @@
 //! A transaction's writes, applied under one new revision: the history,
 //! the watch events and the log of effects.
 
-use super::{Actor, Change, Duration, Effect, Instant, Kv, LeaseId, State};
+use super::{Actor, Change, Duration, Effect, Instant, Kv, LeaseId, Past, State};
 
 /// One write of a transaction.
 #[derive(Debug, Clone)]
@@ -51,12 +51,12 @@ impl State {
                         lease,
                         create_revision,
                     };
-                    self.kv.insert(key.clone(), kv);
-                    changes.push((key.clone(), Some(value.clone())));
+                    let previous = self.kv.insert(key.clone(), kv);
+                    changes.push((key.clone(), Some(value.clone()), previous));
                 }
                 Write::Delete(key) => {
-                    if self.kv.remove(key).is_some() {
-                        changes.push((key.clone(), None));
+                    if let Some(previous) = self.kv.remove(key) {
+                        changes.push((key.clone(), None, Some(previous)));
                     }
                 }
                 Write::DeletePrefix(prefix) => {
@@ -67,8 +67,8 @@ impl State {
                         .cloned()
                         .collect();
                     for key in keys {
-                        self.kv.remove(&key);
-                        changes.push((key, None));
+                        let previous = self.kv.remove(&key);
+                        changes.push((key, None, previous));
                     }
                 }
             }
@@ -86,7 +86,7 @@ impl State {
             .and_then(|(_, kv)| self.leases.get(&kv.lease))
             .and_then(|lease| lease.owner);
         let mut by_watch: Vec<Vec<Change>> = vec![Vec::new(); self.watches.len()];
-        for (key, value) in changes {
+        for (key, value, previous) in changes {
             let change = Change {
                 key: key.clone(),
                 revision,
@@ -97,7 +97,7 @@ impl State {
                     by_watch[index].push(change.clone());
                 }
             }
-            self.history.push((revision, change));
+            self.history.push(Past { change, previous });
             self.trace_line(format!(
                 "{actor:?} r{revision} {} {key}",
                 if value.is_some() { "put" } else { "del" }

@@ -5,9 +5,15 @@ use std::time::Duration;
 use tokio::time::sleep;
 
 use super::World;
+use crate::sim::cluster::MAX_REQUEST_BYTES;
 use crate::sim::cluster::{Actor, Reach, Write};
 use crate::sim::engine::container_id;
 use crate::sim::schedule::{Action, ContainerOp, EngineFault, Foreign, StoreFault};
+
+/// A flood: more keys than the first page of a read asks for, and values so
+/// large that such a page exceeds the client's response limit.
+const FLOOD_KEYS: usize = 40;
+const FLOOD_VALUE_BYTES: usize = MAX_REQUEST_BYTES / 2;
 
 impl World {
     pub(super) fn act(&mut self, action: Action) {
@@ -104,22 +110,34 @@ impl World {
     }
 
     fn foreign(&mut self, foreign: Foreign) {
+        if foreign == Foreign::Flood {
+            // One transaction per key: together they exceed a request.
+            for _ in 0..FLOOD_KEYS {
+                let write = self.junk_put(vec![b' '; FLOOD_VALUE_BYTES]);
+                let _ = self.cluster.txn(Actor::Foreign, &[write], 0, None);
+            }
+            return;
+        }
         let write = match foreign {
             Foreign::Overwrite { container } => {
                 Write::Put(self.record_key(container), b"[]".to_vec())
             }
             Foreign::Delete { container } => Write::Delete(self.record_key(container)),
-            Foreign::Junk => {
-                self.junk += 1;
-                let key = format!("{}junk::1/{:064x}", self.prefix.as_str(), self.junk);
-                Write::Put(key, b"[]".to_vec())
-            }
+            Foreign::Junk => self.junk_put(b"[]".to_vec()),
             Foreign::Neighbour => Write::Put(
                 "/registered/10.0.0.50/other::1/abc".to_owned(),
                 b"[]".to_vec(),
             ),
+            Foreign::Flood => unreachable!("written above"),
         };
         let _ = self.cluster.txn(Actor::Foreign, &[write], 0, None);
+    }
+
+    /// A put of a new key under our prefix that no container backs.
+    fn junk_put(&mut self, value: Vec<u8>) -> Write {
+        self.junk += 1;
+        let key = format!("{}junk::1/{:064x}", self.prefix.as_str(), self.junk);
+        Write::Put(key, value)
     }
 
     pub(super) fn heal_all(&mut self) {
