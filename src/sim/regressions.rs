@@ -315,3 +315,41 @@ fn a_fresh_agent_keeps_the_record_of_a_container_it_cannot_inspect() {
     );
     assert_eq!(violations(&run), Vec::<String>::new());
 }
+
+/// Someone floods our prefix with large keys while a container whose record
+/// is too large runs: the agent reads the prefix in pages (some refused as
+/// too large for the client, then asked for in fewer keys) and removes the
+/// flood in a few transactions. A batch refused as too large used to be
+/// split into one transaction per operation, a storm of 40 here. (Found by
+/// the simulator.)
+#[test]
+fn a_flood_beside_a_record_too_large_is_removed_without_a_storm() {
+    use super::schedule::{Foreign, Step};
+    let mut running = vec![true; CONTAINERS];
+    running[3] = false;
+    let schedule = Schedule {
+        running,
+        require_healthy: false,
+        records_on_lease: true,
+        jitter_seed: 3,
+        steps: vec![Step {
+            after: Duration::ZERO,
+            action: Action::Foreign(Foreign::Flood),
+        }],
+    };
+    let run = run(&schedule);
+    let pages = run
+        .trace
+        .iter()
+        .filter(|line| line.contains("observed"))
+        .count();
+    assert!(pages > 0, "{:#?}", run.trace);
+    assert!(
+        run.trace
+            .iter()
+            .any(|line| line.contains("observed") && !line.contains("in 1 requests")),
+        "the flood took more than one page: {:#?}",
+        run.trace
+    );
+    assert_eq!(violations(&run), Vec::<String>::new());
+}
