@@ -98,4 +98,4 @@ install_missing_packages
 install_containers_conf
 start_podman_service
 build_busybox_image
-log "ready: $(podman --version), API socket "
+log "ready: $(podman --version), API socket $podman_socket"
