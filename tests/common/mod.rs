@@ -25,6 +25,7 @@ pub use rig::etcd::faults as etcd_faults;
 pub use rig::*;
 
 mod env;
+pub mod podman;
 mod records;
 mod relay;
 pub mod relay_stall;
