@@ -155,12 +155,23 @@ impl Health {
 /// host) is repaired at once; one that keeps coming back is repaired with a
 /// growing delay, so that two writers never fight in a write storm that fills
 /// etcd's space quota for the whole cluster.
-#[derive(Debug, Default)]
 pub struct RepairBudget {
     /// Repairs of foreign changes in a row, none of them after a quiet spell.
     in_a_row: u32,
+    /// The delays after the free repairs; start over after a quiet spell.
+    delays: ExponentialBackoff,
     /// When the last of them ran.
     last: Option<Instant>,
+}
+
+impl Default for RepairBudget {
+    fn default() -> Self {
+        Self {
+            in_a_row: 0,
+            delays: Self::delays(),
+            last: None,
+        }
+    }
 }
 
 impl RepairBudget {
@@ -181,21 +192,32 @@ impl RepairBudget {
             .is_some_and(|last| now.duration_since(last) >= Self::QUIET)
         {
             self.in_a_row = 0;
+            self.delays = Self::delays();
         }
         self.in_a_row = self.in_a_row.saturating_add(1);
-        let delay = Self::delay(self.in_a_row);
+        let delay = if self.in_a_row <= Self::FREE {
+            Duration::ZERO
+        } else {
+            self.delays.next().unwrap_or(Self::MAX_DELAY)
+        };
         self.last = Some(now + delay);
         delay
     }
 
-    fn delay(in_a_row: u32) -> Duration {
-        let Some(beyond) = in_a_row.checked_sub(Self::FREE + 1) else {
-            return Duration::ZERO;
-        };
-        Self::FIRST_DELAY
-            .saturating_mul(1u32.checked_shl(beyond).unwrap_or(u32::MAX))
-            .min(Self::MAX_DELAY)
+    fn delays() -> ExponentialBackoff {
+        doubling(Self::FIRST_DELAY, Self::MAX_DELAY)
     }
+}
+
+/// Delays that start at `first` and double up to `max`, without end and
+/// without jitter: for waits of one agent's own that need no spreading
+/// across agents (its repairs, its retries of one container).
+pub fn doubling(first: Duration, max: Duration) -> ExponentialBackoff {
+    ExponentialBuilder::new()
+        .with_min_delay(first)
+        .with_max_delay(max)
+        .without_max_times()
+        .build()
 }
 
 #[cfg(test)]
@@ -231,8 +253,9 @@ mod tests {
     }
 
     #[test]
-    fn the_delay_never_overflows() {
-        assert_eq!(RepairBudget::delay(u32::MAX), RepairBudget::MAX_DELAY);
-        assert_eq!(RepairBudget::delay(40), RepairBudget::MAX_DELAY);
+    fn the_delay_stays_at_its_cap() {
+        let mut delays = doubling(Duration::from_secs(1), Duration::from_secs(30));
+        let last = delays.by_ref().take(100).last();
+        assert_eq!(last, Some(Duration::from_secs(30)));
     }
 }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::ExponentialBackoff;
 use futures_util::future::{pending, BoxFuture};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
@@ -16,7 +17,7 @@ use super::Observation;
 use crate::container::Container;
 use crate::engine::{ContainerEvent, Engine, EngineError, EventKind, EventStream};
 use crate::metrics::Metrics;
-use crate::supervise::Retry;
+use crate::supervise::{doubling, Retry};
 
 /// Inspects in flight at once.
 const INSPECT_CONCURRENCY: usize = 16;
@@ -92,9 +93,9 @@ pub(super) struct Follower<E> {
     generations: BTreeMap<String, Generation>,
     /// Inspects in flight, of all containers.
     in_flight: usize,
-    /// Containers whose inspect failed: when to try again, and how many
-    /// attempts failed so far.
-    retries: BTreeMap<String, (Instant, u32)>,
+    /// Containers whose inspect failed: when to try again, and the delays
+    /// after further failures.
+    retries: BTreeMap<String, (Instant, ExponentialBackoff)>,
 }
 
 impl<E: Engine> Follower<E> {
@@ -307,12 +308,13 @@ impl<E: Engine> Follower<E> {
     }
 
     fn schedule_retry(&mut self, id: &str) {
-        let attempts = self.retries.get(id).map_or(0, |(_, n)| *n) + 1;
-        let delay = INSPECT_RETRY_FIRST
-            .saturating_mul(1u32.checked_shl(attempts - 1).unwrap_or(u32::MAX))
-            .min(INSPECT_RETRY_MAX);
-        self.retries
-            .insert(id.to_owned(), (Instant::now() + delay, attempts));
+        let (at, delays) = self.retries.entry(id.to_owned()).or_insert_with(|| {
+            (
+                Instant::now(),
+                doubling(INSPECT_RETRY_FIRST, INSPECT_RETRY_MAX),
+            )
+        });
+        *at = Instant::now() + delays.next().unwrap_or(INSPECT_RETRY_MAX);
     }
 
     fn retry_due(&mut self) {
@@ -322,11 +324,11 @@ impl<E: Engine> Follower<E> {
                 self.pending.insert(id.clone(), EventKind::Started);
             }
         }
-        // Keep the attempt count; push the due ones out of the way until
-        // their inspect answers.
-        for (at, attempts) in self.retries.values_mut() {
+        // Keep their delays; push the due ones out of the way until their
+        // inspect answers (and schedules the next attempt, or ends them).
+        for (at, _) in self.retries.values_mut() {
             if *at <= now {
-                *at = now + INSPECT_RETRY_MAX.saturating_mul(*attempts);
+                *at = now + INSPECT_RETRY_MAX;
             }
         }
     }
