@@ -27,6 +27,7 @@ mod agent;
 mod clock;
 mod docker;
 mod etcd;
+mod figures;
 mod procfs;
 mod reference;
 mod report;
