@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Brings up Docker and a local etcd (if none answers on 127.0.0.1:2379),
+# Brings up Docker, Podman and a local etcd (if none answers on 127.0.0.1:2379),
 # builds the daemon and runs it in the foreground against them.
 # Extra arguments go to the daemon; HOST_IP defaults to this host's first address.
+# ENGINE=podman follows Podman's rootful socket instead of dockerd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -24,7 +25,15 @@ if ! ETCDCTL_API=3 etcdctl --endpoints "$etcd_endpoint" --dial-timeout 1s endpoi
   done
 fi
 
-cargo build --release --quiet
+# Cargo's own progress (crate by crate, then the binary): the first build
+# compiles about 300 crates, which takes a few minutes on two cores.
+echo "run: building the release binary (the first build takes a few minutes)" >&2
+cargo build --release
+case "${ENGINE:-docker}" in
+  docker) ;;
+  podman) export DOCKER_HOST=unix:///run/podman/podman.sock ;;
+  *) echo "run: ENGINE must be docker or podman, not ${ENGINE}" >&2; exit 2 ;;
+esac
 host_ip=${HOST_IP:-$(hostname -I 2>/dev/null | awk '{print $1}')}
 export HOST_IP=${host_ip:-127.0.0.1}
 export ETCD_ENDPOINT=${ETCD_ENDPOINT:-$etcd_endpoint}
