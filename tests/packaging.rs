@@ -4,7 +4,8 @@
 //! entrypoint and, started the way `register.service` starts it (Docker
 //! socket mounted, `HOST_IP` and `ETCD_ENDPOINT` in the environment),
 //! registers a sibling container and removes it again and stops cleanly on
-//! `docker stop`; both systemd units pass `systemd-analyze verify`.
+//! `docker stop`; both systemd units (and the Podman drop-in) pass
+//! `systemd-analyze verify`.
 
 mod common;
 
@@ -327,5 +328,18 @@ fn unit_files_pass_systemd_analyze_verify() {
         direct.replace("/usr/local/bin/docker-etcd-register", AGENT_BIN),
     )
     .unwrap();
+    verify_unit(&direct_copy);
+
+    // The Podman drop-in, verified beside the unit as systemd loads it.
+    let podman = read_unit("deploy/podman.conf");
+    for needle in [
+        "Environment=DOCKER_HOST=unix:///run/podman/podman.sock",
+        "Wants=podman.socket",
+    ] {
+        assert!(podman.contains(needle), "deploy/podman.conf lacks {needle:?}");
+    }
+    let drop_ins = dir.path().join("docker-etcd-register.service.d");
+    std::fs::create_dir(&drop_ins).unwrap();
+    std::fs::write(drop_ins.join("podman.conf"), &podman).unwrap();
     verify_unit(&direct_copy);
 }
