@@ -151,6 +151,10 @@ struct ListArgs {
     #[arg(long, value_name = "NAME")]
     image: Option<String>,
 
+    /// Only this service (the `docker-etcd-register.service` label, else the image's key segment).
+    #[arg(long, value_name = "NAME")]
+    service: Option<String>,
+
     /// One JSON array (one object per published port) instead of a table.
     #[arg(long)]
     json: bool,
@@ -288,6 +292,7 @@ impl Cli {
                     filter: Filter {
                         host: host.map(|ip| ip.to_string()),
                         image: list.image.clone().filter(|i| !i.trim().is_empty()),
+                        service: list.service.clone().filter(|s| !s.trim().is_empty()),
                     },
                     json: list.json,
                     watch: list.watch,

@@ -25,6 +25,10 @@ pub struct Container {
 
 /// The container label that opts a container out of registration.
 pub const IGNORE_LABEL: &str = "docker-etcd-register.ignore";
+/// The container label that names the service a container belongs to: it
+/// replaces the image in the record's key, so that the versions of an image
+/// during a rolling upgrade are one service.
+pub const SERVICE_LABEL: &str = "docker-etcd-register.service";
 
 /// Docker's verdict on a container's HEALTHCHECK.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -151,6 +155,14 @@ impl Container {
             (true, Health::Unhealthy) => Verdict::Withheld(Withheld::Unhealthy),
             _ => Verdict::Selected,
         }
+    }
+
+    /// The service named by [`SERVICE_LABEL`], as a key segment (the image
+    /// segment's rules: `/` becomes `::`); `None` when the label is absent
+    /// or blank.
+    pub fn service_segment(&self) -> Option<String> {
+        let name = self.labels.get(SERVICE_LABEL)?.trim();
+        (!name.is_empty()).then(|| name.replace('/', "::"))
     }
 
     /// `docker-etcd-register.ignore=true` (also `1`, `yes`, any case).

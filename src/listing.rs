@@ -14,7 +14,10 @@ use crate::record::{Endpoint, RecordKey};
 pub struct Row {
     /// The key's host segment: the `--host-ip` of the agent that wrote it.
     pub host: String,
-    /// The key's image segment, as the agent wrote it (`/` as `::`).
+    /// The key's service segment, as the agent wrote it (`/` as `::`): the
+    /// `docker-etcd-register.service` label, else the image.
+    pub service: String,
+    /// The record's image (`/` as `::`), whatever the service.
     pub image: String,
     /// The key's container segment, the full id.
     pub container: String,
@@ -44,12 +47,21 @@ pub struct Unreadable {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
     pub host: Option<String>,
+    /// The image, in any familiar form (`list --image`).
     pub image: Option<String>,
+    /// The service, exactly as its label names it (`list --service`).
+    pub service: Option<String>,
 }
 
 impl Filter {
     fn admits_host(&self, host: &str) -> bool {
         self.host.as_deref().is_none_or(|wanted| wanted == host)
+    }
+
+    fn admits_service(&self, service_segment: &str) -> bool {
+        self.service
+            .as_deref()
+            .is_none_or(|wanted| wanted.trim().replace('/', "::") == service_segment)
     }
 
     fn admits_image(&self, image_segment: &str) -> bool {
@@ -127,7 +139,7 @@ impl<'a> Rows<'a> {
             ));
             return;
         };
-        if !self.filter.admits_image(record.image) {
+        if !self.filter.admits_service(record.service) {
             return;
         }
         let Ok(endpoints) = Endpoint::decode(value) else {
@@ -136,9 +148,13 @@ impl<'a> Rows<'a> {
             ));
             return;
         };
-        self.rows.extend(endpoints.into_iter().map(|e| Row {
+        let admitted = endpoints
+            .into_iter()
+            .filter(|e| self.filter.admits_image(&e.image));
+        self.rows.extend(admitted.map(|e| Row {
             host: record.host.to_owned(),
-            image: record.image.to_owned(),
+            service: record.service.to_owned(),
+            image: e.image.into_owned(),
             container: record.container.to_owned(),
             ip: e.ip.into_owned(),
             public_port: e.public_port.into_owned(),
@@ -148,7 +164,7 @@ impl<'a> Rows<'a> {
         }));
     }
 
-    /// The rows sorted by host, image, container, then as the record orders
+    /// The rows sorted by host, service, container, then as the record orders
     /// its bindings (etcd's key order differs where one segment extends
     /// another: `app:1/` sorts after `app:1.2/`); and the keys that are no
     /// records.
@@ -156,7 +172,7 @@ impl<'a> Rows<'a> {
         let mut rows = self.rows;
         // Stable: the bindings of one record keep the record's own order.
         rows.sort_by(|a, b| {
-            (&a.host, &a.image, &a.container).cmp(&(&b.host, &b.image, &b.container))
+            (&a.host, &a.service, &a.container).cmp(&(&b.host, &b.service, &b.container))
         });
         (rows, self.unreadable)
     }
@@ -167,12 +183,13 @@ const SHORT_ID: usize = 12;
 
 /// A table with a header line, columns aligned; `(none)` when empty.
 pub fn table(rows: &[Row]) -> String {
-    const HEADER: [&str; 5] = ["HOST", "IMAGE", "CONTAINER", "IP", "PORT"];
-    let cells: Vec<[String; 5]> = rows
+    const HEADER: [&str; 6] = ["HOST", "SERVICE", "IMAGE", "CONTAINER", "IP", "PORT"];
+    let cells: Vec<[String; 6]> = rows
         .iter()
         .map(|row| {
             [
                 row.host.clone(),
+                row.service.clone(),
                 row.image.clone(),
                 row.container.chars().take(SHORT_ID).collect(),
                 row.ip.clone(),
@@ -319,6 +336,7 @@ mod tests {
         let by_host = Filter {
             host: Some("10.0.0.2".into()),
             image: None,
+            service: None,
         };
         let (rows, unreadable) = listed(&by_host);
         assert_eq!(rows.len(), 1);
@@ -328,6 +346,7 @@ mod tests {
         let by_image = Filter {
             host: None,
             image: Some("docker.io/library/busybox".into()),
+            service: None,
         };
         let (rows, _) = listed(&by_image);
         assert_eq!(rows.len(), 2);
@@ -336,6 +355,7 @@ mod tests {
         let both = Filter {
             host: Some("10.0.0.2".into()),
             image: Some("busybox".into()),
+            service: None,
         };
         assert!(listed(&both).0.is_empty());
     }
@@ -349,6 +369,7 @@ mod tests {
         let filter = Filter {
             host: Some("10.0.0.1".into()),
             image: None,
+            service: None,
         };
         let (rows, _) = rows_of(
             store.iter().map(|(k, v)| (k.as_str(), v.as_bytes())),
@@ -398,25 +419,28 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "HOST      IMAGE           CONTAINER     IP         PORT",
-                "10.0.0.1  busybox:latest  aaaaaaaaaaaa  10.0.0.1   32768 -> 80/tcp",
-                "10.0.0.1  busybox:latest  aaaaaaaaaaaa  127.0.0.1  32769 -> 53/udp",
-                "10.0.0.2  nginx:1.25      bbbbbbbbbbbb  10.0.0.2   8080 -> 80/tcp",
+                "HOST      SERVICE         IMAGE           CONTAINER     IP         PORT",
+                "10.0.0.1  busybox:latest  busybox:latest  aaaaaaaaaaaa  10.0.0.1   32768 -> 80/tcp",
+                "10.0.0.1  busybox:latest  busybox:latest  aaaaaaaaaaaa  127.0.0.1  32769 -> 53/udp",
+                "10.0.0.2  nginx:1.25      nginx:1.25      bbbbbbbbbbbb  10.0.0.2   8080 -> 80/tcp",
             ]
         );
-        assert_eq!(table(&[]), "HOST  IMAGE  CONTAINER  IP  PORT\n(none)\n");
+        assert_eq!(
+            table(&[]),
+            "HOST  SERVICE  IMAGE  CONTAINER  IP  PORT\n(none)\n"
+        );
     }
 
     #[test]
     fn json_is_one_line_with_every_field() {
         let (rows, _) = listed(&Filter {
             host: Some("10.0.0.2".into()),
-            image: None,
+            ..Filter::default()
         });
         assert_eq!(
             json(&rows),
             format!(
-                r#"[{{"host":"10.0.0.2","image":"nginx:1.25","container":"{B}","ip":"10.0.0.2","public_port":"8080","private_port":"80","port_type":"tcp","key":"/registered/10.0.0.2/nginx:1.25/{B}"}}]"#
+                r#"[{{"host":"10.0.0.2","service":"nginx:1.25","image":"nginx:1.25","container":"{B}","ip":"10.0.0.2","public_port":"8080","private_port":"80","port_type":"tcp","key":"/registered/10.0.0.2/nginx:1.25/{B}"}}]"#
             )
         );
         assert_eq!(json(&[]), "[]");

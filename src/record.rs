@@ -67,11 +67,11 @@ impl HostPrefix {
         RecordKey::parse(&self.root, key).filter(|k| k.host == self.host)
     }
 
-    fn key(&self, image: &str, container_id: &str) -> String {
+    fn key(&self, service: &str, container_id: &str) -> String {
         RecordKey {
             root: &self.root,
             host: &self.host,
-            image,
+            service,
             container: container_id,
         }
         .to_string()
@@ -90,7 +90,7 @@ pub fn root_path(prefix: &str) -> String {
     }
 }
 
-/// A record's key, `{root}{host}/{image}/{container}`: the one definition of
+/// A record's key, `{root}{host}/{service}/{container}`: the one definition of
 /// the key layout, written by the agent and read by `list`, the tests and
 /// the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,8 +99,10 @@ pub struct RecordKey<'a> {
     pub root: &'a str,
     /// The `--host-ip` of the agent that wrote it.
     pub host: &'a str,
-    /// The image segment (`/` as `::`, always tagged).
-    pub image: &'a str,
+    /// The service: the `docker-etcd-register.service` label, else the
+    /// image (`/` as `::`, an image always tagged). The original layout's
+    /// `{image}` segment.
+    pub service: &'a str,
     /// The full container id.
     pub container: &'a str,
 }
@@ -110,14 +112,14 @@ impl<'a> RecordKey<'a> {
     /// `None` when it is not exactly three segments below the root.
     pub fn parse(root: &'a str, key: &'a str) -> Option<Self> {
         let mut segments = key.strip_prefix(root)?.split('/');
-        let (host, image, container) = (segments.next()?, segments.next()?, segments.next()?);
-        if segments.next().is_some() || [host, image, container].contains(&"") {
+        let (host, service, container) = (segments.next()?, segments.next()?, segments.next()?);
+        if segments.next().is_some() || [host, service, container].contains(&"") {
             return None;
         }
         Some(Self {
             root,
             host,
-            image,
+            service,
             container,
         })
     }
@@ -128,10 +130,10 @@ impl std::fmt::Display for RecordKey<'_> {
         let Self {
             root,
             host,
-            image,
+            service,
             container,
         } = self;
-        write!(f, "{root}{host}/{image}/{container}")
+        write!(f, "{root}{host}/{service}/{container}")
     }
 }
 
@@ -198,6 +200,10 @@ pub fn desired(container: &Container, selection: &Selection, prefix: &HostPrefix
 /// Whether the container is selected at all is [`desired`]'s question.
 pub fn desired_record(container: &Container, prefix: &HostPrefix) -> Option<Record> {
     let image = image::key_segment(&container.configured_image, &container.image_id);
+    // The key names the service (README: "Service names"), the value still
+    // the real image.
+    let service = container.service_segment();
+    let segment = service.as_deref().unwrap_or(&image);
     let mut endpoints: Vec<Endpoint> = container
         .bindings
         .iter()
@@ -210,7 +216,7 @@ pub fn desired_record(container: &Container, prefix: &HostPrefix) -> Option<Reco
     endpoints.sort_by(compare_endpoints);
     endpoints.dedup();
     Some(Record {
-        key: prefix.key(&image, &container.id),
+        key: prefix.key(segment, &container.id),
         value: Endpoint::encode(&endpoints),
     })
 }

@@ -216,7 +216,7 @@ fn a_key_parses_into_its_segments_and_prints_back() {
     let key = format!("/registered/10.0.0.5/busybox:latest/{ID}");
     let parsed = RecordKey::parse("/registered/", &key).unwrap();
     assert_eq!(
-        (parsed.host, parsed.image, parsed.container),
+        (parsed.host, parsed.service, parsed.container),
         ("10.0.0.5", "busybox:latest", ID)
     );
     assert_eq!(parsed.to_string(), key);
@@ -250,7 +250,7 @@ fn the_agent_writes_keys_in_the_one_layout() {
         desired_record(&busybox(vec![binding("80", "tcp", "", "32768")]), &host()).unwrap();
     let key = RecordKey::parse("/registered/", &record.key).unwrap();
     assert_eq!(
-        (key.host, key.image, key.container),
+        (key.host, key.service, key.container),
         ("10.100.100.100", "busybox:latest", ID)
     );
 }
