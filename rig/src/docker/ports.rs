@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 
 use super::Engine;
 
+/// The IPv4 wildcard address a port published without an address binds.
+const WILDCARD: &str = "0.0.0.0";
+
 /// One published binding of a container as its engine reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Binding {
@@ -61,11 +64,17 @@ impl Engine {
             .collect()
     }
 
-    /// The host port published for `port` (`80/tcp`) on `host_ip`.
+    /// The host port published for `port` (`80/tcp`) on `host_ip`; asked
+    /// for `0.0.0.0`, the IPv4 wildcard binding, which Podman reports with an
+    /// empty `HostIp` (and without Docker's `::` twin).
     pub fn host_port(self, id: &str, port: &str, host_ip: &str) -> String {
         let all = self.bindings(id);
+        let wildcard = |ip: &str| ip == WILDCARD || ip.is_empty();
         all.iter()
-            .find(|b| b.port == port && b.host_ip == host_ip)
+            .find(|b| {
+                b.port == port
+                    && (b.host_ip == host_ip || (host_ip == WILDCARD && wildcard(&b.host_ip)))
+            })
             .unwrap_or_else(|| panic!("{id} has no binding {host_ip} -> {port}: {all:?}"))
             .host_port
             .clone()
