@@ -74,3 +74,4 @@ install_missing_packages
 start_dockerd
 build_busybox_image
 log "ready: $(docker version --format 'engine {{.Server.Version}}, API {{.Server.APIVersion}}')"
+bash "$(dirname "${BASH_SOURCE[0]}")/setup-podman.sh"

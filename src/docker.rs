@@ -16,6 +16,11 @@ use tokio::sync::watch;
 use crate::container::{Container, Health, PortBinding};
 use crate::engine::{ContainerEvent, Engine, EngineError, EventKind, EventStream};
 
+mod dialect;
+mod health;
+
+use dialect::Dialect;
+
 /// Seconds a request may take before it counts as failed; the event stream
 /// itself is unbounded (the limit only covers its response headers).
 const REQUEST_TIMEOUT_SECS: u64 = 10;
@@ -48,6 +53,9 @@ pub struct Docker {
     /// then on reaches its stream. bollard's stream gives no sign of it
     /// before the first event, so the transport reports it.
     subscriptions_accepted: Arc<watch::Sender<u64>>,
+    /// Docker or Podman, from the version answer at connect: they name
+    /// some events differently (see `dialect.rs`).
+    dialect: Dialect,
 }
 
 impl Docker {
@@ -62,6 +70,7 @@ impl Docker {
             host: host.to_owned(),
             client: None,
             subscriptions_accepted: Arc::new(watch::channel(0).0),
+            dialect: Dialect::default(),
         })
     }
 
@@ -71,8 +80,9 @@ impl Docker {
 }
 
 impl Engine for Docker {
-    /// (Re)connects and agrees on the API version with the engine (Debian's
-    /// 20.10 speaks 1.41, older than bollard's default).
+    /// (Re)connects, agrees on the API version with the engine (Debian's
+    /// 20.10 speaks 1.41, older than bollard's default) and learns whether
+    /// it is dockerd or Podman.
     async fn connect(&mut self) -> Result<(), EngineError> {
         self.client = None;
         let accepted = Arc::clone(&self.subscriptions_accepted);
@@ -85,7 +95,17 @@ impl Engine for Docker {
                 pooled_client(HttpConnector::new(), base.into(), accepted)?
             }
         };
-        self.client = Some(client.negotiate_version().await?);
+        let client = client.negotiate_version().await?;
+        let version = client.version().await?;
+        let components = version.components.iter().flatten();
+        self.dialect = Dialect::from_component_names(components.map(|c| c.name.as_str()));
+        tracing::info!(
+            engine = %self.dialect,
+            engine_version = version.version.as_deref().unwrap_or("unknown"),
+            api_version = %client.client_version(),
+            "connected to the container engine"
+        );
+        self.client = Some(client);
         Ok(())
     }
 
@@ -119,30 +139,23 @@ impl Engine for Docker {
             .saturating_sub(replay)
             .as_secs()
             .to_string();
-        let mut actions = vec![
-            "start",
-            "die",
-            "destroy",
-            "pause",
-            "unpause",
-            "connect",
-            "disconnect",
-        ];
-        if health {
-            // The engine matches this filter against `health_status: <status>`.
-            actions.push("health_status");
-        }
+        let actions = self.dialect.subscribed_actions(health);
         // The engine ANDs the keys and ORs the values of each key.
         let filters = HashMap::from([("type", vec!["container", "network"]), ("event", actions)]);
         let options = EventsOptionsBuilder::default()
             .since(&since)
             .filters(&filters)
             .build();
-        let events = self.client()?.events(Some(options));
-        Ok(events
-            .filter_map(|message| async move {
+        let client = self.client()?;
+        let messages = client.events(Some(options));
+        let dialect = self.dialect;
+        if health && dialect.health_event_precedes_verdict() {
+            return Ok(health::with_verdicts(messages, client.clone(), dialect));
+        }
+        Ok(messages
+            .filter_map(move |message| async move {
                 match message {
-                    Ok(message) => container_event(message).map(Ok),
+                    Ok(message) => container_event(message, dialect).map(Ok),
                     Err(error) => Some(Err(EngineError::from(error))),
                 }
             })
@@ -224,10 +237,11 @@ where
     )
 }
 
-/// The container an engine event is about and what it means for its record;
-/// `None` for events that change nothing we register (a network's own
-/// `destroy`, say, which the action filter lets through).
-fn container_event(message: EventMessage) -> Option<ContainerEvent> {
+/// The container an engine event is about and what it means for its record,
+/// in the seam's (Docker's) words; `None` for events that change nothing we
+/// register (a network's own `destroy`, say, which the action filter lets
+/// through).
+fn container_event(message: EventMessage, dialect: Dialect) -> Option<ContainerEvent> {
     use EventKind::{Started, Stopped};
     use EventMessageTypeEnum::{CONTAINER, NETWORK};
     let typ = message.typ?;
@@ -236,14 +250,16 @@ fn container_event(message: EventMessage) -> Option<ContainerEvent> {
         (CONTAINER, "pause") => (Started, "pause"),
         (CONTAINER, "unpause") => (Started, "unpause"),
         (CONTAINER, "die") => (Stopped, "die"),
-        (CONTAINER, "destroy") => (Stopped, "destroy"),
+        // Podman's compat stream renames its `died` to `die` but keeps
+        // `remove`, which is Docker's `destroy`.
+        (CONTAINER, "destroy" | "remove") => (Stopped, "destroy"),
         (CONTAINER, action) if action.starts_with("health_status") => (Started, "health_status"),
         (NETWORK, "connect") => (Started, "connect"),
         (NETWORK, "disconnect") => (Started, "disconnect"),
         _ => return None,
     };
     let actor = message.actor?;
-    let container_id = if typ == NETWORK {
+    let container_id = if typ == NETWORK && !dialect.network_event_actor_is_container() {
         // A network event's actor is the network; the container is named
         // in its attributes.
         actor.attributes?.remove("container")?
@@ -271,9 +287,19 @@ fn container_from(response: ContainerInspectResponse) -> Result<Container, Engin
         .map_or(Health::NoCheck, |status| {
             Health::from_docker(status.as_ref())
         });
+    // A container in another's network namespace (`--network container:ID`,
+    // every member of a Podman pod) publishes nothing of its own: Podman
+    // still reports the owner's bindings on it, which would register one
+    // port under two containers. The owner (a pod's infra container) has
+    // the record.
+    let shares_network = response
+        .host_config
+        .and_then(|host| host.network_mode)
+        .is_some_and(|mode| mode.starts_with("container:"));
     let bindings = response
         .network_settings
         .and_then(|settings| settings.ports)
+        .filter(|_| !shares_network)
         .unwrap_or_default()
         .into_iter()
         .flat_map(|(port, bindings)| port_bindings(port, bindings.unwrap_or_default()))
@@ -308,104 +334,4 @@ fn port_bindings(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const CONTAINER_ID: &str = "4a5202296e8cd40d576f422beefc5f36da420270e566d7c6b26fd5babb633467";
-    const NETWORK_ID: &str = "4daf07e404a4461687223b599970919f8a1f2af738dc29ebecec919df81aef7d";
-
-    /// An event as dockerd 20.10 sends it for a container.
-    fn container_message(action: &str) -> EventMessage {
-        serde_json::from_value(serde_json::json!({
-            "status": action, "id": CONTAINER_ID, "from": "busybox",
-            "Type": "container", "Action": action,
-            "Actor": {"ID": CONTAINER_ID, "Attributes": {"image": "busybox", "name": "web"}},
-            "scope": "local", "time": 1795681119, "timeNano": 1795681119500339848_i64,
-        }))
-        .unwrap()
-    }
-
-    /// An event as dockerd 20.10 sends it for `docker network connect` /
-    /// `disconnect`: the actor is the network, the container an attribute.
-    fn network_message(action: &str) -> EventMessage {
-        serde_json::from_value(serde_json::json!({
-            "Type": "network", "Action": action,
-            "Actor": {"ID": NETWORK_ID, "Attributes": {
-                "container": CONTAINER_ID, "name": "bridge", "type": "bridge",
-            }},
-            "scope": "local", "time": 1795681119, "timeNano": 1795681119942006390_i64,
-        }))
-        .unwrap()
-    }
-
-    fn mapped(message: EventMessage) -> Option<(EventKind, &'static str)> {
-        container_event(message).map(|event| {
-            assert_eq!(event.container_id, CONTAINER_ID);
-            (event.kind, event.action)
-        })
-    }
-
-    #[test]
-    fn container_actions() {
-        let cases = [
-            ("start", EventKind::Started, "start"),
-            ("pause", EventKind::Started, "pause"),
-            ("unpause", EventKind::Started, "unpause"),
-            ("die", EventKind::Stopped, "die"),
-            ("destroy", EventKind::Stopped, "destroy"),
-            (
-                "health_status: healthy",
-                EventKind::Started,
-                "health_status",
-            ),
-        ];
-        for (action, kind, label) in cases {
-            assert_eq!(
-                mapped(container_message(action)),
-                Some((kind, label)),
-                "{action}"
-            );
-        }
-        assert_eq!(mapped(container_message("create")), None);
-    }
-
-    #[test]
-    fn network_connect_and_disconnect_reinspect_the_container_they_name() {
-        assert_eq!(
-            mapped(network_message("connect")),
-            Some((EventKind::Started, "connect"))
-        );
-        assert_eq!(
-            mapped(network_message("disconnect")),
-            Some((EventKind::Started, "disconnect"))
-        );
-    }
-
-    #[test]
-    fn other_network_events_are_not_about_a_container() {
-        // A removed network's `destroy` passes the action filter.
-        assert_eq!(container_event(network_message("destroy")), None);
-        let mut without_container = network_message("disconnect");
-        without_container.actor.as_mut().unwrap().attributes = None;
-        assert_eq!(container_event(without_container), None);
-    }
-
-    #[test]
-    fn a_paused_container_is_running_and_paused() {
-        let inspect = |running: bool, paused: bool| {
-            let response = serde_json::from_value(serde_json::json!({
-                "Id": CONTAINER_ID,
-                "State": {"Status": "paused", "Running": running, "Paused": paused},
-                "NetworkSettings": {"Ports": {
-                    "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "32768"}],
-                }},
-            }))
-            .unwrap();
-            container_from(response).unwrap()
-        };
-        let paused = inspect(true, true);
-        assert!(paused.running && paused.paused);
-        assert_eq!(paused.bindings.len(), 1);
-        assert!(!inspect(true, false).paused);
-    }
-}
+mod tests;

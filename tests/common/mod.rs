@@ -26,6 +26,7 @@ pub use rig::*;
 
 mod engines;
 mod env;
+pub mod podman;
 mod records;
 mod relay;
 pub mod relay_stall;
