@@ -63,9 +63,9 @@ fn record_image(engine: Engine, configured: &str) -> &'static str {
 /// The containers must have been started from the engine's test image
 /// (`Engine::image`).
 pub fn expected_records_on(engine: Engine, host_ip: &str, label: &str) -> BTreeMap<String, String> {
-    let docker = |args: &[&str]| engine.cli_out(args);
+    let cli = |args: &[&str]| engine.cli_out(args);
     let filter = format!("label={label}");
-    let ids: Vec<String> = docker(&[
+    let ids: Vec<String> = cli(&[
         "ps",
         "-q",
         "--no-trunc",
@@ -82,7 +82,7 @@ pub fn expected_records_on(engine: Engine, host_ip: &str, label: &str) -> BTreeM
     }
     let mut args = vec!["inspect"];
     args.extend(ids.iter().map(String::as_str));
-    let inspected: serde_json::Value = serde_json::from_str(&docker(&args)).unwrap();
+    let inspected: serde_json::Value = serde_json::from_str(&cli(&args)).unwrap();
     let mut expected = BTreeMap::new();
     for container in inspected.as_array().expect("docker inspect array") {
         let id = container["Id"].as_str().expect("Id");

@@ -130,9 +130,10 @@ impl Engine {
     pub fn image_id(self, image: &str) -> String {
         let id = self.cli_out(&["image", "inspect", "--format", "{{.Id}}", image]);
         // Podman prints the bare hex; the agent sees `sha256:` over the API.
-        match id.starts_with("sha256:") {
-            true => id,
-            false => format!("sha256:{id}"),
+        if id.starts_with("sha256:") {
+            id
+        } else {
+            format!("sha256:{id}")
         }
     }
 
