@@ -2,7 +2,8 @@
 //! containers — stale records deleted, missing and changed ones written,
 //! correct ones left untouched — while other hosts' keys (including one whose
 //! address has this host's as a string prefix) are never touched. With a lease,
-//! records without it or on a foreign lease are rewritten in place.
+//! records without it or on a foreign lease are rewritten in place. Both run
+//! on Docker and on Podman (`docker::…`, `podman::…`).
 
 mod common;
 
@@ -11,40 +12,46 @@ use std::time::Duration;
 
 use common::*;
 
+on_each_engine!(
+    startup_reconcile_without_lease,
+    startup_reconcile_with_lease_rewrites_in_place,
+);
+
 const FAKE_ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const FAKE_ID2: &str = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
 
 /// The value the agent must write for a container publishing `127.0.0.1::80`.
-fn loopback_80(id: &str) -> String {
-    let public = host_port(id, "80/tcp", "127.0.0.1");
-    expected_value(id, IMAGE, &[("127.0.0.1", &public, "80", "tcp")])
+fn loopback_80(env: &TestEnv, id: &str) -> String {
+    env.loopback_80_record(id).1
 }
 
-#[test]
-fn startup_reconcile_without_lease() {
-    let env = TestEnv::new("reconcile_plain");
+fn startup_reconcile_without_lease(engine: Engine) {
+    let env = TestEnv::on(engine, "reconcile_plain");
     let ep = env.endpoint();
     let c = &env.containers;
     let h = env.host_ip.clone();
+    // The image segment of this engine's records (Podman: `localhost::…`).
+    let image = env.record_image();
+    let loopback_80 = |id: &str| loopback_80(&env, id);
 
-    let correct = c.run(&["-p", "127.0.0.1::80", "busybox", "sleep", "1000"]);
+    let correct = env.run_loopback_80();
     let missing = c.run(&[
         "-p",
         "127.0.0.1::80",
         "-p",
         "90/udp",
-        "busybox",
+        env.image(),
         "sleep",
         "1000",
     ]);
-    let changed = c.run(&["-p", "127.0.0.1::80", "busybox", "sleep", "1000"]);
-    let no_port = c.run(&["busybox", "sleep", "1000"]);
-    let exited = c.run(&["-p", "127.0.0.1::80", "busybox", "true"]);
-    wait_not_running(&exited);
+    let changed = env.run_loopback_80();
+    let no_port = c.run(&[env.image(), "sleep", "1000"]);
+    let exited = c.run(&["-p", "127.0.0.1::80", env.image(), "true"]);
+    engine.wait_not_running(&exited);
 
     // This host: what the agent must clean up or keep.
-    let stale_value = expected_value(FAKE_ID, IMAGE, &[("127.0.0.1", "1", "80", "tcp")]);
-    put(&ep, &env.key(IMAGE, FAKE_ID), &stale_value, 0);
+    let stale_value = expected_value(FAKE_ID, image, &[("127.0.0.1", "1", "80", "tcp")]);
+    put(&ep, &env.key(image, FAKE_ID), &stale_value, 0);
     put(
         &ep,
         &env.key("quay.io::coreos::etcd:v3.5", FAKE_ID2),
@@ -53,32 +60,32 @@ fn startup_reconcile_without_lease() {
     );
     put(
         &ep,
-        &env.key(IMAGE, &exited),
-        &expected_value(&exited, IMAGE, &[("127.0.0.1", "2", "80", "tcp")]),
+        &env.key(image, &exited),
+        &expected_value(&exited, image, &[("127.0.0.1", "2", "80", "tcp")]),
         0,
     );
     put(&ep, &env.key("other:latest", &correct), "[]", 0);
-    put(&ep, &env.key(IMAGE, &no_port), "[]", 0);
-    put(&ep, &env.key(IMAGE, &correct), &loopback_80(&correct), 0);
+    put(&ep, &env.key(image, &no_port), "[]", 0);
+    put(&ep, &env.key(image, &correct), &loopback_80(&correct), 0);
     put(
         &ep,
-        &env.key(IMAGE, &changed),
-        &expected_value(&changed, IMAGE, &[("127.0.0.1", "3", "80", "tcp")]),
+        &env.key(image, &changed),
+        &expected_value(&changed, image, &[("127.0.0.1", "3", "80", "tcp")]),
         0,
     );
 
     // Other hosts and other prefixes: never touched.
-    let colliding = format!("/registered/{h}0/{IMAGE}/");
+    let colliding = format!("/registered/{h}0/{image}/");
     put(&ep, &format!("{colliding}{FAKE_ID}"), &stale_value, 0);
     put(&ep, &format!("{colliding}{correct}"), "[]", 0);
     put(&ep, &format!("/registered/{h}"), "bare", 0);
     put(
         &ep,
-        &format!("/registered/127.0.0.2/{IMAGE}/{FAKE_ID}"),
+        &format!("/registered/127.0.0.2/{image}/{FAKE_ID}"),
         &stale_value,
         0,
     );
-    put(&ep, &format!("/other/{h}/{IMAGE}/{FAKE_ID}"), "x", 0);
+    put(&ep, &format!("/other/{h}/{image}/{FAKE_ID}"), "x", 0);
 
     let before = get_prefix(&ep, "/");
     let host_prefix = env.host_prefix();
@@ -98,24 +105,29 @@ fn startup_reconcile_without_lease() {
 
     // The start-up reconcile is done when the agent says it is ready.
     let expected = BTreeMap::from([
-        (env.key(IMAGE, &correct), loopback_80(&correct)),
+        (env.key(image, &correct), loopback_80(&correct)),
         (
-            env.key(IMAGE, &missing),
+            env.key(image, &missing),
             expected_value(
                 &missing,
-                IMAGE,
+                image,
                 &[
                     (
                         "127.0.0.1",
-                        &host_port(&missing, "80/tcp", "127.0.0.1"),
+                        &env.host_port(&missing, "80/tcp", "127.0.0.1"),
                         "80",
                         "tcp",
                     ),
-                    (&h, &host_port(&missing, "90/udp", "0.0.0.0"), "90", "udp"),
+                    (
+                        &h,
+                        &env.host_port(&missing, "90/udp", "0.0.0.0"),
+                        "90",
+                        "udp",
+                    ),
                 ],
             ),
         ),
-        (env.key(IMAGE, &changed), loopback_80(&changed)),
+        (env.key(image, &changed), loopback_80(&changed)),
     ]);
     env.wait_records(Duration::ZERO, &expected);
 
@@ -126,12 +138,12 @@ fn startup_reconcile_without_lease() {
             others_before,
             "keys of other hosts were touched"
         );
-        let key = env.key(IMAGE, &correct);
+        let key = env.key(image, &correct);
         assert_eq!(
             after[&key], before[&key],
             "the correct record was rewritten"
         );
-        let key = env.key(IMAGE, &changed);
+        let key = env.key(image, &changed);
         assert_eq!(
             after[&key].create_revision, before[&key].create_revision,
             "the changed record was deleted before being rewritten"
@@ -146,20 +158,20 @@ fn startup_reconcile_without_lease() {
     check();
 }
 
-#[test]
-fn startup_reconcile_with_lease_rewrites_in_place() {
-    let env = TestEnv::new("reconcile_lease");
+fn startup_reconcile_with_lease_rewrites_in_place(engine: Engine) {
+    let env = TestEnv::on(engine, "reconcile_lease");
     let ep = env.endpoint();
-    let c = &env.containers;
-    let plain = c.run(&["-p", "127.0.0.1::80", "busybox", "sleep", "1000"]);
-    let foreign = c.run(&["-p", "127.0.0.1::80", "busybox", "sleep", "1000"]);
+    let image = env.record_image();
+    let loopback_80 = |id: &str| loopback_80(&env, id);
+    let plain = env.run_loopback_80();
+    let foreign = env.run_loopback_80();
 
     // Correct values, one without lease, one on a lease of "a previous run".
     let foreign_lease = lease_grant(&ep, 60);
-    put(&ep, &env.key(IMAGE, &plain), &loopback_80(&plain), 0);
+    put(&ep, &env.key(image, &plain), &loopback_80(&plain), 0);
     put(
         &ep,
-        &env.key(IMAGE, &foreign),
+        &env.key(image, &foreign),
         &loopback_80(&foreign),
         foreign_lease,
     );
@@ -167,13 +179,13 @@ fn startup_reconcile_with_lease_rewrites_in_place() {
 
     let _agent = env.start_agent(&["--ttl", "5"]);
     let expected = BTreeMap::from([
-        (env.key(IMAGE, &plain), loopback_80(&plain)),
-        (env.key(IMAGE, &foreign), loopback_80(&foreign)),
+        (env.key(image, &plain), loopback_80(&plain)),
+        (env.key(image, &foreign), loopback_80(&foreign)),
     ]);
     env.wait_records(Duration::ZERO, &expected);
 
     let after = env.records();
-    let lease = after[&env.key(IMAGE, &plain)].lease;
+    let lease = after[&env.key(image, &plain)].lease;
     assert_ne!(lease, 0, "record without lease not attached to the agent's");
     assert_ne!(lease, foreign_lease);
     for (key, record) in &after {

@@ -6,8 +6,9 @@
 //!   one with TLS client certificates, a three-member cluster), the client
 //!   helpers that look at etcd from outside (`get_prefix`, `put`, `Watch`,
 //!   `etcdctl`...) and the faults only etcd can show (its space quota).
-//! - [`docker`]: the `docker` CLI as an operator uses it, labelled
-//!   containers removed again on drop, image tags.
+//! - [`docker`]: the engine's CLI as an operator uses it (`docker`, or
+//!   `podman` for [`Engine::Podman`]), labelled containers removed again on
+//!   drop, image tags.
 //! - [`agent`]: the agent binary as a child process, its stderr collected.
 //! - [`http`]: GET over TCP (`/healthz`, `/metrics`) and over the engine's
 //!   Unix socket, with hyper.
@@ -32,7 +33,8 @@ pub mod pki;
 pub use agent::{Agent, AgentOutput, AGENT_ENV};
 pub use docker::{
     bindings, docker, host_port, image_id, is_running, require_docker, try_docker,
-    wait_not_running, Binding, Containers, DockerError, TagGuard, DOCKER_SOCKET, IMAGE, LABEL_KEY,
+    wait_not_running, Binding, Containers, DockerError, Engine, TagGuard, DOCKER_SOCKET, IMAGE,
+    LABEL_KEY, PODMAN_IMAGE, PODMAN_SOCKET,
 };
 pub use etcd::{
     delete, etcdctl, get_prefix, lease_grant, lease_ttl, put, revision, set_client_security,

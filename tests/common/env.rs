@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::{
-    expected_records, expected_value, get_prefix, host_ip_for, host_port, record_key, unique_id,
-    wait_until, Agent, Containers, Etcd, Record, SpawnAgent, IMAGE,
+    expected_records_on, expected_value, get_prefix, host_ip_for, record_key, unique_id,
+    wait_until, Agent, Containers, Engine, Etcd, Record, SpawnAgent,
 };
 
 /// Everything one test needs: a unique id, host IP and label, a private etcd
@@ -21,36 +21,68 @@ pub struct TestEnv {
     pub containers: Containers,
     /// The test's own etcd.
     pub etcd: Etcd,
+    /// The engine its containers run on and its agent follows.
+    pub engine: Engine,
 }
 
 impl TestEnv {
+    /// A test on Docker.
     pub fn new(name: &str) -> TestEnv {
-        let id = unique_id(name);
-        let containers = Containers::new(&id);
-        TestEnv {
-            host_ip: host_ip_for(&id),
-            containers,
-            etcd: Etcd::start(),
-            id,
-        }
+        TestEnv::on(Engine::Docker, name)
+    }
+
+    /// A test on `engine`; its name carries the engine's, so that the two
+    /// runs of one body never share a label or host IP.
+    pub fn on(engine: Engine, name: &str) -> TestEnv {
+        TestEnv::with_etcd_on(engine, name, Etcd::start())
     }
 
     /// Like `new`, with a given etcd (say, one that is not running yet).
     pub fn with_etcd(name: &str, etcd: Etcd) -> TestEnv {
-        let id = unique_id(name);
-        let containers = Containers::new(&id);
+        TestEnv::with_etcd_on(Engine::Docker, name, etcd)
+    }
+
+    /// Like `on`, with a given etcd.
+    pub fn with_etcd_on(engine: Engine, name: &str, etcd: Etcd) -> TestEnv {
+        let id = match engine {
+            Engine::Docker => unique_id(name),
+            Engine::Podman => unique_id(&format!("{name}-{}", engine.name())),
+        };
+        let containers = Containers::on(engine, &id);
         TestEnv {
             host_ip: host_ip_for(&id),
             containers,
             etcd,
             id,
+            engine,
         }
     }
 
-    /// The records this test's agent must hold now, computed from Docker
-    /// (see [`expected_records`]).
+    /// The records this test's agent must hold now, computed from the
+    /// engine (see [`expected_records_on`]).
     pub fn expected_now(&self) -> BTreeMap<String, String> {
-        expected_records(&self.host_ip, self.label())
+        expected_records_on(self.engine, &self.host_ip, self.label())
+    }
+
+    /// The test image as `run` is given it on this test's engine.
+    pub fn image(&self) -> &'static str {
+        self.engine.image()
+    }
+
+    /// The `{image}` segment and `image` field of the records of containers
+    /// started from [`TestEnv::image`].
+    pub fn record_image(&self) -> &'static str {
+        self.engine.record_image()
+    }
+
+    /// The host port the engine published for `port` (`80/tcp`) on `host_ip`.
+    pub fn host_port(&self, id: &str, port: &str, host_ip: &str) -> String {
+        self.engine.host_port(id, port, host_ip)
+    }
+
+    /// The engine's CLI with `args`, its stdout; panics on failure.
+    pub fn cli(&self, args: &[&str]) -> String {
+        self.engine.cli_out(args)
     }
 
     pub fn endpoint(&self) -> String {
@@ -71,23 +103,24 @@ impl TestEnv {
         record_key(&self.host_ip, image, id)
     }
 
-    /// Host IP, endpoint and required test label as flags.
     /// A container of this test publishing port 80 on loopback.
     pub fn run_loopback_80(&self) -> String {
         self.containers
-            .run(&["-p", "127.0.0.1::80", "busybox", "sleep", "1000"])
+            .run(&["-p", "127.0.0.1::80", self.image(), "sleep", "1000"])
     }
 
     /// The one record a container of [`TestEnv::run_loopback_80`] must have
-    /// now, from its `docker inspect`.
+    /// now, from its `inspect`.
     pub fn loopback_80_record(&self, id: &str) -> (String, String) {
-        let public = host_port(id, "80/tcp", "127.0.0.1");
+        let public = self.host_port(id, "80/tcp", "127.0.0.1");
+        let image = self.record_image();
         (
-            self.key(IMAGE, id),
-            expected_value(id, IMAGE, &[("127.0.0.1", &public, "80", "tcp")]),
+            self.key(image, id),
+            expected_value(id, image, &[("127.0.0.1", &public, "80", "tcp")]),
         )
     }
 
+    /// Host IP, endpoint and required test label as flags.
     pub fn agent_args(&self) -> Vec<String> {
         vec![
             "--host-ip".into(),
@@ -104,9 +137,19 @@ impl TestEnv {
         let owned = self.agent_args();
         let mut args: Vec<&str> = owned.iter().map(String::as_str).collect();
         args.extend_from_slice(extra);
-        let mut agent = Agent::spawn(&args, &[]);
+        let mut agent = self.spawn_agent(&args);
         agent.wait_ready();
         agent
+    }
+
+    /// Spawns an agent with exactly `args`, following this test's engine:
+    /// `DOCKER_HOST` names Podman's socket (a `--docker-host` in `args` still
+    /// wins); on Docker the agent's own default is left to work.
+    pub fn spawn_agent(&self, args: &[&str]) -> Agent {
+        match self.engine {
+            Engine::Docker => Agent::spawn(args, &[]),
+            Engine::Podman => Agent::spawn(args, &[("DOCKER_HOST", &self.engine.docker_host())]),
+        }
     }
 
     /// The records under this test's host prefix.

@@ -24,14 +24,16 @@ use std::process::{Command, Output, Stdio};
 pub use rig::etcd::faults as etcd_faults;
 pub use rig::*;
 
+mod engines;
 mod env;
 pub mod podman;
 mod records;
 mod relay;
 pub mod relay_stall;
 
+pub(crate) use engines::on_each_engine;
 pub use env::TestEnv;
-pub use records::{expected_records, expected_value, record_key};
+pub use records::{expected_records, expected_records_on, expected_value, record_key};
 pub use relay::DockerRelay;
 
 pub const AGENT_BIN: &str = env!("CARGO_BIN_EXE_docker-etcd-register");

@@ -1,11 +1,12 @@
 //! The records an agent must hold, in the agent's own record format
-//! (`record::RecordKey`, `record::Endpoint`), computed from what Docker says.
+//! (`record::RecordKey`, `record::Endpoint`), computed from what the engine
+//! says.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use docker_etcd_register::record::{Endpoint, RecordKey};
 
-use super::{docker, IMAGE};
+use super::{Engine, IMAGE};
 
 /// The exact value the agent must write: a compact JSON array with one object
 /// per binding `(ip, public_port, private_port, port_type)`, in the given
@@ -37,14 +38,34 @@ pub fn record_key(host_ip: &str, image: &str, id: &str) -> String {
     .to_string()
 }
 
-/// The exact records an agent with host IP `host_ip`, prefix `/registered`
-/// and `--require-label <label>` must hold now, computed from Docker: one per
-/// running container carrying the label and publishing a port, its value
-/// sorted and with wildcards collapsed as README.md ("What is written") says. The containers must
-/// have been started from `busybox` or `busybox:latest`.
+/// [`expected_records_on`] Docker.
 pub fn expected_records(host_ip: &str, label: &str) -> BTreeMap<String, String> {
+    expected_records_on(Engine::Docker, host_ip, label)
+}
+
+/// The `{image}` of a container of the test image, from its `Config.Image`.
+fn record_image(engine: Engine, configured: &str) -> &'static str {
+    match (engine, configured) {
+        (Engine::Docker, "busybox" | "busybox:latest") => IMAGE,
+        (Engine::Podman, "localhost/busybox" | "localhost/busybox:latest") => engine.record_image(),
+        (_, other) => panic!(
+            "expected_records knows only {} on {}, not {other}",
+            engine.image(),
+            engine.name()
+        ),
+    }
+}
+
+/// The exact records an agent with host IP `host_ip`, prefix `/registered`
+/// and `--require-label <label>` must hold now, computed from the engine: one
+/// per running container carrying the label and publishing a port, its value
+/// sorted and with wildcards collapsed as README.md ("What is written") says.
+/// The containers must have been started from the engine's test image
+/// (`Engine::image`).
+pub fn expected_records_on(engine: Engine, host_ip: &str, label: &str) -> BTreeMap<String, String> {
+    let cli = |args: &[&str]| engine.cli_out(args);
     let filter = format!("label={label}");
-    let ids: Vec<String> = docker(&[
+    let ids: Vec<String> = cli(&[
         "ps",
         "-q",
         "--no-trunc",
@@ -61,17 +82,17 @@ pub fn expected_records(host_ip: &str, label: &str) -> BTreeMap<String, String> 
     }
     let mut args = vec!["inspect"];
     args.extend(ids.iter().map(String::as_str));
-    let inspected: serde_json::Value = serde_json::from_str(&docker(&args)).unwrap();
+    let inspected: serde_json::Value = serde_json::from_str(&cli(&args)).unwrap();
     let mut expected = BTreeMap::new();
     for container in inspected.as_array().expect("docker inspect array") {
         let id = container["Id"].as_str().expect("Id");
         if container["State"]["Running"] != serde_json::Value::Bool(true) {
             continue;
         }
-        let image = match container["Config"]["Image"].as_str().expect("Config.Image") {
-            "busybox" | "busybox:latest" => IMAGE,
-            other => panic!("expected_records knows only {IMAGE}, not {other}"),
-        };
+        let image = record_image(
+            engine,
+            container["Config"]["Image"].as_str().expect("Config.Image"),
+        );
         // (private port, protocol, ip, public port)
         let mut objects: BTreeSet<(u32, String, String, u32)> = BTreeSet::new();
         let ports = &container["NetworkSettings"]["Ports"];

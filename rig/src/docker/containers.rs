@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread;
 
-use super::{docker, require_docker, try_docker, DockerError, IMAGE};
+use super::{DockerError, Engine, IMAGE};
 
 /// Label key of the tests' containers; the value is the test's id.
 pub const LABEL_KEY: &str = "docker-etcd-register.test";
@@ -25,18 +25,35 @@ fn is_container_id(s: &str) -> bool {
 pub struct Containers {
     /// `KEY=VALUE`, given to every container this starts.
     label: String,
+    /// The engine whose CLI starts, lists and removes them.
+    engine: Engine,
 }
 
 impl Containers {
-    /// The containers of the test `test_id`: label `LABEL_KEY=<test_id>`.
+    /// The Docker containers of the test `test_id`: label `LABEL_KEY=<test_id>`.
     pub fn new(test_id: &str) -> Containers {
-        Containers::with_label(format!("{LABEL_KEY}={test_id}"))
+        Containers::on(Engine::Docker, test_id)
     }
 
-    /// The containers carrying `label` (`KEY=VALUE`).
+    /// The containers of the test `test_id` on `engine`.
+    pub fn on(engine: Engine, test_id: &str) -> Containers {
+        Containers::with_label_on(engine, format!("{LABEL_KEY}={test_id}"))
+    }
+
+    /// The Docker containers carrying `label` (`KEY=VALUE`).
     pub fn with_label(label: String) -> Containers {
-        require_docker();
-        Containers { label }
+        Containers::with_label_on(Engine::Docker, label)
+    }
+
+    /// The containers carrying `label` (`KEY=VALUE`) on `engine`.
+    pub fn with_label_on(engine: Engine, label: String) -> Containers {
+        engine.require();
+        Containers { label, engine }
+    }
+
+    /// The engine these containers run on.
+    pub fn engine(&self) -> Engine {
+        self.engine
     }
 
     /// `KEY=VALUE` carried by every container of this test.
@@ -44,17 +61,17 @@ impl Containers {
         &self.label
     }
 
-    /// `docker run -d --label <label> ARGS...`; returns the full container id.
+    /// `<engine> run -d --label <label> ARGS...`; returns the full container id.
     pub fn run(&self, args: &[&str]) -> String {
         self.try_run(args)
-            .unwrap_or_else(|e| panic!("docker run {args:?}: {e}"))
+            .unwrap_or_else(|e| panic!("{} run {args:?}: {e}", self.engine.cli()))
     }
 
     /// Like `run`, the error returned.
     pub fn try_run(&self, args: &[&str]) -> Result<String, DockerError> {
         let mut full = vec!["run", "-d", "--label", &self.label];
         full.extend_from_slice(args);
-        let out = try_docker(&full)?;
+        let out = self.engine.try_cli(&full)?;
         let id = out.lines().last().unwrap_or_default().to_string();
         if !is_container_id(&id) {
             return Err(DockerError::NotAnId(out));
@@ -63,15 +80,17 @@ impl Containers {
     }
 
     pub fn stop(&self, id: &str) {
-        docker(&["stop", "-t", "1", id]);
+        self.engine.cli_out(&["stop", "-t", "1", id]);
     }
 
     pub fn kill(&self, id: &str) {
-        docker(&["kill", id]);
+        self.engine.cli_out(&["kill", id]);
     }
 
     pub fn rm_f(&self, id: &str) {
-        docker(&["rm", "-f", id]);
+        let mut args = self.engine.rm_f_args().to_vec();
+        args.push(id);
+        self.engine.cli_out(&args);
     }
 
     /// Every container (running or not) carrying this test's label.
@@ -83,14 +102,16 @@ impl Containers {
     /// Like `all`, the error returned.
     pub fn try_all(&self) -> Result<Vec<String>, DockerError> {
         let filter = format!("label={}", self.label);
-        let listed = try_docker(&["ps", "-aq", "--no-trunc", "--filter", &filter])?;
+        let listed = self
+            .engine
+            .try_cli(&["ps", "-aq", "--no-trunc", "--filter", &filter])?;
         Ok(listed.lines().map(str::to_string).collect())
     }
 
     /// Removes every container of the label, a few at a time.
     pub fn try_cleanup(&self) -> Result<(), DockerError> {
         let ids = self.try_all()?;
-        remove(&ids, CLEANUP_WORKERS)
+        remove_on(self.engine, &ids, CLEANUP_WORKERS)
     }
 
     /// Like `try_cleanup`, the error only printed: it also runs on drop.
@@ -110,8 +131,15 @@ impl Drop for Containers {
 /// `docker rm -f` of every one of `ids`, `workers`-way; every one is tried,
 /// the first failure is returned.
 pub fn remove(ids: &[String], workers: usize) -> Result<(), DockerError> {
+    remove_on(Engine::Docker, ids, workers)
+}
+
+/// `rm -f` on `engine` of every one of `ids`, `workers`-way.
+pub fn remove_on(engine: Engine, ids: &[String], workers: usize) -> Result<(), DockerError> {
     let outcomes = parallel(ids.len(), workers, |i| {
-        Ok::<_, DockerError>(try_docker(&["rm", "-f", &ids[i]]))
+        let mut args = engine.rm_f_args().to_vec();
+        args.push(&ids[i]);
+        Ok::<_, DockerError>(engine.try_cli(&args))
     })?;
     outcomes
         .into_iter()
@@ -151,18 +179,32 @@ pub fn parallel<T: Send, E: Send>(
     }
 }
 
-/// Removes the image tags it holds on drop (`docker rmi` of a tag only
-/// untags an image that has other tags; never give it `busybox:latest`).
-pub struct TagGuard(pub Vec<String>);
+/// Removes the image tags it holds on drop (`rmi` of a tag only untags an
+/// image that has other tags; never give it the test image itself).
+pub struct TagGuard {
+    /// The tags to remove.
+    pub tags: Vec<String>,
+    /// The engine whose storage holds them.
+    engine: Engine,
+}
 
 impl TagGuard {
-    /// Tags `IMAGE` as every one of `tags`.
+    /// Tags Docker's `IMAGE` as every one of `tags`.
     pub fn tag(tags: &[String]) -> TagGuard {
-        require_docker();
-        let guard = TagGuard(tags.to_vec());
+        TagGuard::tag_on(Engine::Docker, tags)
+    }
+
+    /// Tags the test image of `engine` as every one of `tags`.
+    pub fn tag_on(engine: Engine, tags: &[String]) -> TagGuard {
+        engine.require();
+        let guard = TagGuard {
+            tags: tags.to_vec(),
+            engine,
+        };
         for tag in tags {
+            assert_ne!(tag, engine.image(), "never untag {}", engine.image());
             assert_ne!(tag, IMAGE, "never untag {IMAGE}");
-            docker(&["tag", IMAGE, tag]);
+            engine.cli_out(&["tag", engine.image(), tag]);
         }
         guard
     }
@@ -170,8 +212,8 @@ impl TagGuard {
 
 impl Drop for TagGuard {
     fn drop(&mut self) {
-        for tag in &self.0 {
-            let _ = Command::new("docker").args(["rmi", tag]).output();
+        for tag in &self.tags {
+            let _ = Command::new(self.engine.cli()).args(["rmi", tag]).output();
         }
     }
 }

@@ -1,0 +1,169 @@
+//! The container engines the agent follows: Docker, and Podman serving the
+//! Docker API (`podman system service`). Each is driven through its own CLI,
+//! the way its operators drive it, and reached by the agent over its own
+//! socket; the record's image is what that engine reports for the one image
+//! the tests run.
+
+use std::process::Stdio;
+
+use tokio::process::Command;
+
+use super::{DockerError, CLI_TIMEOUT, DOCKER_SOCKET, IMAGE};
+use crate::{runtime, wait_until, SLOW};
+
+/// Where `podman system service` serves the Docker API (README: Podman).
+pub const PODMAN_SOCKET: &str = "/run/podman/podman.sock";
+/// The image the tests run, as Podman names it: imported into Podman's own
+/// storage (no registry), where an image without a registry is `localhost/`.
+pub const PODMAN_IMAGE: &str = "localhost/busybox:latest";
+
+/// A container engine: which CLI makes the containers, which socket the
+/// agent follows, what the records of the test image look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Engine {
+    Docker,
+    Podman,
+}
+
+impl Engine {
+    /// `docker` or `podman`: the tests' names and messages.
+    pub fn name(self) -> &'static str {
+        self.cli()
+    }
+
+    /// The CLI operators of this engine use.
+    pub fn cli(self) -> &'static str {
+        match self {
+            Engine::Docker => "docker",
+            Engine::Podman => "podman",
+        }
+    }
+
+    /// The engine's Docker API socket.
+    pub fn socket(self) -> &'static str {
+        match self {
+            Engine::Docker => DOCKER_SOCKET,
+            Engine::Podman => PODMAN_SOCKET,
+        }
+    }
+
+    /// The agent's `--docker-host` / `DOCKER_HOST` for this engine.
+    pub fn docker_host(self) -> String {
+        format!("unix://{}", self.socket())
+    }
+
+    /// The test image as `run` is given it on this engine.
+    pub fn image(self) -> &'static str {
+        match self {
+            Engine::Docker => IMAGE,
+            Engine::Podman => PODMAN_IMAGE,
+        }
+    }
+
+    /// The `{image}` key segment (and the value's `image` field) of a
+    /// container started from [`Engine::image`]: Docker keeps what was typed,
+    /// Podman reports the image's full name, `localhost/…` (README: What is
+    /// written).
+    pub fn record_image(self) -> &'static str {
+        match self {
+            Engine::Docker => IMAGE,
+            Engine::Podman => "localhost::busybox:latest",
+        }
+    }
+
+    /// The arguments of a `rm -f` that does not wait: Podman's `rm -f`
+    /// stops the container first with the 10 s grace of `stop`, which a
+    /// `sleep` as PID 1 (ignoring SIGTERM) always uses up; Docker kills.
+    pub fn rm_f_args(self) -> &'static [&'static str] {
+        match self {
+            Engine::Docker => &["rm", "-f"],
+            Engine::Podman => &["rm", "-f", "-t", "0"],
+        }
+    }
+
+    /// Runs this engine's CLI and returns its trimmed stdout; fails if it
+    /// fails or takes longer than two minutes (the command is killed then).
+    pub fn try_cli(self, args: &[&str]) -> Result<String, DockerError> {
+        let subcommand = args.first().copied().unwrap_or_default().to_string();
+        let cli = self.cli();
+        let mut cmd = Command::new(cli);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let out = runtime()
+            .block_on(async { tokio::time::timeout(CLI_TIMEOUT, cmd.output()).await })
+            .map_err(|_| DockerError::Timeout {
+                cli,
+                subcommand: subcommand.clone(),
+            })?
+            .map_err(|source| DockerError::Spawn { cli, source })?;
+        if !out.status.success() {
+            return Err(DockerError::Failed {
+                cli,
+                subcommand,
+                status: out.status,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Runs this engine's CLI and returns its trimmed stdout, panicking on
+    /// failure.
+    pub fn cli_out(self, args: &[&str]) -> String {
+        self.try_cli(args)
+            .unwrap_or_else(|e| panic!("{} {args:?}: {e}", self.cli()))
+    }
+
+    /// Panics unless the engine answers on its API socket and has the test
+    /// image: these tests must not skip.
+    pub fn require(self) {
+        match self {
+            Engine::Docker => super::require_docker(),
+            Engine::Podman => require_podman(),
+        }
+    }
+
+    /// The full id `sha256:<64 hex>` of an image.
+    pub fn image_id(self, image: &str) -> String {
+        let id = self.cli_out(&["image", "inspect", "--format", "{{.Id}}", image]);
+        // Podman prints the bare hex; the agent sees `sha256:` over the API.
+        if id.starts_with("sha256:") {
+            id
+        } else {
+            format!("sha256:{id}")
+        }
+    }
+
+    /// Whether the container is running, per `inspect`.
+    pub fn is_running(self, id: &str) -> bool {
+        self.cli_out(&["inspect", "--format", "{{.State.Running}}", id]) == "true"
+    }
+
+    /// Waits until the container is no longer running.
+    pub fn wait_not_running(self, id: &str) {
+        let ok = wait_until(SLOW, || !self.is_running(id));
+        assert!(ok, "container {id} is still running");
+    }
+}
+
+/// Podman's CLI and its API service, and the test image in its storage.
+fn require_podman() {
+    static CHECKED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    CHECKED.get_or_init(|| {
+        let hint = "run `bash scripts/setup-podman.sh`";
+        let podman = Engine::Podman;
+        if let Err(e) = podman.try_cli(&["version", "--format", "{{.Client.Version}}"]) {
+            panic!("Podman is not available ({hint}): {e}");
+        }
+        let url = podman.docker_host();
+        if let Err(e) = podman.try_cli(&["--remote", "--url", &url, "version"]) {
+            panic!("Podman's API service does not answer on {url} ({hint}): {e}");
+        }
+        if let Err(e) = podman.try_cli(&["image", "exists", PODMAN_IMAGE]) {
+            panic!("Podman has no {PODMAN_IMAGE} ({hint}): {e}");
+        }
+    });
+}
