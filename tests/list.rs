@@ -45,6 +45,7 @@ fn row(
 ) -> Value {
     json!({
         "host": host,
+        "service": image,
         "image": image,
         "container": id,
         "ip": ip,
@@ -107,7 +108,10 @@ fn table_and_json_show_what_etcd_holds_and_filters_work() {
     let table = stdout(&out);
     let lines: Vec<&str> = table.lines().collect();
     let header: Vec<&str> = lines[0].split_whitespace().collect();
-    assert_eq!(header, ["HOST", "IMAGE", "CONTAINER", "IP", "PORT"]);
+    assert_eq!(
+        header,
+        ["HOST", "SERVICE", "IMAGE", "CONTAINER", "IP", "PORT"]
+    );
     let cells: Vec<Vec<&str>> = lines[1..]
         .iter()
         .map(|l| l.split_whitespace().collect())
@@ -118,6 +122,7 @@ fn table_and_json_show_what_etcd_holds_and_filters_work() {
             vec![
                 "10.9.0.1",
                 "busybox:latest",
+                "busybox:latest",
                 &A[..12],
                 "10.9.0.1",
                 "32768",
@@ -126,6 +131,7 @@ fn table_and_json_show_what_etcd_holds_and_filters_work() {
             ],
             vec![
                 "10.9.0.1",
+                "busybox:latest",
                 "busybox:latest",
                 &A[..12],
                 "127.0.0.1",
@@ -136,6 +142,7 @@ fn table_and_json_show_what_etcd_holds_and_filters_work() {
             vec![
                 "10.9.0.10",
                 "nginx:1.25",
+                "nginx:1.25",
                 &B[..12],
                 "10.9.0.10",
                 "8080",
@@ -144,6 +151,7 @@ fn table_and_json_show_what_etcd_holds_and_filters_work() {
             ],
             vec![
                 "10.9.0.2",
+                "localhost:5000::team::app:v2",
                 "localhost:5000::team::app:v2",
                 &C[..12],
                 "10.9.0.2",

@@ -336,7 +336,10 @@ fn unit_files_pass_systemd_analyze_verify() {
         "Environment=DOCKER_HOST=unix:///run/podman/podman.sock",
         "Wants=podman.socket",
     ] {
-        assert!(podman.contains(needle), "deploy/podman.conf lacks {needle:?}");
+        assert!(
+            podman.contains(needle),
+            "deploy/podman.conf lacks {needle:?}"
+        );
     }
     let drop_ins = dir.path().join("docker-etcd-register.service.d");
     std::fs::create_dir(&drop_ins).unwrap();

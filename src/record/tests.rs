@@ -212,6 +212,28 @@ fn desired_applies_the_selection_before_the_record() {
 }
 
 #[test]
+fn the_service_label_names_the_key_and_the_value_keeps_the_image() {
+    use crate::container::SERVICE_LABEL;
+    let labelled = |name: &str| Container {
+        labels: [(SERVICE_LABEL.to_string(), name.to_string())].into(),
+        ..busybox(vec![binding("80", "tcp", "", "49153")])
+    };
+    let record = desired_record(&labelled(" web/frontend "), &host()).unwrap();
+    let key = RecordKey::parse("/registered/", &record.key).unwrap();
+    assert_eq!(key.service, "web::frontend", "trimmed, / as ::");
+    let endpoints = Endpoint::decode(record.value.as_bytes()).unwrap();
+    assert_eq!(endpoints[0].image, "busybox:latest");
+
+    for blank in ["", "  "] {
+        let record = desired_record(&labelled(blank), &host()).unwrap();
+        let key = RecordKey::parse("/registered/", &record.key).unwrap();
+        assert_eq!(key.service, "busybox:latest", "blank {blank:?}: the image");
+    }
+    let unlabelled = desired_record(&busybox(vec![binding("80", "tcp", "", "1")]), &host());
+    assert!(unlabelled.unwrap().key.contains("/busybox:latest/"));
+}
+
+#[test]
 fn a_key_parses_into_its_segments_and_prints_back() {
     let key = format!("/registered/10.0.0.5/busybox:latest/{ID}");
     let parsed = RecordKey::parse("/registered/", &key).unwrap();

@@ -32,7 +32,7 @@ pub fn record_key(host_ip: &str, image: &str, id: &str) -> String {
     RecordKey {
         root: "/registered/",
         host: host_ip,
-        image,
+        service: image,
         container: id,
     }
     .to_string()
