@@ -29,6 +29,7 @@ pub mod podman;
 mod records;
 mod relay;
 pub mod relay_stall;
+pub mod rootless;
 
 pub use env::TestEnv;
 pub use records::{expected_records, expected_value, record_key};
