@@ -30,6 +30,7 @@ pub mod podman;
 mod records;
 mod relay;
 pub mod relay_stall;
+pub mod rootless;
 
 pub(crate) use engines::on_each_engine;
 pub use env::TestEnv;
