@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use rig::docker::DOCKER_SOCKET;
+use rig::docker::Engine;
 use rig::{Agent, AgentOutput};
 
 use crate::procfs;
@@ -25,9 +25,9 @@ pub struct AgentProcess {
 }
 
 impl AgentProcess {
-    pub fn spawn(binary: &Path, log: &Path, args: &[&str]) -> Result<AgentProcess> {
+    pub fn spawn(binary: &Path, engine: Engine, log: &Path, args: &[&str]) -> Result<AgentProcess> {
         let ticks_per_sec = procfs::clock_ticks();
-        let docker_host = format!("unix://{DOCKER_SOCKET}");
+        let docker_host = engine.docker_host();
         let mut args = args.to_vec();
         args.extend(["--docker-host", &docker_host]);
         let output = AgentOutput::LogFile(log.to_path_buf());

@@ -1,5 +1,6 @@
-//! The Docker side of the benchmark: containers started and removed through
-//! the `docker` CLI (as an operator would, see `rig::docker`), and the
+//! The engine side of the benchmark (dockerd or Podman): containers started
+//! and removed through the engine's CLI (as an operator would, see
+//! `rig::docker`), and the
 //! engine's API over its unix socket (`rig::http::UnixHttp`, kept-alive
 //! connections — no process start in what is measured) for the engine's
 //! event stream (its own `start` / `die` times, and when they reach a
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use http_body_util::BodyExt;
-use rig::docker::{Containers, DOCKER_SOCKET, HUNG, IMAGE};
+use rig::docker::{Containers, HUNG};
 use rig::http::UnixHttp;
 use tokio::runtime::Handle;
 
@@ -21,10 +22,11 @@ use crate::clock::now_ns;
 /// Longest a single request to the engine may take before the run fails.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `docker run -d --label LABEL -p 127.0.0.1::80 busybox sleep 3600`: a
-/// container that publishes one port; returns its full id.
+/// `docker run -d --label LABEL -p 127.0.0.1::80 busybox sleep 3600` (or
+/// Podman's): a container that publishes one port; returns its full id.
 pub fn run_container(containers: &Containers) -> Result<String> {
-    Ok(containers.try_run(&["-p", "127.0.0.1::80", IMAGE, "sleep", "3600"])?)
+    let image = containers.engine().image();
+    Ok(containers.try_run(&["-p", "127.0.0.1::80", image, "sleep", "3600"])?)
 }
 
 // ------------------------------------------------------------- the events
@@ -64,22 +66,34 @@ pub struct EventReader {
     /// The reading task; aborted on drop, which closes the connection.
     task: tokio::task::JoinHandle<()>,
     received: Arc<Mutex<Received>>,
+    /// The engine it reads.
+    kind: rig::docker::Engine,
 }
 
 impl EventReader {
     /// Subscribes from `since_secs` (Unix seconds), so that nothing that
     /// happens while the subscription is set up is missed.
-    pub fn start(rt: &Handle, label: &str, since_secs: u64) -> Result<EventReader> {
+    pub fn start(
+        rt: &Handle,
+        kind: rig::docker::Engine,
+        label: &str,
+        since_secs: u64,
+    ) -> Result<EventReader> {
+        // Podman's filter matches its own name of `die` (it sends `die`).
+        let died = match kind {
+            rig::docker::Engine::Docker => "die",
+            rig::docker::Engine::Podman => "died",
+        };
         let filters = serde_json::json!({
             "type": ["container"],
             "label": [label],
-            "event": ["start", "die"],
+            "event": ["start", died],
         });
         let query = form_urlencoded::Serializer::new(String::new())
             .append_pair("since", &since_secs.to_string())
             .append_pair("filters", &filters.to_string())
             .finish();
-        let engine = UnixHttp::new(DOCKER_SOCKET);
+        let engine = UnixHttp::new(kind.socket());
         let response = rt.block_on(async {
             tokio::time::timeout(IO_TIMEOUT, engine.open(&format!("/events?{query}"))).await
         });
@@ -114,7 +128,16 @@ impl EventReader {
                 }
             }
         });
-        Ok(EventReader { task, received })
+        Ok(EventReader {
+            task,
+            received,
+            kind,
+        })
+    }
+
+    /// The engine whose events it reads.
+    pub fn engine(&self) -> rig::docker::Engine {
+        self.kind
     }
 
     pub fn times(&self, id: &str) -> EngineTimes {
@@ -171,9 +194,9 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn connect(rt: &Handle) -> Engine {
+    pub fn connect(rt: &Handle, kind: rig::docker::Engine) -> Engine {
         Engine {
-            http: UnixHttp::new(DOCKER_SOCKET),
+            http: UnixHttp::new(kind.socket()),
             rt: rt.clone(),
         }
     }

@@ -15,7 +15,7 @@
 //! `bash scripts/bench.sh [--runs N]` sets the machine up, builds and runs it.
 //! Directly, after `cargo build --release`: `cargo run --release --example
 //! bench -- [--runs N] [--containers N] [--burst N] [--workers N] [--idle-secs N]
-//! [--agent PATH] [--id ID]`.
+//! [--agent PATH] [--id ID] [--engine docker|podman]`.
 //!
 //! It is an example rather than a `[[bench]]` target: building a bench
 //! target makes cargo rebuild the agent binary with the bench settings
@@ -64,6 +64,7 @@ fn parse_args(args: &[String]) -> Result<Options> {
     let mut options = Options {
         runs: 3,
         settings: Settings {
+            engine: rig::docker::Engine::Docker,
             containers: 200,
             burst: 200,
             workers: 8,
@@ -86,6 +87,13 @@ fn parse_args(args: &[String]) -> Result<Options> {
             "--idle-secs" => s.idle = Duration::from_secs(value()?.parse()?),
             "--agent" => s.agent = PathBuf::from(value()?),
             "--id" => s.id = value()?.clone(),
+            "--engine" => {
+                s.engine = match value()?.as_str() {
+                    "docker" => rig::docker::Engine::Docker,
+                    "podman" => rig::docker::Engine::Podman,
+                    other => bail!("--engine is docker or podman, not {other:?}"),
+                }
+            }
             other => bail!("unknown argument {other:?}"),
         }
     }
@@ -118,7 +126,7 @@ fn bench(options: &Options) -> Result<()> {
 /// Date, machine, versions and the shape of the run.
 fn context(options: &Options, rt: &tokio::runtime::Runtime) -> Result<Context> {
     let machine = procfs::machine();
-    let mut engine = docker::Engine::connect(rt.handle());
+    let mut engine = docker::Engine::connect(rt.handle(), options.settings.engine);
     engine.check_answers()?;
     let docker_version = engine.version()?;
     let s = &options.settings;
@@ -131,7 +139,8 @@ fn context(options: &Options, rt: &tokio::runtime::Runtime) -> Result<Context> {
             ("nproc", json!(machine.nproc)),
             ("cpu", json!(machine.cpu_model)),
             ("kernel", json!(machine.kernel)),
-            ("docker", json!(docker_version)),
+            ("engine", json!(options.settings.engine.name())),
+            ("engine_version", json!(docker_version)),
             ("etcd", json!(etcd_version())),
             ("runs", json!(options.runs)),
             ("containers", json!(s.containers)),

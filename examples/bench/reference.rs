@@ -38,7 +38,7 @@ pub struct Reference<'a> {
 
 impl<'a> Reference<'a> {
     pub fn start(events: &'a EventReader, rt: &Runtime, endpoint: &str) -> Result<Reference<'a>> {
-        let mut engine = Engine::connect(rt.handle());
+        let mut engine = Engine::connect(rt.handle(), events.engine());
         let mut client = rt.block_on(etcd::connect(endpoint))?;
         let handle = rt.handle().clone();
         let (to, from) = mpsc::channel::<Forwarded>();

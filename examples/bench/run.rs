@@ -33,6 +33,9 @@ const PAUSE: Duration = Duration::from_secs(1);
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Settings {
+    /// dockerd or Podman: whose CLI starts the containers, whose socket the
+    /// agent and the benchmark follow.
+    pub engine: rig::docker::Engine,
     pub containers: usize,
     /// Concurrent `docker run` / `docker rm -f` commands.
     pub workers: usize,
@@ -91,12 +94,12 @@ impl<'a> Run<'a> {
         let reference_watch =
             rt.block_on(etcd::watch_prefix(&etcd.endpoint(), reference::PREFIX))?;
         Ok(Run {
-            containers: Containers::with_label(label.clone()),
+            containers: Containers::with_label_on(settings.engine, label.clone()),
             index,
             settings,
             rt,
             host_ip: format!("127.{}.{}.1", 1 + std::process::id() % 250, index % 256),
-            events: EventReader::start(rt.handle(), &label, unix_secs())?,
+            events: EventReader::start(rt.handle(), settings.engine, &label, unix_secs())?,
             label,
             reference_watch,
             etcd,
@@ -126,8 +129,10 @@ impl<'a> Run<'a> {
     /// Raw Docker inspect and etcd put latency, before the agent runs.
     fn measure_floor(&mut self, id: &str) -> Result<()> {
         let started = Instant::now();
-        let inspects =
-            millis(&Engine::connect(self.rt.handle()).time_inspects(id, FLOOR_REQUESTS)?);
+        let inspects = millis(
+            &Engine::connect(self.rt.handle(), self.settings.engine)
+                .time_inspects(id, FLOOR_REQUESTS)?,
+        );
         let puts = self
             .rt
             .block_on(etcd::time_puts(&self.etcd.endpoint(), FLOOR_REQUESTS))?;
@@ -156,7 +161,7 @@ impl<'a> Run<'a> {
             "--require-label",
             &self.label,
         ];
-        let agent = AgentProcess::spawn(&self.settings.agent, &log, &args)?;
+        let agent = AgentProcess::spawn(&self.settings.agent, self.settings.engine, &log, &args)?;
         measure_startup(&mut self.sample, &agent, &watch, existing)?;
         thread::sleep(PAUSE);
         Ok((agent, watch))
@@ -172,7 +177,7 @@ impl<'a> Run<'a> {
         });
         thread::sleep(PAUSE);
         self.progress(&format!("removing the {} burst containers", s.burst));
-        remove_containers(&burst, s.workers)?;
+        remove_containers(s.engine, &burst, s.workers)?;
         wait_for(s.lost_after, || {
             settled(Phase::Die, &burst, &self.events, watch)
         });
@@ -199,7 +204,7 @@ impl<'a> Run<'a> {
     fn remove_prestarted(&mut self, existing: &[String], at_start: ReferenceStats) -> Result<()> {
         self.progress("removing the pre-started containers (reference registrar running)");
         let reference = Reference::start(&self.events, self.rt, &self.etcd.endpoint())?;
-        remove_containers(existing, self.settings.workers)?;
+        remove_containers(self.settings.engine, existing, self.settings.workers)?;
         wait_for(self.settings.lost_after, || {
             settled(Phase::Die, existing, &self.events, &self.reference_watch)
         });
@@ -326,8 +331,8 @@ fn start_containers(containers: &Containers, count: usize, workers: usize) -> Re
 }
 
 /// `docker rm -f`, `workers`-way.
-fn remove_containers(ids: &[String], workers: usize) -> Result<()> {
-    Ok(rig::docker::remove(ids, workers)?)
+fn remove_containers(engine: rig::docker::Engine, ids: &[String], workers: usize) -> Result<()> {
+    Ok(rig::docker::remove_on(engine, ids, workers)?)
 }
 
 /// Polls `cond` every 5 ms until it holds (true) or `timeout` has passed.
