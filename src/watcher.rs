@@ -14,6 +14,7 @@
 //! are being listed is looked at again once the listing has been reported.
 
 mod follower;
+mod inspect;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

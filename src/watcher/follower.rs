@@ -1,7 +1,7 @@
 //! The watcher's task: the subscription, the listing and the inspects, in
 //! the engine's order per container (see the watcher's module comment).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,21 +11,17 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
-use tracing::{debug, warn};
+use tracing::debug;
 
+use super::inspect::{inspect, list, Inspected, Listed, INSPECT_CONCURRENCY};
 use super::Observation;
-use crate::container::Container;
 use crate::engine::{ContainerEvent, Engine, EngineError, EventKind, EventStream};
 use crate::metrics::Metrics;
 use crate::supervise::{doubling, Retry};
 
-/// Inspects in flight at once.
-const INSPECT_CONCURRENCY: usize = 16;
 /// How far back a subscription replays the engine's event log: it covers the
 /// instant between the engine answering the subscription and registering it.
 const EVENT_REPLAY: Duration = Duration::from_secs(2);
-/// How long the engine may take to answer a ping after an inspect timed out.
-const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// Delays between attempts to inspect a container whose inspect failed.
 const INSPECT_RETRY_FIRST: Duration = Duration::from_secs(1);
 const INSPECT_RETRY_MAX: Duration = Duration::from_secs(30);
@@ -41,21 +37,6 @@ struct Generation {
     latest: u64,
     /// Its inspects in flight.
     in_flight: u32,
-}
-
-/// The running containers, and those whose inspect failed.
-struct Listed {
-    containers: Vec<Container>,
-    unknown: BTreeSet<String>,
-}
-
-/// What one inspect found out.
-enum Inspected {
-    Facts(Option<Container>),
-    /// This container's trouble; the engine answers.
-    Failed(EngineError),
-    /// The engine's trouble.
-    EngineDown(EngineError),
 }
 
 enum Phase {
@@ -331,48 +312,6 @@ impl<E: Engine> Follower<E> {
                 *at = now + INSPECT_RETRY_MAX;
             }
         }
-    }
-}
-
-/// Lists the running containers and inspects them, at most
-/// [`INSPECT_CONCURRENCY`] at a time.
-async fn list<E: Engine>(engine: E) -> Result<Listed, EngineError> {
-    let ids = engine.running_container_ids().await?;
-    let engine = &engine;
-    let mut results = futures_util::stream::iter(ids)
-        .map(|id| async move {
-            let inspected = inspect(engine, &id).await;
-            (id, inspected)
-        })
-        .buffer_unordered(INSPECT_CONCURRENCY);
-    let mut listed = Listed {
-        containers: Vec::new(),
-        unknown: BTreeSet::new(),
-    };
-    while let Some((id, inspected)) = results.next().await {
-        match inspected {
-            Inspected::Facts(Some(container)) => listed.containers.push(container),
-            Inspected::Facts(None) => {}
-            Inspected::Failed(error) => {
-                warn!(container_id = id, error = %error, "cannot inspect container; keeping its record as it is");
-                listed.unknown.insert(id);
-            }
-            Inspected::EngineDown(error) => return Err(error),
-        }
-    }
-    Ok(listed)
-}
-
-/// Inspects one container and tells whose trouble a failure is: an inspect
-/// that timed out while the engine still answers a ping is the container's.
-async fn inspect<E: Engine>(engine: &E, id: &str) -> Inspected {
-    match engine.inspect(id).await {
-        Ok(container) => Inspected::Facts(container),
-        Err(error) if error.is_request_specific() => Inspected::Failed(error),
-        Err(error) if error.is_timeout() && engine.ping(PING_TIMEOUT).await => {
-            Inspected::Failed(error)
-        }
-        Err(error) => Inspected::EngineDown(error),
     }
 }
 
