@@ -21,6 +21,53 @@ pub struct Container {
     /// Docker's verdict on its HEALTHCHECK (`State.Health.Status`).
     pub health: Health,
     pub bindings: Vec<PortBinding>,
+    /// `Config.StopSignal` as a number; `None`: the engine's default,
+    /// SIGTERM (also when the name is not one we know).
+    pub stop_signal: Option<i32>,
+    /// `Config.StopTimeout`: how long a stop waits before SIGKILL; `None`:
+    /// the engine's default, 10 s.
+    pub stop_timeout: Option<std::time::Duration>,
+}
+
+/// SIGTERM: what `docker stop` sends unless the image says otherwise.
+pub const SIGTERM: i32 = 15;
+/// How long `docker stop` waits for a container unless it says otherwise.
+pub const DEFAULT_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The signals of Linux on x86 and arm by name (`SIGTERM` or `TERM`) or
+/// number, as `Config.StopSignal` holds them; `None` for anything else.
+pub fn parse_signal(text: &str) -> Option<i32> {
+    const NAMES: [(&str, i32); 19] = [
+        ("HUP", 1),
+        ("INT", 2),
+        ("QUIT", 3),
+        ("ILL", 4),
+        ("TRAP", 5),
+        ("ABRT", 6),
+        ("BUS", 7),
+        ("FPE", 8),
+        ("KILL", 9),
+        ("USR1", 10),
+        ("SEGV", 11),
+        ("USR2", 12),
+        ("PIPE", 13),
+        ("ALRM", 14),
+        ("TERM", 15),
+        ("CHLD", 17),
+        ("CONT", 18),
+        ("STOP", 19),
+        ("WINCH", 28),
+    ];
+    let text = text.trim();
+    if let Ok(number) = text.parse::<i32>() {
+        return (1..=64).contains(&number).then_some(number);
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    NAMES
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map(|(_, number)| *number)
 }
 
 /// The container label that opts a container out of registration.
@@ -157,6 +204,20 @@ impl Container {
         }
     }
 
+    /// Whether `signal` asks the container to stop, so that it should stop
+    /// receiving traffic now (README: "Drain before stop"): its stop signal,
+    /// or SIGKILL, SIGINT or SIGQUIT. Any other signal (SIGHUP for a reload,
+    /// SIGUSR1...) changes nothing.
+    pub fn drains_on(&self, signal: i32) -> bool {
+        const KILL_INT_QUIT: [i32; 3] = [9, 2, 3];
+        signal == self.stop_signal.unwrap_or(SIGTERM) || KILL_INT_QUIT.contains(&signal)
+    }
+
+    /// How long its stop may take before the engine kills it.
+    pub fn stop_timeout(&self) -> std::time::Duration {
+        self.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT)
+    }
+
     /// The service named by [`SERVICE_LABEL`], as a key segment (the image
     /// segment's rules: `/` becomes `::`); `None` when the label is absent
     /// or blank.
@@ -179,6 +240,41 @@ impl Container {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signals_by_name_or_number() {
+        for text in ["SIGTERM", "TERM", "sigterm", " 15 "] {
+            assert_eq!(parse_signal(text), Some(15), "{text:?}");
+        }
+        assert_eq!(parse_signal("SIGQUIT"), Some(3));
+        assert_eq!(parse_signal("SIGWINCH"), Some(28));
+        assert_eq!(parse_signal("SIGRTMIN+3"), None);
+        assert_eq!(parse_signal("0"), None);
+        assert_eq!(parse_signal(""), None);
+    }
+
+    #[test]
+    fn the_stop_signal_and_the_killing_ones_drain_the_others_do_not() {
+        let default = Container::default();
+        for signal in [15, 9, 2, 3] {
+            assert!(default.drains_on(signal), "{signal}");
+        }
+        for signal in [1, 10, 12, 28] {
+            assert!(!default.drains_on(signal), "{signal}");
+        }
+        let quits = Container {
+            stop_signal: Some(3),
+            ..Container::default()
+        };
+        assert!(quits.drains_on(3) && quits.drains_on(9));
+        assert!(!quits.drains_on(15), "SIGTERM is not its stop signal");
+        let usr1 = Container {
+            stop_signal: Some(10),
+            ..Container::default()
+        };
+        assert!(usr1.drains_on(10));
+        assert_eq!(default.stop_timeout(), DEFAULT_STOP_TIMEOUT);
+    }
 
     fn labelled(pairs: &[(&str, &str)]) -> Container {
         Container {

@@ -13,7 +13,7 @@ use futures_util::{FutureExt, StreamExt};
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::watch;
 
-use crate::container::{Container, Health, PortBinding};
+use crate::container::{parse_signal, Container, Health, PortBinding};
 use crate::engine::{ContainerEvent, Engine, EngineError, EventKind, EventStream};
 
 mod dialect;
@@ -242,14 +242,21 @@ where
 /// register (a network's own `destroy`, say, which the action filter lets
 /// through).
 fn container_event(message: EventMessage, dialect: Dialect) -> Option<ContainerEvent> {
-    use EventKind::{Started, Stopped};
+    use EventKind::{Signalled, Started, Stopped};
     use EventMessageTypeEnum::{CONTAINER, NETWORK};
     let typ = message.typ?;
+    let signal = || {
+        let attributes = message.actor.as_ref()?.attributes.as_ref()?;
+        attributes.get("signal")?.parse::<i32>().ok()
+    };
     let (kind, action) = match (typ, message.action.as_deref()?) {
         (CONTAINER, "start") => (Started, "start"),
         (CONTAINER, "pause") => (Started, "pause"),
         (CONTAINER, "unpause") => (Started, "unpause"),
         (CONTAINER, "die") => (Stopped, "die"),
+        // dockerd's `kill` names the signal by number; without one there is
+        // nothing to decide.
+        (CONTAINER, "kill") => (Signalled(signal()?), "kill"),
         // Podman's compat stream renames its `died` to `die` but keeps
         // `remove`, which is Docker's `destroy`.
         (CONTAINER, "destroy" | "remove") => (Stopped, "destroy"),
@@ -304,6 +311,11 @@ fn container_from(response: ContainerInspectResponse) -> Result<Container, Engin
         .into_iter()
         .flat_map(|(port, bindings)| port_bindings(port, bindings.unwrap_or_default()))
         .collect();
+    let stop_signal = config.stop_signal.as_deref().and_then(parse_signal);
+    let stop_timeout = config
+        .stop_timeout
+        .and_then(|secs| u64::try_from(secs).ok())
+        .map(Duration::from_secs);
     Ok(Container {
         id,
         configured_image: config.image.unwrap_or_default(),
@@ -313,6 +325,8 @@ fn container_from(response: ContainerInspectResponse) -> Result<Container, Engin
         paused,
         health,
         bindings,
+        stop_signal,
+        stop_timeout,
     })
 }
 

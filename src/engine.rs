@@ -56,6 +56,10 @@ pub enum EventKind {
     Started,
     /// It stopped or is gone: its record goes.
     Stopped,
+    /// It was sent this signal (`docker kill`, and `docker stop` before it
+    /// waits): if the signal asks it to stop, its record goes at once, so
+    /// that load balancers stop sending it requests while it shuts down.
+    Signalled(i32),
 }
 
 /// One event of the engine about one container.
@@ -63,8 +67,8 @@ pub enum EventKind {
 pub struct ContainerEvent {
     pub container_id: String,
     pub kind: EventKind,
-    /// The engine's action: `start`, `die`, `destroy`, `pause`, `unpause`,
-    /// `health_status`, or a network's `connect` / `disconnect`.
+    /// The engine's action: `start`, `die`, `destroy`, `kill`, `pause`,
+    /// `unpause`, `health_status`, or a network's `connect` / `disconnect`.
     pub action: &'static str,
 }
 

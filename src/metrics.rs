@@ -53,6 +53,8 @@ pub struct Metrics {
     docker_events: Family<ActionLabel, Counter>,
     etcd_operations: Family<OperationLabel, Counter>,
     etcd_errors: Counter,
+    /// Records removed when a container was asked to stop, before it did.
+    drains: Counter,
     reconciles: Counter,
     reconcile_failures: Counter,
     reconcile_duration: Histogram,
@@ -124,6 +126,12 @@ impl Metrics {
             "etcd requests that failed or were refused",
             etcd_errors.clone(),
         );
+        let drains = Counter::default();
+        registry.register(
+            "drains",
+            "Records removed when their container was asked to stop, before it stopped",
+            drains.clone(),
+        );
         let reconciles = Counter::default();
         registry.register(
             "reconciles",
@@ -175,6 +183,7 @@ impl Metrics {
             docker_events,
             etcd_operations,
             etcd_errors,
+            drains,
             reconciles,
             reconcile_failures,
             reconcile_duration,
@@ -233,6 +242,10 @@ impl Metrics {
         if let Ok(mut last) = self.last_reconcile.lock() {
             *last = Some(Instant::now());
         }
+    }
+
+    pub fn drained(&self) {
+        self.drains.inc();
     }
 
     pub fn reconcile_failed(&self) {

@@ -13,6 +13,7 @@
 //! discarded when it comes back), and whatever happens while all containers
 //! are being listed is looked at again once the listing has been reported.
 
+mod drain;
 mod follower;
 mod inspect;
 
@@ -43,6 +44,9 @@ pub enum Observation {
         id: String,
         container: Option<Container>,
     },
+    /// This container was asked to stop and still runs: it has no record
+    /// until it stops, or until it has survived its stop signal.
+    Draining { id: String },
     /// This container could not be inspected although the engine answers;
     /// what was known of it stands, and it is tried again with backoff.
     InspectFailed { id: String, error: EngineError },

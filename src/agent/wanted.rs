@@ -7,7 +7,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::Agent;
 use crate::container::{Container, Withheld};
@@ -80,6 +80,12 @@ impl Wanted {
         if let Wanted::Listed(known) = self {
             known.unknown.insert(id);
         }
+    }
+
+    /// Whether container `id` has a record wanted.
+    pub(super) fn has_record(&self, id: &str) -> bool {
+        self.known()
+            .is_some_and(|known| known.records.contains_key(id))
     }
 
     pub(super) fn is_listed(&self) -> bool {
@@ -202,6 +208,17 @@ impl<S: Store> Agent<S> {
                 Observation::Changed { id, container } => {
                     let desired = container.map_or(Desired::Nothing, |c| self.desired_for(&c));
                     self.wanted.changed(&id, desired);
+                    touched.insert(id);
+                }
+                Observation::Draining { id } => {
+                    if self.wanted.has_record(&id) {
+                        self.metrics.drained();
+                        info!(
+                            container_id = id,
+                            "container asked to stop; its record goes before it does"
+                        );
+                    }
+                    self.wanted.changed(&id, Desired::Nothing);
                     touched.insert(id);
                 }
                 Observation::InspectFailed { id, error } => {

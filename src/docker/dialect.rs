@@ -51,6 +51,14 @@ impl Dialect {
             "connect",
             "disconnect",
         ];
+        if self == Dialect::Docker {
+            // dockerd names the signal of a `kill` (also the one `docker stop`
+            // sends first): a stop signal drains the record. Podman 4.3's
+            // `kill` carries no signal, and its `stop` sends none at all
+            // (libpod/container_internal.go `stop`), so there is nothing to
+            // drain on: its records go when the container dies.
+            actions.push("kill");
+        }
         if health {
             // dockerd matches this against `health_status: <status>`;
             // Podman's action is exactly `health_status`.
@@ -122,9 +130,11 @@ mod tests {
     fn each_engine_is_asked_in_its_own_words() {
         let docker = Dialect::Docker.subscribed_actions(false);
         assert!(docker.contains(&"die") && docker.contains(&"destroy"));
+        assert!(docker.contains(&"kill"));
         let podman = Dialect::Podman.subscribed_actions(true);
         assert!(podman.contains(&"died") && podman.contains(&"remove"));
         assert!(!podman.contains(&"die") && !podman.contains(&"destroy"));
+        assert!(!podman.contains(&"kill"), "Podman's kill names no signal");
         assert!(podman.contains(&"health_status"));
         assert!(!Dialect::Podman
             .subscribed_actions(false)

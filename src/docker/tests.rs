@@ -62,6 +62,25 @@ fn container_actions() {
 }
 
 #[test]
+fn a_kill_names_its_signal_and_one_without_is_ignored() {
+    // As dockerd 20.10 sends it for `docker stop` (then `docker kill`).
+    let kill = |attributes: serde_json::Value| -> EventMessage {
+        serde_json::from_value(serde_json::json!({
+            "Type": "container", "Action": "kill",
+            "Actor": {"ID": CONTAINER_ID, "Attributes": attributes},
+            "time": 1795681119, "timeNano": 1795681119500339848_i64,
+        }))
+        .unwrap()
+    };
+    let term = serde_json::json!({"image": "busybox", "name": "web", "signal": "15"});
+    assert_eq!(mapped(kill(term)), Some((EventKind::Signalled(15), "kill")));
+    let hup = serde_json::json!({"signal": "1"});
+    assert_eq!(mapped(kill(hup)), Some((EventKind::Signalled(1), "kill")));
+    let none = serde_json::json!({"image": "busybox"});
+    assert_eq!(mapped(kill(none)), None, "Podman's kill names no signal");
+}
+
+#[test]
 fn network_connect_and_disconnect_reinspect_the_container_they_name() {
     assert_eq!(
         mapped(network_message("connect")),

@@ -13,8 +13,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 use tracing::debug;
 
+use super::drain::Drains;
 use super::inspect::{inspect, list, Inspected, Listed, INSPECT_CONCURRENCY};
 use super::Observation;
+use crate::container::Container;
 use crate::engine::{ContainerEvent, Engine, EngineError, EventKind, EventStream};
 use crate::metrics::Metrics;
 use crate::supervise::{doubling, Retry};
@@ -27,7 +29,9 @@ const INSPECT_RETRY_FIRST: Duration = Duration::from_secs(1);
 const INSPECT_RETRY_MAX: Duration = Duration::from_secs(30);
 
 type Listing = BoxFuture<'static, Result<Listed, EngineError>>;
-type Inspection = BoxFuture<'static, (String, u64, Inspected)>;
+/// One inspect in flight: the container, the generation it answers for, the
+/// event that asked for it, and what it found.
+type Inspection = BoxFuture<'static, (String, u64, EventKind, Inspected)>;
 
 /// Which of a container's inspects answer for it.
 #[derive(Debug, Default)]
@@ -77,6 +81,8 @@ pub(super) struct Follower<E> {
     /// Containers whose inspect failed: when to try again, and the delays
     /// after further failures.
     retries: BTreeMap<String, (Instant, ExponentialBackoff)>,
+    /// Containers asked to stop that have not stopped yet: no record.
+    drains: Drains,
 }
 
 impl<E: Engine> Follower<E> {
@@ -101,6 +107,7 @@ impl<E: Engine> Follower<E> {
             generations: BTreeMap::new(),
             in_flight: 0,
             retries: BTreeMap::new(),
+            drains: Drains::default(),
         }
     }
 
@@ -108,6 +115,7 @@ impl<E: Engine> Follower<E> {
         loop {
             self.start_inspections();
             let next_retry = self.retries.values().map(|(at, _)| *at).min();
+            let drain_ends = self.drains.next_deadline();
             let reconnect_at = matches!(self.phase, Phase::Disconnected)
                 .then(|| self.reconnect.at().unwrap_or_else(Instant::now));
             // In a fixed order, so that a run is reproducible: the rare
@@ -122,12 +130,13 @@ impl<E: Engine> Follower<E> {
                     self.list();
                 }
                 listed = poll_listing(&mut self.phase) => self.on_listed(listed),
-                Some((id, generation, inspected)) = self.inspections.next(), if !self.inspections.is_empty() => {
-                    self.on_inspected(id, generation, inspected);
+                Some((id, generation, kind, inspected)) = self.inspections.next(), if !self.inspections.is_empty() => {
+                    self.on_inspected(id, generation, kind, inspected);
                 }
                 event = next_event(&mut self.events) => self.on_event(event),
                 () = sleep_until_some(reconnect_at) => self.connect().await,
                 () = sleep_until_some(next_retry) => self.retry_due(),
+                () = sleep_until_some(drain_ends) => self.drains_ran_out(),
             }
         }
     }
@@ -185,6 +194,11 @@ impl<E: Engine> Follower<E> {
                 for id in &unknown {
                     self.schedule_retry(id);
                 }
+                // A draining container is as good as stopped.
+                let containers = containers
+                    .into_iter()
+                    .filter(|c| !self.drains.is_draining(&c.id))
+                    .collect();
                 self.send(Observation::Listed {
                     containers,
                     unknown,
@@ -211,10 +225,23 @@ impl<E: Engine> Follower<E> {
             .or_default()
             .latest += 1;
         self.retries.remove(&event.container_id);
-        self.pending.insert(event.container_id, event.kind);
+        if event.kind == EventKind::Stopped || event.action == "start" {
+            self.drains.end(&event.container_id);
+        }
+        // A signal's inspect decides on a drain: another event that only
+        // asks to look again (health, network) must not take its place.
+        let kind = match (self.pending.get(&event.container_id), event.kind) {
+            (Some(&signalled @ EventKind::Signalled(_)), EventKind::Started)
+                if event.action != "start" =>
+            {
+                signalled
+            }
+            (_, kind) => kind,
+        };
+        self.pending.insert(event.container_id, kind);
     }
 
-    fn on_inspected(&mut self, id: String, generation: u64, inspected: Inspected) {
+    fn on_inspected(&mut self, id: String, generation: u64, kind: EventKind, inspected: Inspected) {
         self.in_flight -= 1;
         let Some(known) = self.generations.get_mut(&id) else {
             return; // from before a reconnect
@@ -229,13 +256,18 @@ impl<E: Engine> Follower<E> {
         }
         if matches!(self.phase, Phase::Listing(_)) {
             // The listing may have seen an older state: look again after it.
-            self.pending.entry(id).or_insert(EventKind::Started);
+            self.pending.entry(id).or_insert(kind);
             return;
         }
         match inspected {
             Inspected::Facts(container) => {
                 self.retries.remove(&id);
-                self.send(Observation::Changed { id, container });
+                if self.starts_draining(kind, container.as_ref()) {
+                    self.send(Observation::Draining { id });
+                } else {
+                    let container = container.filter(|_| !self.drains.is_draining(&id));
+                    self.send(Observation::Changed { id, container });
+                }
             }
             Inspected::Failed(error) => {
                 self.schedule_retry(&id);
@@ -254,7 +286,8 @@ impl<E: Engine> Follower<E> {
         }
         let ids: Vec<String> = self.pending.keys().cloned().collect();
         for id in ids {
-            if self.pending[&id] == EventKind::Stopped {
+            let kind = self.pending[&id];
+            if kind == EventKind::Stopped {
                 self.pending.remove(&id);
                 self.forget_unless_in_flight(&id);
                 self.send(Observation::Changed {
@@ -275,10 +308,34 @@ impl<E: Engine> Follower<E> {
             self.inspections.push(
                 async move {
                     let inspected = inspect(&engine, &id).await;
-                    (id, generation, inspected)
+                    (id, generation, kind, inspected)
                 }
                 .boxed(),
             );
+        }
+    }
+
+    /// Whether the inspect after a signal shows a container that starts
+    /// draining now. One that drains is reported without its facts (no
+    /// record) until it stops or its drain runs out.
+    fn starts_draining(&mut self, kind: EventKind, container: Option<&Container>) -> bool {
+        match (kind, container) {
+            (EventKind::Signalled(signal), Some(container)) => {
+                self.drains.signalled(container, signal, Instant::now())
+            }
+            _ => false,
+        }
+    }
+
+    /// Containers still running after their stop timeout: they survived
+    /// their stop signal; look at them again, which registers them.
+    fn drains_ran_out(&mut self) {
+        for id in self.drains.take_expired(Instant::now()) {
+            debug!(
+                container_id = id,
+                "container survived its stop signal; looking at it again"
+            );
+            self.pending.insert(id, EventKind::Started);
         }
     }
 

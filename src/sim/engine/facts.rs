@@ -42,6 +42,8 @@ pub(super) fn facts(id: &str, c: &SimContainer) -> Container {
             _ => Health::NoCheck,
         },
         bindings,
+        stop_signal: None,
+        stop_timeout: None,
     }
 }
 
