@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use common::podman::{podman, podman_host_port, PodmanContainers, PODMAN_HOST};
+use common::podman::{podman, podman_host, podman_host_port, PodmanContainers};
 use common::*;
 
 /// The key segment and value image of `localhost/busybox:latest`.
@@ -31,7 +31,7 @@ impl PodmanTest {
         let env = TestEnv::new(name);
         let podman = PodmanContainers::new(env.label());
         let mut args = env.agent_args();
-        args.extend(["--docker-host".to_string(), PODMAN_HOST.to_string()]);
+        args.extend(["--docker-host".to_string(), podman_host()]);
         args.extend(extra.iter().map(|arg| arg.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut agent = Agent::spawn(&args, &[]);

@@ -5,9 +5,9 @@
 //! Every helper fails loudly when rootless Podman is missing: a rootless
 //! test never passes by skipping.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::process::Command;
+
+use rig::docker::Engine;
 use std::time::Duration;
 
 /// The user `scripts/setup-podman.sh` runs rootless Podman as.
@@ -26,26 +26,14 @@ pub fn rootless_socket() -> String {
     );
     let uid = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let socket = format!("/run/user/{uid}/podman/podman.sock");
-    let answer = ping(&socket);
-    assert!(
-        answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
-        "rootless Podman's API on {socket} does not answer _ping ({answer:?}): \
-         run scripts/setup-podman.sh as root"
-    );
+    let url = format!("unix://{socket}");
+    if let Err(error) = Engine::Podman.try_cli(&["--remote", "--url", &url, "version"]) {
+        panic!(
+            "rootless Podman's API on {socket} does not answer ({error}): \
+             run scripts/setup-podman.sh as root"
+        );
+    }
     socket
-}
-
-/// The raw answer of `GET /_ping` on `socket`, or the error as text.
-fn ping(socket: &str) -> String {
-    let exchange = || -> std::io::Result<String> {
-        let mut stream = UnixStream::connect(socket)?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        stream.write_all(b"GET /_ping HTTP/1.0\r\nHost: d\r\n\r\n")?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer)?;
-        Ok(answer)
-    };
-    exchange().unwrap_or_else(|e| e.to_string())
 }
 
 /// The rootless service of one test: its socket and the test's label.
