@@ -65,7 +65,10 @@ start_podman_service() {
   log "starting podman system service on $podman_socket (log: $podman_log)"
   mkdir -p "$(dirname "$podman_socket")"
   # setsid: the service must outlive this script; --time=0: never exit when idle.
-  setsid podman system service --time=0 "unix://$podman_socket" >>"$podman_log" 2>&1 </dev/null &
+  # Started in /: its containers' conmon runs in its working directory, which
+  # must outlive the checkout this script runs from.
+  (cd / && exec setsid podman system service --time=0 "unix://$podman_socket" \
+    >>"$podman_log" 2>&1 </dev/null) &
   for _ in $(seq 1 150); do
     podman_answers && return
     sleep 0.2
@@ -180,10 +183,16 @@ start_rootless_service() {
   log "starting $rootless_user's podman system service on $socket (log: $rootless_log)"
   # setsid: the service must outlive this script; --time=0: never exit when
   # idle. The system containers.conf.d drop-in (rlimits) applies here too.
-  setsid runuser -u "$rootless_user" -- env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-    HOME="$(getent passwd "$rootless_user" | cut -d: -f6)" \
-    XDG_RUNTIME_DIR="/run/user/$(rootless_uid)" \
-    podman system service --time=0 "unix://$socket" >>"$rootless_log" 2>&1 </dev/null &
+  # Started in the user's home: conmon, which the service starts for every
+  # container, fails ("Failed to get working directory") in a directory the
+  # user cannot enter, such as root's checkout of this project.
+  local home
+  home=$(getent passwd "$rootless_user" | cut -d: -f6)
+  local runtime_dir
+  runtime_dir="/run/user/$(rootless_uid)"
+  (cd "$home" && exec setsid runuser -u "$rootless_user" -- env -i \
+    PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$home" XDG_RUNTIME_DIR="$runtime_dir" \
+    podman system service --time=0 "unix://$socket" >>"$rootless_log" 2>&1 </dev/null) &
   for _ in $(seq 1 150); do
     socket_answers "$socket" && return
     sleep 0.2
