@@ -53,6 +53,9 @@ pub struct Backend {
     pub ip: String,
     /// The binding's port on the host: what traffic is sent to.
     pub public_port: String,
+    /// `ip:public_port`, an IPv6 address in brackets: what haproxy's
+    /// `server` and nginx's `server` take.
+    pub address: String,
     /// The container's port it forwards to.
     pub private_port: String,
     /// `tcp`, `udp` or `sctp`.
@@ -124,10 +127,20 @@ fn backend(row: &Row) -> Backend {
         host: row.host.clone(),
         ip: row.ip.clone(),
         public_port: row.public_port.clone(),
+        address: address(&row.ip, &row.public_port),
         private_port: row.private_port.clone(),
         port_type: row.port_type.clone(),
         container: row.container.clone(),
         image: row.image.clone(),
+    }
+}
+
+/// `ip:port`, `[ip]:port` for IPv6.
+pub fn address(ip: &str, port: &str) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
     }
 }
 
@@ -222,6 +235,13 @@ mod tests {
         let web = &context.services[2];
         let hosts: Vec<&str> = web.backends.iter().map(|b| b.host.as_str()).collect();
         assert_eq!(hosts, ["10.0.0.1", "10.0.0.1", "10.0.0.2"]);
+        assert_eq!(web.backends[0].address, "10.0.0.1:9999");
+    }
+
+    #[test]
+    fn ipv6_addresses_are_bracketed() {
+        assert_eq!(address("fd00::1", "80"), "[fd00::1]:80");
+        assert_eq!(address("10.0.0.1", "80"), "10.0.0.1:80");
     }
 
     #[test]

@@ -119,6 +119,7 @@ fn example() -> Context {
         host: "192.0.2.1".into(),
         ip: "192.0.2.1".into(),
         public_port: "32768".into(),
+        address: "192.0.2.1:32768".into(),
         private_port: "80".into(),
         port_type: "tcp".into(),
         container: "0".repeat(64),

@@ -25,6 +25,7 @@ pub use rig::etcd::faults as etcd_faults;
 pub use rig::*;
 
 mod env;
+pub mod lb;
 pub mod podman;
 mod records;
 mod relay;
