@@ -240,6 +240,18 @@ fn refused_files_bad_templates_and_etcd_outages_keep_the_last_good_file() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(read(&out), kept);
     render.assert_running();
+    let mut once = spawn_render(
+        &env.endpoint(),
+        &[
+            "--template",
+            &template.to_string_lossy(),
+            "--out",
+            &dir.path().join("once.cfg").to_string_lossy(),
+            "--once",
+        ],
+    );
+    let status = once.wait_exit(SLOW).expect("render --once did not exit");
+    assert_eq!(status.code(), Some(1), "{:?}", once.lines());
     env.etcd.restart();
     run(&port_a);
     assert!(wait_until(SLOW, || servers(&out) == 4), "{}", read(&out));

@@ -102,3 +102,70 @@ impl RenderArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::super::{Cli, Mode};
+    use super::*;
+
+    fn render(args: &[&str]) -> Result<RenderConfig, String> {
+        let mut full = vec![
+            "docker-etcd-register",
+            "render",
+            "--template",
+            "t.j2",
+            "--out",
+            "/x/out.cfg",
+        ];
+        full.extend_from_slice(args);
+        match Cli::try_parse_from(full)
+            .map_err(|e| e.to_string())?
+            .into_mode()
+        {
+            Ok(Mode::Render(config)) => Ok(*config),
+            Ok(other) => panic!("not render: {other:?}"),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let config = render(&[]).unwrap();
+        assert_eq!(config.debounce, Duration::from_millis(200));
+        assert_eq!(config.root, "/registered/");
+        assert!(!config.once && config.check.is_none() && config.reload.is_none());
+        let config = render(&[
+            "--debounce",
+            "0",
+            "--once",
+            "--check",
+            "haproxy -c -f {}",
+            "--reload",
+            "true",
+            "--prefix",
+            "lb",
+        ])
+        .unwrap();
+        assert_eq!(config.debounce, Duration::ZERO);
+        assert_eq!(config.root, "/lb/");
+        assert_eq!(config.check.as_deref(), Some("haproxy -c -f {}"));
+        assert!(config.once);
+    }
+
+    #[test]
+    fn mistakes_name_the_flag() {
+        assert_eq!(
+            render(&["--debounce", "soon"]).unwrap_err(),
+            r#"invalid --debounce: "soon" is not a whole number of milliseconds"#
+        );
+        assert!(render(&["--debounce", "60001"])
+            .unwrap_err()
+            .starts_with("invalid --debounce: 60001 is above"));
+        assert_eq!(
+            render(&["--check", " "]).unwrap_err(),
+            "invalid --check: is empty"
+        );
+    }
+}

@@ -231,6 +231,23 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_examples_render_identical_bytes_for_one_context() {
+        for (name, source) in [
+            (
+                "haproxy",
+                include_str!("../../examples/haproxy/haproxy.cfg.j2"),
+            ),
+            ("nginx", include_str!("../../examples/nginx/nginx.conf.j2")),
+        ] {
+            let t = template(source).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let text = t.render(&example()).unwrap();
+            assert!(text.contains(":80"), "{name}:\n{text}");
+            assert!(text.contains("192.0.2.1:32768"), "{name}:\n{text}");
+            assert_eq!(t.render(&example()).unwrap(), text, "{name}");
+        }
+    }
+
+    #[test]
     fn env_has_a_default() {
         let t = template("{{ env(\"DOCKER_ETCD_REGISTER_SURELY_UNSET\", \"0.0.0.0\") }}").unwrap();
         assert_eq!(t.render(&example()).unwrap(), "0.0.0.0");
