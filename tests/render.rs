@@ -26,14 +26,14 @@ struct Haproxy {
 
 impl Haproxy {
     /// Starts `render` and, once the file holds `expected_servers` servers,
-    /// haproxy on it.
-    fn start(env: &TestEnv, expected_servers: usize) -> Haproxy {
+    /// haproxy on it, in `mode` (`HAPROXY_MODE` of the example).
+    fn start(env: &TestEnv, expected_servers: usize, mode: &str) -> Haproxy {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("haproxy.cfg");
         let pidfile = dir.path().join("haproxy.pid");
         let template = example("haproxy/haproxy.cfg.j2");
         let reload = format!("test ! -e {0} || kill -USR2 $(cat {0})", pidfile.display());
-        let render = spawn_render(
+        let render = spawn_render_with(
             &env.endpoint(),
             &[
                 "--template",
@@ -47,6 +47,7 @@ impl Haproxy {
                 "--debounce",
                 DEBOUNCE,
             ],
+            &[("HAPROXY_MODE", mode)],
         );
         assert!(
             wait_until(REACT, || servers(&out) == expected_servers),
@@ -85,7 +86,9 @@ fn haproxy_follows_a_rolling_replacement_without_a_failed_request() {
     let port = private_port();
     let first = run_backend(&env.containers, port);
     let second = run_backend(&env.containers, port);
-    let lb = Haproxy::start(&env, 2);
+    // HTTP mode: a request in flight when its backend stops is retried on
+    // another server; TCP mode could retry only refused connections.
+    let lb = Haproxy::start(&env, 2, "http");
     for id in [&first, &second] {
         assert!(
             wait_served_by(port, &hostname_of(id), SLOW).is_some(),
@@ -155,7 +158,7 @@ fn a_service_without_backends_is_rendered_empty_and_comes_back() {
     let _agent = env.start_agent(&[]);
     let port = private_port();
     let only = run_backend(&env.containers, port);
-    let mut lb = Haproxy::start(&env, 1);
+    let mut lb = Haproxy::start(&env, 1, "tcp");
     assert!(wait_served_by(port, &hostname_of(&only), SLOW).is_some());
 
     env.containers.stop(&only);

@@ -23,24 +23,32 @@ pub fn example(relative: &str) -> PathBuf {
 /// `render` with the test's etcd and `args`, its frontends bound on
 /// loopback (`LB_BIND_ADDRESS`), its log collected like an agent's.
 pub fn spawn_render(endpoint: &str, args: &[&str]) -> Agent {
+    spawn_render_with(endpoint, args, &[])
+}
+
+/// Like `spawn_render`, with more environment for the template.
+pub fn spawn_render_with(endpoint: &str, args: &[&str], envs: &[(&str, &str)]) -> Agent {
     let mut full = vec!["render", "--etcd-endpoints", endpoint];
     full.extend_from_slice(args);
-    Agent::spawn_binary(
-        Path::new(AGENT_BIN),
-        &full,
-        &[("LB_BIND_ADDRESS", "127.0.0.1")],
-        AgentOutput::Echo,
-    )
-    .unwrap_or_else(|e| panic!("spawn {AGENT_BIN} render: {e}"))
+    let mut all_envs = vec![("LB_BIND_ADDRESS", "127.0.0.1")];
+    all_envs.extend_from_slice(envs);
+    Agent::spawn_binary(Path::new(AGENT_BIN), &full, &all_envs, AgentOutput::Echo)
+        .unwrap_or_else(|e| panic!("spawn {AGENT_BIN} render: {e}"))
 }
 
 /// A backend of the test: busybox `httpd` on `port` inside the container,
 /// published on loopback, answering `GET /` with the container's hostname
-/// (its short id).
+/// (its short id). It stops gracefully, as a real service does: on SIGTERM
+/// it closes its listening socket, so that new connections are refused (and
+/// retried elsewhere by the load balancer), and exits after its requests in
+/// flight are answered. An abrupt kill would reset a request in flight, which
+/// no TCP proxy can retry.
 pub fn run_backend(containers: &Containers, port: u16) -> String {
     let publish = format!("127.0.0.1::{port}");
-    let script =
-        format!("mkdir -p /www && hostname > /www/index.html && exec httpd -f -p {port} -h /www");
+    let script = format!(
+        "mkdir -p /www; hostname > /www/index.html; httpd -f -p {port} -h /www & \
+         httpd=$!; trap 'kill $httpd; sleep 0.3; exit 0' TERM; wait"
+    );
     containers.run(&["-p", &publish, "busybox", "sh", "-c", &script])
 }
 
