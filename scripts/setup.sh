@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Brings up everything the daemon and its tests need on a Debian machine, as root:
-# Debian's docker.io, etcd, protoc and busybox-static, a running dockerd, and a
+# Debian's docker.io, etcd, protoc, busybox-static, haproxy and nginx (the load
+# balancers of tests/render.rs, never left running as services), a running dockerd, and a
 # local `busybox:latest` image built FROM scratch (no registry is needed).
 # Idempotent: whatever is already installed or running is left as it is.
 set -euo pipefail
@@ -8,7 +9,7 @@ set -euo pipefail
 log() { printf 'setup: %s\n' "$*" >&2; }
 
 install_missing_packages() {
-  local wanted=(docker.io etcd-server etcd-client protobuf-compiler libprotobuf-dev busybox-static iptables systemd)
+  local wanted=(docker.io etcd-server etcd-client protobuf-compiler libprotobuf-dev busybox-static iptables systemd haproxy nginx)
   local missing=()
   for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
@@ -17,8 +18,40 @@ install_missing_packages() {
     log "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q >/dev/null
-    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+    without_service_starts apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
   fi
+  stop_load_balancer_services
+}
+
+# Runs "$@" with a policy-rc.d that forbids starting services (exit 101), so
+# that installing haproxy or nginx does not start them on port 80; a
+# policy-rc.d that was already there (Docker images ship one) is left as it is.
+without_service_starts() {
+  local policy=/usr/sbin/policy-rc.d
+  if [ -e "$policy" ]; then
+    "$@"
+    return
+  fi
+  printf '#!/bin/sh\nexit 101\n' >"$policy"
+  chmod 755 "$policy"
+  local status=0
+  "$@" || status=$?
+  rm -f "$policy"
+  return "$status"
+}
+
+# The tests run haproxy and nginx as their own processes on their own ports:
+# a service started by the package (before this script, or by systemd) is
+# stopped and disabled so that it holds no port.
+stop_load_balancer_services() {
+  local service
+  for service in haproxy nginx; do
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+      systemctl disable --now "$service" >/dev/null 2>&1 || true
+    elif [ -x "/etc/init.d/$service" ]; then
+      "/etc/init.d/$service" stop >/dev/null 2>&1 || true
+    fi
+  done
 }
 
 start_dockerd() {

@@ -8,6 +8,7 @@
 
 mod address;
 mod etcd;
+mod render;
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -23,6 +24,7 @@ use crate::record::{self, HostPrefix};
 use address::{parse_docker_host, parse_metrics_addr};
 use etcd::EtcdArgs;
 pub use etcd::{EtcdSecurity, EtcdTarget};
+pub use render::RenderConfig;
 
 /// etcd's `MaxLeaseTTL` (lease/lessor.go): a longer TTL is refused by every
 /// grant ("etcdserver: too large lease TTL"), which the agent would retry
@@ -138,6 +140,8 @@ pub struct Cli {
 enum Command {
     /// Show what is registered across the whole cluster, read from etcd.
     List(ListArgs),
+    /// Render a load balancer's configuration from the records of every host.
+    Render(render::RenderArgs),
 }
 
 #[derive(Debug, Args)]
@@ -250,6 +254,8 @@ pub enum Mode {
     Agent(Box<Config>),
     /// `list`: show the records.
     List(Box<ListConfig>),
+    /// `render`: write a load balancer's configuration.
+    Render(Box<RenderConfig>),
 }
 
 /// The validated configuration of `list`.
@@ -297,6 +303,11 @@ impl Cli {
                     json: list.json,
                     watch: list.watch,
                 })))
+            }
+            Some(Command::Render(render)) => {
+                let root = record::root_path(&self.etcd.prefix);
+                let config = render.into_config(self.etcd.target()?, root)?;
+                Ok(Mode::Render(Box::new(config)))
             }
             None => Ok(Mode::Agent(Box::new(self.into_config()?))),
         }

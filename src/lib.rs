@@ -15,7 +15,7 @@
 //! - The agent: [`watcher`] follows the engine, [`agent`] is the one loop
 //!   that owns all state, [`supervise`] its retry and health bookkeeping,
 //!   [`metrics`] the Prometheus endpoint.
-//! - The consumers: [`list`].
+//! - The consumers: [`list`], [`render`] (load balancers' configuration).
 //! - [`config`]: flags and environment variables, validated.
 
 pub mod agent;
@@ -30,6 +30,7 @@ pub mod listing;
 pub mod metrics;
 pub mod plan;
 pub mod record;
+pub mod render;
 #[cfg(test)]
 mod sim;
 pub mod store;

@@ -1,5 +1,5 @@
 //! `docker-etcd-register`: parses the configuration, sets up logging and the
-//! runtime, and runs the agent (or `list`) until SIGTERM or SIGINT; maps the
+//! runtime, and runs the agent (or `list`, `render`) until SIGTERM or SIGINT; maps the
 //! outcome to an exit code. Everything else is the library (`src/lib.rs`).
 
 use std::io::IsTerminal;
@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use docker_etcd_register::{agent, config, list};
+use docker_etcd_register::{agent, config, list, render};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
@@ -22,6 +22,7 @@ fn main() -> ExitCode {
     let config = match config::Cli::parse().into_mode() {
         Ok(config::Mode::Agent(config)) => *config,
         Ok(config::Mode::List(config)) => return list(*config),
+        Ok(config::Mode::Render(config)) => return render(*config),
         Err(error) => {
             eprintln!("docker-etcd-register: {error}");
             return ExitCode::from(EXIT_CONFIG);
@@ -62,6 +63,31 @@ fn list(config: config::ListConfig) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("docker-etcd-register: {error:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+/// `render`: 2 when the template is unusable, 1 when `--once` cannot read
+/// etcd or write the file.
+fn render(config: config::RenderConfig) -> ExitCode {
+    init_logging(config::LogFormat::Text, "info");
+    let template = match render::Template::load(&config.template) {
+        Ok(template) => template,
+        Err(error) => {
+            eprintln!("docker-etcd-register: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let result = block_on(|shutdown| async move {
+        render::run(config, template, shutdown)
+            .await
+            .map_err(anyhow::Error::from)
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "cannot render");
             ExitCode::from(EXIT_FAILURE)
         }
     }

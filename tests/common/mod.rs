@@ -26,6 +26,7 @@ pub use rig::*;
 
 mod engines;
 mod env;
+pub mod lb;
 pub mod podman;
 mod records;
 mod relay;

@@ -1,0 +1,171 @@
+//! The flags of `render` (README "Load balancers: render") and their
+//! validation into a [`RenderConfig`]. The etcd flags and variables are the
+//! agent's (`EtcdArgs`, global).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{flag_error, ConfigError, EtcdTarget};
+
+/// The longest debounce accepted: beyond it a load balancer would lag the
+/// cluster by more than a minute, which no one wants by mistake.
+const MAX_DEBOUNCE_MS: u64 = 60_000;
+
+#[derive(Debug, Args)]
+pub(super) struct RenderArgs {
+    /// Jinja-style template (minijinja) the load balancer's configuration is rendered from.
+    #[arg(long, value_name = "FILE")]
+    template: PathBuf,
+
+    /// File to write; replaced atomically, only when its bytes change.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+
+    /// Command that must accept the new file before it replaces the old one
+    /// (`{}` is the new file's path), e.g. `haproxy -c -f {}`.
+    #[arg(long, value_name = "CMD")]
+    check: Option<String>,
+
+    /// Command run after each write, e.g. `nginx -s reload`.
+    #[arg(long, value_name = "CMD")]
+    reload: Option<String>,
+
+    /// Milliseconds to wait after a change for more changes before rendering.
+    #[arg(long, value_name = "MS", default_value = "200")]
+    debounce: String,
+
+    /// Render once and exit: 0 when written (or unchanged), 1 when etcd cannot be read.
+    #[arg(long)]
+    once: bool,
+}
+
+/// The validated configuration of `render`.
+#[derive(Debug, Clone)]
+pub struct RenderConfig {
+    /// The cluster the records are read from.
+    pub etcd: EtcdTarget,
+    /// The root of all keys, with a trailing `/` (`/registered/`).
+    pub root: String,
+    /// The template file, read and compiled once at start.
+    pub template: PathBuf,
+    /// The rendered file; its directory also holds the temporary file.
+    pub out: PathBuf,
+    /// Run on the temporary file before it replaces `out`; `{}` is its path.
+    pub check: Option<String>,
+    /// Run after every write of `out`.
+    pub reload: Option<String>,
+    /// How long changes are gathered before one rendering.
+    pub debounce: Duration,
+    /// Render once and exit.
+    pub once: bool,
+}
+
+impl RenderArgs {
+    pub(super) fn into_config(
+        self,
+        etcd: EtcdTarget,
+        root: String,
+    ) -> Result<RenderConfig, ConfigError> {
+        let debounce_ms: u64 = self.debounce.trim().parse().map_err(|_| {
+            flag_error(
+                "--debounce",
+                format!("{:?} is not a whole number of milliseconds", self.debounce),
+            )
+        })?;
+        if debounce_ms > MAX_DEBOUNCE_MS {
+            return Err(flag_error(
+                "--debounce",
+                format!("{debounce_ms} is above the maximum of {MAX_DEBOUNCE_MS} ms"),
+            ));
+        }
+        if self.out.file_name().is_none() {
+            return Err(flag_error(
+                "--out",
+                format!("{} names no file", self.out.display()),
+            ));
+        }
+        let command = |flag, text: Option<String>| match text {
+            Some(cmd) if cmd.trim().is_empty() => Err(flag_error(flag, "is empty")),
+            other => Ok(other),
+        };
+        Ok(RenderConfig {
+            etcd,
+            root,
+            template: self.template,
+            out: self.out,
+            check: command("--check", self.check)?,
+            reload: command("--reload", self.reload)?,
+            debounce: Duration::from_millis(debounce_ms),
+            once: self.once,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::super::{Cli, Mode};
+    use super::*;
+
+    fn render(args: &[&str]) -> Result<RenderConfig, String> {
+        let mut full = vec![
+            "docker-etcd-register",
+            "render",
+            "--template",
+            "t.j2",
+            "--out",
+            "/x/out.cfg",
+        ];
+        full.extend_from_slice(args);
+        match Cli::try_parse_from(full)
+            .map_err(|e| e.to_string())?
+            .into_mode()
+        {
+            Ok(Mode::Render(config)) => Ok(*config),
+            Ok(other) => panic!("not render: {other:?}"),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let config = render(&[]).unwrap();
+        assert_eq!(config.debounce, Duration::from_millis(200));
+        assert_eq!(config.root, "/registered/");
+        assert!(!config.once && config.check.is_none() && config.reload.is_none());
+        let config = render(&[
+            "--debounce",
+            "0",
+            "--once",
+            "--check",
+            "haproxy -c -f {}",
+            "--reload",
+            "true",
+            "--prefix",
+            "lb",
+        ])
+        .unwrap();
+        assert_eq!(config.debounce, Duration::ZERO);
+        assert_eq!(config.root, "/lb/");
+        assert_eq!(config.check.as_deref(), Some("haproxy -c -f {}"));
+        assert!(config.once);
+    }
+
+    #[test]
+    fn mistakes_name_the_flag() {
+        assert_eq!(
+            render(&["--debounce", "soon"]).unwrap_err(),
+            r#"invalid --debounce: "soon" is not a whole number of milliseconds"#
+        );
+        assert!(render(&["--debounce", "60001"])
+            .unwrap_err()
+            .starts_with("invalid --debounce: 60001 is above"));
+        assert_eq!(
+            render(&["--check", " "]).unwrap_err(),
+            "invalid --check: is empty"
+        );
+    }
+}

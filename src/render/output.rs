@@ -1,0 +1,204 @@
+//! The rendered file: written atomically (a temporary file beside it,
+//! checked by `--check`, then renamed over it), only when its bytes change,
+//! followed by `--reload`.
+
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tracing::{error, info};
+
+/// Longest a `--check` or `--reload` command may run: a hung command must
+/// not stop `render` for good (it is killed then).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How much of a failed command's output is logged.
+const OUTPUT_TAIL_CHARS: usize = 2000;
+/// Mode of a new file when there is no old one to copy it from.
+const NEW_FILE_MODE: u32 = 0o644;
+
+/// Why the file could not be replaced.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--check refused the new file: {0}")]
+    Refused(#[source] CommandError),
+}
+
+/// Why a `--check` or `--reload` command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("cannot run `{command}`: {source}")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` did not finish within {COMMAND_TIMEOUT:?}")]
+    TimedOut { command: String },
+    #[error("`{command}` failed ({status}): {output}")]
+    Failed {
+        command: String,
+        status: std::process::ExitStatus,
+        output: String,
+    },
+}
+
+/// What one publication did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// The file already holds these bytes: nothing written, nothing reloaded.
+    Unchanged,
+    /// The file was replaced (and `--reload` run).
+    Written,
+}
+
+/// The output file and what was last done to it.
+pub struct Output {
+    /// The file the load balancer reads.
+    path: PathBuf,
+    /// `--check`, `{}` standing for the new file.
+    check: Option<String>,
+    /// `--reload`.
+    reload: Option<String>,
+    /// The bytes the file holds (read at start, so that a restart with an
+    /// unchanged cluster neither rewrites nor reloads).
+    written: Option<String>,
+    /// The last bytes `--check` refused: not tried (nor logged) again until
+    /// the rendering changes.
+    refused: Option<String>,
+}
+
+impl Output {
+    pub fn new(path: PathBuf, check: Option<String>, reload: Option<String>) -> Self {
+        let written = std::fs::read_to_string(&path).ok();
+        Self {
+            path,
+            check,
+            reload,
+            written,
+            refused: None,
+        }
+    }
+
+    /// Makes the file hold `text`, if it does not already and `--check`
+    /// accepts it; then runs `--reload`, whose failure is only logged.
+    pub async fn publish(&mut self, text: String) -> Result<Published, OutputError> {
+        if self.written.as_ref() == Some(&text) {
+            return Ok(Published::Unchanged);
+        }
+        if self.refused.as_ref() == Some(&text) {
+            return Ok(Published::Unchanged);
+        }
+        let staged = self.stage(&text)?;
+        if let Some(check) = &self.check {
+            let command = check.replace("{}", &shell_quote(staged.path()));
+            if let Err(refusal) = run_command(&command).await {
+                self.refused = Some(text);
+                return Err(OutputError::Refused(refusal));
+            }
+        }
+        staged
+            .persist(&self.path)
+            .map_err(|error| self.write_error(error.error))?;
+        self.written = Some(text);
+        self.refused = None;
+        info!(out = %self.path.display(), "rendered file written");
+        if let Some(reload) = &self.reload {
+            match run_command(reload).await {
+                Ok(()) => info!(command = reload, "reloaded"),
+                Err(error) => error!(error = %error, "the reload command failed"),
+            }
+        }
+        Ok(Published::Written)
+    }
+
+    /// The new bytes in a temporary file in the output's directory (so that
+    /// the rename is atomic), with the old file's mode.
+    fn stage(&self, text: &str) -> Result<tempfile::NamedTempFile, OutputError> {
+        let directory = match self.path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mode = std::fs::metadata(&self.path)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(NEW_FILE_MODE);
+        let mut staged = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".tmp")
+            .permissions(std::fs::Permissions::from_mode(mode))
+            .tempfile_in(directory)
+            .map_err(|e| self.write_error(e))?;
+        staged
+            .write_all(text.as_bytes())
+            .and_then(|()| staged.as_file().sync_all())
+            .map_err(|e| self.write_error(e))?;
+        Ok(staged)
+    }
+
+    fn write_error(&self, source: std::io::Error) -> OutputError {
+        OutputError::Write {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
+
+/// Runs `command` with `sh -c`; an error unless it exits 0 in time.
+async fn run_command(command: &str) -> Result<(), CommandError> {
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(COMMAND_TIMEOUT, child)
+        .await
+        .map_err(|_| CommandError::TimedOut {
+            command: command.to_owned(),
+        })?
+        .map_err(|source| CommandError::Spawn {
+            command: command.to_owned(),
+            source,
+        })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stdout));
+    let text = text.trim();
+    let skip = text.chars().count().saturating_sub(OUTPUT_TAIL_CHARS);
+    Err(CommandError::Failed {
+        command: command.to_owned(),
+        status: output.status,
+        output: text.chars().skip(skip).collect(),
+    })
+}
+
+/// `path` as one word of `sh`: in single quotes, each `'` written `'\''`.
+fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.to_string_lossy().replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_paths_are_one_word() {
+        assert_eq!(shell_quote(Path::new("/a b/it's")), r"'/a b/it'\''s'");
+    }
+}

@@ -1,0 +1,255 @@
+//! Pure apart from reading the file once: the template (minijinja), its
+//! settings and what it gets besides the context — the `ident` filter and
+//! the `env` function (README "Load balancers: render").
+
+use std::path::{Path, PathBuf};
+
+use minijinja::{Environment, UndefinedBehavior, Value};
+
+use super::context::{Backend, Context, Port, Service};
+
+/// The one name the template is registered under.
+const NAME: &str = "template";
+
+/// Why a template cannot be used: said at start, with line and column.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("cannot read the template {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("template {path}{place}: {detail}")]
+    Invalid {
+        path: PathBuf,
+        /// ` line L, column C`, or less when minijinja does not know.
+        place: String,
+        detail: String,
+    },
+}
+
+/// A compiled template, checked by rendering it once at load.
+pub struct Template {
+    /// Holds the one template and its filters and functions.
+    environment: Environment<'static>,
+    /// For error messages.
+    path: PathBuf,
+}
+
+impl Template {
+    /// Reads and compiles `path`, then renders it once with no services and
+    /// once with an example service, so that a mistake (a syntax error, an
+    /// unknown variable) is found at start, not at the first change.
+    pub fn load(path: &Path) -> Result<Self, TemplateError> {
+        let source = std::fs::read_to_string(path).map_err(|source| TemplateError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_source(path, source)
+    }
+
+    /// Like `load`, from text already read.
+    pub fn from_source(path: &Path, source: String) -> Result<Self, TemplateError> {
+        let mut environment = Environment::new();
+        environment.set_debug(true);
+        // A misspelt field is an error, not an empty string in a config.
+        environment.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Configuration files: block tags take their whole line, the last
+        // newline is kept.
+        environment.set_trim_blocks(true);
+        environment.set_lstrip_blocks(true);
+        environment.set_keep_trailing_newline(true);
+        environment.add_filter("ident", ident);
+        environment.add_function("env", env);
+        environment
+            .add_template_owned(NAME, source)
+            .map_err(|error| invalid(path, &error))?;
+        let template = Self {
+            environment,
+            path: path.to_owned(),
+        };
+        template.render(&Context { services: vec![] })?;
+        template.render(&example())?;
+        Ok(template)
+    }
+
+    /// The text for `context`.
+    pub fn render(&self, context: &Context) -> Result<String, TemplateError> {
+        self.environment
+            .get_template(NAME)
+            .and_then(|template| template.render(Value::from_serialize(context)))
+            .map_err(|error| invalid(&self.path, &error))
+    }
+}
+
+fn invalid(path: &Path, error: &minijinja::Error) -> TemplateError {
+    let column = error
+        .range()
+        .zip(error.template_source())
+        .and_then(|(range, source)| source.get(..range.start))
+        .map(|before| {
+            before
+                .rsplit('\n')
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .count()
+                + 1
+        });
+    let place = match (error.line(), column) {
+        (Some(line), Some(column)) => format!(" line {line}, column {column}"),
+        (Some(line), None) => format!(" line {line}"),
+        _ => String::new(),
+    };
+    let detail = match error.detail() {
+        Some(detail) => format!("{}: {detail}", error.kind()),
+        None => error.kind().to_string(),
+    };
+    TemplateError::Invalid {
+        path: path.to_owned(),
+        place,
+        detail,
+    }
+}
+
+/// The service used to try a template at load.
+fn example() -> Context {
+    let backend = Backend {
+        host: "192.0.2.1".into(),
+        ip: "192.0.2.1".into(),
+        public_port: "32768".into(),
+        address: "192.0.2.1:32768".into(),
+        private_port: "80".into(),
+        port_type: "tcp".into(),
+        container: "0".repeat(64),
+        image: "example:latest".into(),
+    };
+    Context {
+        services: vec![Service {
+            name: backend.image.clone(),
+            backends: vec![backend.clone()],
+            ports: vec![Port {
+                private_port: backend.private_port.clone(),
+                port_type: backend.port_type.clone(),
+                backends: vec![backend],
+            }],
+        }],
+    }
+}
+
+/// `{{ name | ident }}`: a name made of `[A-Za-z0-9_]` only, usable as an
+/// haproxy proxy or server name and an nginx upstream name. Any other
+/// character becomes `_`, and a name that changed gets 8 hex digits of a
+/// hash of the original, so `a.b` and `a_b` stay apart.
+pub fn ident(name: &str) -> String {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if safe == name && !name.is_empty() {
+        safe
+    } else {
+        format!("{safe}_{:08x}", fnv1a(name))
+    }
+}
+
+/// FNV-1a, 32 bits: stable across runs and versions, unlike std's hasher.
+fn fnv1a(text: &str) -> u32 {
+    text.bytes().fold(0x811c_9dc5, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// `{{ env("NAME", "default") }}`: an environment variable of `render`'s
+/// process (fixed for its run), e.g. the address a load balancer binds.
+fn env(name: &str, default: Option<&str>) -> Result<String, minijinja::Error> {
+    match (std::env::var(name), default) {
+        (Ok(value), _) => Ok(value),
+        (Err(_), Some(default)) => Ok(default.to_owned()),
+        (Err(_), None) => Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!("environment variable {name} is not set and has no default"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn template(source: &str) -> Result<Template, TemplateError> {
+        Template::from_source(Path::new("t.j2"), source.to_owned())
+    }
+
+    #[test]
+    fn renders_services_with_trimmed_blocks_and_the_last_newline() {
+        let t = template(
+            "{% for s in services %}\n{{ s.name | ident }}:\n  {% for b in s.backends %}\n {{ b.ip }}:{{ b.public_port }}\n  {% endfor %}\n{% endfor %}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            t.render(&example()).unwrap(),
+            "example_latest_403d12a2:\n 192.0.2.1:32768\n"
+        );
+        // The same context, the same bytes.
+        assert_eq!(t.render(&example()).unwrap(), t.render(&example()).unwrap());
+    }
+
+    #[test]
+    fn a_syntax_error_names_line_and_column() {
+        let Err(error) =
+            template("global\n  {% for s in services %}\n  {{ s.name }\n{% endfor %}\n")
+        else {
+            panic!("accepted")
+        };
+        let text = error.to_string();
+        assert!(text.starts_with("template t.j2 line 3, column"), "{text}");
+    }
+
+    #[test]
+    fn an_unknown_field_is_an_error_at_load() {
+        let Err(error) = template("{% for s in services %}{{ s.nmae }}{% endfor %}") else {
+            panic!("accepted")
+        };
+        assert!(error.to_string().contains("line 1, column 27"), "{error}");
+    }
+
+    #[test]
+    fn ident_keeps_safe_names_and_separates_the_others() {
+        assert_eq!(ident("web_1"), "web_1");
+        assert!(ident("quay.io::a::b:v1").starts_with("quay_io__a__b_v1_"));
+        assert_ne!(ident("a.b"), ident("a:b"));
+        assert_eq!(ident("a.b"), ident("a.b"));
+        assert_eq!(ident("a.b").len(), "a_b_".len() + 8);
+    }
+
+    #[test]
+    fn the_shipped_examples_render_identical_bytes_for_one_context() {
+        for (name, source) in [
+            (
+                "haproxy",
+                include_str!("../../examples/haproxy/haproxy.cfg.j2"),
+            ),
+            ("nginx", include_str!("../../examples/nginx/nginx.conf.j2")),
+        ] {
+            let t = template(source).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let text = t.render(&example()).unwrap();
+            assert!(text.contains(":80"), "{name}:\n{text}");
+            assert!(text.contains("192.0.2.1:32768"), "{name}:\n{text}");
+            assert_eq!(t.render(&example()).unwrap(), text, "{name}");
+        }
+    }
+
+    #[test]
+    fn env_has_a_default() {
+        let t = template("{{ env(\"DOCKER_ETCD_REGISTER_SURELY_UNSET\", \"0.0.0.0\") }}").unwrap();
+        assert_eq!(t.render(&example()).unwrap(), "0.0.0.0");
+    }
+}
