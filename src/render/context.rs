@@ -18,10 +18,11 @@ pub struct Context {
     pub services: Vec<Service>,
 }
 
-/// The containers registered under one `{image}` key segment, on any host.
+/// The containers registered under one service (the key's middle segment:
+/// the `docker-etcd-register.service` label, else the image), on any host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Service {
-    /// The key's `{image}` segment as stored (`/` as `::`), e.g.
+    /// The key's service segment as stored (`/` as `::`), e.g. `web` or
     /// `quay.io::coreos::etcd:v3.5`; the `ident` filter makes it an
     /// identifier haproxy and nginx accept.
     pub name: String,
@@ -62,7 +63,8 @@ pub struct Backend {
     pub port_type: String,
     /// The full container id: unique, so a usable server name.
     pub container: String,
-    /// The key's `{image}` segment (the service's name).
+    /// The record's image (`/` as `::`), which differs between the
+    /// backends of a service during a rolling upgrade.
     pub image: String,
 }
 
@@ -81,10 +83,10 @@ impl Catalog {
         let mut by_service: BTreeMap<&str, Vec<Backend>> = BTreeMap::new();
         for row in rows {
             self.seen
-                .entry(row.image.clone())
+                .entry(row.service.clone())
                 .or_default()
                 .insert((row.private_port.clone(), row.port_type.clone()));
-            by_service.entry(&row.image).or_default().push(backend(row));
+            by_service.entry(&row.service).or_default().push(backend(row));
         }
         let services = self
             .seen
@@ -181,6 +183,7 @@ mod tests {
     ) -> Row {
         Row {
             host: host.into(),
+            service: image.into(),
             image: image.into(),
             container: container.into(),
             ip: host.into(),
