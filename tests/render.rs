@@ -86,9 +86,11 @@ fn haproxy_follows_a_rolling_replacement_without_a_failed_request() {
     let port = private_port();
     let first = run_backend(&env.containers, port);
     let second = run_backend(&env.containers, port);
-    // HTTP mode: a request in flight when its backend stops is retried on
-    // another server; TCP mode could retry only refused connections.
-    let lb = Haproxy::start(&env, 2, "http");
+    // TCP mode, the example's default: it retries only refused connections,
+    // so no request may reach the stopped backend once it stops listening.
+    // The agent drains the backend's record at `docker stop`'s SIGTERM, and
+    // haproxy is reloaded while the backend still serves.
+    let lb = Haproxy::start(&env, 2, "tcp");
     for id in [&first, &second] {
         assert!(
             wait_served_by(port, &hostname_of(id), SLOW).is_some(),

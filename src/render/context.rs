@@ -86,7 +86,10 @@ impl Catalog {
                 .entry(row.service.clone())
                 .or_default()
                 .insert((row.private_port.clone(), row.port_type.clone()));
-            by_service.entry(&row.service).or_default().push(backend(row));
+            by_service
+                .entry(&row.service)
+                .or_default()
+                .push(backend(row));
         }
         let services = self
             .seen

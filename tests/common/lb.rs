@@ -39,15 +39,14 @@ pub fn spawn_render_with(endpoint: &str, args: &[&str], envs: &[(&str, &str)]) -
 /// A backend of the test: busybox `httpd` on `port` inside the container,
 /// published on loopback, answering `GET /` with the container's hostname
 /// (its short id). It stops gracefully, as a real service does: on SIGTERM
-/// it closes its listening socket, so that new connections are refused (and
-/// retried elsewhere by the load balancer), and exits after its requests in
-/// flight are answered. An abrupt kill would reset a request in flight, which
-/// no TCP proxy can retry.
+/// it keeps serving for a second (the load balancer stops sending it
+/// requests meanwhile: the agent drains its record at the signal), then
+/// closes its listening socket and exits.
 pub fn run_backend(containers: &Containers, port: u16) -> String {
     let publish = format!("127.0.0.1::{port}");
     let script = format!(
         "mkdir -p /www; hostname > /www/index.html; httpd -f -p {port} -h /www & \
-         httpd=$!; trap 'kill $httpd; sleep 0.3; exit 0' TERM; wait"
+         httpd=$!; trap 'sleep 1; kill $httpd; exit 0' TERM; wait"
     );
     containers.run(&["-p", &publish, "busybox", "sh", "-c", &script])
 }
