@@ -110,7 +110,7 @@ fn main() {
     let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/haproxy/haproxy.cfg.j2");
     let reload = format!("test ! -e {0} || kill -USR2 $(cat {0})", pidfile.display());
     let port = free_port();
-    let anchor = run_backend(&containers, port);
+    let anchor = rig::docker::run_web_backend(&containers, port);
     let _render = spawn(
         &[
             "render",
@@ -155,7 +155,7 @@ fn main() {
     eprintln!("bench-lb: {} starts", options.starts);
     let mut latencies = Vec::new();
     for _ in 0..options.starts {
-        let backend = run_backend(&containers, port);
+        let backend = rig::docker::run_web_backend(&containers, port);
         latencies.push(served_after(port, &backend, Instant::now()));
         docker(&["rm", "-f", &backend]);
         assert!(
@@ -166,11 +166,11 @@ fn main() {
     latencies.sort();
 
     eprintln!("bench-lb: {} rolling replacements", options.replacements);
-    let mut live = vec![anchor, run_backend(&containers, port)];
+    let mut live = vec![anchor, rig::docker::run_web_backend(&containers, port)];
     served_after(port, &live[1], Instant::now());
     let client = Client::start(port);
     for _ in 0..options.replacements {
-        let new = run_backend(&containers, port);
+        let new = rig::docker::run_web_backend(&containers, port);
         served_after(port, &new, Instant::now());
         docker(&["stop", "-t", "1", &live.remove(0)]);
         live.push(new);
@@ -215,24 +215,6 @@ fn log(id: &str, args: &[&str]) -> PathBuf {
         "agent"
     };
     dir.join(format!("{id}-{role}.log"))
-}
-
-/// busybox `httpd` on `port`, published on loopback, answering its hostname;
-/// on SIGTERM it stops listening and exits once its requests in flight are
-/// answered (see `run_backend` in tests/common/lb.rs).
-fn run_backend(containers: &Containers, port: u16) -> String {
-    let script = format!(
-        "mkdir -p /www; hostname > /www/index.html; httpd -f -p {port} -h /www & \
-         httpd=$!; trap 'kill $httpd; sleep 0.3; exit 0' TERM; wait"
-    );
-    containers.run(&[
-        "-p",
-        &format!("127.0.0.1::{port}"),
-        "busybox",
-        "sh",
-        "-c",
-        &script,
-    ])
 }
 
 fn servers(path: &Path) -> usize {

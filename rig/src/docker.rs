@@ -11,7 +11,9 @@ mod containers;
 mod engine;
 mod ports;
 
-pub use containers::{parallel, remove, remove_on, Containers, TagGuard, LABEL_KEY};
+pub use containers::{
+    parallel, remove, remove_on, run_web_backend, Containers, TagGuard, LABEL_KEY,
+};
 pub use engine::{Engine, PODMAN_IMAGE, PODMAN_SOCKET};
 pub use ports::{bindings, host_port, Binding};
 

@@ -36,19 +36,9 @@ pub fn spawn_render_with(endpoint: &str, args: &[&str], envs: &[(&str, &str)]) -
         .unwrap_or_else(|e| panic!("spawn {AGENT_BIN} render: {e}"))
 }
 
-/// A backend of the test: busybox `httpd` on `port` inside the container,
-/// published on loopback, answering `GET /` with the container's hostname
-/// (its short id). It stops gracefully, as a real service does: on SIGTERM
-/// it keeps serving for a second (the load balancer stops sending it
-/// requests meanwhile: the agent drains its record at the signal), then
-/// closes its listening socket and exits.
+/// A backend of the test (see `rig::docker::run_web_backend`).
 pub fn run_backend(containers: &Containers, port: u16) -> String {
-    let publish = format!("127.0.0.1::{port}");
-    let script = format!(
-        "mkdir -p /www; hostname > /www/index.html; httpd -f -p {port} -h /www & \
-         httpd=$!; trap 'sleep 1; kill $httpd; exit 0' TERM; wait"
-    );
-    containers.run(&["-p", &publish, "busybox", "sh", "-c", &script])
+    rig::docker::run_web_backend(containers, port)
 }
 
 /// A process in a process group of its own, the whole group killed on drop

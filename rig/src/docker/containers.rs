@@ -217,3 +217,19 @@ impl Drop for TagGuard {
         }
     }
 }
+
+/// A web backend in `containers`: busybox `httpd` on `port` inside the
+/// container, published on loopback, answering `GET /` with the container's
+/// hostname (its short id). It stops gracefully, as a real service does: on
+/// SIGTERM it keeps serving for a second (a load balancer stops sending it
+/// requests meanwhile: the agent drains its record at the signal), then
+/// closes its listening socket and exits. The id of the container.
+pub fn run_web_backend(containers: &Containers, port: u16) -> String {
+    let publish = format!("127.0.0.1::{port}");
+    let script = format!(
+        "mkdir -p /www; hostname > /www/index.html; httpd -f -p {port} -h /www & \
+         httpd=$!; trap 'sleep 1; kill $httpd; exit 0' TERM; wait"
+    );
+    let image = containers.engine().image();
+    containers.run(&["-p", &publish, image, "sh", "-c", &script])
+}
