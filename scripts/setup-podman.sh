@@ -11,6 +11,9 @@ set -euo pipefail
 
 log() { printf 'setup-podman: %s\n' "$*" >&2; }
 
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 readonly podman_socket=/run/podman/podman.sock
 readonly podman_log=/var/log/docker-etcd-register-podman.log
 readonly containers_conf=/etc/containers/containers.conf.d/docker-etcd-register.conf
@@ -24,16 +27,7 @@ install_missing_packages() {
   # catatonit: the init of the infra container of pods (Podman builds its pause
   # image from it); uidmap and slirp4netns: rootless Podman.
   local wanted=(podman catatonit uidmap slirp4netns busybox-static)
-  local missing=()
-  for pkg in "${wanted[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-  done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q >/dev/null
-    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-  fi
+  install_missing "${wanted[@]}"
 }
 
 install_containers_conf() {
@@ -86,26 +80,10 @@ build_busybox_image() {
   fi
   log "building localhost/busybox:latest FROM scratch with Debian's busybox-static ${*:+($*)}"
   local context
-  context=$(mktemp -d)
-  mkdir -p "$context/bin"
-  cp /bin/busybox "$context/bin/busybox"
-  # Applet links, so that `sh`, `sleep`, `test` and shell-form HEALTHCHECKs work.
-  for applet in $(/bin/busybox --list); do
-    [ "$applet" = busybox ] || ln -s busybox "$context/bin/$applet"
-  done
-  mkdir -p "$context/tmp"
-  cat >"$context/Dockerfile" <<'DOCKERFILE'
-FROM scratch
-COPY bin /bin
-COPY tmp /tmp
-ENV PATH=/bin
-CMD ["sh"]
-DOCKERFILE
+  context=$(make_busybox_context)
   local output
   local status=0
   # --format docker: keeps HEALTHCHECK instructions of images built on top.
-  # Readable by the rootless user too (mktemp makes it root's alone).
-  chmod -R a+rX "$context"
   output=$("$@" podman build -q --format docker -t localhost/busybox:latest "$context" 2>&1) || status=$?
   rm -rf "$context"
   if [ "$status" -ne 0 ]; then

@@ -8,18 +8,12 @@ set -euo pipefail
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 install_missing_packages() {
   local wanted=(docker.io etcd-server etcd-client protobuf-compiler libprotobuf-dev busybox-static iptables systemd haproxy nginx)
-  local missing=()
-  for pkg in "${wanted[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-  done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q >/dev/null
-    without_service_starts apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-  fi
+  install_missing "${wanted[@]}"
   stop_load_balancer_services
 }
 
@@ -78,21 +72,7 @@ build_busybox_image() {
   fi
   log "building busybox:latest FROM scratch with Debian's busybox-static"
   local context
-  context=$(mktemp -d)
-  mkdir -p "$context/bin"
-  cp /bin/busybox "$context/bin/busybox"
-  # Applet links, so that `sh`, `sleep`, `test` and shell-form HEALTHCHECKs work.
-  for applet in $(/bin/busybox --list); do
-    [ "$applet" = busybox ] || ln -s busybox "$context/bin/$applet"
-  done
-  mkdir -p "$context/tmp"
-  cat >"$context/Dockerfile" <<'DOCKERFILE'
-FROM scratch
-COPY bin /bin
-COPY tmp /tmp
-ENV PATH=/bin
-CMD ["sh"]
-DOCKERFILE
+  context=$(make_busybox_context)
   local output
   local status=0
   output=$(DOCKER_BUILDKIT=0 docker build -q -t busybox:latest "$context" 2>&1) || status=$?

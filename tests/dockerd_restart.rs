@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,20 +29,7 @@ fn docker_answers() -> bool {
 
 /// Starts dockerd again the way the project does.
 fn setup_sh() {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let out = Command::new("bash")
-        .arg("scripts/setup.sh")
-        .current_dir(root)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run scripts/setup.sh");
-    assert!(
-        out.status.success(),
-        "scripts/setup.sh failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_setup_script("setup.sh");
     assert!(docker_answers(), "dockerd is not back after setup.sh");
 }
 
@@ -77,26 +63,9 @@ fn dockerd_restart_with_restarting_and_stopped_containers() {
     env.wait_records(REACT, &before);
 
     // The equivalent of `pkill -x dockerd`, by process id.
-    let pids = dockerd_pids();
-    assert!(!pids.is_empty(), "no dockerd process found");
-    for pid in &pids {
-        let status = Command::new("kill")
-            .arg(pid.to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {pid} failed");
-    }
     let killed = Instant::now();
-    let gone = wait_until(DOCKERD_EXIT, || {
-        pids.iter()
-            .all(|pid| !Path::new(&format!("/proc/{pid}")).exists())
-    });
-    assert!(
-        gone,
-        "dockerd {pids:?} still running {:?} after SIGTERM",
-        killed.elapsed()
-    );
-    eprintln!("dockerd exited {:?} after SIGTERM", killed.elapsed());
+    let took = terminate(&dockerd_pids(), "dockerd", DOCKERD_EXIT);
+    eprintln!("dockerd exited {took:?} after SIGTERM");
     agent.assert_running();
 
     setup_sh();

@@ -30,17 +30,7 @@ impl PodmanTest {
     fn start(name: &str, extra: &[&str]) -> PodmanTest {
         let env = TestEnv::new(name);
         let podman = PodmanContainers::new(env.label());
-        let mut args = env.agent_args();
-        args.extend(["--docker-host".to_string(), podman_host()]);
-        args.extend(extra.iter().map(|arg| arg.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut agent = Agent::spawn(&args, &[]);
-        agent.wait_ready();
-        assert!(
-            agent.wait_for_log("engine=podman", Duration::from_secs(1)),
-            "the agent did not log that it speaks to Podman:\n{}",
-            agent.lines().join("\n")
-        );
+        let agent = env.start_podman_agent(&podman_host(), extra);
         PodmanTest {
             env,
             podman,

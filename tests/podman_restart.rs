@@ -12,7 +12,6 @@ mod common;
 
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -54,20 +53,7 @@ fn service_pids() -> Vec<u32> {
 
 /// Starts the service again the way the project does.
 fn setup_podman_sh() {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let out = Command::new("bash")
-        .arg("scripts/setup-podman.sh")
-        .current_dir(root)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run scripts/setup-podman.sh");
-    assert!(
-        out.status.success(),
-        "scripts/setup-podman.sh failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_setup_script("setup-podman.sh");
     assert!(socket_accepts(), "Podman's socket is not back after setup");
 }
 
@@ -99,22 +85,8 @@ fn podman_service_restart() {
         !pids.is_empty(),
         "no podman system service on {PODMAN_SOCKET}"
     );
-    for pid in &pids {
-        let status = Command::new("kill")
-            .arg(pid.to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {pid} failed");
-    }
     let killed = Instant::now();
-    let gone = wait_until(SERVICE_EXIT, || {
-        pids.iter()
-            .all(|pid| !Path::new(&format!("/proc/{pid}")).exists())
-    });
-    assert!(
-        gone,
-        "podman system service {pids:?} still running after SIGTERM"
-    );
+    terminate(&pids, "podman system service", SERVICE_EXIT);
     assert!(
         !socket_accepts(),
         "the socket still answers without the service"

@@ -64,16 +64,7 @@ impl RootlessTest {
     }
 
     fn start_agent(&mut self) {
-        let mut args = self.env.agent_args();
-        args.extend(["--docker-host".to_string(), self.rootless.url.clone()]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut agent = Agent::spawn(&args, &[]);
-        agent.wait_ready();
-        assert!(
-            agent.wait_for_log("engine=podman", Duration::from_secs(1)),
-            "the agent did not log that it speaks to Podman:\n{}",
-            agent.lines().join("\n")
-        );
+        let agent = self.env.start_podman_agent(&self.rootless.url, &[]);
         self.agent = Some(agent);
     }
 

@@ -142,6 +142,24 @@ impl TestEnv {
         agent
     }
 
+    /// Spawns an agent following Podman's API at `docker_host` (rootful or
+    /// rootless), with `agent_args` plus `extra`; waits until it is ready and
+    /// has said that it speaks to Podman.
+    pub fn start_podman_agent(&self, docker_host: &str, extra: &[&str]) -> Agent {
+        let owned = self.agent_args();
+        let mut args: Vec<&str> = owned.iter().map(String::as_str).collect();
+        args.extend(["--docker-host", docker_host]);
+        args.extend_from_slice(extra);
+        let mut agent = Agent::spawn(&args, &[]);
+        agent.wait_ready();
+        assert!(
+            agent.wait_for_log("engine=podman", Duration::from_secs(1)),
+            "the agent did not log that it speaks to Podman:\n{}",
+            agent.lines().join("\n")
+        );
+        agent
+    }
+
     /// Spawns an agent with exactly `args`, following this test's engine:
     /// `DOCKER_HOST` names Podman's socket (a `--docker-host` in `args` still
     /// wins); on Docker the agent's own default is left to work.

@@ -20,6 +20,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub use rig::etcd::faults as etcd_faults;
 pub use rig::*;
@@ -80,6 +81,49 @@ pub fn list(endpoint: &str, args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Runs the project's own set-up script `scripts/<name>` (which starts
+/// whatever is not running: dockerd, Podman's services) and asserts that it
+/// succeeded.
+pub fn run_setup_script(name: &str) {
+    let out = Command::new("bash")
+        .arg(format!("scripts/{name}"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run scripts/{name}: {e}"));
+    assert!(
+        out.status.success(),
+        "scripts/{name} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Sends SIGTERM to `pids` and waits up to `timeout` for all of them to
+/// exit; how long they took, or a panic naming `what`.
+pub fn terminate(pids: &[u32], what: &str, timeout: Duration) -> Duration {
+    assert!(!pids.is_empty(), "no {what} process found");
+    for pid in pids {
+        let status = Command::new("kill")
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {pid} failed");
+    }
+    let killed = Instant::now();
+    let gone = wait_until(timeout, || {
+        pids.iter()
+            .all(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+    });
+    assert!(
+        gone,
+        "{what} {pids:?} still running {:?} after SIGTERM",
+        killed.elapsed()
+    );
+    killed.elapsed()
 }
 
 /// The process ids of the running dockerd processes.

@@ -1,0 +1,41 @@
+# Sourced by setup.sh and setup-podman.sh: what both do the same way.
+
+# install_missing PACKAGE...: installs those of Debian's packages that are
+# not installed yet (quietly; the caller logs what it installs).
+install_missing() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+# The build context of the local `busybox:latest` test image, FROM scratch
+# with Debian's busybox-static, so that no registry is needed.
+
+# make_busybox_context: creates the context in a new temporary directory
+# (readable by everyone, for rootless Podman) and prints its path.
+make_busybox_context() {
+  local context
+  context=$(mktemp -d)
+  mkdir -p "$context/bin" "$context/tmp"
+  cp /bin/busybox "$context/bin/busybox"
+  # Applet links, so that `sh`, `sleep`, `test` and shell-form HEALTHCHECKs work.
+  for applet in $(/bin/busybox --list); do
+    [ "$applet" = busybox ] || ln -s busybox "$context/bin/$applet"
+  done
+  cat >"$context/Dockerfile" <<'DOCKERFILE'
+FROM scratch
+COPY bin /bin
+COPY tmp /tmp
+ENV PATH=/bin
+CMD ["sh"]
+DOCKERFILE
+  chmod -R a+rX "$context"
+  printf '%s' "$context"
+}
