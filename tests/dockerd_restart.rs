@@ -27,24 +27,6 @@ fn docker_answers() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Starts dockerd again the way the project does.
-fn setup_sh() {
-    run_setup_script("setup.sh");
-    assert!(docker_answers(), "dockerd is not back after setup.sh");
-}
-
-/// Makes sure dockerd runs again when the test ends, even on panic, so that
-/// the containers can be cleaned up and later suites find an engine.
-struct DockerdBack;
-
-impl Drop for DockerdBack {
-    fn drop(&mut self) {
-        if !docker_answers() {
-            setup_sh();
-        }
-    }
-}
-
 fn with_port(env: &TestEnv, extra: &[&str]) -> String {
     let mut args = extra.to_vec();
     args.extend(["-p", "127.0.0.1::80", "busybox", "sleep", "1000"]);
@@ -54,7 +36,10 @@ fn with_port(env: &TestEnv, extra: &[&str]) -> String {
 #[test]
 fn dockerd_restart_with_restarting_and_stopped_containers() {
     let env = TestEnv::new("dockerd_restart");
-    let _dockerd_back = DockerdBack;
+    let service = Restarter {
+        script: "setup.sh",
+        answers: docker_answers,
+    };
     let mut agent = env.start_agent(&[]);
     let always = with_port(&env, &["--restart", "always"]);
     let plain = with_port(&env, &[]);
@@ -68,7 +53,7 @@ fn dockerd_restart_with_restarting_and_stopped_containers() {
     eprintln!("dockerd exited {took:?} after SIGTERM");
     agent.assert_running();
 
-    setup_sh();
+    service.restart();
     let back = Instant::now();
     eprintln!(
         "dockerd back {:?} after it was terminated",

@@ -51,28 +51,13 @@ fn service_pids() -> Vec<u32> {
         .collect()
 }
 
-/// Starts the service again the way the project does.
-fn setup_podman_sh() {
-    run_setup_script("setup-podman.sh");
-    assert!(socket_accepts(), "Podman's socket is not back after setup");
-}
-
-/// Makes sure the service runs again when the test ends, even on panic, so
-/// that later suites find it.
-struct ServiceBack;
-
-impl Drop for ServiceBack {
-    fn drop(&mut self) {
-        if !socket_accepts() {
-            setup_podman_sh();
-        }
-    }
-}
-
 #[test]
 fn podman_service_restart() {
     let env = TestEnv::on(Engine::Podman, "podman_restart");
-    let _service_back = ServiceBack;
+    let service = Restarter {
+        script: "setup-podman.sh",
+        answers: socket_accepts,
+    };
     let mut agent = env.start_agent(&[]);
     let stopped_while_down = env.run_loopback_80();
     let survivor = env.run_loopback_80();
@@ -103,7 +88,7 @@ fn podman_service_restart() {
     let started_while_down = env.run_loopback_80();
     agent.assert_running();
 
-    setup_podman_sh();
+    service.restart();
     let back = Instant::now();
     eprintln!(
         "service back {:?} after it was terminated",

@@ -35,11 +35,9 @@ impl Haproxy {
         let reload = format!("test ! -e {0} || kill -USR2 $(cat {0})", pidfile.display());
         let render = spawn_render_with(
             &env.endpoint(),
+            &template,
+            &out,
             &[
-                "--template",
-                &template.to_string_lossy(),
-                "--out",
-                &out.to_string_lossy(),
                 "--check",
                 "haproxy -c -q -f {}",
                 "--reload",
@@ -213,17 +211,7 @@ fn refused_files_bad_templates_and_etcd_outages_keep_the_last_good_file() {
     };
     let port_a = private_port().to_string();
     run(&port_a);
-    let mut render = spawn_render(
-        &env.endpoint(),
-        &[
-            "--template",
-            &template.to_string_lossy(),
-            "--out",
-            &out.to_string_lossy(),
-            "--check",
-            &check,
-        ],
-    );
+    let mut render = spawn_render(&env.endpoint(), &template, &out, &["--check", &check]);
     assert!(wait_until(REACT, || servers(&out) == 1), "{}", read(&out));
 
     std::fs::write(&refuse, "").unwrap();
@@ -247,13 +235,9 @@ fn refused_files_bad_templates_and_etcd_outages_keep_the_last_good_file() {
     render.assert_running();
     let mut once = spawn_render(
         &env.endpoint(),
-        &[
-            "--template",
-            &template.to_string_lossy(),
-            "--out",
-            &dir.path().join("once.cfg").to_string_lossy(),
-            "--once",
-        ],
+        &template,
+        &dir.path().join("once.cfg"),
+        &["--once"],
     );
     let status = once.wait_exit(SLOW).expect("render --once did not exit");
     assert_eq!(status.code(), Some(1), "{:?}", once.lines());
@@ -270,16 +254,7 @@ fn refused_files_bad_templates_and_etcd_outages_keep_the_last_good_file() {
     // A template error: exit 2, line and column.
     let bad = dir.path().join("bad.j2");
     std::fs::write(&bad, "global\n  {% for s in services %}\n  {{ s.name }\n").unwrap();
-    let mut once = spawn_render(
-        &env.endpoint(),
-        &[
-            "--template",
-            &bad.to_string_lossy(),
-            "--out",
-            &out.to_string_lossy(),
-            "--once",
-        ],
-    );
+    let mut once = spawn_render(&env.endpoint(), &bad, &out, &["--once"]);
     let status = once.wait_exit(REACT).expect("render --once did not exit");
     assert_eq!(status.code(), Some(2), "{:?}", once.lines());
     assert!(
@@ -310,15 +285,9 @@ fn nginx_example_passes_its_check_and_routes_to_a_backend() {
     let check = format!("nginx -t -q -c {{}} -g '{globals}'");
     let mut render = spawn_render(
         &env.endpoint(),
-        &[
-            "--template",
-            &example("nginx/nginx.conf.j2").to_string_lossy(),
-            "--out",
-            &out.to_string_lossy(),
-            "--check",
-            &check,
-            "--once",
-        ],
+        &example("nginx/nginx.conf.j2"),
+        &out,
+        &["--check", &check, "--once"],
     );
     let status = render.wait_exit(REACT).expect("render --once did not exit");
     assert!(status.success(), "{:?}", render.lines());

@@ -20,15 +20,24 @@ pub fn example(relative: &str) -> PathBuf {
         .join(relative)
 }
 
-/// `render` with the test's etcd and `args`, its frontends bound on
-/// loopback (`LB_BIND_ADDRESS`), its log collected like an agent's.
-pub fn spawn_render(endpoint: &str, args: &[&str]) -> Agent {
-    spawn_render_with(endpoint, args, &[])
+/// `render` of `template` into `out` with the test's etcd and `args`, its
+/// frontends bound on loopback (`LB_BIND_ADDRESS`), its log collected like
+/// an agent's.
+pub fn spawn_render(endpoint: &str, template: &Path, out: &Path, args: &[&str]) -> Agent {
+    spawn_render_with(endpoint, template, out, args, &[])
 }
 
 /// Like `spawn_render`, with more environment for the template.
-pub fn spawn_render_with(endpoint: &str, args: &[&str], envs: &[(&str, &str)]) -> Agent {
+pub fn spawn_render_with(
+    endpoint: &str,
+    template: &Path,
+    out: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> Agent {
+    let (template, out) = (template.to_string_lossy(), out.to_string_lossy());
     let mut full = vec!["render", "--etcd-endpoints", endpoint];
+    full.extend(["--template", &template, "--out", &out]);
     full.extend_from_slice(args);
     let mut all_envs = vec![("LB_BIND_ADDRESS", "127.0.0.1")];
     all_envs.extend_from_slice(envs);

@@ -102,6 +102,32 @@ pub fn run_setup_script(name: &str) {
     );
 }
 
+/// A service a test stops (dockerd, Podman's API service), started again
+/// with the project's own set-up script: by [`Restarter::restart`], and on
+/// drop if it does not answer, so that a failing test leaves it running for
+/// the tests after it.
+pub struct Restarter {
+    /// `setup.sh` or `setup-podman.sh`.
+    pub script: &'static str,
+    /// Whether the service answers.
+    pub answers: fn() -> bool,
+}
+
+impl Restarter {
+    pub fn restart(&self) {
+        run_setup_script(self.script);
+        assert!((self.answers)(), "not back after scripts/{}", self.script);
+    }
+}
+
+impl Drop for Restarter {
+    fn drop(&mut self) {
+        if !(self.answers)() {
+            self.restart();
+        }
+    }
+}
+
 /// Sends SIGTERM to `pids` and waits up to `timeout` for all of them to
 /// exit; how long they took, or a panic naming `what`.
 pub fn terminate(pids: &[u32], what: &str, timeout: Duration) -> Duration {
