@@ -1,0 +1,214 @@
+//! Unit tests of `list`'s rows, filters, table and JSON.
+
+use super::*;
+
+const A: &str = "aaaaaaaaaaaa0000000000000000000000000000000000000000000000000000";
+const B: &str = "bbbbbbbbbbbb0000000000000000000000000000000000000000000000000000";
+
+fn value(container: &str, image: &str, bindings: &[(&str, &str, &str, &str)]) -> String {
+    let objects: Vec<String> = bindings
+        .iter()
+        .map(|(ip, public, private, proto)| {
+            format!(
+                r#"{{"container":"{container}","image":"{image}","ip":"{ip}","public_port":"{public}","private_port":"{private}","port_type":"{proto}"}}"#
+            )
+        })
+        .collect();
+    format!("[{}]", objects.join(","))
+}
+
+fn store() -> Vec<(String, Vec<u8>)> {
+    vec![
+        (
+            format!("/registered/10.0.0.2/nginx:1.25/{B}"),
+            value(B, "nginx:1.25", &[("10.0.0.2", "8080", "80", "tcp")]).into_bytes(),
+        ),
+        (
+            format!("/registered/10.0.0.1/busybox:latest/{A}"),
+            value(
+                A,
+                "busybox:latest",
+                &[
+                    ("10.0.0.1", "32768", "80", "tcp"),
+                    ("127.0.0.1", "32769", "53", "udp"),
+                ],
+            )
+            .into_bytes(),
+        ),
+        ("/registered/10.0.0.1/stray".into(), b"x".to_vec()),
+        (
+            format!("/registered/10.0.0.3/busybox:latest/{A}"),
+            b"not json".to_vec(),
+        ),
+    ]
+}
+
+fn rows_of<'a>(
+    records: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    filter: &Filter,
+) -> (Vec<Row>, Unreadables) {
+    let mut rows = Rows::new("/registered/", filter);
+    for (key, value) in records {
+        rows.add(key, value);
+    }
+    rows.finish()
+}
+
+fn listed(filter: &Filter) -> (Vec<Row>, Unreadables) {
+    let store = store();
+    rows_of(
+        store.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+        filter,
+    )
+}
+
+#[test]
+fn one_row_per_binding_sorted_by_host_and_unreadable_keys_named() {
+    let (rows, unreadable) = listed(&Filter::default());
+    let summary: Vec<(&str, &str, &str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.host.as_str(),
+                r.image.as_str(),
+                r.public_port.as_str(),
+                r.ip.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("10.0.0.1", "busybox:latest", "32768", "10.0.0.1"),
+            ("10.0.0.1", "busybox:latest", "32769", "127.0.0.1"),
+            ("10.0.0.2", "nginx:1.25", "8080", "10.0.0.2"),
+        ]
+    );
+    assert_eq!(rows[0].container, A);
+    assert_eq!(rows[1].port_type, "udp");
+    assert_eq!(rows[2].key, format!("/registered/10.0.0.2/nginx:1.25/{B}"));
+    assert_eq!(unreadable.count, 2);
+    let keys: Vec<&str> = unreadable.named.iter().map(|u| u.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "/registered/10.0.0.1/stray".to_string(),
+            format!("/registered/10.0.0.3/busybox:latest/{A}")
+        ]
+    );
+}
+
+#[test]
+fn filters_by_host_and_image() {
+    let by_host = Filter {
+        host: Some("10.0.0.2".into()),
+        image: None,
+        service: None,
+    };
+    let (rows, unreadable) = listed(&by_host);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].host, "10.0.0.2");
+    assert_eq!(unreadable.count, 0, "other hosts' keys are not looked at");
+
+    let by_image = Filter {
+        host: None,
+        image: Some("docker.io/library/busybox".into()),
+        service: None,
+    };
+    let (rows, _) = listed(&by_image);
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.image == "busybox:latest"));
+
+    let both = Filter {
+        host: Some("10.0.0.2".into()),
+        image: Some("busybox".into()),
+        service: None,
+    };
+    assert!(listed(&both).0.is_empty());
+}
+
+#[test]
+fn a_host_ip_that_extends_another_is_not_that_host() {
+    let store = [(
+        format!("/registered/10.0.0.10/busybox:latest/{A}"),
+        value(A, "busybox:latest", &[("10.0.0.10", "1", "2", "tcp")]),
+    )];
+    let filter = Filter {
+        host: Some("10.0.0.1".into()),
+        image: None,
+        service: None,
+    };
+    let (rows, _) = rows_of(
+        store.iter().map(|(k, v)| (k.as_str(), v.as_bytes())),
+        &filter,
+    );
+    assert!(rows.is_empty());
+}
+
+#[test]
+fn only_the_first_keys_that_are_no_records_are_named() {
+    let junk: Vec<String> = (0..25)
+        .map(|i| format!("/registered/h/junk{i:02}"))
+        .collect();
+    let (rows, unreadable) = rows_of(
+        junk.iter().map(|k| (k.as_str(), b"x".as_slice())),
+        &Filter::default(),
+    );
+    assert!(rows.is_empty());
+    assert_eq!(unreadable.count, 25);
+    let named: Vec<&str> = unreadable.named.iter().map(|u| u.key.as_str()).collect();
+    assert_eq!(named, junk[..NAMED_UNREADABLE]);
+}
+
+#[test]
+fn rows_sort_by_segment_where_key_order_differs() {
+    let [short, long] = ["app:1", "app:1.2"].map(|image| {
+        (
+            format!("/registered/h/{image}/{A}"),
+            value(A, image, &[("h", "1", "2", "tcp")]),
+        )
+    });
+    // etcd's order: `app:1.2/` before `app:1/`.
+    let store = [&long, &short];
+    let (rows, _) = rows_of(
+        store.iter().map(|(k, v)| (k.as_str(), v.as_bytes())),
+        &Filter::default(),
+    );
+    let images: Vec<&str> = rows.iter().map(|r| r.image.as_str()).collect();
+    assert_eq!(images, ["app:1", "app:1.2"]);
+}
+
+#[test]
+fn table_is_aligned_with_short_ids_and_arrows() {
+    let (rows, _) = listed(&Filter::default());
+    let text = table(&rows);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "HOST      SERVICE         IMAGE           CONTAINER     IP         PORT",
+            "10.0.0.1  busybox:latest  busybox:latest  aaaaaaaaaaaa  10.0.0.1   32768 -> 80/tcp",
+            "10.0.0.1  busybox:latest  busybox:latest  aaaaaaaaaaaa  127.0.0.1  32769 -> 53/udp",
+            "10.0.0.2  nginx:1.25      nginx:1.25      bbbbbbbbbbbb  10.0.0.2   8080 -> 80/tcp",
+        ]
+    );
+    assert_eq!(
+        table(&[]),
+        "HOST  SERVICE  IMAGE  CONTAINER  IP  PORT\n(none)\n"
+    );
+}
+
+#[test]
+fn json_is_one_line_with_every_field() {
+    let (rows, _) = listed(&Filter {
+        host: Some("10.0.0.2".into()),
+        ..Filter::default()
+    });
+    assert_eq!(
+        json(&rows),
+        format!(
+            r#"[{{"host":"10.0.0.2","service":"nginx:1.25","image":"nginx:1.25","container":"{B}","ip":"10.0.0.2","public_port":"8080","private_port":"80","port_type":"tcp","key":"/registered/10.0.0.2/nginx:1.25/{B}"}}]"#
+        )
+    );
+    assert_eq!(json(&[]), "[]");
+}
