@@ -8,6 +8,7 @@
 
 mod address;
 mod etcd;
+mod list;
 mod render;
 
 use std::fmt;
@@ -15,15 +16,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::num::IntErrorKind;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use crate::container::{LabelRequirement, Selection};
-use crate::listing::Filter;
 use crate::record::{self, HostPrefix};
 
 use address::{parse_docker_host, parse_metrics_addr};
 use etcd::EtcdArgs;
 pub use etcd::{EtcdSecurity, EtcdTarget};
+pub use list::ListConfig;
 pub use render::RenderConfig;
 
 /// etcd's `MaxLeaseTTL` (lease/lessor.go): a longer TTL is refused by every
@@ -139,33 +140,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Show what is registered across the whole cluster, read from etcd.
-    List(ListArgs),
+    List(list::ListArgs),
     /// Render a load balancer's configuration from the records of every host.
     Render(render::RenderArgs),
-}
-
-#[derive(Debug, Args)]
-struct ListArgs {
-    /// Only the records of this host (its --host-ip).
-    #[arg(long, value_name = "IP")]
-    host: Option<String>,
-
-    /// Only this image, in any familiar form (`busybox`, `docker.io/library/busybox:latest`);
-    /// without a tag, every tag of it.
-    #[arg(long, value_name = "NAME")]
-    image: Option<String>,
-
-    /// Only this service (the `docker-etcd-register.service` label, else the image's key segment).
-    #[arg(long, value_name = "NAME")]
-    service: Option<String>,
-
-    /// One JSON array (one object per published port) instead of a table.
-    #[arg(long)]
-    json: bool,
-
-    /// Keep running and print the whole list again whenever it changes.
-    #[arg(long)]
-    watch: bool,
 }
 
 /// The validated configuration the agent runs with.
@@ -258,51 +235,13 @@ pub enum Mode {
     Render(Box<RenderConfig>),
 }
 
-/// The validated configuration of `list`.
-#[derive(Debug, Clone)]
-pub struct ListConfig {
-    pub etcd: EtcdTarget,
-    /// The root of all keys, with a trailing `/` (`/registered/`).
-    pub root: String,
-    /// What to read: one host's prefix when filtered by host (so
-    /// `10.0.0.1` never reads `10.0.0.10`), else the whole root.
-    pub read_prefix: String,
-    pub filter: Filter,
-    pub json: bool,
-    pub watch: bool,
-}
-
 impl Cli {
     pub fn into_mode(self) -> Result<Mode, ConfigError> {
         match self.command {
-            Some(Command::List(ref list)) => {
-                let etcd = self.etcd.target()?;
-                let host = list
-                    .host
-                    .as_deref()
-                    .map(|text| {
-                        text.trim().parse::<IpAddr>().map_err(|_| {
-                            flag_error("--host", format!("{text:?} is not an IP address"))
-                        })
-                    })
-                    .transpose()?;
+            Some(Command::List(list)) => {
                 let root = record::root_path(&self.etcd.prefix);
-                let read_prefix = host.map_or_else(
-                    || root.clone(),
-                    |ip| HostPrefix::new(&root, ip).as_str().to_owned(),
-                );
-                Ok(Mode::List(Box::new(ListConfig {
-                    etcd,
-                    root,
-                    read_prefix,
-                    filter: Filter {
-                        host: host.map(|ip| ip.to_string()),
-                        image: list.image.clone().filter(|i| !i.trim().is_empty()),
-                        service: list.service.clone().filter(|s| !s.trim().is_empty()),
-                    },
-                    json: list.json,
-                    watch: list.watch,
-                })))
+                let config = list.into_config(self.etcd.target()?, root)?;
+                Ok(Mode::List(Box::new(config)))
             }
             Some(Command::Render(render)) => {
                 let root = record::root_path(&self.etcd.prefix);
