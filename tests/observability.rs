@@ -289,7 +289,7 @@ fn json_log_format_from_flag_and_environment() {
     env.wait_records(REACT, &expected);
     let line = registration(&agent, &key);
     assert_eq!(line["container_id"], serde_json::json!(id), "{line:?}");
-    assert_eq!(line["service"], serde_json::json!(IMAGE), "{line:?}");
+    assert_eq!(line["image"], serde_json::json!(IMAGE), "{line:?}");
     assert_eq!(line["level"], serde_json::json!("INFO"), "{line:?}");
     stop(&mut agent);
     let objects = json_lines(&agent);

@@ -273,15 +273,16 @@ fn log_operation(host: &HostPrefix, operation: &Operation, dry_run: bool) {
     let key = operation.key();
     let record = host.parse(key);
     let container_id = record.map(|k| k.container);
-    let service = record.map(|k| k.service);
+    // The key's middle segment: the image, or the service a label names.
+    let image = record.map(|k| k.service);
     match (operation, dry_run) {
-        (Operation::Put { .. }, false) => info!(container_id, service, key, "registered"),
-        (Operation::Delete { .. }, false) => info!(container_id, service, key, "unregistered"),
+        (Operation::Put { .. }, false) => info!(container_id, image, key, "registered"),
+        (Operation::Delete { .. }, false) => info!(container_id, image, key, "unregistered"),
         (Operation::Put { .. }, true) => {
-            info!(container_id, service, key, "would register (dry run)")
+            info!(container_id, image, key, "would register (dry run)")
         }
         (Operation::Delete { .. }, true) => {
-            info!(container_id, service, key, "would unregister (dry run)")
+            info!(container_id, image, key, "would unregister (dry run)")
         }
     }
 }
