@@ -15,7 +15,8 @@
 //! - The agent: [`watcher`] follows the engine, [`agent`] is the one loop
 //!   that owns all state, [`supervise`] its retry and health bookkeeping,
 //!   [`metrics`] the Prometheus endpoint.
-//! - The consumers: [`list`], [`render`] (load balancers' configuration).
+//! - The consumers: [`list`], [`render`] (load balancers' configuration),
+//!   both following the records with [`follow`].
 //! - [`config`]: flags and environment variables, validated.
 
 pub mod agent;
@@ -24,6 +25,7 @@ pub mod container;
 pub mod docker;
 pub mod engine;
 pub mod etcd;
+pub mod follow;
 pub mod image;
 pub mod list;
 pub mod listing;

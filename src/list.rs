@@ -4,124 +4,49 @@
 
 use std::future::Future;
 use std::io::Write as _;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use futures_util::FutureExt as _;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::config::ListConfig;
 use crate::etcd::{PrefixWatch, RecordsReader, StoreError};
-use crate::listing::{self, Row, Rows, Unreadables};
-
-/// Pause before reading again after etcd failed during `--watch`.
-const WATCH_RETRY: Duration = Duration::from_secs(1);
+use crate::follow::{self, Listing, Source};
+use crate::listing;
 
 /// Prints the list once, or with `--watch` until `shutdown`.
 pub async fn run(config: ListConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let mut reader = RecordsReader::new(&config.etcd.endpoints, config.etcd.security.clone());
-    let prefix = config.read_prefix.clone();
+    let source = Source {
+        root: &config.root,
+        prefix: &config.read_prefix,
+        filter: &config.filter,
+    };
     if !config.watch {
-        let listing = read(&config, &mut reader)
+        let listing = follow::read(&mut reader, &source)
             .await
-            .with_context(|| format!("reading {prefix} from etcd"))?;
+            .with_context(|| format!("reading {} from etcd", config.read_prefix))?;
         return print(&config, listing, false);
     }
+    let show = async |listing: Listing| print(&config, listing, true);
     tokio::pin!(shutdown);
     tokio::select! {
-        result = watch(&config, &mut reader, &prefix) => result,
+        error = follow::follow(&mut reader, &source, show, next_changes) => Err(error),
         () = &mut shutdown => Ok(()),
     }
 }
 
-/// Prints the list, then again after every change; survives etcd outages.
-async fn watch(
-    config: &ListConfig,
-    reader: &mut RecordsReader,
-    prefix: &str,
-) -> anyhow::Result<()> {
-    let mut failing = false;
-    loop {
-        match read_and_watch(config, reader, prefix).await {
-            Ok((listing, mut changes)) => {
-                if std::mem::take(&mut failing) {
-                    info!("etcd answers again");
-                }
-                print(config, listing, true)?;
-                // Any change: read the whole prefix again (level-triggered,
-                // so nothing is ever patched wrongly), after taking every
-                // change that is already waiting.
-                let ended = match changes.next_changes().await {
-                    Ok(_) => drain(&mut changes).await,
-                    Err(error) => Some(error),
-                };
-                if let Some(error) = ended {
-                    failing = report(failing, &error);
-                    tokio::time::sleep(WATCH_RETRY).await;
-                }
-            }
-            Err(error) => {
-                failing = report(failing, &error);
-                tokio::time::sleep(WATCH_RETRY).await;
-            }
-        }
-    }
-}
-
-/// What one read of the root shows.
-struct Listing {
-    /// The rows to print, sorted.
-    rows: Vec<Row>,
-    /// The keys that are no records, reported on stderr.
-    unreadable: Unreadables,
-    /// The revision it was read at: `--watch` prints it and follows from it.
-    revision: i64,
-}
-
-/// Reads the records page by page, keeping only the rows it will print.
-async fn read(config: &ListConfig, reader: &mut RecordsReader) -> Result<Listing, StoreError> {
-    let read = reader
-        .read(
-            &config.read_prefix,
-            || Rows::new(&config.root, &config.filter),
-            |rows, entry| rows.add(entry.key, entry.value),
-        )
-        .await?;
-    let (rows, unreadable) = read.content.finish();
-    Ok(Listing {
-        rows,
-        unreadable,
-        revision: read.revision,
-    })
-}
-
-async fn read_and_watch(
-    config: &ListConfig,
-    reader: &mut RecordsReader,
-    prefix: &str,
-) -> Result<(Listing, PrefixWatch), StoreError> {
-    let listing = read(config, reader).await?;
-    let changes = reader.watch(prefix, listing.revision + 1).await?;
-    Ok((listing, changes))
-}
-
-/// Takes the changes that are already waiting; the error if the watch broke.
-async fn drain(changes: &mut PrefixWatch) -> Option<StoreError> {
+/// Any change: every change that is already waiting with it, so that a
+/// burst is printed once.
+async fn next_changes(changes: &mut PrefixWatch) -> Result<(), StoreError> {
+    changes.next_changes().await?;
     loop {
         match changes.next_changes().now_or_never() {
-            None => return None,
+            None => return Ok(()),
             Some(Ok(_)) => continue,
-            Some(Err(error)) => return Some(error),
+            Some(Err(error)) => return Err(error),
         }
     }
-}
-
-/// One warning when etcd starts failing, not one per retry.
-fn report(already_failing: bool, error: &StoreError) -> bool {
-    if !already_failing {
-        warn!(error = %error, "cannot read etcd; retrying");
-    }
-    true
 }
 
 fn print(config: &ListConfig, listing: Listing, watching: bool) -> anyhow::Result<()> {

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{debug, error};
 
 pub use context::{Backend, Catalog, Context, Port, Service};
 pub use debounce::Debounce;
@@ -22,10 +22,8 @@ pub use template::{ident, Template, TemplateError};
 
 use crate::config::RenderConfig;
 use crate::etcd::{PrefixWatch, RecordsReader, StoreError};
-use crate::listing::{Filter, Row, Rows};
-
-/// Pause before reading again after etcd failed.
-const RETRY: Duration = Duration::from_secs(1);
+use crate::follow::{self, Listing, Source};
+use crate::listing::{Filter, Row};
 
 /// Why `render` stopped.
 #[derive(Debug, thiserror::Error)]
@@ -44,8 +42,8 @@ pub async fn run(
     template: Template,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RenderError> {
+    let mut reader = RecordsReader::new(&config.etcd.endpoints, config.etcd.security.clone());
     let mut renderer = Renderer {
-        reader: RecordsReader::new(&config.etcd.endpoints, config.etcd.security.clone()),
         output: Output::new(
             config.out.clone(),
             config.check.clone(),
@@ -53,26 +51,70 @@ pub async fn run(
         ),
         catalog: Catalog::default(),
         template,
-        config,
     };
-    if renderer.config.once {
-        let (rows, _) = renderer.read().await?;
-        renderer.render(&rows).await?;
+    let source = Source {
+        root: &config.root,
+        prefix: &config.root,
+        filter: &Filter::default(),
+    };
+    let out = config.out.display().to_string();
+    if config.once {
+        let listing = follow::read(&mut reader, &source).await?;
+        renderer.render(&listing.rows).await?;
         return Ok(());
     }
+    let show = async |listing: Listing| {
+        note_unreadable(&listing);
+        renderer.render_logging(&listing.rows, &out).await;
+        Ok::<(), std::convert::Infallible>(())
+    };
+    let settle = async |watch: &mut PrefixWatch| next_change(watch, config.debounce).await;
     tokio::pin!(shutdown);
     tokio::select! {
-        () = renderer.follow() => Ok(()),
+        _ = follow::follow(&mut reader, &source, show, settle) => Ok(()),
         () = &mut shutdown => Ok(()),
     }
 }
 
-/// The state of one `render` run.
+/// Keys that are no records are skipped; not a warning, since a stray key
+/// would repeat it on every change.
+fn note_unreadable(listing: &Listing) {
+    if listing.unreadable.count > 0 {
+        debug!(
+            count = listing.unreadable.count,
+            "keys that are no records skipped"
+        );
+    }
+}
+
+/// Waits for a change, then for the debounce window to close.
+async fn next_change(watch: &mut PrefixWatch, window: Duration) -> Result<(), StoreError> {
+    let mut debounce = Debounce::new(window);
+    loop {
+        let due = debounce.due();
+        let window_closes = async {
+            match due {
+                Some(due) => tokio::time::sleep_until(due).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            changes = watch.next_changes() => {
+                changes?;
+                debounce.changed(Instant::now());
+            }
+            () = window_closes => {
+                if debounce.take_if_due(Instant::now()) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// What one `render` run keeps from one rendering to the next.
 struct Renderer {
-    /// Flags: root, debounce, output.
-    config: RenderConfig,
-    /// Reads and watches every host's records.
-    reader: RecordsReader,
     /// The services seen during this run.
     catalog: Catalog,
     /// Compiled once at start.
@@ -82,83 +124,6 @@ struct Renderer {
 }
 
 impl Renderer {
-    /// Renders, then again after every change; never returns.
-    async fn follow(&mut self) {
-        let mut failing = false;
-        loop {
-            let outcome = match self.read_and_watch().await {
-                Ok((rows, watch)) => {
-                    if std::mem::take(&mut failing) {
-                        info!("etcd answers again");
-                    }
-                    self.render_logging(&rows).await;
-                    drop(rows);
-                    self.next_change(watch).await
-                }
-                Err(error) => Err(error),
-            };
-            if let Err(error) = outcome {
-                if !failing {
-                    warn!(error = %error, "cannot read etcd; keeping the rendered file, retrying");
-                    failing = true;
-                }
-                tokio::time::sleep(RETRY).await;
-            }
-        }
-    }
-
-    /// Every record under the root, as rows, and the revision read at.
-    async fn read(&mut self) -> Result<(Vec<Row>, i64), StoreError> {
-        let root = self.config.root.clone();
-        let filter = Filter::default();
-        let read = self
-            .reader
-            .read(
-                &root,
-                || Rows::new(&root, &filter),
-                |rows, entry| rows.add(entry.key, entry.value),
-            )
-            .await?;
-        let (rows, unreadable) = read.content.finish();
-        if unreadable.count > 0 {
-            // Not a warning: a stray key would repeat it on every change.
-            tracing::debug!(count = unreadable.count, "keys that are no records skipped");
-        }
-        Ok((rows, read.revision))
-    }
-
-    async fn read_and_watch(&mut self) -> Result<(Vec<Row>, PrefixWatch), StoreError> {
-        let (rows, revision) = self.read().await?;
-        let watch = self.reader.watch(&self.config.root, revision + 1).await?;
-        Ok((rows, watch))
-    }
-
-    /// Waits for a change, then for the debounce window to close.
-    async fn next_change(&self, mut watch: PrefixWatch) -> Result<(), StoreError> {
-        let mut debounce = Debounce::new(self.config.debounce);
-        loop {
-            let due = debounce.due();
-            let window_closes = async {
-                match due {
-                    Some(due) => tokio::time::sleep_until(due).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                biased;
-                changes = watch.next_changes() => {
-                    changes?;
-                    debounce.changed(Instant::now());
-                }
-                () = window_closes => {
-                    if debounce.take_if_due(Instant::now()) {
-                        return Ok(());
-                    }
-                }
-            }
-        }
-    }
-
     /// Renders `rows` and publishes the text.
     async fn render(&mut self, rows: &[Row]) -> Result<Published, RenderError> {
         let context = self.catalog.context(rows);
@@ -166,10 +131,10 @@ impl Renderer {
         Ok(self.output.publish(text).await?)
     }
 
-    /// Like `render`; a failure keeps the old file and is logged.
-    async fn render_logging(&mut self, rows: &[Row]) {
+    /// Like `render`; a failure keeps the old file at `out` and is logged.
+    async fn render_logging(&mut self, rows: &[Row], out: &str) {
         if let Err(failure) = self.render(rows).await {
-            error!(error = %failure, out = %self.config.out.display(), "keeping the old file");
+            error!(error = %failure, out, "keeping the old file");
         }
     }
 }
