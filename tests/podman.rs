@@ -13,27 +13,28 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use common::podman::{podman, podman_host, podman_host_port, PodmanContainers};
+use common::podman::{podman, podman_host, podman_host_port, Pods};
 use common::*;
 
 /// The key segment and value image of `localhost/busybox:latest`.
 const PODMAN_IMAGE_SEGMENT: &str = "localhost::busybox:latest";
 
-/// A test's environment, its Podman containers and an agent on Podman.
+/// A test's environment (its containers on Podman), its pods and an agent
+/// on Podman.
 struct PodmanTest {
     env: TestEnv,
-    podman: PodmanContainers,
+    pods: Pods,
     _agent: Agent,
 }
 
 impl PodmanTest {
     fn start(name: &str, extra: &[&str]) -> PodmanTest {
-        let env = TestEnv::new(name);
-        let podman = PodmanContainers::new(env.label());
+        let env = TestEnv::on(Engine::Podman, name);
+        let pods = Pods::new(env.label());
         let agent = env.start_podman_agent(&podman_host(), extra);
         PodmanTest {
             env,
-            podman,
+            pods,
             _agent: agent,
         }
     }
@@ -52,7 +53,7 @@ impl PodmanTest {
     fn registered_loopback_80(&self, args: &[&str]) -> (String, BTreeMap<String, String>) {
         let mut full = vec!["-p", "127.0.0.1::80"];
         full.extend_from_slice(args);
-        let id = self.podman.run(&full);
+        let id = self.env.containers.run(&full);
         let record = self.loopback_80_record(&id, PODMAN_IMAGE_SEGMENT);
         self.env.wait_records(REACT, &record);
         (id, record)
@@ -102,7 +103,8 @@ fn a_wildcard_binding_takes_the_host_ip_and_the_image_keeps_localhost() {
     // `busybox` resolves to the local `localhost/busybox:latest`, the name
     // Podman reports in Config.Image.
     let id = test
-        .podman
+        .env
+        .containers
         .run(&["-p", "80", "-p", "81/udp", "busybox", "sleep", "1000"]);
     let tcp = podman_host_port(&id, "80/tcp", "");
     let udp = podman_host_port(&id, "81/udp", "");
@@ -123,9 +125,10 @@ fn a_wildcard_binding_takes_the_host_ip_and_the_image_keeps_localhost() {
 #[test]
 fn a_pod_is_registered_under_its_infra_container_only() {
     let test = PodmanTest::start("podman_pod", &[]);
-    let pod = test.podman.create_pod(&["-p", "127.0.0.1::80"]);
+    let pod = test.pods.create(&["-p", "127.0.0.1::80"]);
     let member = test
-        .podman
+        .env
+        .containers
         .run(&["--pod", &pod, "localhost/busybox", "sleep", "1000"]);
     let infra = podman(&["pod", "inspect", "--format", "{{.InfraContainerID}}", &pod]);
     assert_ne!(infra, member);
@@ -168,7 +171,7 @@ fn require_healthy_follows_podman_healthcheck_run() {
         "sleep",
         "1000",
     ];
-    let id = test.podman.run(&checked);
+    let id = test.env.containers.run(&checked);
     let record = test.loopback_80_record(&id, PODMAN_IMAGE_SEGMENT);
     // Starting: withheld.
     std::thread::sleep(Duration::from_millis(500));

@@ -3,8 +3,6 @@
 //! and pods under the test's label, removed on drop. Every helper fails
 //! loudly when Podman is missing: a Podman test never passes by skipping.
 
-use std::process::Command;
-
 use rig::docker::Engine;
 
 /// The agent's `--docker-host` for Podman's Docker-compatible API.
@@ -28,60 +26,42 @@ pub fn podman_host_port(id: &str, port: &str, host_ip: &str) -> String {
     Engine::Podman.host_port(id, port, asked)
 }
 
-/// The Podman containers and pods of one test, told apart by its label
-/// (the one of its `TestEnv`); all of them are removed on drop.
-pub struct PodmanContainers {
-    /// `KEY=VALUE`, given to every container and pod this starts.
+/// The Podman pods of one test, under the test's label (the one of its
+/// `TestEnv`), removed with their containers on drop. Its other containers
+/// are the `TestEnv`'s.
+pub struct Pods {
+    /// `KEY=VALUE`, given to every pod this creates.
     label: String,
 }
 
-impl PodmanContainers {
-    pub fn new(label: &str) -> PodmanContainers {
+impl Pods {
+    pub fn new(label: &str) -> Pods {
         Engine::Podman.require();
-        PodmanContainers {
+        Pods {
             label: label.to_string(),
         }
     }
 
-    /// `podman run -d --label <label> ARGS...`; the full container id.
-    pub fn run(&self, args: &[&str]) -> String {
-        let mut full = vec!["run", "-d", "--label", &self.label];
-        full.extend_from_slice(args);
-        podman(&full).lines().last().unwrap_or_default().to_string()
-    }
-
     /// `podman pod create --label <label> ARGS...`; the pod's id.
-    pub fn create_pod(&self, args: &[&str]) -> String {
+    pub fn create(&self, args: &[&str]) -> String {
         let mut full = vec!["pod", "create", "--label", &self.label];
         full.extend_from_slice(args);
         podman(&full)
     }
-
-    fn cleanup(&self) {
-        let filter = format!("label={}", self.label);
-        for kind in [["pod", "ps"], ["container", "ps"]] {
-            let mut list: Vec<&str> = kind.to_vec();
-            list.extend(["-q", "--no-trunc", "--filter", &filter]);
-            if kind[0] == "container" {
-                list.push("-a");
-            }
-            let Ok(out) = Command::new("podman").args(&list).output() else {
-                continue;
-            };
-            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let removed = Command::new("podman")
-                    .args([kind[0], "rm", "-f", "-t", "0", id])
-                    .output();
-                if !removed.as_ref().is_ok_and(|out| out.status.success()) {
-                    eprintln!("cleanup of Podman {} {id}: {removed:?}", kind[0]);
-                }
-            }
-        }
-    }
 }
 
-impl Drop for PodmanContainers {
+impl Drop for Pods {
     fn drop(&mut self) {
-        self.cleanup();
+        let filter = format!("label={}", self.label);
+        let Ok(listed) =
+            Engine::Podman.try_cli(&["pod", "ps", "-q", "--no-trunc", "--filter", &filter])
+        else {
+            return;
+        };
+        for id in listed.split_whitespace() {
+            if let Err(error) = Engine::Podman.try_cli(&["pod", "rm", "-f", "-t", "0", id]) {
+                eprintln!("cleanup of Podman pod {id}: {error}");
+            }
+        }
     }
 }
