@@ -201,4 +201,83 @@ mod tests {
     fn quoted_paths_are_one_word() {
         assert_eq!(shell_quote(Path::new("/a b/it's")), r"'/a b/it'\''s'");
     }
+
+    /// The files in `dir`, by name.
+    fn files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn written_once_per_change_then_reloaded_and_nothing_left_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lb.cfg");
+        let reloads = dir.path().join("reloads");
+        let reload = format!("echo >> {}", shell_quote(&reloads));
+        let mut output = Output::new(path.clone(), None, Some(reload));
+        assert_eq!(
+            output.publish("a\n".into()).await.unwrap(),
+            Published::Written
+        );
+        assert_eq!(
+            output.publish("a\n".into()).await.unwrap(),
+            Published::Unchanged
+        );
+        assert_eq!(
+            output.publish("b\n".into()).await.unwrap(),
+            Published::Written
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "b\n");
+        assert_eq!(
+            std::fs::read_to_string(&reloads).unwrap(),
+            "\n\n",
+            "one reload per write"
+        );
+        assert_eq!(
+            files(dir.path()),
+            ["lb.cfg", "reloads"],
+            "no temporary file left"
+        );
+
+        // A restart with the same rendering neither writes nor reloads.
+        let mut restarted = Output::new(path, None, None);
+        assert_eq!(
+            restarted.publish("b\n".into()).await.unwrap(),
+            Published::Unchanged
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_file_leaves_the_old_one_and_is_not_checked_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lb.cfg");
+        let checks = dir.path().join("checks");
+        // Accepts a file holding "good" only, and counts its runs.
+        let check = format!("echo >> {}; grep -q good {{}}", shell_quote(&checks));
+        let mut output = Output::new(path.clone(), Some(check), None);
+        assert_eq!(
+            output.publish("good\n".into()).await.unwrap(),
+            Published::Written
+        );
+        let refused = output.publish("bad\n".into()).await;
+        assert!(
+            matches!(refused, Err(OutputError::Refused(_))),
+            "{refused:?}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "good\n");
+        assert_eq!(
+            output.publish("bad\n".into()).await.unwrap(),
+            Published::Unchanged
+        );
+        assert_eq!(std::fs::read_to_string(&checks).unwrap().lines().count(), 2);
+        assert_eq!(
+            files(dir.path()),
+            ["checks", "lb.cfg"],
+            "no temporary file left"
+        );
+    }
 }
