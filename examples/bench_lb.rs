@@ -25,7 +25,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rig::{
-    docker, free_port, host_ip_for, http_get, unique_id, wait_until, Agent, AgentOutput,
+    docker, host_ip_for, http_get, test_port, unique_id, wait_until, Agent, AgentOutput,
     Containers, Etcd,
 };
 
@@ -109,7 +109,7 @@ fn main() {
     let pidfile = dir.path().join("haproxy.pid");
     let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/haproxy/haproxy.cfg.j2");
     let reload = format!("test ! -e {0} || kill -USR2 $(cat {0})", pidfile.display());
-    let port = free_port();
+    let port = test_port();
     let anchor = rig::docker::run_web_backend(&containers, port);
     let _render = spawn(
         &[

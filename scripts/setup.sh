@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Brings up everything the daemon and its tests need on a Debian machine, as root:
-# Debian's docker.io, etcd, protoc, busybox-static, haproxy and nginx (the load
-# balancers of tests/render.rs, never left running as services), a running dockerd, and a
-# local `busybox:latest` image built FROM scratch (no registry is needed).
+# Brings up everything the daemon and its tests need on a Debian machine, as
+# root: a block of ports only the tests use, Debian's docker.io, etcd, protoc,
+# busybox-static, haproxy and nginx (the load balancers of tests/render.rs,
+# never left running as services), a running dockerd, and a local
+# `busybox:latest` image built FROM scratch (no registry is needed).
 # Idempotent: whatever is already installed or running is left as it is.
 set -euo pipefail
 
@@ -48,6 +49,22 @@ stop_load_balancer_services() {
   done
 }
 
+# The tests' own ports (rig/src/ports.rs): no engine, no test and not the
+# kernel may hand one of them out by itself. They are below Linux's default
+# ephemeral range; reserving them keeps the kernel off them on a machine
+# whose ip_local_port_range reaches down there too.
+readonly test_ports=20000-32767
+
+reserve_test_ports() {
+  local reserved
+  reserved=$(cat /proc/sys/net/ipv4/ip_local_reserved_ports)
+  case ",$reserved," in
+  *",$test_ports,"*) return ;;
+  esac
+  log "reserving ports $test_ports for the tests (net.ipv4.ip_local_reserved_ports)"
+  printf '%s\n' "${reserved:+$reserved,}$test_ports" >/proc/sys/net/ipv4/ip_local_reserved_ports
+}
+
 start_dockerd() {
   if docker info >/dev/null 2>&1; then
     return
@@ -84,6 +101,7 @@ build_busybox_image() {
 }
 
 install_missing_packages
+reserve_test_ports
 start_dockerd
 build_busybox_image
 log "ready: $(docker version --format 'engine {{.Server.Version}}, API {{.Server.APIVersion}}')"

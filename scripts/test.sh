@@ -9,6 +9,6 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 bash scripts/setup.sh
 cargo fmt --all -- --check
-cargo clippy --all-targets --quiet -- -D warnings
-cargo test --all-targets "$@" -- --skip dockerd_restart --skip dockerd_freeze --skip podman_service_restart
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo test --workspace --all-targets "$@" -- --skip dockerd_restart --skip dockerd_freeze --skip podman_service_restart
 cargo test --test dockerd_restart --test dockerd_freeze --test podman_restart "$@"

@@ -37,7 +37,7 @@ impl Drop for Thaw {
 #[test]
 fn dockerd_freeze_lets_no_record_expire() {
     let env = TestEnv::new("dockerd_freeze");
-    let metrics_port = free_port();
+    let metrics_port = test_port();
     let metrics_addr = format!("127.0.0.1:{metrics_port}");
     // A resync every 2 s: the listings it asks for hang on the frozen engine.
     let mut agent = env.start_agent(&[

@@ -49,16 +49,8 @@ fn with_port(env: &TestEnv) -> String {
 /// later takes a fraction of what `docker run` takes, and its id is known
 /// before the agent hears of it.
 fn created_with_port(env: &TestEnv) -> String {
-    docker(&[
-        "create",
-        "--label",
-        env.label(),
-        "-p",
-        "127.0.0.1::80",
-        IMAGE,
-        "sleep",
-        "1000",
-    ])
+    env.containers
+        .create(&["-p", "127.0.0.1::80", IMAGE, "sleep", "1000"])
 }
 
 fn fillers(env: &TestEnv) -> Vec<String> {
@@ -204,7 +196,7 @@ fn changes_after_the_relist_and_a_hung_etcd_survive_an_event_flood() {
 fn a_container_whose_inspect_hangs_fails_alone() {
     let env = TestEnv::new("inspect_hangs");
     let relay = DockerRelay::start();
-    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let metrics_addr = format!("127.0.0.1:{}", test_port());
     let mut agent = spawn_agent(&agent_args(
         &env,
         &relay,

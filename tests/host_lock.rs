@@ -120,8 +120,8 @@ fn assert_warned_once(standby: &Agent) {
 fn standby_takes_over_in_place_when_the_holder_exits() {
     let env = TestEnv::new("lock_handover");
     let (addr_a, addr_b) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", test_port()),
+        format!("127.0.0.1:{}", test_port()),
     );
     let mut holder = spawn_agent(&env, &addr_a, &[]);
     holder.wait_ready();
@@ -214,8 +214,8 @@ fn standby_takes_over_in_place_when_the_holder_exits() {
 fn standby_takes_over_within_ttl_when_the_holder_is_killed() {
     let env = TestEnv::new("lock_killed");
     let (addr_a, addr_b) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", test_port()),
+        format!("127.0.0.1:{}", test_port()),
     );
     let mut holder = spawn_agent(&env, &addr_a, &["--ttl", "3"]);
     holder.wait_ready();
@@ -266,8 +266,8 @@ fn standby_takes_over_within_ttl_when_the_holder_is_killed() {
 fn with_ttl_0_the_lock_rides_on_a_lease_of_its_own() {
     let env = TestEnv::new("lock_ttl0");
     let (addr_a, addr_b) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", test_port()),
+        format!("127.0.0.1:{}", test_port()),
     );
     let mut holder = spawn_agent(&env, &addr_a, &["--ttl", "0"]);
     holder.wait_ready();

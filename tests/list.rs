@@ -207,7 +207,7 @@ fn table_and_json_show_what_etcd_holds_and_filters_work() {
 
 #[test]
 fn list_reports_an_unreachable_etcd_and_a_bad_flag() {
-    let unreachable = format!("http://127.0.0.1:{}", free_port());
+    let unreachable = format!("http://127.0.0.1:{}", test_port());
     let out = list_command(&unreachable, &[]).output().expect("run list");
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -2,7 +2,7 @@
 //! (`tests/`) and its benchmark (`examples/bench`) share. It is a workspace
 //! member that is never published.
 //!
-//! - [`etcd`]: private etcd processes on free loopback ports (one member,
+//! - [`etcd`]: private etcd processes on loopback ports of the tests' own (one member,
 //!   one with TLS client certificates, a three-member cluster), the client
 //!   helpers that look at etcd from outside (`get_prefix`, `put`, `Watch`,
 //!   `etcdctl`...) and the faults only etcd can show (its space quota).
@@ -13,12 +13,13 @@
 //! - [`http`]: GET over TCP (`/healthz`, `/metrics`) and over the engine's
 //!   Unix socket, with hyper.
 //! - [`pki`]: certificates for an etcd that requires TLS.
+//! - [`ports`]: the ports of every listener and published port of a test,
+//!   from a block that no engine, no other test and not the kernel hands out.
 //!
 //! Everything that starts a process or a container removes it on drop, so a
 //! failing test or an interrupted benchmark leaves nothing behind.
 
 use std::hash::{Hash, Hasher};
-use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::thread;
@@ -29,6 +30,7 @@ pub mod docker;
 pub mod etcd;
 pub mod http;
 pub mod pki;
+pub mod ports;
 
 pub use agent::{Agent, AgentOutput, AGENT_ENV};
 pub use docker::{
@@ -42,6 +44,7 @@ pub use etcd::{
 };
 pub use http::http_get;
 pub use pki::TestPki;
+pub use ports::next as test_port;
 
 /// How long the agent may take to react to a Docker event, generous because
 /// the suites run in parallel on a small machine.
@@ -95,12 +98,4 @@ pub fn host_ip_for(id: &str) -> String {
     id.hash(&mut hasher);
     let h = hasher.finish();
     format!("127.{}.{}.1", 1 + (h % 254), (h >> 8) % 256)
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral loopback port")
-        .port()
 }

@@ -190,8 +190,8 @@ pub fn hostname_of(id: &str) -> String {
     id[..12].to_string()
 }
 
-/// A loopback port that was free a moment ago, for a backend's private port
+/// A port of the tests' own (`rig::ports`), for a backend's private port
 /// (and so the load balancer's frontend).
 pub fn private_port() -> u16 {
-    super::free_port()
+    super::test_port()
 }

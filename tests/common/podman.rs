@@ -44,8 +44,9 @@ impl Pods {
 
     /// `podman pod create --label <label> ARGS...`; the pod's id.
     pub fn create(&self, args: &[&str]) -> String {
+        let pinned = rig::ports::pin_published(args);
         let mut full = vec!["pod", "create", "--label", &self.label];
-        full.extend_from_slice(args);
+        full.extend(pinned.iter().map(String::as_str));
         podman(&full)
     }
 }

@@ -75,8 +75,9 @@ impl RootlessPodman {
 
     /// `podman run -d --label <label> ARGS...`; the full container id.
     pub fn run(&self, args: &[&str]) -> String {
+        let pinned = rig::ports::pin_published(args);
         let mut full = vec!["run", "-d", "--label", &self.label];
-        full.extend_from_slice(args);
+        full.extend(pinned.iter().map(String::as_str));
         self.podman(&full)
             .lines()
             .last()

@@ -67,10 +67,24 @@ impl Containers {
             .unwrap_or_else(|e| panic!("{} run {args:?}: {e}", self.engine.cli()))
     }
 
-    /// Like `run`, the error returned.
+    /// Like `run`, the error returned. A published port that names no host
+    /// port gets one of the tests' own (`crate::ports::pin_published`).
     pub fn try_run(&self, args: &[&str]) -> Result<String, DockerError> {
-        let mut full = vec!["run", "-d", "--label", &self.label];
-        full.extend_from_slice(args);
+        self.try_start(&["run", "-d"], args)
+    }
+
+    /// `<engine> create --label <label> ARGS...` (see `run`): a container
+    /// that is not started yet; its full id.
+    pub fn create(&self, args: &[&str]) -> String {
+        self.try_start(&["create"], args)
+            .unwrap_or_else(|e| panic!("{} create {args:?}: {e}", self.engine.cli()))
+    }
+
+    fn try_start(&self, command: &[&str], args: &[&str]) -> Result<String, DockerError> {
+        let pinned = crate::ports::pin_published(args);
+        let mut full = command.to_vec();
+        full.extend(["--label", &self.label]);
+        full.extend(pinned.iter().map(String::as_str));
         let out = self.engine.try_cli(&full)?;
         let id = out.lines().last().unwrap_or_default().to_string();
         if !is_container_id(&id) {

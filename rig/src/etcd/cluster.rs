@@ -1,7 +1,6 @@
 //! A three-member etcd cluster on loopback, for the faults a single member
 //! cannot show (a member lost, the quorum kept).
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::server::{Etcd, EtcdError};
@@ -19,26 +18,14 @@ pub struct EtcdCluster {
 }
 
 impl EtcdCluster {
+    /// Three members on ports of the tests' own (`crate::ports`): started
+    /// once, since nothing else can take their ports.
     pub fn start() -> EtcdCluster {
-        let mut last_error = None;
-        for _ in 0..3 {
-            match EtcdCluster::try_start() {
-                Ok(cluster) => return cluster,
-                Err(e) => last_error = Some(e),
-            }
-        }
-        panic!("etcd cluster did not start: {}", last_error.unwrap());
+        EtcdCluster::try_start().unwrap_or_else(|e| panic!("etcd cluster did not start: {e}"))
     }
 
     fn try_start() -> Result<EtcdCluster, EtcdError> {
-        let mut members: Vec<Etcd> = Vec::new();
-        let mut ports = BTreeSet::new();
-        while members.len() < 3 {
-            let m = Etcd::reserve();
-            if ports.insert(m.client_port) && ports.insert(m.peer_port) {
-                members.push(m);
-            }
-        }
+        let mut members: Vec<Etcd> = (0..3).map(|_| Etcd::reserve()).collect();
         let initial = members
             .iter()
             .map(|m| format!("{}={}", m.name, m.peer_url()))

@@ -1,4 +1,4 @@
-//! One private etcd process on free loopback ports: a single-member cluster
+//! One private etcd process on loopback ports of the tests' own (`crate::ports`): a single-member cluster
 //! of its own, one that requires TLS client certificates, or one member of
 //! an [`EtcdCluster`](super::EtcdCluster).
 
@@ -9,12 +9,9 @@ use std::time::{Duration, Instant};
 
 use super::client::{set_client_security, try_get_prefix};
 use crate::pki::TestPki;
-use crate::{free_port, unique_id};
+use crate::{test_port, unique_id};
 
 pub const ETCD_BIN: &str = "/usr/bin/etcd";
-/// How often a start is tried on new ports: a port found free may be taken
-/// by another test's process before etcd binds it.
-const START_ATTEMPTS: usize = 5;
 /// How long a single member may take to answer after its spawn.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -37,7 +34,7 @@ pub enum EtcdError {
     },
 }
 
-/// A private etcd member on free loopback ports: a single-member cluster of
+/// A private etcd member on loopback ports of the tests' own (`crate::ports`): a single-member cluster of
 /// its own (`Etcd::start`) or one member of an [`EtcdCluster`](super::EtcdCluster).
 /// Killed on drop; its data directory is removed with it.
 pub struct Etcd {
@@ -68,12 +65,12 @@ impl Etcd {
 
     /// A running single member, or why it did not start.
     pub fn try_start() -> Result<Etcd, EtcdError> {
-        Etcd::start_attempts(|_| {})
+        Etcd::start_prepared(|_| {})
     }
 
     /// Like `start`, with more etcd flags appended to the command line.
     pub fn start_with_flags(flags: &[&str]) -> Etcd {
-        Etcd::start_attempts(|etcd| {
+        Etcd::start_prepared(|etcd| {
             etcd.extra_flags = flags.iter().map(|f| f.to_string()).collect();
         })
         .unwrap_or_else(|e| panic!("etcd with {flags:?} did not start: {e}"))
@@ -85,7 +82,7 @@ impl Etcd {
     /// (`get_prefix`, `put`, `Watch`...) reach it with `pki`'s client
     /// certificate.
     pub fn start_tls(pki: &TestPki) -> Etcd {
-        Etcd::start_attempts(|etcd| {
+        Etcd::start_prepared(|etcd| {
             etcd.tls = true;
             for (from, to) in [
                 (pki.ca(), "ca.pem"),
@@ -109,19 +106,14 @@ impl Etcd {
         .unwrap_or_else(|e| panic!("etcd with TLS did not start: {e}"))
     }
 
-    /// Reserves ports, lets `prepare` configure the member and starts it, on
-    /// new ports each time, until it answers; the last error otherwise.
-    fn start_attempts(prepare: impl Fn(&mut Etcd)) -> Result<Etcd, EtcdError> {
-        let mut last_error = EtcdError::Missing;
-        for _ in 0..START_ATTEMPTS {
-            let mut etcd = Etcd::try_reserve()?;
-            prepare(&mut etcd);
-            match etcd.spawn_and_wait() {
-                Ok(()) => return Ok(etcd),
-                Err(e) => last_error = e,
-            }
-        }
-        Err(last_error)
+    /// Reserves ports, lets `prepare` configure the member and starts it.
+    /// Once: its ports are the tests' own (`crate::ports`), so nothing else
+    /// can take them before etcd binds them.
+    fn start_prepared(prepare: impl Fn(&mut Etcd)) -> Result<Etcd, EtcdError> {
+        let mut etcd = Etcd::try_reserve()?;
+        prepare(&mut etcd);
+        etcd.spawn_and_wait()?;
+        Ok(etcd)
     }
 
     /// An etcd that is not running yet: ports and data directory are chosen,
@@ -134,11 +126,8 @@ impl Etcd {
         if !Path::new(ETCD_BIN).exists() {
             return Err(EtcdError::Missing);
         }
-        let client_port = free_port();
-        let mut peer_port = free_port();
-        while peer_port == client_port {
-            peer_port = free_port();
-        }
+        let client_port = test_port();
+        let peer_port = test_port();
         Ok(Etcd {
             child: None,
             dir: tempfile::tempdir().expect("etcd temp dir"),
