@@ -24,9 +24,41 @@ pub struct Container {
     /// `Config.StopSignal` as a number; `None`: the engine's default,
     /// SIGTERM (also when the name is not one we know).
     pub stop_signal: Option<i32>,
-    /// `Config.StopTimeout`: how long a stop waits before SIGKILL; `None`:
-    /// the engine's default, 10 s.
-    pub stop_timeout: Option<std::time::Duration>,
+    /// `Config.StopTimeout`: how long a stop waits before SIGKILL.
+    pub stop_timeout: StopTimeout,
+}
+
+/// How long `docker stop` waits for the container before it kills it, as
+/// the container's owner set it (`--stop-timeout`): any number the engine
+/// reports is a value of this type, none can overflow a deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopTimeout {
+    /// Killed after this long.
+    After(std::time::Duration),
+    /// Never killed: the stop waits for it to exit (a negative timeout,
+    /// `--stop-timeout -1`).
+    Never,
+}
+
+impl Default for StopTimeout {
+    /// The engine's own default.
+    fn default() -> Self {
+        StopTimeout::After(DEFAULT_STOP_TIMEOUT)
+    }
+}
+
+impl StopTimeout {
+    /// `Config.StopTimeout` in seconds as the engine reports it: absent is
+    /// the engine's default, negative means "wait for ever".
+    pub fn from_engine_seconds(seconds: Option<i64>) -> Self {
+        match seconds {
+            None => StopTimeout::default(),
+            Some(seconds) => match u64::try_from(seconds) {
+                Ok(seconds) => StopTimeout::After(std::time::Duration::from_secs(seconds)),
+                Err(_) => StopTimeout::Never,
+            },
+        }
+    }
 }
 
 /// SIGTERM: what `docker stop` sends unless the image says otherwise.
@@ -211,11 +243,6 @@ impl Container {
     pub fn drains_on(&self, signal: i32) -> bool {
         const KILL_INT_QUIT: [i32; 3] = [9, 2, 3];
         signal == self.stop_signal.unwrap_or(SIGTERM) || KILL_INT_QUIT.contains(&signal)
-    }
-
-    /// How long its stop may take before the engine kills it.
-    pub fn stop_timeout(&self) -> std::time::Duration {
-        self.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT)
     }
 
     /// The service named by [`SERVICE_LABEL`], as a key segment (the image

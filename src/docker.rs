@@ -13,7 +13,7 @@ use futures_util::{FutureExt, StreamExt};
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::watch;
 
-use crate::container::{parse_signal, Container, Health, PortBinding};
+use crate::container::{parse_signal, Container, Health, PortBinding, StopTimeout};
 use crate::engine::{ContainerEvent, Engine, EngineError, EventKind, EventStream};
 
 mod dialect;
@@ -312,10 +312,7 @@ fn container_from(response: ContainerInspectResponse) -> Result<Container, Engin
         .flat_map(|(port, bindings)| port_bindings(port, bindings.unwrap_or_default()))
         .collect();
     let stop_signal = config.stop_signal.as_deref().and_then(parse_signal);
-    let stop_timeout = config
-        .stop_timeout
-        .and_then(|secs| u64::try_from(secs).ok())
-        .map(Duration::from_secs);
+    let stop_timeout = StopTimeout::from_engine_seconds(config.stop_timeout);
     Ok(Container {
         id,
         configured_image: config.image.unwrap_or_default(),

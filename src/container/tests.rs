@@ -34,7 +34,33 @@ fn the_stop_signal_and_the_killing_ones_drain_the_others_do_not() {
         ..Container::default()
     };
     assert!(usr1.drains_on(10));
-    assert_eq!(default.stop_timeout(), DEFAULT_STOP_TIMEOUT);
+    assert_eq!(
+        default.stop_timeout,
+        StopTimeout::After(DEFAULT_STOP_TIMEOUT)
+    );
+}
+
+#[test]
+fn stop_timeouts_from_the_engine_are_any_number() {
+    use std::time::Duration;
+    assert_eq!(
+        StopTimeout::from_engine_seconds(None),
+        StopTimeout::default()
+    );
+    assert_eq!(
+        StopTimeout::from_engine_seconds(Some(0)),
+        StopTimeout::After(Duration::ZERO)
+    );
+    assert_eq!(
+        StopTimeout::from_engine_seconds(Some(i64::MAX)),
+        StopTimeout::After(Duration::from_secs(i64::MAX as u64))
+    );
+    for forever in [-1, i64::MIN] {
+        assert_eq!(
+            StopTimeout::from_engine_seconds(Some(forever)),
+            StopTimeout::Never
+        );
+    }
 }
 
 fn labelled(pairs: &[(&str, &str)]) -> Container {

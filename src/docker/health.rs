@@ -22,6 +22,10 @@ use crate::engine::{ContainerEvent, EngineError, EventStream};
 /// default `--health-timeout`).
 const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest a check's result is waited for, whatever timeout the
+/// container's owner gave its check: a follow-up is a task polling the
+/// engine, and a check that never ends must not keep one for ever.
+const MAX_CHECK_WAIT: Duration = Duration::from_secs(600);
 /// Slack after the check's timeout for the engine to store the result.
 const STORE_SLACK: Duration = Duration::from_secs(2);
 
@@ -120,4 +124,5 @@ fn check_timeout(response: &ContainerInspectResponse) -> Duration {
         .and_then(|nanos| u64::try_from(nanos).ok())
         .filter(|nanos| *nanos > 0)
         .map_or(DEFAULT_CHECK_TIMEOUT, Duration::from_nanos)
+        .min(MAX_CHECK_WAIT)
 }

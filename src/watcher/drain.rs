@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::container::Container;
+use crate::container::{Container, StopTimeout};
 
 /// How long after its stop timeout a container that survived its stop
 /// signal is registered again: `docker stop` kills it at the timeout, and
@@ -20,8 +20,10 @@ pub(super) const SURVIVAL_GRACE: Duration = Duration::from_secs(5);
 /// The containers draining, each until when.
 #[derive(Debug, Default)]
 pub(super) struct Drains {
-    /// Container id → when it is registered again if still running.
-    until: BTreeMap<String, Instant>,
+    /// Container id → when it is registered again if still running; `None`:
+    /// not before it stops (its stop waits for ever, or its owner's timeout
+    /// lies beyond any instant the clock can hold).
+    until: BTreeMap<String, Option<Instant>>,
 }
 
 impl Drains {
@@ -30,7 +32,12 @@ impl Drains {
         if !container.running || !container.drains_on(signal) {
             return false;
         }
-        let until = now + container.stop_timeout() + SURVIVAL_GRACE;
+        let until = match container.stop_timeout {
+            StopTimeout::After(timeout) => timeout
+                .checked_add(SURVIVAL_GRACE)
+                .and_then(|wait| now.checked_add(wait)),
+            StopTimeout::Never => None,
+        };
         self.until.insert(container.id.clone(), until);
         true
     }
@@ -46,7 +53,7 @@ impl Drains {
 
     /// When the next drain runs out.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        self.until.values().min().copied()
+        self.until.values().flatten().min().copied()
     }
 
     /// The containers whose drain ran out by `now`: they survived their
@@ -55,7 +62,7 @@ impl Drains {
         let expired: Vec<String> = self
             .until
             .iter()
-            .filter(|(_, until)| **until <= now)
+            .filter(|(_, until)| until.is_some_and(|until| until <= now))
             .map(|(id, _)| id.clone())
             .collect();
         for id in &expired {
@@ -73,7 +80,7 @@ mod tests {
         Container {
             id: id.to_owned(),
             running: true,
-            stop_timeout: Some(Duration::from_secs(30)),
+            stop_timeout: StopTimeout::After(Duration::from_secs(30)),
             ..Container::default()
         }
     }
@@ -93,6 +100,29 @@ mod tests {
         assert_eq!(drains.take_expired(until), ["a"]);
         assert!(!drains.is_draining("a"));
         assert_eq!(drains.next_deadline(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_that_waits_for_ever_or_beyond_the_clock_drains_until_the_container_stops() {
+        let mut drains = Drains::default();
+        let now = Instant::now();
+        let forever = Container {
+            stop_timeout: StopTimeout::Never,
+            ..running("a")
+        };
+        let beyond = Container {
+            stop_timeout: StopTimeout::After(Duration::from_secs(u64::MAX)),
+            ..running("b")
+        };
+        assert!(drains.signalled(&forever, 15, now));
+        assert!(drains.signalled(&beyond, 15, now));
+        assert_eq!(drains.next_deadline(), None);
+        assert!(drains
+            .take_expired(now + Duration::from_secs(86_400 * 365))
+            .is_empty());
+        assert!(drains.is_draining("a") && drains.is_draining("b"));
+        drains.end("a");
+        assert!(!drains.is_draining("a"));
     }
 
     #[tokio::test(start_paused = true)]

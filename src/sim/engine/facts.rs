@@ -43,7 +43,7 @@ pub(super) fn facts(id: &str, c: &SimContainer) -> Container {
         },
         bindings,
         stop_signal: None,
-        stop_timeout: None,
+        stop_timeout: Default::default(),
     }
 }
 
