@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::record::{Name, NameError};
+
 /// The facts of one container that decide its record.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Container {
@@ -246,11 +248,16 @@ impl Container {
     }
 
     /// The service named by [`SERVICE_LABEL`], as a key segment (the image
-    /// segment's rules: `/` becomes `::`); `None` when the label is absent
-    /// or blank.
-    pub fn service_segment(&self) -> Option<String> {
-        let name = self.labels.get(SERVICE_LABEL)?.trim();
-        (!name.is_empty()).then(|| name.replace('/', "::"))
+    /// segment's rules: `/` becomes `::`); `Ok(None)` when the label is
+    /// absent or blank, `Err` when it is outside the name grammar.
+    pub fn service(&self) -> Result<Option<Name>, NameError> {
+        self.service_label()
+            .map_or(Ok(None), Name::from_service_label)
+    }
+
+    /// The raw value of [`SERVICE_LABEL`], as the container's owner wrote it.
+    pub fn service_label(&self) -> Option<&str> {
+        self.labels.get(SERVICE_LABEL).map(String::as_str)
     }
 
     /// `docker-etcd-register.ignore=true` (also `1`, `yes`, any case).

@@ -4,24 +4,17 @@
 //! and publishes its [`Status`]; a small HTTP server task renders the metrics
 //! on `/metrics` and answers `/healthz` from the status.
 
-use std::convert::Infallible;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use crate::container::Withheld;
 
@@ -41,6 +34,11 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FieldLabel {
+    field: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DependencyLabel {
     dependency: &'static str,
 }
@@ -55,6 +53,8 @@ pub struct Metrics {
     etcd_errors: Counter,
     /// Records removed when a container was asked to stop, before it did.
     drains: Counter,
+    /// Container inputs the record could not carry, by field.
+    rejected_inputs: Family<FieldLabel, Counter>,
     reconciles: Counter,
     reconcile_failures: Counter,
     reconcile_duration: Histogram,
@@ -132,6 +132,12 @@ impl Metrics {
             "Records removed when their container was asked to stop, before it stopped",
             drains.clone(),
         );
+        let rejected_inputs = Family::<FieldLabel, Counter>::default();
+        registry.register(
+            "rejected_inputs",
+            "Labels, images and port bindings of containers that their records cannot carry, by field (README \"Trust boundary\")",
+            rejected_inputs.clone(),
+        );
         let reconciles = Counter::default();
         registry.register(
             "reconciles",
@@ -184,6 +190,7 @@ impl Metrics {
             etcd_operations,
             etcd_errors,
             drains,
+            rejected_inputs,
             reconciles,
             reconcile_failures,
             reconcile_duration,
@@ -248,6 +255,12 @@ impl Metrics {
         self.drains.inc();
     }
 
+    pub fn rejected_input(&self, field: &'static str) {
+        self.rejected_inputs
+            .get_or_create(&FieldLabel { field })
+            .inc();
+    }
+
     pub fn reconcile_failed(&self) {
         self.reconcile_failures.inc();
     }
@@ -269,72 +282,9 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` and `/healthz` until the runtime ends.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, status: watch::Receiver<Status>) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                warn!(error = %error, "metrics endpoint cannot accept");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let metrics = Arc::clone(&metrics);
-        let status = status.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let response = respond(&request, &metrics, *status.borrow());
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(error) = connection.await {
-                debug!(%peer, error = %error, "metrics connection ended with an error");
-            }
-        });
-    }
-}
+mod server;
 
-fn respond(
-    request: &Request<Incoming>,
-    metrics: &Metrics,
-    status: Status,
-) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = match (request.method(), request.uri().path()) {
-        (&Method::GET, "/metrics") => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.render(),
-        ),
-        (&Method::GET, "/healthz") if status.healthy() => {
-            (StatusCode::OK, "text/plain", "ok\n".to_owned())
-        }
-        (&Method::GET, "/healthz") if status.standby => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "standby: another agent holds this host\n".to_owned(),
-        ),
-        (&Method::GET, "/healthz") => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "unhealthy: Docker or etcd unreachable, or the last reconcile failed\n".to_owned(),
-        ),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found\n".to_owned(),
-        ),
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    if let Ok(value) = content_type.parse() {
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, value);
-    }
-    response
-}
+pub use server::serve;
 
 #[cfg(test)]
 mod tests {

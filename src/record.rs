@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::container::{Container, PortBinding, Selection, Verdict, Withheld};
 use crate::image;
 
+pub mod name;
+
+pub use name::{Name, NameError};
+
 /// A key and the exact bytes the agent wants stored under it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -196,58 +200,184 @@ pub fn desired(container: &Container, selection: &Selection, prefix: &HostPrefix
     }
 }
 
-/// The record a container should have, or `None` when it publishes nothing.
+/// The record a container should have, or `None` when it publishes nothing
+/// that the record can carry (see [`rejections`] for what it cannot).
 /// Whether the container is selected at all is [`desired`]'s question.
 pub fn desired_record(container: &Container, prefix: &HostPrefix) -> Option<Record> {
-    let image = image::key_segment(&container.configured_image, &container.image_id);
-    // The key names the service (README: "Service names"), the value still
-    // the real image.
-    let service = container.service_segment();
-    let segment = service.as_deref().unwrap_or(&image);
+    let (segment, value) = unlimited_record(container, prefix)?;
+    (value.len() <= MAX_RECORD_BYTES).then(|| Record {
+        key: prefix.key(segment.as_str(), &container.id),
+        value,
+    })
+}
+
+/// The key's service segment and the value of `container`'s record, of any
+/// size.
+fn unlimited_record(container: &Container, prefix: &HostPrefix) -> Option<(Name, String)> {
+    let image = image_name(container).ok()?;
     let mut endpoints: Vec<Endpoint> = container
         .bindings
         .iter()
-        .filter(|b| !b.host_port.is_empty())
-        .map(|b| endpoint(container, &image, b, prefix.host_ip()))
+        .filter_map(|binding| published(binding, prefix.host_ip()).ok().flatten())
+        .map(|published| Endpoint {
+            container: Cow::Borrowed(&container.id),
+            image: Cow::Borrowed(image.as_str()),
+            ip: published.ip,
+            public_port: Cow::Borrowed(&published.binding.host_port),
+            private_port: Cow::Borrowed(&published.binding.private_port),
+            port_type: Cow::Borrowed(&published.binding.protocol),
+        })
         .collect();
     if endpoints.is_empty() {
         return None;
     }
     endpoints.sort_by(compare_endpoints);
     endpoints.dedup();
-    Some(Record {
-        key: prefix.key(segment, &container.id),
-        value: Endpoint::encode(&endpoints),
-    })
+    let value = Endpoint::encode(&endpoints);
+    // The key names the service (README: "Service names"), the value still
+    // the real image.
+    let segment = container.service().ok().flatten().unwrap_or(image);
+    Some((segment, value))
 }
 
-fn endpoint<'a>(
-    container: &'a Container,
-    image: &'a str,
+/// The largest record value the agent writes: far below etcd's default
+/// request limit (1.5 MiB), so that one container's owner, publishing a huge
+/// port range, cannot make its host's writes fail; room for about 2,500
+/// bindings.
+pub const MAX_RECORD_BYTES: usize = 512 * 1024;
+
+/// The image segment of a container (README: "What is written"), in the
+/// name grammar.
+fn image_name(container: &Container) -> Result<Name, NameError> {
+    Name::parse(&image::key_segment(
+        &container.configured_image,
+        &container.image_id,
+    ))
+}
+
+/// A binding that the record carries, with the address it is reached on.
+struct Published<'a> {
     binding: &'a PortBinding,
-    host_ip: IpAddr,
-) -> Endpoint<'a> {
-    Endpoint {
-        container: Cow::Borrowed(&container.id),
-        image: Cow::Borrowed(image),
-        ip: Cow::Owned(published_ip(&binding.host_ip, host_ip)),
-        public_port: Cow::Borrowed(&binding.host_port),
-        private_port: Cow::Borrowed(&binding.private_port),
-        port_type: Cow::Borrowed(&binding.protocol),
+    ip: Cow<'a, str>,
+}
+
+/// Whether `binding` goes into the record: `Ok(None)` when it is not
+/// published (no host port) or only on loopback while the host's address is
+/// not (README "Trust boundary": another host would reach its own loopback);
+/// `Err` when the engine reported something that is no port binding.
+fn published(binding: &PortBinding, host_ip: IpAddr) -> Result<Option<Published<'_>>, String> {
+    if binding.host_port.is_empty() {
+        return Ok(None);
+    }
+    let checked = [
+        (name::parse_port(&binding.host_port).is_some(), "host port"),
+        (
+            name::parse_port(&binding.private_port).is_some(),
+            "container port",
+        ),
+        (name::is_protocol(&binding.protocol), "protocol"),
+    ];
+    if let Some((_, what)) = checked.iter().find(|(ok, _)| !ok) {
+        return Err(format!("its {what} is not one"));
+    }
+    let ip = if binding.host_ip.is_empty() {
+        None
+    } else {
+        let ip: IpAddr = binding
+            .host_ip
+            .parse()
+            .map_err(|_| "its host address is not an IP address".to_owned())?;
+        Some(ip)
+    };
+    match ip {
+        None => Ok(Some(Published {
+            binding,
+            ip: Cow::Owned(host_ip.to_string()),
+        })),
+        Some(ip) if ip.is_unspecified() => Ok(Some(Published {
+            binding,
+            ip: Cow::Owned(host_ip.to_string()),
+        })),
+        Some(ip) if ip.is_loopback() && !host_ip.is_loopback() => Ok(None),
+        Some(_) => Ok(Some(Published {
+            binding,
+            ip: Cow::Borrowed(&binding.host_ip),
+        })),
     }
 }
 
-/// A wildcard binding is reachable on the host's own address.
-fn published_ip(binding_ip: &str, host_ip: IpAddr) -> String {
-    let is_wildcard = binding_ip.is_empty()
-        || binding_ip
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_unspecified());
-    if is_wildcard {
-        host_ip.to_string()
-    } else {
-        binding_ip.to_owned()
+/// Something a container's owner (or its engine) gave that its record
+/// cannot carry, and what the agent does instead; for a WARN and a metric.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Which input: `service_label` (`docker-etcd-register.service`),
+    /// `image`, `port` (one binding) or `ports` (all of them).
+    pub field: &'static str,
+    /// The offending value, quoted and escaped, at most 80 characters of it.
+    pub value: String,
+    /// Why, and what is done instead.
+    pub reason: String,
+}
+
+/// Everything of `container` that its record cannot carry (README "Trust
+/// boundary"): a service label outside the name grammar (the image is the
+/// service), an image outside it, bindings that are no port bindings, a
+/// record over [`MAX_RECORD_BYTES`] (no record).
+pub fn rejections(container: &Container, prefix: &HostPrefix) -> Vec<Rejection> {
+    let mut found = Vec::new();
+    let mut reject = |field, value: &str, reason: String| {
+        found.push(Rejection {
+            field,
+            value: quoted(value),
+            reason,
+        })
+    };
+    if let (Err(error), Some(label)) = (container.service(), container.service_label()) {
+        reject(
+            "service_label",
+            label,
+            format!("{error}: not a service name; the image names the service"),
+        );
     }
+    if let Err(error) = image_name(container) {
+        reject(
+            "image",
+            &container.configured_image,
+            format!("{error}: not an image name; no record"),
+        );
+    }
+    for binding in &container.bindings {
+        if let Err(error) = published(binding, prefix.host_ip()) {
+            let PortBinding {
+                private_port,
+                protocol,
+                host_ip,
+                host_port,
+            } = binding;
+            let text = format!("{host_ip}:{host_port}->{private_port}/{protocol}");
+            reject("port", &text, format!("{error}; binding skipped"));
+        }
+    }
+    if let Some((_, value)) = unlimited_record(container, prefix) {
+        if value.len() > MAX_RECORD_BYTES {
+            reject(
+                "ports",
+                &container.bindings.len().to_string(),
+                format!(
+                    "a record of {} bytes, more than {MAX_RECORD_BYTES}; no record",
+                    value.len()
+                ),
+            );
+        }
+    }
+    found
+}
+
+/// `text` for a log line: quoted, escaped, cut at 80 characters.
+fn quoted(text: &str) -> String {
+    let cut: String = text.chars().take(80).collect();
+    let more = if cut.len() < text.len() { "…" } else { "" };
+    format!("{cut:?}{more}")
 }
 
 fn compare_endpoints(a: &Endpoint, b: &Endpoint) -> Ordering {

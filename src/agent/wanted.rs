@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use tracing::{debug, info, warn};
 
 use super::Agent;
-use crate::container::{Container, Withheld};
+use crate::container::{Container, Verdict, Withheld};
 use crate::plan::{self, Observed};
 use crate::record::{self, Desired, HostPrefix, Record};
 use crate::store::Store;
@@ -247,8 +247,23 @@ impl<S: Store> Agent<S> {
         }
     }
 
+    /// The record `container` calls for, just inspected: what of it the
+    /// record cannot carry is said here, once per inspect (README "Trust
+    /// boundary").
     pub(super) fn desired_for(&self, container: &Container) -> Desired {
         let desired = record::desired(container, &self.config.selection, &self.config.host);
+        if container.verdict(&self.config.selection) != Verdict::NotSelected {
+            for rejection in record::rejections(container, &self.config.host) {
+                self.metrics.rejected_input(rejection.field);
+                warn!(
+                    container_id = container.id,
+                    field = rejection.field,
+                    value = rejection.value,
+                    reason = rejection.reason,
+                    "container input outside the grammar"
+                );
+            }
+        }
         if let Desired::Withheld(reason) = desired {
             debug!(
                 container_id = container.id,

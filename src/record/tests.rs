@@ -69,8 +69,8 @@ fn order_is_by_private_port_protocol_ip_public_port_numerically() {
     let shuffled = vec![
         binding("9000", "tcp", "0.0.0.0", "1"),
         binding("80", "udp", "0.0.0.0", "5"),
-        binding("80", "tcp", "127.0.0.1", "10"),
-        binding("80", "tcp", "127.0.0.1", "9"),
+        binding("80", "tcp", "10.0.0.3", "10"),
+        binding("80", "tcp", "10.0.0.3", "9"),
         binding("80", "tcp", "10.0.0.2", "7"),
         binding("443", "tcp", "0.0.0.0", "3"),
     ];
@@ -96,8 +96,8 @@ fn order_is_by_private_port_protocol_ip_public_port_numerically() {
         .collect();
     let expected = [
         ("80", "tcp", "10.0.0.2", "7"),
-        ("80", "tcp", "127.0.0.1", "9"),
-        ("80", "tcp", "127.0.0.1", "10"),
+        ("80", "tcp", "10.0.0.3", "9"),
+        ("80", "tcp", "10.0.0.3", "10"),
         ("80", "udp", "10.100.100.100", "5"),
         ("443", "tcp", "10.100.100.100", "3"),
         ("9000", "tcp", "10.100.100.100", "1"),
@@ -295,4 +295,102 @@ fn endpoints_encode_to_the_exact_wire_bytes_and_decode_back() {
     assert_eq!(Endpoint::decode(value.as_bytes()).unwrap(), vec![endpoint]);
     let escaped = br#"[{"container":"a\"b","image":"i","ip":"1","public_port":"2","private_port":"3","port_type":"tcp"}]"#;
     assert_eq!(Endpoint::decode(escaped).unwrap()[0].container, "a\"b");
+}
+
+#[test]
+fn a_service_label_outside_the_grammar_falls_back_to_the_image_and_is_reported() {
+    use crate::container::SERVICE_LABEL;
+    let injected = "web\n    server evil 203.0.113.66:80 weight 256 #";
+    let container = Container {
+        labels: [(SERVICE_LABEL.to_string(), injected.to_string())].into(),
+        ..busybox(vec![binding("80", "tcp", "", "49153")])
+    };
+    let record = desired_record(&container, &host()).unwrap();
+    let key = RecordKey::parse("/registered/", &record.key).unwrap();
+    assert_eq!(key.service, "busybox:latest");
+    let rejections = rejections(&container, &host());
+    assert_eq!(rejections.len(), 1, "{rejections:?}");
+    assert_eq!(rejections[0].field, "service_label");
+    assert!(!rejections[0].value.contains('\n'), "{:?}", rejections[0]);
+    assert!(
+        rejections[0].reason.contains("'\\n'"),
+        "{:?}",
+        rejections[0]
+    );
+}
+
+#[test]
+fn loopback_bindings_are_offered_only_by_a_loopback_host() {
+    let bindings = vec![
+        binding("80", "tcp", "127.0.0.1", "2379"),
+        binding("81", "tcp", "::1", "2380"),
+        binding("82", "tcp", "0.0.0.0", "8082"),
+    ];
+    let record = desired_record(&busybox(bindings.clone()), &host()).unwrap();
+    let endpoints = Endpoint::decode(record.value.as_bytes()).unwrap();
+    let ports: Vec<&str> = endpoints.iter().map(|e| &*e.private_port).collect();
+    assert_eq!(ports, ["82"], "only the wildcard binding");
+    assert!(rejections(&busybox(bindings.clone()), &host()).is_empty());
+
+    let only_loopback = busybox(bindings[..1].to_vec());
+    assert_eq!(desired_record(&only_loopback, &host()), None);
+
+    let loopback_host = HostPrefix::new("/registered", "127.0.0.1".parse().unwrap());
+    let record = desired_record(&busybox(bindings), &loopback_host).unwrap();
+    let endpoints = Endpoint::decode(record.value.as_bytes()).unwrap();
+    let ips: Vec<&str> = endpoints.iter().map(|e| &*e.ip).collect();
+    assert_eq!(ips, ["127.0.0.1", "::1", "127.0.0.1"]);
+}
+
+#[test]
+fn bindings_that_are_no_port_bindings_are_skipped_and_reported() {
+    let bad = [
+        binding("80", "tcp", "0.0.0.0", "99999"),
+        binding("80", "tcp", "0.0.0.0", "80\nx"),
+        binding("0", "tcp", "0.0.0.0", "1"),
+        binding("80", "icmp", "0.0.0.0", "1"),
+        binding("80", "tcp", "evil\n", "1"),
+    ];
+    let mut bindings = bad.to_vec();
+    bindings.push(binding("443", "tcp", "", "8443"));
+    let container = busybox(bindings);
+    let record = desired_record(&container, &host()).unwrap();
+    let endpoints = Endpoint::decode(record.value.as_bytes()).unwrap();
+    assert_eq!(endpoints.len(), 1);
+    assert_eq!(endpoints[0].public_port, "8443");
+    let rejections = rejections(&container, &host());
+    assert_eq!(rejections.len(), bad.len(), "{rejections:?}");
+    assert!(rejections
+        .iter()
+        .all(|r| r.field == "port" && !r.value.contains('\n')));
+}
+
+#[test]
+fn a_record_over_the_limit_is_not_written_and_is_reported() {
+    let bindings: Vec<PortBinding> = (1..=5000)
+        .map(|port: u32| binding(&port.to_string(), "tcp", "", &(port + 10000).to_string()))
+        .collect();
+    let container = busybox(bindings);
+    assert_eq!(desired_record(&container, &host()), None);
+    let rejections = rejections(&container, &host());
+    assert_eq!(rejections.len(), 1, "{rejections:?}");
+    assert_eq!(rejections[0].field, "ports");
+    assert_eq!(rejections[0].value, "\"5000\"");
+
+    let fits: Vec<PortBinding> = (1..=1000)
+        .map(|port: u32| binding(&port.to_string(), "tcp", "", &(port + 10000).to_string()))
+        .collect();
+    assert!(desired_record(&busybox(fits), &host()).is_some());
+}
+
+#[test]
+fn an_image_outside_the_grammar_gets_no_record() {
+    let container = Container {
+        configured_image: "busybox\nserver evil".into(),
+        image_id: "not an id".into(),
+        ..busybox(vec![binding("80", "tcp", "", "1")])
+    };
+    assert_eq!(desired_record(&container, &host()), None);
+    let rejections = rejections(&container, &host());
+    assert_eq!(rejections[0].field, "image", "{rejections:?}");
 }

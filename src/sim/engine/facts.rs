@@ -22,7 +22,8 @@ pub(super) fn facts(id: &str, c: &SimContainer) -> Container {
             private_port: private.to_string(),
             protocol: "tcp".into(),
             host_ip: "0.0.0.0".into(),
-            host_port: (c.host_port + 1000 * n as u32).to_string(),
+            // Always a port (1024-65023), as the engine reports them.
+            host_port: (1024 + (c.host_port + 1000 * n as u32) % 64_000).to_string(),
         })
         .collect();
     let mut labels = BTreeMap::new();

@@ -1,0 +1,173 @@
+//! The grammar of the names in a record's key and value (README "Trust
+//! boundary"): a service or image segment is written by the agent from what
+//! a container's owner chose (a label, an image reference), and read by
+//! every load balancer's template. A [`Name`] can hold nothing but
+//! `[A-Za-z0-9._:@-]`, so no name can end a line, a quoted string, a comment
+//! or a block of any consumer's configuration.
+
+use std::fmt;
+
+/// The longest name: Docker's limit on a repository name.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// A key segment (service or image) in the grammar: 1 to [`MAX_NAME_LEN`]
+/// characters of `[A-Za-z0-9._:@-]`, the first a letter or digit.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Name(String);
+
+/// Why a text is no [`Name`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("empty")]
+    Empty,
+    #[error("{0} characters, more than {MAX_NAME_LEN}")]
+    TooLong(usize),
+    #[error("character {0:?} is not one of A-Z a-z 0-9 . _ : @ -")]
+    Character(char),
+    #[error("it does not start with a letter or digit")]
+    Start,
+}
+
+impl Name {
+    pub fn parse(text: &str) -> Result<Self, NameError> {
+        let first = text.chars().next().ok_or(NameError::Empty)?;
+        if let Some(bad) = text.chars().find(|&c| !is_name_char(c)) {
+            return Err(NameError::Character(bad));
+        }
+        if text.len() > MAX_NAME_LEN {
+            return Err(NameError::TooLong(text.len()));
+        }
+        if !first.is_ascii_alphanumeric() {
+            return Err(NameError::Start);
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    /// The service a `docker-etcd-register.service` label names: its value
+    /// trimmed, `/` as `::` (the key has no more levels); `Ok(None)` when
+    /// blank (the image is the service then).
+    pub fn from_service_label(value: &str) -> Result<Option<Self>, NameError> {
+        let value = value.trim();
+        if value.is_empty() {
+            return Ok(None);
+        }
+        Self::parse(&value.replace('/', "::")).map(Some)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '@' | '-')
+}
+
+/// A full container id: 64 lowercase hex digits, as both engines give it.
+pub fn is_container_id(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// `tcp`, `udp` or `sctp`: the protocols a published port can have.
+pub fn is_protocol(text: &str) -> bool {
+    matches!(text, "tcp" | "udp" | "sctp")
+}
+
+/// A port as the engine and records write it: a decimal number 1-65535,
+/// with no sign, blank or leading zero.
+pub fn parse_port(text: &str) -> Option<u16> {
+    if text.starts_with('0') || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok().filter(|port| *port != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_in_the_grammar_are_kept_as_they_are() {
+        for name in [
+            "web",
+            "web.v1",
+            "busybox:latest",
+            "quay.io::coreos::etcd:v3.5",
+            "localhost:5000::app@sha256:0123abcd",
+            "sha256:0123",
+            "a",
+            "9-lives_x",
+        ] {
+            assert_eq!(Name::parse(name).unwrap().as_str(), name);
+        }
+        assert!(Name::parse(&"a".repeat(MAX_NAME_LEN)).is_ok());
+    }
+
+    #[test]
+    fn anything_that_could_break_out_of_a_configuration_is_refused() {
+        for (text, error) in [
+            ("", NameError::Empty),
+            (
+                "web\n    server evil 203.0.113.66:80",
+                NameError::Character('\n'),
+            ),
+            ("web server", NameError::Character(' ')),
+            ("web;", NameError::Character(';')),
+            ("web{", NameError::Character('{')),
+            ("web}", NameError::Character('}')),
+            ("web#", NameError::Character('#')),
+            ("web\"", NameError::Character('"')),
+            ("web'", NameError::Character('\'')),
+            ("web\\", NameError::Character('\\')),
+            ("web/x", NameError::Character('/')),
+            ("web\u{1b}[31m", NameError::Character('\u{1b}')),
+            ("wéb", NameError::Character('é')),
+            ("web\0", NameError::Character('\0')),
+            ("-web", NameError::Start),
+            (".web", NameError::Start),
+            (":web", NameError::Start),
+        ] {
+            assert_eq!(Name::parse(text), Err(error), "{text:?}");
+        }
+        assert_eq!(
+            Name::parse(&"a".repeat(MAX_NAME_LEN + 1)),
+            Err(NameError::TooLong(MAX_NAME_LEN + 1))
+        );
+    }
+
+    #[test]
+    fn a_service_label_is_trimmed_and_its_slashes_become_double_colons() {
+        let name = |label| Name::from_service_label(label).map(|n| n.map(|n| n.0));
+        assert_eq!(name(" web "), Ok(Some("web".into())));
+        assert_eq!(name("team/web"), Ok(Some("team::web".into())));
+        assert_eq!(name("  "), Ok(None));
+        assert_eq!(name(""), Ok(None));
+        assert_eq!(name("web\nx"), Err(NameError::Character('\n')));
+        assert_eq!(name("/web"), Err(NameError::Start));
+    }
+
+    #[test]
+    fn ids_protocols_and_ports() {
+        assert!(is_container_id(&"0123456789abcdef".repeat(4)));
+        assert!(!is_container_id(&"0123456789ABCDEF".repeat(4)));
+        assert!(!is_container_id(&"0".repeat(63)));
+        assert!(!is_container_id(&format!("{}\n", "0".repeat(63))));
+        for protocol in ["tcp", "udp", "sctp"] {
+            assert!(is_protocol(protocol));
+        }
+        for bad in ["TCP", "tcp ", "", "icmp"] {
+            assert!(!is_protocol(bad));
+        }
+        assert_eq!(parse_port("80"), Some(80));
+        assert_eq!(parse_port("65535"), Some(65535));
+        for bad in ["0", "080", "65536", "-1", "+80", " 80", "80\n", "", "8e1"] {
+            assert_eq!(parse_port(bad), None, "{bad:?}");
+        }
+    }
+}
