@@ -41,6 +41,9 @@ const REFUSALS_BY_SIZE: [&str; 2] = [
     "etcdserver: request is too large",
     "etcdserver: too many operations in txn request",
 ];
+/// What every description of etcd's own errors starts with
+/// (`rpctypes`); gRPC's and the transport's do not.
+const ETCD_ERROR_PREFIX: &str = "etcdserver: ";
 /// etcd's description of a lease it does not know (code NotFound).
 const LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
 
@@ -53,6 +56,14 @@ impl From<etcd_client::Error> for StoreError {
                     StoreError::TooLarge(error.to_string())
                 }
                 Code::PermissionDenied => StoreError::PermissionDenied(error.to_string()),
+                // gRPC's own limit on a message (the client's or the
+                // server's: "message larger than max") is about this
+                // request's size; etcd's own ResourceExhausted answers
+                // (NOSPACE, too many requests) are the cluster's trouble and
+                // carry etcd's prefix.
+                Code::ResourceExhausted if !status.message().starts_with(ETCD_ERROR_PREFIX) => {
+                    StoreError::TooLarge(error.to_string())
+                }
                 _ => StoreError::Failed(error.to_string()),
             },
             etcd_client::Error::LeaseKeepAliveError(message) if message.contains("not found") => {
@@ -293,5 +304,61 @@ impl Store for Etcd {
 impl PrefixChanges for PrefixWatch {
     async fn next_changes(&mut self) -> Result<Vec<Change>, StoreError> {
         PrefixWatch::next_changes(self).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classified(code: Code, message: &str) -> StoreError {
+        etcd_client::Error::GRpcStatus(tonic::Status::new(code, message)).into()
+    }
+
+    #[test]
+    fn a_request_over_a_size_limit_is_the_records_trouble_whatever_the_code() {
+        for (code, message) in [
+            (Code::InvalidArgument, "etcdserver: request is too large"),
+            (
+                Code::InvalidArgument,
+                "etcdserver: too many operations in txn request",
+            ),
+            (
+                Code::ResourceExhausted,
+                "grpc: received message larger than max (3145777 vs. 2097152)",
+            ),
+            (
+                Code::ResourceExhausted,
+                "trying to send message larger than max (3145777 vs. 2097152)",
+            ),
+        ] {
+            assert!(
+                matches!(classified(code, message), StoreError::TooLarge(_)),
+                "{code:?} {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn etcds_own_exhaustion_is_the_clusters_trouble() {
+        for message in [
+            "etcdserver: mvcc: database space exceeded",
+            "etcdserver: too many requests",
+        ] {
+            assert!(
+                matches!(
+                    classified(Code::ResourceExhausted, message),
+                    StoreError::Failed(_)
+                ),
+                "{message}"
+            );
+        }
+        assert!(matches!(
+            classified(
+                Code::InvalidArgument,
+                "etcdserver: revision of auth store is old"
+            ),
+            StoreError::Failed(_)
+        ));
     }
 }

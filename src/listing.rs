@@ -6,8 +6,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use std::net::IpAddr;
+
 use crate::image;
-use crate::record::{Endpoint, RecordKey};
+use crate::record::{name, Endpoint, Name, RecordKey};
 
 /// One published binding of one registered container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -142,12 +144,23 @@ impl<'a> Rows<'a> {
         if !self.filter.admits_service(record.service) {
             return;
         }
+        if let Err(problem) = check_key(&record) {
+            self.unreadable.add(unreadable_because(problem));
+            return;
+        }
         let Ok(endpoints) = Endpoint::decode(value) else {
             self.unreadable.add(unreadable_because(
                 "its value is not a JSON array of bindings",
             ));
             return;
         };
+        if let Some(problem) = endpoints
+            .iter()
+            .find_map(|e| check_endpoint(&record, e).err())
+        {
+            self.unreadable.add(unreadable_because(problem));
+            return;
+        }
         let admitted = endpoints
             .into_iter()
             .filter(|e| self.filter.admits_image(&e.image));
@@ -176,6 +189,44 @@ impl<'a> Rows<'a> {
         });
         (rows, self.unreadable)
     }
+}
+
+/// Whether a key's segments are what an agent writes (README "Trust
+/// boundary"): whoever can write under the root can write anything, and
+/// every consumer's configuration is made of these values.
+fn check_key(record: &RecordKey) -> Result<(), &'static str> {
+    if record.host.parse::<IpAddr>().is_err() {
+        return Err("its host segment is not an IP address");
+    }
+    if Name::parse(record.service).is_err() {
+        return Err("its service segment is not a service name");
+    }
+    if !name::is_container_id(record.container) {
+        return Err("its container segment is not a container id");
+    }
+    Ok(())
+}
+
+/// Whether one binding of a record's value is what an agent writes.
+fn check_endpoint(record: &RecordKey, endpoint: &Endpoint) -> Result<(), &'static str> {
+    if endpoint.container != record.container {
+        return Err("a binding names another container than its key");
+    }
+    if Name::parse(&endpoint.image).is_err() {
+        return Err("a binding's image is not an image name");
+    }
+    if endpoint.ip.parse::<IpAddr>().is_err() {
+        return Err("a binding's ip is not an IP address");
+    }
+    if name::parse_port(&endpoint.public_port).is_none()
+        || name::parse_port(&endpoint.private_port).is_none()
+    {
+        return Err("a binding's port is not a port");
+    }
+    if !name::is_protocol(&endpoint.port_type) {
+        return Err("a binding's port_type is not tcp, udp or sctp");
+    }
+    Ok(())
 }
 
 /// Length of a container id in the table, as `docker ps` shows it.

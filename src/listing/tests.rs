@@ -164,8 +164,8 @@ fn only_the_first_keys_that_are_no_records_are_named() {
 fn rows_sort_by_segment_where_key_order_differs() {
     let [short, long] = ["app:1", "app:1.2"].map(|image| {
         (
-            format!("/registered/h/{image}/{A}"),
-            value(A, image, &[("h", "1", "2", "tcp")]),
+            format!("/registered/10.0.0.9/{image}/{A}"),
+            value(A, image, &[("10.0.0.9", "1", "2", "tcp")]),
         )
     });
     // etcd's order: `app:1.2/` before `app:1/`.
@@ -211,4 +211,64 @@ fn json_is_one_line_with_every_field() {
         )
     );
     assert_eq!(json(&[]), "[]");
+}
+
+#[test]
+fn records_an_agent_never_writes_are_not_rows() {
+    let good = value(A, "web", &[("10.0.0.1", "8080", "80", "tcp")]);
+    let hostile = [
+        (
+            format!("/registered/10.0.0.1/web\nserver evil/{A}"),
+            good.clone(),
+        ),
+        (format!("/registered/not-an-ip/web/{A}"), good.clone()),
+        (
+            "/registered/10.0.0.1/web/not-an-id".to_owned(),
+            good.clone(),
+        ),
+        (
+            format!("/registered/10.0.0.1/web/{A}"),
+            value(B, "web", &[("10.0.0.1", "8080", "80", "tcp")]),
+        ),
+        (
+            format!("/registered/10.0.0.1/web/{A}"),
+            value(A, "web;", &[("10.0.0.1", "8080", "80", "tcp")]),
+        ),
+        (
+            format!("/registered/10.0.0.1/web/{A}"),
+            value(
+                A,
+                "web",
+                &[("203.0.113.66:80 weight 256", "8080", "80", "tcp")],
+            ),
+        ),
+        (
+            format!("/registered/10.0.0.1/web/{A}"),
+            value(A, "web", &[("10.0.0.1", "8080;", "80", "tcp")]),
+        ),
+        (
+            format!("/registered/10.0.0.1/web/{A}"),
+            value(A, "web", &[("10.0.0.1", "8080", "0", "tcp")]),
+        ),
+        (
+            format!("/registered/10.0.0.1/web/{A}"),
+            value(A, "web", &[("10.0.0.1", "8080", "80", "tcp\n")]),
+        ),
+        (
+            format!("/registered/10.0.0.1/web/{A}"),
+            value(
+                A,
+                "web",
+                &[("10.0.0.1", "1", "80", "tcp"), ("x", "2", "80", "tcp")],
+            ),
+        ),
+    ];
+    for (key, value) in &hostile {
+        let (rows, unreadable) = rows_of([(key.as_str(), value.as_bytes())], &Filter::default());
+        assert!(rows.is_empty(), "{key} {value}: {rows:?}");
+        assert_eq!(unreadable.count, 1, "{key} {value}");
+    }
+    let key = format!("/registered/10.0.0.1/web/{A}");
+    let (rows, unreadable) = rows_of([(key.as_str(), good.as_bytes())], &Filter::default());
+    assert_eq!((rows.len(), unreadable.count), (1, 0));
 }
