@@ -9,6 +9,7 @@ mod debounce;
 mod output;
 mod template;
 
+use std::cell::Cell;
 use std::future::Future;
 use std::time::Duration;
 
@@ -63,12 +64,27 @@ pub async fn run(
         renderer.render(&listing.rows).await?;
         return Ok(());
     }
+    // A refused check or a failed reload owes a retry: the wait for the
+    // next change ends then too, and the rendering is published again.
+    let retry_at: Cell<Option<Instant>> = Cell::new(None);
     let show = async |listing: Listing| {
         note_unreadable(&listing);
         renderer.render_logging(&listing.rows, &out).await;
+        retry_at.set(renderer.output.next_retry());
         Ok::<(), std::convert::Infallible>(())
     };
-    let settle = async |watch: &mut PrefixWatch| next_change(watch, config.debounce).await;
+    let settle = async |watch: &mut PrefixWatch| {
+        let retry = async {
+            match retry_at.get() {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = next_change(watch, config.debounce) => changed,
+            () = retry => Ok(()),
+        }
+    };
     tokio::pin!(shutdown);
     tokio::select! {
         _ = follow::follow(&mut reader, &source, show, settle) => Ok(()),

@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use backon::ExponentialBackoff;
+use tokio::time::Instant;
 use tracing::{error, info};
+
+use crate::supervise::doubling;
 
 /// Longest a `--check` or `--reload` command may run: a hung command must
 /// not stop `render` for good (it is killed then).
@@ -17,6 +21,41 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 const OUTPUT_TAIL_CHARS: usize = 2000;
 /// Mode of a new file when there is no old one to copy it from.
 const NEW_FILE_MODE: u32 = 0o644;
+/// A refused `--check` or a failed `--reload` is tried again after this
+/// long, doubling up to [`LAST_RETRY_DELAY`]: a check that timed out on a
+/// loaded machine, or a load balancer that was restarting, passes later.
+const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
+const LAST_RETRY_DELAY: Duration = Duration::from_secs(60);
+
+/// When something that failed is tried again.
+#[derive(Debug)]
+struct Retry {
+    /// When it is due.
+    at: Instant,
+    /// The delays after further failures.
+    delays: ExponentialBackoff,
+}
+
+impl Retry {
+    fn first() -> Self {
+        let mut delays = doubling(FIRST_RETRY_DELAY, LAST_RETRY_DELAY);
+        let delay = delays.next().unwrap_or(LAST_RETRY_DELAY);
+        Self {
+            at: Instant::now() + delay,
+            delays,
+        }
+    }
+
+    fn again(mut self) -> Self {
+        let delay = self.delays.next().unwrap_or(LAST_RETRY_DELAY);
+        self.at = Instant::now() + delay;
+        self
+    }
+
+    fn is_due(&self) -> bool {
+        Instant::now() >= self.at
+    }
+}
 
 /// Why the file could not be replaced.
 #[derive(Debug, thiserror::Error)]
@@ -70,9 +109,11 @@ pub struct Output {
     /// The bytes the file holds (read at start, so that a restart with an
     /// unchanged cluster neither rewrites nor reloads).
     written: Option<String>,
-    /// The last bytes `--check` refused: not tried (nor logged) again until
-    /// the rendering changes.
-    refused: Option<String>,
+    /// The last bytes `--check` refused, and when they are checked again
+    /// (or at once, when the rendering changes).
+    refused: Option<(String, Retry)>,
+    /// The file was replaced but `--reload` failed: when it runs again.
+    reload_owed: Option<Retry>,
 }
 
 impl Output {
@@ -84,23 +125,46 @@ impl Output {
             reload,
             written,
             refused: None,
+            reload_owed: None,
         }
     }
 
+    /// When a refused check or a failed reload is due again, if one is
+    /// owed: the caller publishes the current rendering again then.
+    pub fn next_retry(&self) -> Option<Instant> {
+        let check = self.refused.as_ref().map(|(_, retry)| retry.at);
+        let reload = self.reload_owed.as_ref().map(|retry| retry.at);
+        check.into_iter().chain(reload).min()
+    }
+
     /// Makes the file hold `text`, if it does not already and `--check`
-    /// accepts it; then runs `--reload`, whose failure is only logged.
+    /// accepts it; then runs `--reload`. A refused check (the same bytes are
+    /// not checked again before their retry is due) and a failed reload
+    /// are tried again with backoff, at [`Output::next_retry`].
     pub async fn publish(&mut self, text: String) -> Result<Published, OutputError> {
         if self.written.as_ref() == Some(&text) {
+            self.refused = None;
+            self.reload_if_owed().await;
             return Ok(Published::Unchanged);
         }
-        if self.refused.as_ref() == Some(&text) {
-            return Ok(Published::Unchanged);
-        }
+        let earlier_refusal = match self.refused.take() {
+            Some((refused, retry)) if refused == text => {
+                if !retry.is_due() {
+                    self.refused = Some((refused, retry));
+                    self.reload_if_owed().await;
+                    return Ok(Published::Unchanged);
+                }
+                Some(retry)
+            }
+            _ => None,
+        };
         let staged = self.stage(&text)?;
         if let Some(check) = &self.check {
             let command = check.replace("{}", &shell_quote(staged.path()));
             if let Err(refusal) = run_command(&command).await {
-                self.refused = Some(text);
+                let retry = earlier_refusal.map_or_else(Retry::first, Retry::again);
+                self.refused = Some((text, retry));
+                self.reload_if_owed().await;
                 return Err(OutputError::Refused(refusal));
             }
         }
@@ -108,15 +172,38 @@ impl Output {
             .persist(&self.path)
             .map_err(|error| self.write_error(error.error))?;
         self.written = Some(text);
-        self.refused = None;
         info!(out = %self.path.display(), "rendered file written");
-        if let Some(reload) = &self.reload {
-            match run_command(reload).await {
-                Ok(()) => info!(command = reload, "reloaded"),
-                Err(error) => error!(error = %error, "the reload command failed"),
+        self.reload_owed = None;
+        self.reload().await;
+        Ok(Published::Written)
+    }
+
+    /// Runs `--reload` now if an earlier one failed and its retry is due.
+    async fn reload_if_owed(&mut self) {
+        if self.reload_owed.as_ref().is_some_and(Retry::is_due) {
+            self.reload().await;
+        }
+    }
+
+    /// Runs `--reload`; a failure is logged and owed a retry.
+    async fn reload(&mut self) {
+        let Some(reload) = &self.reload else {
+            return;
+        };
+        match run_command(reload).await {
+            Ok(()) => {
+                info!(command = reload, "reloaded");
+                self.reload_owed = None;
+            }
+            Err(error) => {
+                let retry = match self.reload_owed.take() {
+                    Some(retry) => retry.again(),
+                    None => Retry::first(),
+                };
+                error!(error = %error, retry_in = ?retry.at.saturating_duration_since(Instant::now()), "the reload command failed; trying again");
+                self.reload_owed = Some(retry);
             }
         }
-        Ok(Published::Written)
     }
 
     /// The new bytes in a temporary file in the output's directory (so that
@@ -252,32 +339,82 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_refused_file_leaves_the_old_one_and_is_not_checked_again() {
+    async fn a_refused_file_leaves_the_old_one_and_is_checked_again_only_after_a_backoff() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lb.cfg");
         let checks = dir.path().join("checks");
         // Accepts a file holding "good" only, and counts its runs.
         let check = format!("echo >> {}; grep -q good {{}}", shell_quote(&checks));
         let mut output = Output::new(path.clone(), Some(check), None);
+        let check_runs = || std::fs::read_to_string(&checks).unwrap().lines().count();
         assert_eq!(
             output.publish("good\n".into()).await.unwrap(),
             Published::Written
         );
+        assert_eq!(output.next_retry(), None);
         let refused = output.publish("bad\n".into()).await;
         assert!(
             matches!(refused, Err(OutputError::Refused(_))),
             "{refused:?}"
         );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "good\n");
+        let retry = output.next_retry().expect("a retry of the check");
         assert_eq!(
             output.publish("bad\n".into()).await.unwrap(),
+            Published::Unchanged,
+            "not checked again before its retry"
+        );
+        assert_eq!(check_runs(), 2);
+
+        tokio::time::sleep_until(retry).await;
+        let refused_again = output.publish("bad\n".into()).await;
+        assert!(matches!(refused_again, Err(OutputError::Refused(_))));
+        assert_eq!(check_runs(), 3, "checked again once due");
+        let later = output.next_retry().unwrap();
+        assert!(later - retry >= FIRST_RETRY_DELAY, "the delay doubles");
+
+        // The cluster changes back: no retry is owed any more.
+        assert_eq!(
+            output.publish("good\n".into()).await.unwrap(),
             Published::Unchanged
         );
-        assert_eq!(std::fs::read_to_string(&checks).unwrap().lines().count(), 2);
+        assert_eq!(output.next_retry(), None);
         assert_eq!(
             files(dir.path()),
             ["checks", "lb.cfg"],
             "no temporary file left"
         );
+    }
+
+    #[tokio::test]
+    async fn a_failed_reload_is_run_again_after_a_backoff_until_it_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lb.cfg");
+        let reloads = dir.path().join("reloads");
+        let ready = dir.path().join("ready");
+        // Fails until `ready` exists; counts its runs.
+        let reload = format!(
+            "echo >> {}; test -e {}",
+            shell_quote(&reloads),
+            shell_quote(&ready)
+        );
+        let mut output = Output::new(path, None, Some(reload));
+        let reload_runs = || std::fs::read_to_string(&reloads).unwrap().lines().count();
+        assert_eq!(
+            output.publish("a\n".into()).await.unwrap(),
+            Published::Written
+        );
+        let retry = output.next_retry().expect("a retry of the reload");
+        output.publish("a\n".into()).await.unwrap();
+        assert_eq!(reload_runs(), 1, "not run again before its retry");
+
+        std::fs::write(&ready, "").unwrap();
+        tokio::time::sleep_until(retry).await;
+        assert_eq!(
+            output.publish("a\n".into()).await.unwrap(),
+            Published::Unchanged
+        );
+        assert_eq!(reload_runs(), 2);
+        assert_eq!(output.next_retry(), None, "reloaded: nothing owed");
     }
 }
