@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::lb::*;
@@ -60,17 +59,6 @@ impl Haproxy {
             _haproxy: haproxy,
         }
     }
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-fn servers(path: &Path) -> usize {
-    read(path)
-        .lines()
-        .filter(|l| l.trim_start().starts_with("server "))
-        .count()
 }
 
 /// Two backends behind haproxy; one stopped, a replacement started, while a

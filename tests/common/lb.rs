@@ -195,3 +195,16 @@ pub fn hostname_of(id: &str) -> String {
 pub fn private_port() -> u16 {
     super::test_port()
 }
+
+/// The file at `path`; empty while it does not exist.
+pub fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// How many `server` lines the rendered file at `path` has.
+pub fn servers(path: &Path) -> usize {
+    read(path)
+        .lines()
+        .filter(|l| l.trim_start().starts_with("server "))
+        .count()
+}
