@@ -7,7 +7,6 @@ use std::io::Write as _;
 
 use anyhow::Context as _;
 use futures_util::FutureExt as _;
-use tracing::warn;
 
 use crate::config::ListConfig;
 use crate::etcd::{PrefixWatch, RecordsReader, StoreError};
@@ -55,20 +54,7 @@ fn print(config: &ListConfig, listing: Listing, watching: bool) -> anyhow::Resul
         unreadable,
         revision,
     } = listing;
-    for skipped in &unreadable.named {
-        warn!(
-            key = skipped.key,
-            problem = skipped.problem,
-            "not a record; skipped"
-        );
-    }
-    if unreadable.count > unreadable.named.len() {
-        warn!(
-            more = unreadable.count - unreadable.named.len(),
-            total = unreadable.count,
-            "more keys that are not records; skipped"
-        );
-    }
+    listing::warn_unreadable(&unreadable);
     let text = if config.json {
         format!("{}\n", listing::json(&rows))
     } else if watching {

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use serde::Serialize;
+use tracing::warn;
 
 use std::net::IpAddr;
 
@@ -227,6 +228,26 @@ fn check_endpoint(record: &RecordKey, endpoint: &Endpoint) -> Result<(), &'stati
         return Err("a binding's port_type is not tcp, udp or sctp");
     }
     Ok(())
+}
+
+/// WARNs naming the keys that are no records (the first few, then how many
+/// more). A key is anyone's text: it is logged quoted and escaped, so that it
+/// cannot end the line or send escape sequences to a terminal.
+pub fn warn_unreadable(unreadable: &Unreadables) {
+    for skipped in &unreadable.named {
+        warn!(
+            key = ?skipped.key,
+            problem = skipped.problem,
+            "not a record; skipped"
+        );
+    }
+    if unreadable.count > unreadable.named.len() {
+        warn!(
+            more = unreadable.count - unreadable.named.len(),
+            total = unreadable.count,
+            "more keys that are not records; skipped"
+        );
+    }
 }
 
 /// Length of a container id in the table, as `docker ps` shows it.

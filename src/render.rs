@@ -14,7 +14,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::{debug, error};
+use tracing::error;
 
 pub use context::{Backend, Catalog, Context, Port, Service};
 pub use debounce::Debounce;
@@ -24,7 +24,7 @@ pub use template::{ident, Template, TemplateError};
 use crate::config::RenderConfig;
 use crate::etcd::{PrefixWatch, RecordsReader, StoreError};
 use crate::follow::{self, Listing, Source};
-use crate::listing::{Filter, Row};
+use crate::listing::{self, Filter, Row, Unreadables};
 
 /// Why `render` stopped.
 #[derive(Debug, thiserror::Error)]
@@ -61,14 +61,16 @@ pub async fn run(
     let out = config.out.display().to_string();
     if config.once {
         let listing = follow::read(&mut reader, &source).await?;
+        note_unreadable(&listing, &mut Unreadables::default());
         renderer.render(&listing.rows).await?;
         return Ok(());
     }
     // A refused check or a failed reload owes a retry: the wait for the
     // next change ends then too, and the rendering is published again.
     let retry_at: Cell<Option<Instant>> = Cell::new(None);
+    let mut skipped = Unreadables::default();
     let show = async |listing: Listing| {
-        note_unreadable(&listing);
+        note_unreadable(&listing, &mut skipped);
         renderer.render_logging(&listing.rows, &out).await;
         retry_at.set(renderer.output.next_retry());
         Ok::<(), std::convert::Infallible>(())
@@ -92,14 +94,13 @@ pub async fn run(
     }
 }
 
-/// Keys that are no records are skipped; not a warning, since a stray key
-/// would repeat it on every change.
-fn note_unreadable(listing: &Listing) {
-    if listing.unreadable.count > 0 {
-        debug!(
-            count = listing.unreadable.count,
-            "keys that are no records skipped"
-        );
+/// Keys that are no records (README "Trust boundary") are skipped, and
+/// named in a WARN when they differ from the last rendering's, so that a
+/// stray key is said once, not at every change.
+fn note_unreadable(listing: &Listing, last: &mut Unreadables) {
+    if listing.unreadable != *last {
+        listing::warn_unreadable(&listing.unreadable);
+        *last = listing.unreadable.clone();
     }
 }
 
