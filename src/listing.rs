@@ -10,7 +10,7 @@ use tracing::warn;
 use std::net::IpAddr;
 
 use crate::image;
-use crate::record::{name, Endpoint, Name, RecordKey};
+use crate::record::{name, offerable, Endpoint, Name, RecordKey};
 
 /// One published binding of one registered container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -52,8 +52,9 @@ pub struct Filter {
     pub host: Option<String>,
     /// The image, in any familiar form (`list --image`).
     pub image: Option<String>,
-    /// The service, exactly as its label names it (`list --service`).
-    pub service: Option<String>,
+    /// The services, exactly as their labels name them (`list --service`,
+    /// `render --service`, repeatable): any of them; none means every one.
+    pub services: Vec<String>,
 }
 
 impl Filter {
@@ -62,9 +63,11 @@ impl Filter {
     }
 
     fn admits_service(&self, service_segment: &str) -> bool {
-        self.service
-            .as_deref()
-            .is_none_or(|wanted| wanted.trim().replace('/', "::") == service_segment)
+        self.services.is_empty()
+            || self
+                .services
+                .iter()
+                .any(|wanted| wanted.trim().replace('/', "::") == service_segment)
     }
 
     fn admits_image(&self, image_segment: &str) -> bool {
@@ -216,8 +219,11 @@ fn check_endpoint(record: &RecordKey, endpoint: &Endpoint) -> Result<(), &'stati
     if Name::parse(&endpoint.image).is_err() {
         return Err("a binding's image is not an image name");
     }
-    if endpoint.ip.parse::<IpAddr>().is_err() {
+    let Ok(ip) = endpoint.ip.parse::<IpAddr>() else {
         return Err("a binding's ip is not an IP address");
+    };
+    if !record.host.parse().is_ok_and(|host| offerable(ip, host)) {
+        return Err("a binding's ip is loopback, unspecified or multicast");
     }
     if name::parse_port(&endpoint.public_port).is_none()
         || name::parse_port(&endpoint.private_port).is_none()

@@ -294,16 +294,27 @@ fn published(binding: &PortBinding, host_ip: IpAddr) -> Result<Option<Published<
             binding,
             ip: Cow::Owned(host_ip.to_string()),
         })),
-        Some(ip) if ip.is_unspecified() => Ok(Some(Published {
+        Some(ip) if ip.to_canonical().is_unspecified() => Ok(Some(Published {
             binding,
             ip: Cow::Owned(host_ip.to_string()),
         })),
-        Some(ip) if ip.is_loopback() && !host_ip.is_loopback() => Ok(None),
+        Some(ip) if !offerable(ip, host_ip) => Ok(None),
         Some(_) => Ok(Some(Published {
             binding,
             ip: Cow::Borrowed(&binding.host_ip),
         })),
     }
+}
+
+/// Whether a binding on `ip` can be offered as reached through `host`
+/// (README "Trust boundary"): not loopback unless the host is loopback
+/// (another host would reach its own), never the unspecified or a multicast
+/// address; IPv4 written as IPv6 (`::ffff:127.0.0.1`) is judged as IPv4.
+pub fn offerable(ip: IpAddr, host: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    !(ip.is_unspecified()
+        || ip.is_multicast()
+        || (ip.is_loopback() && !host.to_canonical().is_loopback()))
 }
 
 /// Something a container's owner (or its engine) gave that its record

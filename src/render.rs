@@ -14,9 +14,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::error;
+use tracing::{error, warn};
 
-pub use context::{Backend, Catalog, Context, Port, Service};
+pub use context::{Backend, Catalog, Contest, Context, Port, Service};
 pub use debounce::Debounce;
 pub use output::{CommandError, Output, OutputError, Published};
 pub use template::{ident, Template, TemplateError};
@@ -24,7 +24,7 @@ pub use template::{ident, Template, TemplateError};
 use crate::config::RenderConfig;
 use crate::etcd::{PrefixWatch, RecordsReader, StoreError};
 use crate::follow::{self, Listing, Source};
-use crate::listing::{self, Filter, Row, Unreadables};
+use crate::listing::{self, Row, Unreadables};
 
 /// Why `render` stopped.
 #[derive(Debug, thiserror::Error)]
@@ -52,11 +52,12 @@ pub async fn run(
         ),
         catalog: Catalog::default(),
         template,
+        contested: Vec::new(),
     };
     let source = Source {
         root: &config.root,
         prefix: &config.root,
-        filter: &Filter::default(),
+        filter: &config.filter,
     };
     let out = config.out.display().to_string();
     if config.once {
@@ -138,12 +139,26 @@ struct Renderer {
     template: Template,
     /// The rendered file.
     output: Output,
+    /// The ports several services claimed at the last rendering, said
+    /// again only when they change.
+    contested: Vec<Contest>,
 }
 
 impl Renderer {
     /// Renders `rows` and publishes the text.
     async fn render(&mut self, rows: &[Row]) -> Result<Published, RenderError> {
         let context = self.catalog.context(rows);
+        if context.contested != self.contested {
+            for contest in &context.contested {
+                warn!(
+                    port = contest.port,
+                    holder = contest.holder,
+                    left_out = ?contest.left_out,
+                    "several services claim one port: only the holder's frontend is rendered"
+                );
+            }
+            self.contested.clone_from(&context.contested);
+        }
         let text = self.template.render(&context)?;
         Ok(self.output.publish(text).await?)
     }

@@ -19,9 +19,10 @@ pub(super) struct ListArgs {
     #[arg(long, value_name = "NAME")]
     image: Option<String>,
 
-    /// Only this service (the `docker-etcd-register.service` label, else the image's key segment).
+    /// Only this service (the `docker-etcd-register.service` label, else the image's key segment);
+    /// repeat it for several.
     #[arg(long, value_name = "NAME")]
-    service: Option<String>,
+    service: Vec<String>,
 
     /// One JSON array (one object per published port) instead of a table.
     #[arg(long)]
@@ -44,6 +45,11 @@ pub struct ListConfig {
     pub filter: Filter,
     pub json: bool,
     pub watch: bool,
+}
+
+/// The names given, without blank ones (an unset variable in a unit file).
+pub(super) fn nonblank(names: Vec<String>) -> Vec<String> {
+    names.into_iter().filter(|s| !s.trim().is_empty()).collect()
 }
 
 impl ListArgs {
@@ -74,7 +80,7 @@ impl ListArgs {
             filter: Filter {
                 host: host.map(|ip| ip.to_string()),
                 image: self.image.filter(|i| !i.trim().is_empty()),
-                service: self.service.filter(|s| !s.trim().is_empty()),
+                services: nonblank(self.service),
             },
             json: self.json,
             watch: self.watch,

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::list::nonblank;
 use super::{flag_error, ConfigError, EtcdTarget};
+use crate::listing::Filter;
 
 /// The longest debounce accepted: beyond it a load balancer would lag the
 /// cluster by more than a minute, which no one wants by mistake.
@@ -39,6 +41,11 @@ pub(super) struct RenderArgs {
     /// Render once and exit: 0 when written (or unchanged), 1 when etcd cannot be read.
     #[arg(long)]
     once: bool,
+
+    /// Render only this service (its key segment, as `list` shows it); repeat it for several.
+    /// Without it, every service is rendered.
+    #[arg(long, value_name = "NAME")]
+    service: Vec<String>,
 }
 
 /// The validated configuration of `render`.
@@ -60,6 +67,9 @@ pub struct RenderConfig {
     pub debounce: Duration,
     /// Render once and exit.
     pub once: bool,
+    /// Which records are rendered: only the services named by `--service`
+    /// (README "Trust boundary": who may claim a load balancer's ports).
+    pub filter: Filter,
 }
 
 impl RenderArgs {
@@ -99,6 +109,10 @@ impl RenderArgs {
             reload: command("--reload", self.reload)?,
             debounce: Duration::from_millis(debounce_ms),
             once: self.once,
+            filter: Filter {
+                services: nonblank(self.service),
+                ..Filter::default()
+            },
         })
     }
 }

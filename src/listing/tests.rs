@@ -30,7 +30,7 @@ fn store() -> Vec<(String, Vec<u8>)> {
                 "busybox:latest",
                 &[
                     ("10.0.0.1", "32768", "80", "tcp"),
-                    ("127.0.0.1", "32769", "53", "udp"),
+                    ("10.0.0.1", "32769", "53", "udp"),
                 ],
             )
             .into_bytes(),
@@ -80,7 +80,7 @@ fn one_row_per_binding_sorted_by_host_and_unreadable_keys_named() {
         summary,
         [
             ("10.0.0.1", "busybox:latest", "32768", "10.0.0.1"),
-            ("10.0.0.1", "busybox:latest", "32769", "127.0.0.1"),
+            ("10.0.0.1", "busybox:latest", "32769", "10.0.0.1"),
             ("10.0.0.2", "nginx:1.25", "8080", "10.0.0.2"),
         ]
     );
@@ -103,7 +103,7 @@ fn filters_by_host_and_image() {
     let by_host = Filter {
         host: Some("10.0.0.2".into()),
         image: None,
-        service: None,
+        services: Vec::new(),
     };
     let (rows, unreadable) = listed(&by_host);
     assert_eq!(rows.len(), 1);
@@ -113,7 +113,7 @@ fn filters_by_host_and_image() {
     let by_image = Filter {
         host: None,
         image: Some("docker.io/library/busybox".into()),
-        service: None,
+        services: Vec::new(),
     };
     let (rows, _) = listed(&by_image);
     assert_eq!(rows.len(), 2);
@@ -122,7 +122,7 @@ fn filters_by_host_and_image() {
     let both = Filter {
         host: Some("10.0.0.2".into()),
         image: Some("busybox".into()),
-        service: None,
+        services: Vec::new(),
     };
     assert!(listed(&both).0.is_empty());
 }
@@ -136,7 +136,7 @@ fn a_host_ip_that_extends_another_is_not_that_host() {
     let filter = Filter {
         host: Some("10.0.0.1".into()),
         image: None,
-        service: None,
+        services: Vec::new(),
     };
     let (rows, _) = rows_of(
         store.iter().map(|(k, v)| (k.as_str(), v.as_bytes())),
@@ -186,10 +186,10 @@ fn table_is_aligned_with_short_ids_and_arrows() {
     assert_eq!(
         lines,
         [
-            "HOST      SERVICE         IMAGE           CONTAINER     IP         PORT",
-            "10.0.0.1  busybox:latest  busybox:latest  aaaaaaaaaaaa  10.0.0.1   32768 -> 80/tcp",
-            "10.0.0.1  busybox:latest  busybox:latest  aaaaaaaaaaaa  127.0.0.1  32769 -> 53/udp",
-            "10.0.0.2  nginx:1.25      nginx:1.25      bbbbbbbbbbbb  10.0.0.2   8080 -> 80/tcp",
+            "HOST      SERVICE         IMAGE           CONTAINER     IP        PORT",
+            "10.0.0.1  busybox:latest  busybox:latest  aaaaaaaaaaaa  10.0.0.1  32768 -> 80/tcp",
+            "10.0.0.1  busybox:latest  busybox:latest  aaaaaaaaaaaa  10.0.0.1  32769 -> 53/udp",
+            "10.0.0.2  nginx:1.25      nginx:1.25      bbbbbbbbbbbb  10.0.0.2  8080 -> 80/tcp",
         ]
     );
     assert_eq!(
@@ -262,6 +262,18 @@ fn records_an_agent_never_writes_are_not_rows() {
                 &[("10.0.0.1", "1", "80", "tcp"), ("x", "2", "80", "tcp")],
             ),
         ),
+        (
+            format!("/registered/10.0.0.1/web/{A}"),
+            value(A, "web", &[("127.0.0.1", "2379", "80", "tcp")]),
+        ),
+        (
+            format!("/registered/10.0.0.1/web/{A}"),
+            value(A, "web", &[("::ffff:127.0.0.1", "2379", "80", "tcp")]),
+        ),
+        (
+            format!("/registered/10.0.0.1/web/{A}"),
+            value(A, "web", &[("0.0.0.0", "8080", "80", "tcp")]),
+        ),
     ];
     for (key, value) in &hostile {
         let (rows, unreadable) = rows_of([(key.as_str(), value.as_bytes())], &Filter::default());
@@ -271,4 +283,25 @@ fn records_an_agent_never_writes_are_not_rows() {
     let key = format!("/registered/10.0.0.1/web/{A}");
     let (rows, unreadable) = rows_of([(key.as_str(), good.as_bytes())], &Filter::default());
     assert_eq!((rows.len(), unreadable.count), (1, 0));
+    let loopback_host = format!("/registered/127.0.0.1/web/{A}");
+    let on_loopback = value(A, "web", &[("127.0.0.1", "2379", "80", "tcp")]);
+    let (rows, _) = rows_of(
+        [(loopback_host.as_str(), on_loopback.as_bytes())],
+        &Filter::default(),
+    );
+    assert_eq!(rows.len(), 1, "a loopback host's loopback binding is a row");
+}
+
+#[test]
+fn any_of_several_services() {
+    let filter = Filter {
+        services: vec!["nginx:1.25".into(), " busybox:latest ".into()],
+        ..Filter::default()
+    };
+    assert_eq!(listed(&filter).0.len(), 3);
+    let filter = Filter {
+        services: vec!["nginx:1.25".into()],
+        ..Filter::default()
+    };
+    assert!(listed(&filter).0.iter().all(|r| r.service == "nginx:1.25"));
 }

@@ -325,6 +325,8 @@ fn loopback_bindings_are_offered_only_by_a_loopback_host() {
         binding("80", "tcp", "127.0.0.1", "2379"),
         binding("81", "tcp", "::1", "2380"),
         binding("82", "tcp", "0.0.0.0", "8082"),
+        binding("83", "tcp", "::ffff:127.0.0.1", "2381"),
+        binding("84", "tcp", "224.0.0.1", "2382"),
     ];
     let record = desired_record(&busybox(bindings.clone()), &host()).unwrap();
     let endpoints = Endpoint::decode(record.value.as_bytes()).unwrap();
@@ -339,7 +341,37 @@ fn loopback_bindings_are_offered_only_by_a_loopback_host() {
     let record = desired_record(&busybox(bindings), &loopback_host).unwrap();
     let endpoints = Endpoint::decode(record.value.as_bytes()).unwrap();
     let ips: Vec<&str> = endpoints.iter().map(|e| &*e.ip).collect();
-    assert_eq!(ips, ["127.0.0.1", "::1", "127.0.0.1"]);
+    assert_eq!(ips, ["127.0.0.1", "::1", "127.0.0.1", "::ffff:127.0.0.1"]);
+}
+
+#[test]
+fn offerable_addresses() {
+    let routable: IpAddr = "192.0.2.1".parse().unwrap();
+    let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+    for (ip, from_routable, from_loopback) in [
+        ("192.0.2.7", true, true),
+        ("fd00::7", true, true),
+        ("127.0.0.2", false, true),
+        ("::1", false, true),
+        ("::ffff:127.0.0.1", false, true),
+        ("0.0.0.0", false, false),
+        ("::", false, false),
+        ("::ffff:0.0.0.0", false, false),
+        ("239.1.1.1", false, false),
+        ("ff02::1", false, false),
+    ] {
+        let ip: IpAddr = ip.parse().unwrap();
+        assert_eq!(
+            offerable(ip, routable),
+            from_routable,
+            "{ip} via {routable}"
+        );
+        assert_eq!(
+            offerable(ip, loopback),
+            from_loopback,
+            "{ip} via {loopback}"
+        );
+    }
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use super::template::ident;
 use crate::listing::Row;
 
 /// The whole context of one rendering. Nothing in it depends on time, so an
@@ -16,6 +17,10 @@ use crate::listing::Row;
 pub struct Context {
     /// Every service, sorted by name.
     pub services: Vec<Service>,
+    /// The ports that more than one service claims, and who is left out:
+    /// for render's log, not for templates.
+    #[serde(skip)]
+    pub contested: Vec<Contest>,
 }
 
 /// The containers registered under one service (the key's middle segment:
@@ -30,7 +35,8 @@ pub struct Service {
     pub backends: Vec<Backend>,
     /// The service's container ports (private port and protocol), each with
     /// its backends: a template writes one frontend per port. A port seen
-    /// earlier in the run stays, with no backends.
+    /// earlier in the run stays, with no backends; a port that another
+    /// service holds (see [`Catalog`]) is not here.
     pub ports: Vec<Port>,
 }
 
@@ -41,13 +47,19 @@ pub struct Port {
     pub private_port: String,
     /// `tcp`, `udp` or `sctp`.
     pub port_type: String,
-    /// The bindings of this port, sorted like [`Service::backends`].
+    /// The bindings of this port, sorted like [`Service::backends`], one per
+    /// address: two records of one address (a container published on it
+    /// twice, a record copied under another key) are one server.
     pub backends: Vec<Backend>,
 }
 
 /// One published binding: where a load balancer sends traffic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Backend {
+    /// A server name unique among the backends of its port, made of
+    /// letters, digits and `_`: the container id's first 12 digits, the
+    /// address (`ident`) and the port, e.g. `0123456789ab_10_2e0_2e0_2e1_32768`.
+    pub name: String,
     /// The `--host-ip` of the agent that registered it.
     pub host: String,
     /// The binding's address.
@@ -61,20 +73,46 @@ pub struct Backend {
     pub private_port: String,
     /// `tcp`, `udp` or `sctp`.
     pub port_type: String,
-    /// The full container id: unique, so a usable server name.
+    /// The full container id.
     pub container: String,
     /// The record's image (`/` as `::`), which differs between the
     /// backends of a service during a rolling upgrade.
     pub image: String,
 }
 
+/// A container port that several services claim: a load balancer with one
+/// frontend per port can give it to one of them only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contest {
+    /// The container port and protocol, e.g. `80/tcp`.
+    pub port: String,
+    /// The service whose frontend it is.
+    pub holder: String,
+    /// The services left without a frontend on it, sorted.
+    pub left_out: Vec<String>,
+}
+
 /// The services and ports seen during this run: a service whose last
 /// backend went away is still rendered (with no servers) so that the load
 /// balancer keeps its frontend, refusing instead of vanishing.
+///
+/// A port (number and protocol) is one frontend, so it belongs to one
+/// service: of the services that claim it, one with backends on it before
+/// one without, then the one seen first in this run, then by name (README
+/// "Trust boundary": a container cannot take a port that a service already
+/// serves, nor hold one after it is gone).
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
-    /// Service name → its (private port, protocol) pairs ever seen.
-    seen: BTreeMap<String, BTreeSet<(String, String)>>,
+    /// Service name → when it was first seen (a count of services) and its
+    /// (private port, protocol) pairs ever seen.
+    seen: BTreeMap<String, Seen>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    /// The order services came in; within one reading, by name.
+    order: usize,
+    ports: BTreeSet<(String, String)>,
 }
 
 impl Catalog {
@@ -82,34 +120,47 @@ impl Catalog {
     pub fn context(&mut self, rows: &[Row]) -> Context {
         let mut by_service: BTreeMap<&str, Vec<Backend>> = BTreeMap::new();
         for row in rows {
-            self.seen
-                .entry(row.service.clone())
-                .or_default()
-                .insert((row.private_port.clone(), row.port_type.clone()));
             by_service
                 .entry(&row.service)
                 .or_default()
                 .push(backend(row));
         }
+        for (name, backends) in &by_service {
+            let next = self.seen.len();
+            let seen = self.seen.entry((*name).to_owned()).or_insert(Seen {
+                order: next,
+                ..Seen::default()
+            });
+            for b in backends {
+                seen.ports
+                    .insert((b.private_port.clone(), b.port_type.clone()));
+            }
+        }
+        for backends in by_service.values_mut() {
+            backends.sort_by(compare_backends);
+            backends.dedup();
+        }
+        let (holders, contested) = self.holders(&by_service);
         let services = self
             .seen
             .iter()
-            .map(|(name, ports)| {
-                let mut backends = by_service.remove(name.as_str()).unwrap_or_default();
-                backends.sort_by(compare_backends);
-                backends.dedup();
-                let mut ports: Vec<Port> = ports
+            .map(|(name, seen)| {
+                let backends = by_service.remove(name.as_str()).unwrap_or_default();
+                let mut ports: Vec<Port> = seen
+                    .ports
                     .iter()
+                    .filter(|port| holders.get(*port) == Some(&name.as_str()))
                     .map(|(private_port, port_type)| Port {
                         private_port: private_port.clone(),
                         port_type: port_type.clone(),
-                        backends: backends
-                            .iter()
-                            .filter(|b| {
-                                &b.private_port == private_port && &b.port_type == port_type
-                            })
-                            .cloned()
-                            .collect(),
+                        backends: one_per_address(
+                            backends
+                                .iter()
+                                .filter(|b| {
+                                    &b.private_port == private_port && &b.port_type == port_type
+                                })
+                                .cloned(),
+                        ),
                     })
                     .collect();
                 ports.sort_by(|a, b| {
@@ -123,12 +174,66 @@ impl Catalog {
                 }
             })
             .collect();
-        Context { services }
+        Context {
+            services,
+            contested,
+        }
+    }
+
+    /// Which service holds each port, and the ports that more than one claims.
+    fn holders<'a>(
+        &'a self,
+        backends: &BTreeMap<&str, Vec<Backend>>,
+    ) -> (BTreeMap<&'a (String, String), &'a str>, Vec<Contest>) {
+        let mut claims: BTreeMap<&(String, String), Vec<(bool, usize, &str)>> = BTreeMap::new();
+        for (name, seen) in &self.seen {
+            for port in &seen.ports {
+                let serving = backends.get(name.as_str()).is_some_and(|all| {
+                    all.iter()
+                        .any(|b| b.private_port == port.0 && b.port_type == port.1)
+                });
+                // `false` sorts first: a claimant with backends wins.
+                claims
+                    .entry(port)
+                    .or_default()
+                    .push((!serving, seen.order, name.as_str()));
+            }
+        }
+        let mut contested = Vec::new();
+        let holders = claims
+            .into_iter()
+            .map(|(port, mut claimants)| {
+                claimants.sort_unstable();
+                let holder = claimants[0].2;
+                if claimants.len() > 1 {
+                    let mut left_out: Vec<String> =
+                        claimants[1..].iter().map(|c| c.2.to_owned()).collect();
+                    left_out.sort();
+                    contested.push(Contest {
+                        port: format!("{}/{}", port.0, port.1),
+                        holder: holder.to_owned(),
+                        left_out,
+                    });
+                }
+                (port, holder)
+            })
+            .collect();
+        (holders, contested)
     }
 }
 
+/// The first backend (in sorted order) of each address.
+fn one_per_address(sorted: impl Iterator<Item = Backend>) -> Vec<Backend> {
+    let mut addresses = BTreeSet::new();
+    sorted
+        .filter(|b| addresses.insert(b.address.clone()))
+        .collect()
+}
+
 fn backend(row: &Row) -> Backend {
+    let short_id = row.container.get(..12).unwrap_or(&row.container);
     Backend {
+        name: format!("{short_id}_{}_{}", ident(&row.ip), row.public_port),
         host: row.host.clone(),
         ip: row.ip.clone(),
         public_port: row.public_port.clone(),
@@ -267,13 +372,13 @@ mod tests {
         let mut catalog = Catalog::default();
         catalog.context(&[
             row("10.0.0.1", "web:1", "a", "9000", "80", "tcp"),
-            row("10.0.0.1", "api:1", "b", "9001", "80", "tcp"),
+            row("10.0.0.1", "api:1", "b", "9001", "81", "tcp"),
         ]);
-        let context = catalog.context(&[row("10.0.0.1", "api:1", "b", "9001", "80", "tcp")]);
+        let context = catalog.context(&[row("10.0.0.1", "api:1", "b", "9001", "81", "tcp")]);
         assert_eq!(
             summary(&context),
             [
-                ("api:1".into(), vec!["80/tcp=9001".into()]),
+                ("api:1".into(), vec!["81/tcp=9001".into()]),
                 ("web:1".into(), vec!["80/tcp=".into()]),
             ]
         );
@@ -281,5 +386,92 @@ mod tests {
         // A fresh run knows only what is registered.
         let fresh = Catalog::default().context(&[]);
         assert!(fresh.services.is_empty());
+    }
+
+    fn id(c: char) -> String {
+        c.to_string().repeat(64)
+    }
+
+    #[test]
+    fn server_names_are_unique_per_port_and_one_address_is_one_server() {
+        let a = id('a');
+        let mut twice = row("10.0.0.1", "web", &a, "8080", "80", "tcp");
+        twice.ip = "10.0.0.11".into();
+        let rows = [
+            row("10.0.0.1", "web", &a, "8080", "80", "tcp"),
+            twice,
+            // The same address under another image's key: one server.
+            Row {
+                image: "web:2".into(),
+                ..row("10.0.0.1", "web", &a, "8080", "80", "tcp")
+            },
+            row("10.0.0.1", "web", &id('b'), "8080", "80", "tcp"),
+        ];
+        let context = Catalog::default().context(&rows);
+        let names: Vec<&str> = context.services[0].ports[0]
+            .backends
+            .iter()
+            .map(|b| b.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "aaaaaaaaaaaa_10_2e0_2e0_2e1_8080",
+                "aaaaaaaaaaaa_10_2e0_2e0_2e11_8080"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_port_claimed_by_two_services_is_the_first_ones_while_it_serves() {
+        let web = row("10.0.0.1", "web", &id('a'), "8080", "80", "tcp");
+        let intruder = row("10.0.0.2", "aaa", &id('b'), "8080", "80", "tcp");
+        let mut catalog = Catalog::default();
+        catalog.context(std::slice::from_ref(&web));
+        let context = catalog.context(&[web.clone(), intruder.clone()]);
+        assert_eq!(
+            summary(&context),
+            [
+                ("aaa".into(), vec![]),
+                ("web".into(), vec!["80/tcp=8080".into()])
+            ]
+        );
+        assert_eq!(
+            context.contested,
+            [Contest {
+                port: "80/tcp".into(),
+                holder: "web".into(),
+                left_out: vec!["aaa".into()],
+            }]
+        );
+        // While web has no backend, the port serves the other; then web's again.
+        let context = catalog.context(std::slice::from_ref(&intruder));
+        assert_eq!(
+            summary(&context)[0],
+            ("aaa".into(), vec!["80/tcp=8080".into()])
+        );
+        let context = catalog.context(&[web, intruder]);
+        assert_eq!(
+            summary(&context)[1],
+            ("web".into(), vec!["80/tcp=8080".into()])
+        );
+        // Gone, the other no longer holds it: web's frontend stays, empty.
+        let context = catalog.context(&[]);
+        assert_eq!(
+            summary(&context),
+            [
+                ("aaa".into(), vec![]),
+                ("web".into(), vec!["80/tcp=".into()])
+            ]
+        );
+    }
+
+    #[test]
+    fn in_one_reading_the_first_name_holds_a_contested_port() {
+        let context = Catalog::default().context(&[
+            row("10.0.0.1", "web", &id('a'), "8080", "80", "tcp"),
+            row("10.0.0.1", "api", &id('b'), "8081", "80", "tcp"),
+        ]);
+        assert_eq!(context.contested[0].holder, "api");
     }
 }

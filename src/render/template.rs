@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use minijinja::{Environment, UndefinedBehavior, Value};
 
-use super::context::{Backend, Context, Port, Service};
+use super::context::{Catalog, Context};
+use crate::listing::Row;
 
 /// The one name the template is registered under.
 const NAME: &str = "template";
@@ -69,7 +70,7 @@ impl Template {
             environment,
             path: path.to_owned(),
         };
-        template.render(&Context { services: vec![] })?;
+        template.render(&Catalog::default().context(&[]))?;
         template.render(&example())?;
         Ok(template)
     }
@@ -115,27 +116,18 @@ fn invalid(path: &Path, error: &minijinja::Error) -> TemplateError {
 
 /// The service used to try a template at load.
 fn example() -> Context {
-    let backend = Backend {
+    let container = "0".repeat(64);
+    Catalog::default().context(&[Row {
         host: "192.0.2.1".into(),
+        service: "example:latest".into(),
+        image: "example:latest".into(),
+        key: format!("/registered/192.0.2.1/example:latest/{container}"),
+        container,
         ip: "192.0.2.1".into(),
         public_port: "32768".into(),
-        address: "192.0.2.1:32768".into(),
         private_port: "80".into(),
         port_type: "tcp".into(),
-        container: "0".repeat(64),
-        image: "example:latest".into(),
-    };
-    Context {
-        services: vec![Service {
-            name: backend.image.clone(),
-            backends: vec![backend.clone()],
-            ports: vec![Port {
-                private_port: backend.private_port.clone(),
-                port_type: backend.port_type.clone(),
-                backends: vec![backend],
-            }],
-        }],
-    }
+    }])
 }
 
 /// `{{ name | ident }}`: a name made of `[A-Za-z0-9_]` only, usable as an
