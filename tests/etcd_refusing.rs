@@ -5,7 +5,8 @@
 //! an operator frees the space (delete, compact, defrag, `alarm disarm`) the
 //! record lands within 5 s. A refusal that waiting cannot change, a record
 //! beyond etcd's `--max-request-bytes`, stays an error of that one record:
-//! the others are registered and `/healthz` stays 200.
+//! the others are registered and `/healthz` stays 200, a delete planned
+//! beside it is made, and it is not sent again and again.
 
 mod common;
 
@@ -14,6 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::etcd_faults::*;
+use common::relay_stall::FrozenEtcd;
 use common::*;
 
 /// Keys that fill the quota: outside the agent's prefix `/registered`.
@@ -149,5 +151,46 @@ fn a_record_beyond_the_request_limit_stays_its_own_error() {
         "a too-large record is not etcd trouble; stderr:\n{}",
         agent.lines().join("\n")
     );
+    agent.assert_running();
+}
+
+#[test]
+fn a_refused_record_holds_back_no_delete() {
+    let env = TestEnv::with_etcd(
+        "refuse_then_delete",
+        Etcd::start_with_flags(&["--max-request-bytes", "4096"]),
+    );
+    let (mut agent, addr) = start_agent_with_metrics(&env);
+    let small = with_port(&env);
+    let small_key = env.key(IMAGE, &small);
+    env.wait_key(REACT, &small_key);
+
+    // Both changes wait for one reconcile: the too-large put and the delete.
+    let frozen = FrozenEtcd::freeze(&env.etcd);
+    env.containers.rm_f(&small);
+    let big = env
+        .containers
+        .run(&["-p", "127.0.0.1::8000-8039", "busybox", "sleep", "1000"]);
+    thread::sleep(Duration::from_secs(1));
+    frozen.thaw();
+    env.wait_gone(REACT, &small_key);
+    assert!(
+        agent.wait_for_log("etcd refused this record", REACT),
+        "stderr:\n{}",
+        agent.lines().join("\n")
+    );
+    assert!(!env.records().contains_key(&env.key(IMAGE, &big)));
+    wait_healthz(&addr, 200, Duration::from_secs(10));
+
+    // The refused record is not sent again and again.
+    let refused = agent.count_log(&["etcd refused this record"]);
+    thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        agent.count_log(&["etcd refused this record"]),
+        refused,
+        "stderr:\n{}",
+        agent.lines().join("\n")
+    );
+    assert_eq!(healthz(&addr).0, 200);
     agent.assert_running();
 }

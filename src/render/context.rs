@@ -112,8 +112,15 @@ pub struct Catalog {
 struct Seen {
     /// The order services came in; within one reading, by name.
     order: usize,
-    ports: BTreeSet<(String, String)>,
+    ports: BTreeSet<PortKey>,
 }
+
+/// A container port and its protocol (`("80", "tcp")`).
+type PortKey = (String, String);
+
+/// One service's claim on a port, ordered as claims win: with backends on
+/// it (`false` sorts first), then seen first, then by name.
+type Claim<'a> = (bool, usize, &'a str);
 
 impl Catalog {
     /// The context of `rows` (any order); remembers their services.
@@ -184,8 +191,8 @@ impl Catalog {
     fn holders<'a>(
         &'a self,
         backends: &BTreeMap<&str, Vec<Backend>>,
-    ) -> (BTreeMap<&'a (String, String), &'a str>, Vec<Contest>) {
-        let mut claims: BTreeMap<&(String, String), Vec<(bool, usize, &str)>> = BTreeMap::new();
+    ) -> (BTreeMap<&'a PortKey, &'a str>, Vec<Contest>) {
+        let mut claims: BTreeMap<&PortKey, Vec<Claim<'_>>> = BTreeMap::new();
         for (name, seen) in &self.seen {
             for port in &seen.ports {
                 let serving = backends.get(name.as_str()).is_some_and(|all| {
