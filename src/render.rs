@@ -6,6 +6,8 @@
 
 mod context;
 mod debounce;
+#[cfg(test)]
+mod hostile;
 mod output;
 mod template;
 

@@ -1,0 +1,229 @@
+//! The trust boundary as a property (README "Trust boundary"): whatever a
+//! container's owner gives the agent (labels, image reference, port
+//! bindings, any text) and whatever someone writes under the root in etcd,
+//! the shipped templates print only lines of the shapes they print for an
+//! ordinary cluster. A line's shape is the line with every run of name
+//! characters made `X`: an injected newline, brace, semicolon, blank or
+//! comment gives a shape no ordinary cluster gives.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use proptest::prelude::*;
+
+use super::{Catalog, Template};
+use crate::container::{Container, PortBinding, SERVICE_LABEL};
+use crate::listing::{Filter, Row, Rows};
+use crate::record::{desired_record, HostPrefix};
+
+const ROOT: &str = "/registered/";
+
+/// The shipped templates, as `render` loads them.
+fn templates() -> Vec<(&'static str, Template)> {
+    [
+        (
+            "haproxy",
+            include_str!("../../examples/haproxy/haproxy.cfg.j2"),
+        ),
+        ("nginx", include_str!("../../examples/nginx/nginx.conf.j2")),
+    ]
+    .into_iter()
+    .map(|(name, source)| {
+        let template = Template::from_source(Path::new(name), source.to_owned())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        (name, template)
+    })
+    .collect()
+}
+
+/// `line` with every run of name and address characters as `X`.
+fn shape(line: &str) -> String {
+    let mut shape = String::new();
+    let mut in_name = false;
+    for c in line.chars() {
+        let name_char = c.is_ascii_alphanumeric() || "._:@-[]_".contains(c);
+        if name_char && !in_name {
+            shape.push('X');
+        } else if !name_char {
+            shape.push(c);
+        }
+        in_name = name_char;
+    }
+    shape
+}
+
+fn shapes(text: &str) -> BTreeSet<String> {
+    text.lines().map(shape).collect()
+}
+
+/// The rows of `records` (key, value) as `list` and `render` read them.
+fn rows(records: &[(String, Vec<u8>)]) -> Vec<Row> {
+    let filter = Filter::default();
+    let mut rows = Rows::new(ROOT, &filter);
+    for (key, value) in records {
+        rows.add(key, value);
+    }
+    rows.finish().0
+}
+
+/// An ordinary cluster: two hosts, IPv4 and IPv6 backends, a service with
+/// no backend left, an image from a registry with a port.
+fn ordinary_shapes() -> BTreeMap<&'static str, BTreeSet<String>> {
+    let record = |host: &str, service: &str, image: &str, id: char, ip: &str, ports: &str| {
+        let id = id.to_string().repeat(64);
+        let bindings: Vec<String> = ports
+            .split(',')
+            .map(|pair| {
+                let (public, private) = pair.split_once('>').unwrap();
+                format!(
+                    r#"{{"container":"{id}","image":"{image}","ip":"{ip}","public_port":"{public}","private_port":"{private}","port_type":"tcp"}}"#
+                )
+            })
+            .collect();
+        (
+            format!("{ROOT}{host}/{service}/{id}"),
+            format!("[{}]", bindings.join(",")).into_bytes(),
+        )
+    };
+    let first = [
+        record("10.0.0.1", "web", "web:1", 'a', "10.0.0.1", "32768>80"),
+        record("10.0.0.2", "gone", "gone:1", 'b', "10.0.0.2", "9000>9000"),
+    ];
+    let then = [
+        record("10.0.0.1", "web", "web:1", 'a', "10.0.0.1", "32768>80"),
+        record(
+            "fd00::2",
+            "web",
+            "web:2",
+            'c',
+            "fd00::2",
+            "32769>80,32770>443",
+        ),
+        record(
+            "10.0.0.2",
+            "quay.io::a::b:v1",
+            "quay.io:5000::a::b:v1",
+            'd',
+            "10.0.0.2",
+            "8080>8080",
+        ),
+    ];
+    let mut catalog = Catalog::default();
+    catalog.context(&rows(&first));
+    let context = catalog.context(&rows(&then));
+    templates()
+        .into_iter()
+        .map(|(name, template)| (name, shapes(&template.render(&context).unwrap())))
+        .collect()
+}
+
+/// Any text, weighted towards what breaks configurations.
+fn hostile_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "\\PC{0,24}",
+        "[a-z0-9]{1,8}[\n;{}# \"'\\\\$\u{1b}][a-z0-9 ]{0,16}",
+        "(80|8080|0|65536|-1| 80|80\n)",
+        "(127\\.0\\.0\\.1|0\\.0\\.0\\.0|::|::ffff:127\\.0\\.0\\.1|10\\.0\\.0\\.9|fd00::9|1\\.2\\.3\\.4:80 weight 9)",
+        "(tcp|udp|sctp|tcp\n|TCP)",
+    ]
+}
+
+fn hostile_binding() -> impl Strategy<Value = PortBinding> {
+    (
+        hostile_text(),
+        hostile_text(),
+        hostile_text(),
+        hostile_text(),
+    )
+        .prop_map(|(private_port, protocol, host_ip, host_port)| PortBinding {
+            private_port,
+            protocol,
+            host_ip,
+            host_port,
+        })
+}
+
+fn hostile_container() -> impl Strategy<Value = Container> {
+    (
+        proptest::option::of(hostile_text()),
+        prop_oneof![hostile_text(), "[a-z]{1,6}(:[a-z0-9]{1,4})?"],
+        proptest::collection::vec(hostile_binding(), 0..4),
+        proptest::bool::ANY,
+    )
+        .prop_map(|(label, configured_image, mut bindings, add_good)| {
+            if add_good {
+                bindings.push(PortBinding {
+                    private_port: "80".into(),
+                    protocol: "tcp".into(),
+                    host_ip: String::new(),
+                    host_port: "32768".into(),
+                });
+            }
+            Container {
+                id: "e".repeat(64),
+                configured_image,
+                image_id: format!("sha256:{}", "f".repeat(64)),
+                labels: label
+                    .map(|l| BTreeMap::from([(SERVICE_LABEL.to_owned(), l)]))
+                    .unwrap_or_default(),
+                running: true,
+                bindings,
+                ..Container::default()
+            }
+        })
+}
+
+/// A record written by hand: any key under the root, any endpoint fields.
+fn hostile_record() -> impl Strategy<Value = (String, Vec<u8>)> {
+    (
+        hostile_text(),
+        hostile_text(),
+        proptest::collection::vec(proptest::collection::vec(hostile_text(), 6), 1..3),
+    )
+        .prop_map(|(host, service, endpoints)| {
+            let id = "d".repeat(64);
+            let endpoints: Vec<serde_json::Value> = endpoints
+                .into_iter()
+                .map(|f| {
+                    serde_json::json!({
+                        "container": id, "image": f[0], "ip": f[1],
+                        "public_port": f[2], "private_port": f[3], "port_type": f[4],
+                        "extra": f[5],
+                    })
+                })
+                .collect();
+            (
+                format!("{ROOT}{host}/{service}/{id}"),
+                serde_json::to_vec(&endpoints).unwrap(),
+            )
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn no_input_gives_a_line_of_a_new_shape(
+        containers in proptest::collection::vec(hostile_container(), 0..4),
+        written in proptest::collection::vec(hostile_record(), 0..4),
+        host in prop_oneof![Just("10.0.0.1"), Just("127.0.0.1"), Just("fd00::1")],
+    ) {
+        let prefix = HostPrefix::new("/registered", host.parse().unwrap());
+        let mut records: Vec<(String, Vec<u8>)> = containers
+            .iter()
+            .enumerate()
+            .filter_map(|(n, c)| {
+                let container = Container { id: format!("{n}").repeat(64), ..c.clone() };
+                desired_record(&container, &prefix).map(|r| (r.key, r.value.into_bytes()))
+            })
+            .collect();
+        records.extend(written);
+        let context = Catalog::default().context(&rows(&records));
+        let ordinary = ordinary_shapes();
+        for (name, template) in templates() {
+            let text = template.render(&context).unwrap();
+            let new: Vec<String> = shapes(&text).difference(&ordinary[name]).cloned().collect();
+            prop_assert!(new.is_empty(), "{}: {:?}\n{}", name, new, text);
+        }
+    }
+}
