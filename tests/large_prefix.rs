@@ -233,7 +233,7 @@ fn list_prints_every_record_of_more_than_a_message() {
             let bindings = [
                 (host, "30001", "80", "tcp"),
                 (host, "30002", "443", "tcp"),
-                ("127.0.0.1", "30003", "53", "udp"),
+                (host, "30003", "53", "udp"),
             ];
             let value = expected_value(&id, image, &bindings);
             records.push((record_key(host, image, &id), value.into_bytes()));

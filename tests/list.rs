@@ -66,7 +66,7 @@ fn seed(endpoint: &str) -> Vec<Value> {
             A,
             vec![
                 ("10.9.0.1", "32768", "80", "tcp"),
-                ("127.0.0.1", "32769", "53", "udp"),
+                ("10.9.0.1", "32769", "53", "udp"),
             ],
         ),
         (
@@ -134,7 +134,7 @@ fn table_and_json_show_what_etcd_holds_and_filters_work() {
                 "busybox:latest",
                 "busybox:latest",
                 &A[..12],
-                "127.0.0.1",
+                "10.9.0.1",
                 "32769",
                 "->",
                 "53/udp"
