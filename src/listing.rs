@@ -3,35 +3,38 @@
 //! filters them by host and image, and renders them as a table or as JSON.
 
 use std::fmt::Write as _;
+use std::net::IpAddr;
 
 use serde::Serialize;
 use tracing::warn;
 
-use std::net::IpAddr;
-
 use crate::image;
-use crate::record::{name, offerable, Endpoint, Name, RecordKey};
+use crate::record::field::address_as_text;
+use crate::record::{ContainerId, Name, PortNumber, Protocol, RecordKey, StoredRecord};
 
-/// One published binding of one registered container.
+/// One published binding of one registered container, parsed (README
+/// "Trust boundary"): nothing in it can be other than what an agent writes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Row {
     /// The key's host segment: the `--host-ip` of the agent that wrote it.
-    pub host: String,
+    #[serde(serialize_with = "address_as_text")]
+    pub host: IpAddr,
     /// The key's service segment, as the agent wrote it (`/` as `::`): the
     /// `docker-etcd-register.service` label, else the image.
-    pub service: String,
+    pub service: Name,
     /// The record's image (`/` as `::`), whatever the service.
-    pub image: String,
+    pub image: Name,
     /// The key's container segment, the full id.
-    pub container: String,
+    pub container: ContainerId,
     /// The binding's address, as load balancers use it.
-    pub ip: String,
+    #[serde(serialize_with = "address_as_text")]
+    pub ip: IpAddr,
     /// The binding's port on the host.
-    pub public_port: String,
+    pub public_port: PortNumber,
     /// The container's port it forwards to.
-    pub private_port: String,
+    pub private_port: PortNumber,
     /// `tcp`, `udp` or `sctp`.
-    pub port_type: String,
+    pub port_type: Protocol,
     /// The record's key, for `etcdctl` and scripts.
     pub key: String,
 }
@@ -49,7 +52,8 @@ pub struct Unreadable {
 /// Which rows to show.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
-    pub host: Option<String>,
+    /// The host (`list --host`).
+    pub host: Option<IpAddr>,
     /// The image, in any familiar form (`list --image`).
     pub image: Option<String>,
     /// The services, exactly as their labels name them (`list --service`,
@@ -58,8 +62,12 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn admits_host(&self, host: &str) -> bool {
-        self.host.as_deref().is_none_or(|wanted| wanted == host)
+    fn admits_host(&self, host_segment: &str) -> bool {
+        self.host.is_none_or(|wanted| {
+            host_segment
+                .parse::<IpAddr>()
+                .is_ok_and(|host| host.to_canonical() == wanted.to_canonical())
+        })
     }
 
     fn admits_service(&self, service_segment: &str) -> bool {
@@ -70,10 +78,10 @@ impl Filter {
                 .any(|wanted| wanted.trim().replace('/', "::") == service_segment)
     }
 
-    fn admits_image(&self, image_segment: &str) -> bool {
+    fn admits_image(&self, image: &Name) -> bool {
         self.image
             .as_deref()
-            .is_none_or(|wanted| image::segment_matches(image_segment, wanted))
+            .is_none_or(|wanted| image::segment_matches(image.as_str(), wanted))
     }
 }
 
@@ -148,40 +156,29 @@ impl<'a> Rows<'a> {
         if !self.filter.admits_service(record.service) {
             return;
         }
-        if let Err(problem) = check_key(&record) {
-            self.unreadable.add(unreadable_because(problem));
-            return;
-        }
-        let Ok(endpoints) = Endpoint::decode(value) else {
-            self.unreadable.add(unreadable_because(
-                "its value is not a JSON array of bindings",
-            ));
-            return;
+        let stored = match StoredRecord::parse(&record, value) {
+            Ok(stored) => stored,
+            Err(problem) => return self.unreadable.add(unreadable_because(problem)),
         };
-        if let Some(problem) = endpoints
-            .iter()
-            .find_map(|e| check_endpoint(&record, e).err())
-        {
-            self.unreadable.add(unreadable_because(problem));
-            return;
-        }
-        let admitted = endpoints
+        let admitted = stored
+            .bindings
             .into_iter()
-            .filter(|e| self.filter.admits_image(&e.image));
-        self.rows.extend(admitted.map(|e| Row {
-            host: record.host.to_owned(),
-            service: record.service.to_owned(),
-            image: e.image.into_owned(),
-            container: record.container.to_owned(),
-            ip: e.ip.into_owned(),
-            public_port: e.public_port.into_owned(),
-            private_port: e.private_port.into_owned(),
-            port_type: e.port_type.into_owned(),
+            .filter(|b| self.filter.admits_image(&b.image));
+        self.rows.extend(admitted.map(|b| Row {
+            host: stored.host,
+            service: stored.service.clone(),
+            image: b.image,
+            container: stored.container.clone(),
+            ip: b.ip,
+            public_port: b.public_port,
+            private_port: b.private_port,
+            port_type: b.protocol,
             key: key.to_owned(),
         }));
     }
 
-    /// The rows sorted by host, service, container, then as the record orders
+    /// The rows sorted by host (by address: `10.0.0.2` before `10.0.0.10`),
+    /// service, container, then as the record orders
     /// its bindings (etcd's key order differs where one segment extends
     /// another: `app:1/` sorts after `app:1.2/`); and the keys that are no
     /// records.
@@ -193,47 +190,6 @@ impl<'a> Rows<'a> {
         });
         (rows, self.unreadable)
     }
-}
-
-/// Whether a key's segments are what an agent writes (README "Trust
-/// boundary"): whoever can write under the root can write anything, and
-/// every consumer's configuration is made of these values.
-fn check_key(record: &RecordKey) -> Result<(), &'static str> {
-    if record.host.parse::<IpAddr>().is_err() {
-        return Err("its host segment is not an IP address");
-    }
-    if Name::parse(record.service).is_err() {
-        return Err("its service segment is not a service name");
-    }
-    if !name::is_container_id(record.container) {
-        return Err("its container segment is not a container id");
-    }
-    Ok(())
-}
-
-/// Whether one binding of a record's value is what an agent writes.
-fn check_endpoint(record: &RecordKey, endpoint: &Endpoint) -> Result<(), &'static str> {
-    if endpoint.container != record.container {
-        return Err("a binding names another container than its key");
-    }
-    if Name::parse(&endpoint.image).is_err() {
-        return Err("a binding's image is not an image name");
-    }
-    let Ok(ip) = endpoint.ip.parse::<IpAddr>() else {
-        return Err("a binding's ip is not an IP address");
-    };
-    if !record.host.parse().is_ok_and(|host| offerable(ip, host)) {
-        return Err("a binding's ip is loopback, unspecified or multicast");
-    }
-    if name::parse_port(&endpoint.public_port).is_none()
-        || name::parse_port(&endpoint.private_port).is_none()
-    {
-        return Err("a binding's port is not a port");
-    }
-    if !name::is_protocol(&endpoint.port_type) {
-        return Err("a binding's port_type is not tcp, udp or sctp");
-    }
-    Ok(())
 }
 
 /// WARNs naming the keys that are no records (the first few, then how many
@@ -256,9 +212,6 @@ pub fn warn_unreadable(unreadable: &Unreadables) {
     }
 }
 
-/// Length of a container id in the table, as `docker ps` shows it.
-const SHORT_ID: usize = 12;
-
 /// A table with a header line, columns aligned; `(none)` when empty.
 pub fn table(rows: &[Row]) -> String {
     const HEADER: [&str; 6] = ["HOST", "SERVICE", "IMAGE", "CONTAINER", "IP", "PORT"];
@@ -266,11 +219,11 @@ pub fn table(rows: &[Row]) -> String {
         .iter()
         .map(|row| {
             [
-                row.host.clone(),
-                row.service.clone(),
-                row.image.clone(),
-                row.container.chars().take(SHORT_ID).collect(),
-                row.ip.clone(),
+                row.host.to_string(),
+                row.service.to_string(),
+                row.image.to_string(),
+                row.container.short().to_owned(),
+                row.ip.to_string(),
                 format!(
                     "{} -> {}/{}",
                     row.public_port, row.private_port, row.port_type

@@ -13,9 +13,13 @@ use serde::{Deserialize, Serialize};
 use crate::container::{Container, PortBinding, Selection, Verdict, Withheld};
 use crate::image;
 
+pub mod field;
 pub mod name;
+pub mod stored;
 
+pub use field::{ContainerId, PortNumber, Protocol};
 pub use name::{Name, NameError};
+pub use stored::{StoredBinding, StoredRecord};
 
 /// A key and the exact bytes the agent wants stored under it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,12 +274,12 @@ fn published(binding: &PortBinding, host_ip: IpAddr) -> Result<Option<Published<
         return Ok(None);
     }
     let checked = [
-        (name::parse_port(&binding.host_port).is_some(), "host port"),
+        (PortNumber::parse(&binding.host_port).is_some(), "host port"),
         (
-            name::parse_port(&binding.private_port).is_some(),
+            PortNumber::parse(&binding.private_port).is_some(),
             "container port",
         ),
-        (name::is_protocol(&binding.protocol), "protocol"),
+        (Protocol::parse(&binding.protocol).is_some(), "protocol"),
     ];
     if let Some((_, what)) = checked.iter().find(|(ok, _)| !ok) {
         return Err(format!("its {what} is not one"));
@@ -299,9 +303,10 @@ fn published(binding: &PortBinding, host_ip: IpAddr) -> Result<Option<Published<
             ip: Cow::Owned(host_ip.to_string()),
         })),
         Some(ip) if !offerable(ip, host_ip) => Ok(None),
-        Some(_) => Ok(Some(Published {
+        // One address, one spelling: `::ffff:10.0.0.1` is written `10.0.0.1`.
+        Some(ip) => Ok(Some(Published {
             binding,
-            ip: Cow::Borrowed(&binding.host_ip),
+            ip: Cow::Owned(ip.to_canonical().to_string()),
         })),
     }
 }

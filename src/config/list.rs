@@ -78,7 +78,7 @@ impl ListArgs {
             root,
             read_prefix,
             filter: Filter {
-                host: host.map(|ip| ip.to_string()),
+                host,
                 image: self.image.filter(|i| !i.trim().is_empty()),
                 services: nonblank(self.service),
             },

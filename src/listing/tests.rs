@@ -65,27 +65,27 @@ fn listed(filter: &Filter) -> (Vec<Row>, Unreadables) {
 #[test]
 fn one_row_per_binding_sorted_by_host_and_unreadable_keys_named() {
     let (rows, unreadable) = listed(&Filter::default());
-    let summary: Vec<(&str, &str, &str, &str)> = rows
+    let summary: Vec<[String; 4]> = rows
         .iter()
         .map(|r| {
-            (
-                r.host.as_str(),
-                r.image.as_str(),
-                r.public_port.as_str(),
-                r.ip.as_str(),
-            )
+            [
+                r.host.to_string(),
+                r.image.to_string(),
+                r.public_port.to_string(),
+                r.ip.to_string(),
+            ]
         })
         .collect();
     assert_eq!(
         summary,
         [
-            ("10.0.0.1", "busybox:latest", "32768", "10.0.0.1"),
-            ("10.0.0.1", "busybox:latest", "32769", "10.0.0.1"),
-            ("10.0.0.2", "nginx:1.25", "8080", "10.0.0.2"),
+            ["10.0.0.1", "busybox:latest", "32768", "10.0.0.1"],
+            ["10.0.0.1", "busybox:latest", "32769", "10.0.0.1"],
+            ["10.0.0.2", "nginx:1.25", "8080", "10.0.0.2"],
         ]
     );
-    assert_eq!(rows[0].container, A);
-    assert_eq!(rows[1].port_type, "udp");
+    assert_eq!(rows[0].container.as_str(), A);
+    assert_eq!(rows[1].port_type, Protocol::Udp);
     assert_eq!(rows[2].key, format!("/registered/10.0.0.2/nginx:1.25/{B}"));
     assert_eq!(unreadable.count, 2);
     let keys: Vec<&str> = unreadable.named.iter().map(|u| u.key.as_str()).collect();
@@ -101,13 +101,13 @@ fn one_row_per_binding_sorted_by_host_and_unreadable_keys_named() {
 #[test]
 fn filters_by_host_and_image() {
     let by_host = Filter {
-        host: Some("10.0.0.2".into()),
+        host: Some("10.0.0.2".parse().unwrap()),
         image: None,
         services: Vec::new(),
     };
     let (rows, unreadable) = listed(&by_host);
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].host, "10.0.0.2");
+    assert_eq!(rows[0].host.to_string(), "10.0.0.2");
     assert_eq!(unreadable.count, 0, "other hosts' keys are not looked at");
 
     let by_image = Filter {
@@ -117,10 +117,10 @@ fn filters_by_host_and_image() {
     };
     let (rows, _) = listed(&by_image);
     assert_eq!(rows.len(), 2);
-    assert!(rows.iter().all(|r| r.image == "busybox:latest"));
+    assert!(rows.iter().all(|r| r.image.as_str() == "busybox:latest"));
 
     let both = Filter {
-        host: Some("10.0.0.2".into()),
+        host: Some("10.0.0.2".parse().unwrap()),
         image: Some("busybox".into()),
         services: Vec::new(),
     };
@@ -134,7 +134,7 @@ fn a_host_ip_that_extends_another_is_not_that_host() {
         value(A, "busybox:latest", &[("10.0.0.10", "1", "2", "tcp")]),
     )];
     let filter = Filter {
-        host: Some("10.0.0.1".into()),
+        host: Some("10.0.0.1".parse().unwrap()),
         image: None,
         services: Vec::new(),
     };
@@ -201,7 +201,7 @@ fn table_is_aligned_with_short_ids_and_arrows() {
 #[test]
 fn json_is_one_line_with_every_field() {
     let (rows, _) = listed(&Filter {
-        host: Some("10.0.0.2".into()),
+        host: Some("10.0.0.2".parse().unwrap()),
         ..Filter::default()
     });
     assert_eq!(
@@ -303,5 +303,8 @@ fn any_of_several_services() {
         services: vec!["nginx:1.25".into()],
         ..Filter::default()
     };
-    assert!(listed(&filter).0.iter().all(|r| r.service == "nginx:1.25"));
+    assert!(listed(&filter)
+        .0
+        .iter()
+        .all(|r| r.service.as_str() == "nginx:1.25"));
 }

@@ -69,25 +69,6 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '@' | '-')
 }
 
-/// A full container id: 64 lowercase hex digits, as both engines give it.
-pub fn is_container_id(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// `tcp`, `udp` or `sctp`: the protocols a published port can have.
-pub fn is_protocol(text: &str) -> bool {
-    matches!(text, "tcp" | "udp" | "sctp")
-}
-
-/// A port as the engine and records write it: a decimal number 1-65535,
-/// with no sign, blank or leading zero.
-pub fn parse_port(text: &str) -> Option<u16> {
-    if text.starts_with('0') || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse().ok().filter(|port| *port != 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,24 +131,5 @@ mod tests {
         assert_eq!(name(""), Ok(None));
         assert_eq!(name("web\nx"), Err(NameError::Character('\n')));
         assert_eq!(name("/web"), Err(NameError::Start));
-    }
-
-    #[test]
-    fn ids_protocols_and_ports() {
-        assert!(is_container_id(&"0123456789abcdef".repeat(4)));
-        assert!(!is_container_id(&"0123456789ABCDEF".repeat(4)));
-        assert!(!is_container_id(&"0".repeat(63)));
-        assert!(!is_container_id(&format!("{}\n", "0".repeat(63))));
-        for protocol in ["tcp", "udp", "sctp"] {
-            assert!(is_protocol(protocol));
-        }
-        for bad in ["TCP", "tcp ", "", "icmp"] {
-            assert!(!is_protocol(bad));
-        }
-        assert_eq!(parse_port("80"), Some(80));
-        assert_eq!(parse_port("65535"), Some(65535));
-        for bad in ["0", "080", "65536", "-1", "+80", " 80", "80\n", "", "8e1"] {
-            assert_eq!(parse_port(bad), None, "{bad:?}");
-        }
     }
 }

@@ -5,11 +5,14 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use serde::Serialize;
 
 use super::template::ident;
 use crate::listing::Row;
+use crate::record::field::address_as_text;
+use crate::record::{ContainerId, Name, PortNumber, Protocol};
 
 /// The whole context of one rendering. Nothing in it depends on time, so an
 /// unchanged cluster renders identical bytes.
@@ -30,7 +33,7 @@ pub struct Service {
     /// The key's service segment as stored (`/` as `::`), e.g. `web` or
     /// `quay.io::coreos::etcd:v3.5`; the `ident` filter makes it an
     /// identifier haproxy and nginx accept.
-    pub name: String,
+    pub name: Name,
     /// Every published port of every container of the service, sorted.
     pub backends: Vec<Backend>,
     /// The service's container ports (private port and protocol), each with
@@ -44,9 +47,9 @@ pub struct Service {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Port {
     /// The port inside the containers, e.g. `80`.
-    pub private_port: String,
+    pub private_port: PortNumber,
     /// `tcp`, `udp` or `sctp`.
-    pub port_type: String,
+    pub port_type: Protocol,
     /// The bindings of this port, sorted like [`Service::backends`], one per
     /// address: two records of one address (a container published on it
     /// twice, a record copied under another key) are one server.
@@ -61,23 +64,25 @@ pub struct Backend {
     /// address (`ident`) and the port, e.g. `0123456789ab_10_2e0_2e0_2e1_32768`.
     pub name: String,
     /// The `--host-ip` of the agent that registered it.
-    pub host: String,
+    #[serde(serialize_with = "address_as_text")]
+    pub host: IpAddr,
     /// The binding's address.
-    pub ip: String,
+    #[serde(serialize_with = "address_as_text")]
+    pub ip: IpAddr,
     /// The binding's port on the host: what traffic is sent to.
-    pub public_port: String,
+    pub public_port: PortNumber,
     /// `ip:public_port`, an IPv6 address in brackets: what haproxy's
     /// `server` and nginx's `server` take.
     pub address: String,
     /// The container's port it forwards to.
-    pub private_port: String,
+    pub private_port: PortNumber,
     /// `tcp`, `udp` or `sctp`.
-    pub port_type: String,
+    pub port_type: Protocol,
     /// The full container id.
-    pub container: String,
+    pub container: ContainerId,
     /// The record's image (`/` as `::`), which differs between the
     /// backends of a service during a rolling upgrade.
-    pub image: String,
+    pub image: Name,
 }
 
 /// A container port that several services claim: a load balancer with one
@@ -105,7 +110,7 @@ pub struct Contest {
 pub struct Catalog {
     /// Service name → when it was first seen (a count of services) and its
     /// (private port, protocol) pairs ever seen.
-    seen: BTreeMap<String, Seen>,
+    seen: BTreeMap<Name, Seen>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -115,65 +120,58 @@ struct Seen {
     ports: BTreeSet<PortKey>,
 }
 
-/// A container port and its protocol (`("80", "tcp")`).
-type PortKey = (String, String);
+/// A container port and its protocol (`80/tcp`).
+type PortKey = (PortNumber, Protocol);
 
 /// One service's claim on a port, ordered as claims win: with backends on
 /// it (`false` sorts first), then seen first, then by name.
-type Claim<'a> = (bool, usize, &'a str);
+type Claim<'a> = (bool, usize, &'a Name);
 
 impl Catalog {
     /// The context of `rows` (any order); remembers their services.
     pub fn context(&mut self, rows: &[Row]) -> Context {
-        let mut by_service: BTreeMap<&str, Vec<Backend>> = BTreeMap::new();
+        let mut by_service: BTreeMap<&Name, Vec<Backend>> = BTreeMap::new();
         for row in rows {
             by_service
                 .entry(&row.service)
                 .or_default()
                 .push(backend(row));
         }
-        for (name, backends) in &by_service {
+        for (name, backends) in &mut by_service {
+            backends.sort_by(compare_backends);
+            backends.dedup();
             let next = self.seen.len();
-            let seen = self.seen.entry((*name).to_owned()).or_insert(Seen {
+            let seen = self.seen.entry((*name).clone()).or_insert(Seen {
                 order: next,
                 ..Seen::default()
             });
-            for b in backends {
-                seen.ports
-                    .insert((b.private_port.clone(), b.port_type.clone()));
-            }
-        }
-        for backends in by_service.values_mut() {
-            backends.sort_by(compare_backends);
-            backends.dedup();
+            seen.ports.extend(backends.iter().map(port_key));
         }
         let (holders, contested) = self.holders(&by_service);
         let services = self
             .seen
             .iter()
             .map(|(name, seen)| {
-                let backends = by_service.remove(name.as_str()).unwrap_or_default();
-                let mut ports: Vec<Port> = seen
+                let backends = by_service.remove(name).unwrap_or_default();
+                // One pass over the backends, whatever the number of ports.
+                let mut of_port: BTreeMap<PortKey, Vec<Backend>> = BTreeMap::new();
+                for b in &backends {
+                    of_port.entry(port_key(b)).or_default().push(b.clone());
+                }
+                let ports = seen
                     .ports
                     .iter()
-                    .filter(|port| holders.get(*port) == Some(&name.as_str()))
-                    .map(|(private_port, port_type)| Port {
-                        private_port: private_port.clone(),
-                        port_type: port_type.clone(),
+                    .filter(|port| holders.get(*port) == Some(&name))
+                    .map(|&(private_port, port_type)| Port {
+                        private_port,
+                        port_type,
                         backends: one_per_address(
-                            backends
-                                .iter()
-                                .filter(|b| {
-                                    &b.private_port == private_port && &b.port_type == port_type
-                                })
-                                .cloned(),
+                            of_port
+                                .remove(&(private_port, port_type))
+                                .unwrap_or_default(),
                         ),
                     })
                     .collect();
-                ports.sort_by(|a, b| {
-                    number_first(&a.private_port, &b.private_port)
-                        .then_with(|| a.port_type.cmp(&b.port_type))
-                });
                 Service {
                     name: name.clone(),
                     backends,
@@ -190,20 +188,20 @@ impl Catalog {
     /// Which service holds each port, and the ports that more than one claims.
     fn holders<'a>(
         &'a self,
-        backends: &BTreeMap<&str, Vec<Backend>>,
-    ) -> (BTreeMap<&'a PortKey, &'a str>, Vec<Contest>) {
+        backends: &BTreeMap<&Name, Vec<Backend>>,
+    ) -> (BTreeMap<&'a PortKey, &'a Name>, Vec<Contest>) {
         let mut claims: BTreeMap<&PortKey, Vec<Claim<'_>>> = BTreeMap::new();
         for (name, seen) in &self.seen {
+            let serving: BTreeSet<PortKey> = backends
+                .get(name)
+                .map(|all| all.iter().map(port_key).collect())
+                .unwrap_or_default();
             for port in &seen.ports {
-                let serving = backends.get(name.as_str()).is_some_and(|all| {
-                    all.iter()
-                        .any(|b| b.private_port == port.0 && b.port_type == port.1)
-                });
                 // `false` sorts first: a claimant with backends wins.
                 claims
                     .entry(port)
                     .or_default()
-                    .push((!serving, seen.order, name.as_str()));
+                    .push((!serving.contains(port), seen.order, name));
             }
         }
         let mut contested = Vec::new();
@@ -214,11 +212,11 @@ impl Catalog {
                 let holder = claimants[0].2;
                 if claimants.len() > 1 {
                     let mut left_out: Vec<String> =
-                        claimants[1..].iter().map(|c| c.2.to_owned()).collect();
+                        claimants[1..].iter().map(|c| c.2.to_string()).collect();
                     left_out.sort();
                     contested.push(Contest {
                         port: format!("{}/{}", port.0, port.1),
-                        holder: holder.to_owned(),
+                        holder: holder.to_string(),
                         left_out,
                     });
                 }
@@ -229,65 +227,74 @@ impl Catalog {
     }
 }
 
+fn port_key(backend: &Backend) -> PortKey {
+    (backend.private_port, backend.port_type)
+}
+
 /// The first backend (in sorted order) of each address.
-fn one_per_address(sorted: impl Iterator<Item = Backend>) -> Vec<Backend> {
+fn one_per_address(sorted: Vec<Backend>) -> Vec<Backend> {
     let mut addresses = BTreeSet::new();
     sorted
-        .filter(|b| addresses.insert(b.address.clone()))
+        .into_iter()
+        .filter(|b| addresses.insert((b.ip, b.public_port)))
         .collect()
 }
 
 fn backend(row: &Row) -> Backend {
-    let short_id = row.container.get(..12).unwrap_or(&row.container);
     Backend {
-        name: format!("{short_id}_{}_{}", ident(&row.ip), row.public_port),
-        host: row.host.clone(),
-        ip: row.ip.clone(),
-        public_port: row.public_port.clone(),
-        address: address(&row.ip, &row.public_port),
-        private_port: row.private_port.clone(),
-        port_type: row.port_type.clone(),
+        name: format!(
+            "{}_{}_{}",
+            row.container.short(),
+            ident(&row.ip.to_string()),
+            row.public_port
+        ),
+        host: row.host,
+        ip: row.ip,
+        public_port: row.public_port,
+        address: address(row.ip, row.public_port),
+        private_port: row.private_port,
+        port_type: row.port_type,
         container: row.container.clone(),
         image: row.image.clone(),
     }
 }
 
 /// `ip:port`, `[ip]:port` for IPv6.
-pub fn address(ip: &str, port: &str) -> String {
-    if ip.contains(':') {
-        format!("[{ip}]:{port}")
-    } else {
-        format!("{ip}:{port}")
+pub fn address(ip: IpAddr, port: PortNumber) -> String {
+    match ip {
+        IpAddr::V4(ip) => format!("{ip}:{port}"),
+        IpAddr::V6(ip) => format!("[{ip}]:{port}"),
     }
 }
 
-/// Backends by host, ip, public port, private port, protocol, container
-/// (ports by number): the order is the records', not etcd's key order.
+/// Backends by host, ip, public port, private port, protocol, container:
+/// the order is the records', not etcd's key order.
 fn compare_backends(a: &Backend, b: &Backend) -> Ordering {
-    a.host
-        .cmp(&b.host)
-        .then_with(|| a.ip.cmp(&b.ip))
-        .then_with(|| number_first(&a.public_port, &b.public_port))
-        .then_with(|| number_first(&a.private_port, &b.private_port))
-        .then_with(|| a.port_type.cmp(&b.port_type))
-        .then_with(|| a.container.cmp(&b.container))
-        .then_with(|| a.image.cmp(&b.image))
-}
-
-/// Numbers by value (`8080` after `443`), anything else after them as text.
-fn number_first(a: &str, b: &str) -> Ordering {
-    match (a.parse::<u64>(), b.parse::<u64>()) {
-        (Ok(a), Ok(b)) => a.cmp(&b),
-        (Ok(_), Err(_)) => Ordering::Less,
-        (Err(_), Ok(_)) => Ordering::Greater,
-        (Err(_), Err(_)) => a.cmp(b),
-    }
+    (
+        a.host,
+        a.ip,
+        a.public_port,
+        a.private_port,
+        a.port_type,
+        &a.container,
+        &a.image,
+    )
+        .cmp(&(
+            b.host,
+            b.ip,
+            b.public_port,
+            b.private_port,
+            b.port_type,
+            &b.container,
+            &b.image,
+        ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A row of `container` (an id, or one hex digit to make one of).
     fn row(
         host: &str,
         image: &str,
@@ -296,16 +303,19 @@ mod tests {
         private: &str,
         proto: &str,
     ) -> Row {
+        let container = ContainerId::parse(container)
+            .or_else(|| ContainerId::parse(&container.repeat(64)))
+            .unwrap();
         Row {
-            host: host.into(),
-            service: image.into(),
-            image: image.into(),
-            container: container.into(),
-            ip: host.into(),
-            public_port: public.into(),
-            private_port: private.into(),
-            port_type: proto.into(),
+            host: host.parse().unwrap(),
+            service: Name::parse(image).unwrap(),
+            image: Name::parse(image).unwrap(),
             key: format!("/registered/{host}/{image}/{container}"),
+            container,
+            ip: host.parse().unwrap(),
+            public_port: PortNumber::parse(public).unwrap(),
+            private_port: PortNumber::parse(private).unwrap(),
+            port_type: Protocol::parse(proto).unwrap(),
         }
     }
 
@@ -318,12 +328,15 @@ mod tests {
                     .ports
                     .iter()
                     .map(|p| {
-                        let servers: Vec<&str> =
-                            p.backends.iter().map(|b| b.public_port.as_str()).collect();
+                        let servers: Vec<String> = p
+                            .backends
+                            .iter()
+                            .map(|b| b.public_port.to_string())
+                            .collect();
                         format!("{}/{}={}", p.private_port, p.port_type, servers.join(","))
                     })
                     .collect();
-                (s.name.clone(), ports)
+                (s.name.to_string(), ports)
             })
             .collect()
     }
@@ -351,15 +364,16 @@ mod tests {
             ]
         );
         let web = &context.services[2];
-        let hosts: Vec<&str> = web.backends.iter().map(|b| b.host.as_str()).collect();
+        let hosts: Vec<String> = web.backends.iter().map(|b| b.host.to_string()).collect();
         assert_eq!(hosts, ["10.0.0.1", "10.0.0.1", "10.0.0.2"]);
         assert_eq!(web.backends[0].address, "10.0.0.1:9999");
     }
 
     #[test]
     fn ipv6_addresses_are_bracketed() {
-        assert_eq!(address("fd00::1", "80"), "[fd00::1]:80");
-        assert_eq!(address("10.0.0.1", "80"), "10.0.0.1:80");
+        let port = PortNumber::parse("80").unwrap();
+        assert_eq!(address("fd00::1".parse().unwrap(), port), "[fd00::1]:80");
+        assert_eq!(address("10.0.0.1".parse().unwrap(), port), "10.0.0.1:80");
     }
 
     #[test]
@@ -403,13 +417,13 @@ mod tests {
     fn server_names_are_unique_per_port_and_one_address_is_one_server() {
         let a = id('a');
         let mut twice = row("10.0.0.1", "web", &a, "8080", "80", "tcp");
-        twice.ip = "10.0.0.11".into();
+        twice.ip = "10.0.0.11".parse().unwrap();
         let rows = [
             row("10.0.0.1", "web", &a, "8080", "80", "tcp"),
             twice,
             // The same address under another image's key: one server.
             Row {
-                image: "web:2".into(),
+                image: Name::parse("web:2").unwrap(),
                 ..row("10.0.0.1", "web", &a, "8080", "80", "tcp")
             },
             row("10.0.0.1", "web", &id('b'), "8080", "80", "tcp"),

@@ -8,6 +8,8 @@ use minijinja::{Environment, UndefinedBehavior, Value};
 
 use super::context::{Catalog, Context};
 use crate::listing::Row;
+use crate::record::{ContainerId, Name, PortNumber, Protocol};
+use std::net::IpAddr;
 
 /// The one name the template is registered under.
 const NAME: &str = "template";
@@ -117,16 +119,18 @@ fn invalid(path: &Path, error: &minijinja::Error) -> TemplateError {
 /// The service used to try a template at load.
 fn example() -> Context {
     let container = "0".repeat(64);
+    let name = || Name::parse("example:latest").expect("a name");
+    let host = IpAddr::from([192, 0, 2, 1]);
     Catalog::default().context(&[Row {
-        host: "192.0.2.1".into(),
-        service: "example:latest".into(),
-        image: "example:latest".into(),
-        key: format!("/registered/192.0.2.1/example:latest/{container}"),
-        container,
-        ip: "192.0.2.1".into(),
-        public_port: "32768".into(),
-        private_port: "80".into(),
-        port_type: "tcp".into(),
+        host,
+        service: name(),
+        image: name(),
+        key: format!("/registered/{host}/example:latest/{container}"),
+        container: ContainerId::parse(&container).expect("an id"),
+        ip: host,
+        public_port: PortNumber::parse("32768").expect("a port"),
+        private_port: PortNumber::parse("80").expect("a port"),
+        port_type: Protocol::Tcp,
     }])
 }
 
