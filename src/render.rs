@@ -6,6 +6,7 @@
 
 mod context;
 mod debounce;
+mod frontends;
 #[cfg(test)]
 mod hostile;
 mod output;
@@ -18,8 +19,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{error, warn};
 
-pub use context::{Backend, Catalog, Contest, Context, Port, Service};
+pub use context::{Backend, Catalog, Contest, Context, Port, Refused, Service};
 pub use debounce::Debounce;
+pub use frontends::{FrontendPortError, FrontendPorts};
 pub use output::{CommandError, Output, OutputError, Published};
 pub use template::{ident, Template, TemplateError};
 
@@ -52,9 +54,10 @@ pub async fn run(
             config.check.clone(),
             config.reload.clone(),
         ),
-        catalog: Catalog::default(),
+        catalog: Catalog::new(config.frontends.clone()),
         template,
         contested: Vec::new(),
+        refused: Vec::new(),
     };
     let source = Source {
         root: &config.root,
@@ -144,6 +147,9 @@ struct Renderer {
     /// The ports several services claimed at the last rendering, said
     /// again only when they change.
     contested: Vec<Contest>,
+    /// The ports outside `--frontend-port` at the last rendering, said
+    /// again only when they change.
+    refused: Vec<Refused>,
 }
 
 impl Renderer {
@@ -161,6 +167,10 @@ impl Renderer {
             }
             self.contested.clone_from(&context.contested);
         }
+        if context.refused != self.refused {
+            warn_refused(&context.refused);
+            self.refused.clone_from(&context.refused);
+        }
         let text = self.template.render(&context)?;
         Ok(self.output.publish(text).await?)
     }
@@ -170,5 +180,26 @@ impl Renderer {
         if let Err(failure) = self.render(rows).await {
             error!(error = %failure, out, "keeping the old file");
         }
+    }
+}
+
+/// How many refused ports are named in the log; the rest are counted, so
+/// that one container publishing thousands costs a line, not thousands.
+const NAMED_REFUSED: usize = 10;
+
+fn warn_refused(refused: &[Refused]) {
+    for port in refused.iter().take(NAMED_REFUSED) {
+        warn!(
+            service = port.service,
+            port = port.port,
+            "a container port outside --frontend-port: no frontend"
+        );
+    }
+    if refused.len() > NAMED_REFUSED {
+        warn!(
+            more = refused.len() - NAMED_REFUSED,
+            total = refused.len(),
+            "more container ports outside --frontend-port: no frontend"
+        );
     }
 }

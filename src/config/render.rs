@@ -10,6 +10,7 @@ use clap::Args;
 use super::list::nonblank;
 use super::{flag_error, ConfigError, EtcdTarget};
 use crate::listing::Filter;
+use crate::render::FrontendPorts;
 
 /// The longest debounce accepted: beyond it a load balancer would lag the
 /// cluster by more than a minute, which no one wants by mistake.
@@ -46,6 +47,11 @@ pub(super) struct RenderArgs {
     /// Without it, every service is rendered.
     #[arg(long, value_name = "NAME")]
     service: Vec<String>,
+
+    /// A container port (`80`) or range (`8000-8999`) that may be a frontend; repeat it
+    /// or separate by commas. Without it, any port a record claims is one.
+    #[arg(long, value_name = "PORTS")]
+    frontend_port: Vec<String>,
 }
 
 /// The validated configuration of `render`.
@@ -70,6 +76,8 @@ pub struct RenderConfig {
     /// Which records are rendered: only the services named by `--service`
     /// (README "Trust boundary": who may claim a load balancer's ports).
     pub filter: Filter,
+    /// Which container ports may be frontends (`--frontend-port`).
+    pub frontends: FrontendPorts,
 }
 
 impl RenderArgs {
@@ -113,6 +121,8 @@ impl RenderArgs {
                 services: nonblank(self.service),
                 ..Filter::default()
             },
+            frontends: FrontendPorts::parse(&self.frontend_port)
+                .map_err(|e| flag_error("--frontend-port", e.to_string()))?,
         })
     }
 }
@@ -166,6 +176,12 @@ mod tests {
         assert_eq!(config.root, "/lb/");
         assert_eq!(config.check.as_deref(), Some("haproxy -c -f {}"));
         assert!(config.once);
+        assert_eq!(config.frontends, FrontendPorts::Any);
+        let config = render(&["--frontend-port", "80", "--frontend-port", "8000-8999"]).unwrap();
+        assert_eq!(
+            config.frontends,
+            FrontendPorts::parse(&["80,8000-8999"]).unwrap()
+        );
     }
 
     #[test]
@@ -181,5 +197,8 @@ mod tests {
             render(&["--check", " "]).unwrap_err(),
             "invalid --check: is empty"
         );
+        assert!(render(&["--frontend-port", "22-0"])
+            .unwrap_err()
+            .starts_with(r#"invalid --frontend-port: "22-0" is not a port"#));
     }
 }

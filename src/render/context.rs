@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+use super::frontends::FrontendPorts;
 use super::template::ident;
 use crate::listing::Row;
 use crate::record::field::address_as_text;
@@ -24,6 +25,18 @@ pub struct Context {
     /// for render's log, not for templates.
     #[serde(skip)]
     pub contested: Vec<Contest>,
+    /// The container ports outside `--frontend-port` that records claim,
+    /// sorted: for render's log.
+    #[serde(skip)]
+    pub refused: Vec<Refused>,
+}
+
+/// A container port of a service that may not be a frontend.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Refused {
+    pub service: String,
+    /// The container port and protocol, e.g. `22/tcp`.
+    pub port: String,
 }
 
 /// The containers registered under one service (the key's middle segment:
@@ -109,8 +122,11 @@ pub struct Contest {
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     /// Service name → when it was first seen (a count of services) and its
-    /// (private port, protocol) pairs ever seen.
+    /// (private port, protocol) pairs ever seen that may be frontends.
     seen: BTreeMap<Name, Seen>,
+    /// Which container ports may be frontends; the others are never
+    /// remembered nor given a [`Port`].
+    frontends: FrontendPorts,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -128,6 +144,14 @@ type PortKey = (PortNumber, Protocol);
 type Claim<'a> = (bool, usize, &'a Name);
 
 impl Catalog {
+    /// A catalog of no services, whose frontends are `frontends`.
+    pub fn new(frontends: FrontendPorts) -> Self {
+        Self {
+            seen: BTreeMap::new(),
+            frontends,
+        }
+    }
+
     /// The context of `rows` (any order); remembers their services.
     pub fn context(&mut self, rows: &[Row]) -> Context {
         let mut by_service: BTreeMap<&Name, Vec<Backend>> = BTreeMap::new();
@@ -137,6 +161,7 @@ impl Catalog {
                 .or_default()
                 .push(backend(row));
         }
+        let mut refused = BTreeSet::new();
         for (name, backends) in &mut by_service {
             backends.sort_by(compare_backends);
             backends.dedup();
@@ -145,7 +170,16 @@ impl Catalog {
                 order: next,
                 ..Seen::default()
             });
-            seen.ports.extend(backends.iter().map(port_key));
+            for (private_port, protocol) in backends.iter().map(port_key) {
+                if self.frontends.admits(private_port) {
+                    seen.ports.insert((private_port, protocol));
+                } else {
+                    refused.insert(Refused {
+                        service: name.to_string(),
+                        port: format!("{private_port}/{protocol}"),
+                    });
+                }
+            }
         }
         let (holders, contested) = self.holders(&by_service);
         let services = self
@@ -182,6 +216,7 @@ impl Catalog {
         Context {
             services,
             contested,
+            refused: refused.into_iter().collect(),
         }
     }
 
@@ -494,5 +529,35 @@ mod tests {
             row("10.0.0.1", "api", &id('b'), "8081", "80", "tcp"),
         ]);
         assert_eq!(context.contested[0].holder, "api");
+    }
+
+    #[test]
+    fn only_the_operators_ports_become_frontends() {
+        let frontends = FrontendPorts::parse(&["80", "8000-8999"]).unwrap();
+        let mut catalog = Catalog::new(frontends);
+        let context = catalog.context(&[
+            row("10.0.0.1", "web", &id('a'), "8080", "80", "tcp"),
+            row("10.0.0.1", "web", &id('a'), "8081", "8443", "tcp"),
+            row("10.0.0.1", "gitea", &id('b'), "2222", "22", "tcp"),
+        ]);
+        assert_eq!(
+            summary(&context),
+            [
+                ("gitea".into(), vec![]),
+                (
+                    "web".into(),
+                    vec!["80/tcp=8080".into(), "8443/tcp=8081".into()]
+                ),
+            ]
+        );
+        // Its backends are still the service's, for templates that list them.
+        assert_eq!(context.services[0].backends.len(), 1);
+        assert_eq!(
+            context.refused,
+            [Refused {
+                service: "gitea".into(),
+                port: "22/tcp".into()
+            }]
+        );
     }
 }
