@@ -313,11 +313,22 @@ fn published(binding: &PortBinding, host_ip: IpAddr) -> Result<Option<Published<
 
 /// Whether a binding on `ip` can be offered as reached through `host`
 /// (README "Trust boundary"): not loopback unless the host is loopback
-/// (another host would reach its own), never the unspecified or a multicast
+/// (another host would reach its own), never the unspecified, a multicast,
+/// the broadcast, a link-local (`169.254.169.254` is a cloud's metadata
+/// service on every host) or a deprecated IPv4-compatible (`::127.0.0.1`)
 /// address; IPv4 written as IPv6 (`::ffff:127.0.0.1`) is judged as IPv4.
 pub fn offerable(ip: IpAddr, host: IpAddr) -> bool {
     let ip = ip.to_canonical();
-    !(ip.is_unspecified()
+    let nowhere = match ip {
+        IpAddr::V4(v4) => v4.is_broadcast() || v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            let ipv4_compatible = v6.segments()[..6] == [0; 6] && !v6.is_loopback();
+            (first & 0xffc0) == 0xfe80 || ipv4_compatible
+        }
+    };
+    !(nowhere
+        || ip.is_unspecified()
         || ip.is_multicast()
         || (ip.is_loopback() && !host.to_canonical().is_loopback()))
 }

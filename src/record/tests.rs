@@ -360,6 +360,15 @@ fn offerable_addresses() {
         ("::ffff:0.0.0.0", false, false),
         ("239.1.1.1", false, false),
         ("ff02::1", false, false),
+        ("255.255.255.255", false, false),
+        ("169.254.169.254", false, false),
+        ("::ffff:169.254.169.254", false, false),
+        ("fe80::1", false, false),
+        ("febf::1", false, false),
+        ("fec0::1", true, true),
+        ("::127.0.0.1", false, false),
+        ("::10.0.0.1", false, false),
+        ("::1:0:0:1", true, true),
     ] {
         let ip: IpAddr = ip.parse().unwrap();
         assert_eq!(
