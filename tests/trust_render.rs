@@ -3,7 +3,8 @@
 //! never gives haproxy two servers of one name, and a container of another
 //! service cannot take a frontend port that a service serves; `render
 //! --service` renders only the services named (every file checked by a
-//! real `haproxy -c`). A label of megabytes costs its container only the
+//! real `haproxy -c`), and `--frontend-port` makes only the operator's
+//! ports frontends. A label of megabytes costs its container only the
 //! label, and `list` names a hostile key escaped, never printing it raw.
 
 mod common;
@@ -110,6 +111,53 @@ fn another_service_cannot_take_a_served_port_and_render_service_names_them() {
     let text = read(&once);
     assert!(!text.contains("intruder"), "{text}");
     assert!(text.contains(&format!("127.0.0.1:{web} ")), "{text}");
+}
+
+#[test]
+fn only_the_operators_ports_become_frontends() {
+    let env = TestEnv::new("trust_frontend_ports");
+    let _agent = env.start_agent(&[]);
+    let port = private_port().to_string();
+    // Container port 22: a frontend on it would be a bind the load
+    // balancer's own sshd already holds.
+    let id = env.containers.run(&[
+        "-l",
+        "docker-etcd-register.service=gitea",
+        "-p",
+        &format!("127.0.0.1::{port}"),
+        "-p",
+        "127.0.0.1::22",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    env.wait_key(REACT, &env.key("gitea", &id));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("haproxy.cfg");
+    let mut render = spawn_render(
+        &env.endpoint(),
+        &example(HAPROXY),
+        &out,
+        &[
+            "--check",
+            HAPROXY_CHECK,
+            "--once",
+            "--service",
+            "gitea",
+            "--frontend-port",
+            &format!("80,{port}"),
+        ],
+    );
+    let status = render.wait_exit(SLOW).expect("render --once did not exit");
+    assert!(status.success(), "{:?}", render.lines());
+    let text = read(&out);
+    assert!(text.contains(&format!("listen gitea_{port}\n")), "{text}");
+    assert!(!text.contains(":22\n"), "{text}");
+    assert!(
+        render.wait_for_log("outside --frontend-port", SLOW),
+        "{:?}",
+        render.lines()
+    );
 }
 
 #[test]
