@@ -3,7 +3,8 @@
 //! never gives haproxy two servers of one name, and a container of another
 //! service cannot take a frontend port that a service serves; `render
 //! --service` renders only the services named (every file checked by a
-//! real `haproxy -c`), and `--frontend-port` makes only the operator's
+//! real `haproxy -c`); a name spelled as another one's identifier is a
+//! section of its own, and `--frontend-port` makes only the operator's
 //! ports frontends. A label of megabytes costs its container only the
 //! label, and `list` names a hostile key escaped, never printing it raw.
 
@@ -111,6 +112,50 @@ fn another_service_cannot_take_a_served_port_and_render_service_names_them() {
     let text = read(&once);
     assert!(!text.contains("intruder"), "{text}");
     assert!(text.contains(&format!("127.0.0.1:{web} ")), "{text}");
+}
+
+/// A label spelled as `ident` writes another service's name gives a section
+/// of its own: haproxy accepts the file with both.
+#[test]
+fn a_name_spelled_as_another_ones_identifier_is_a_section_of_its_own() {
+    let env = TestEnv::new("trust_ident");
+    let _agent = env.start_agent(&[]);
+    let mut ports = Vec::new();
+    for service in ["web.v1", "web_2ev1"] {
+        let port = private_port().to_string();
+        let label = format!("docker-etcd-register.service={service}");
+        let publish = format!("127.0.0.1::{port}");
+        let id = env
+            .containers
+            .run(&["-l", &label, "-p", &publish, "busybox", "sleep", "1000"]);
+        env.wait_key(REACT, &env.key(service, &id));
+        ports.push(port);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("haproxy.cfg");
+    let mut render = spawn_render(
+        &env.endpoint(),
+        &example(HAPROXY),
+        &out,
+        &[
+            "--check",
+            HAPROXY_CHECK,
+            "--once",
+            "--service",
+            "web.v1",
+            "--service",
+            "web_2ev1",
+        ],
+    );
+    let status = render.wait_exit(SLOW).expect("render --once did not exit");
+    assert!(status.success(), "{:?}", render.lines());
+    let text = read(&out);
+    for section in [
+        format!("listen web_2ev1_{}\n", ports[0]),
+        format!("listen web_5f2ev1_{}\n", ports[1]),
+    ] {
+        assert!(text.contains(&section), "{section:?} in\n{text}");
+    }
 }
 
 #[test]
