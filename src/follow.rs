@@ -2,14 +2,15 @@
 //! `render`): read the records in pages, hand them over, wait until they
 //! change, read again — level-triggered, so nothing is ever patched wrongly.
 //! An etcd outage is retried every second and said once when it starts and
-//! once when it ends.
+//! once when it ends. Any `store::RecordSource` will do: etcd, or the
+//! simulator's cluster in the consumers' tests.
 
 use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::etcd::{PrefixWatch, RecordsReader, StoreError};
 use crate::listing::{Filter, Row, Rows, Unreadables};
+use crate::store::{RecordSource, StoreError};
 
 /// Pause before reading again after etcd failed.
 const RETRY: Duration = Duration::from_secs(1);
@@ -35,7 +36,10 @@ pub struct Listing {
 }
 
 /// Reads the records page by page, keeping only the rows the filter admits.
-pub async fn read(reader: &mut RecordsReader, source: &Source<'_>) -> Result<Listing, StoreError> {
+pub async fn read(
+    reader: &mut impl RecordSource,
+    source: &Source<'_>,
+) -> Result<Listing, StoreError> {
     let read = reader
         .read(
             source.prefix,
@@ -54,11 +58,11 @@ pub async fn read(reader: &mut RecordsReader, source: &Source<'_>) -> Result<Lis
 /// Reads and hands the listing to `show`, then waits for `settle` to say
 /// that the records changed (it gets the watch from right after the read),
 /// and again, surviving etcd outages. Returns only when `show` fails.
-pub async fn follow<E>(
-    reader: &mut RecordsReader,
+pub async fn follow<R: RecordSource, E>(
+    reader: &mut R,
     source: &Source<'_>,
     mut show: impl AsyncFnMut(Listing) -> Result<(), E>,
-    mut settle: impl AsyncFnMut(&mut PrefixWatch) -> Result<(), StoreError>,
+    mut settle: impl AsyncFnMut(&mut R::Watch) -> Result<(), StoreError>,
 ) -> E {
     let mut failing = false;
     loop {
@@ -84,10 +88,10 @@ pub async fn follow<E>(
     }
 }
 
-async fn read_and_watch(
-    reader: &mut RecordsReader,
+async fn read_and_watch<R: RecordSource>(
+    reader: &mut R,
     source: &Source<'_>,
-) -> Result<(Listing, PrefixWatch), StoreError> {
+) -> Result<(Listing, R::Watch), StoreError> {
     let listing = read(reader, source).await?;
     let watch = reader.watch(source.prefix, listing.revision + 1).await?;
     Ok((listing, watch))

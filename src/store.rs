@@ -162,6 +162,31 @@ pub trait PrefixChanges {
     fn next_changes(&mut self) -> impl Future<Output = Result<Vec<Change>, StoreError>>;
 }
 
+/// The consumers' seam (`list`, `render`, through `follow`): every host's
+/// records under a prefix, read in pages at one revision and watched from
+/// the next. Read-only; implemented by the etcd adapter
+/// (`etcd::RecordsReader`) and by the simulator's cluster.
+pub trait RecordSource {
+    type Watch: PrefixChanges;
+
+    /// Every key (that is UTF-8) and value under `prefix`, folded into what
+    /// `start` makes, page by page: nothing but `fold` decides what stays
+    /// in memory.
+    fn read<T>(
+        &mut self,
+        prefix: &str,
+        start: impl Fn() -> T,
+        fold: impl FnMut(&mut T, paging::Entry<'_>),
+    ) -> impl Future<Output = Result<paging::PrefixRead<T>, StoreError>>;
+
+    /// Watches `prefix` from `revision` on.
+    fn watch(
+        &mut self,
+        prefix: &str,
+        revision: i64,
+    ) -> impl Future<Output = Result<Self::Watch, StoreError>>;
+}
+
 /// The store, confined to one host's prefix, as the agent loop uses it.
 pub trait Store {
     type Watch: PrefixChanges;

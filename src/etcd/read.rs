@@ -8,6 +8,7 @@ use tonic::Code;
 use super::{Change, Connection, StoreError};
 use crate::config::EtcdSecurity;
 use crate::store::paging::{self, Entry, Page, PageFailure, PageRequest, PrefixRead, RawEntry};
+use crate::store::RecordSource;
 
 /// The largest range or watch response we accept (the gRPC decoding limit;
 /// tonic's default is 4 MiB). One key-value can be as large as the cluster's
@@ -136,11 +137,13 @@ impl RecordsReader {
             connection: Connection::new(endpoints, security),
         }
     }
+}
 
-    /// Every key (that is UTF-8) and value under `prefix`, folded into what
-    /// `start` makes, page by page (see `Connection::read_prefix`): nothing
-    /// but `fold` decides what stays in memory.
-    pub async fn read<T>(
+impl RecordSource for RecordsReader {
+    type Watch = PrefixWatch;
+
+    /// See `Connection::read_prefix`.
+    async fn read<T>(
         &mut self,
         prefix: &str,
         start: impl Fn() -> T,
@@ -149,8 +152,7 @@ impl RecordsReader {
         self.connection.read_prefix(prefix, start, fold).await
     }
 
-    /// Watches `prefix` from `revision` on.
-    pub async fn watch(&mut self, prefix: &str, revision: i64) -> Result<PrefixWatch, StoreError> {
+    async fn watch(&mut self, prefix: &str, revision: i64) -> Result<PrefixWatch, StoreError> {
         self.connection.watch_prefix(prefix, revision).await
     }
 }

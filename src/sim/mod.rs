@@ -6,9 +6,10 @@
 //! against the agent's promises ([`properties`]). Deterministic: a schedule
 //! (or a seed) replays exactly.
 
-mod cluster;
+pub(crate) mod cluster;
 mod engine;
 mod properties;
+pub(crate) mod records;
 mod regressions;
 mod run;
 mod schedule;

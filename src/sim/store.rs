@@ -14,9 +14,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::sleep;
 
 use super::cluster::{Actor, Cluster, Reach, Write};
+use super::records::{read_pages, watch};
 use crate::plan::{LeaseId, Observed, Operation};
 use crate::record::HostPrefix;
-use crate::store::paging::{self, Entry, PageFailure, PageRequest};
+use crate::store::paging::Entry;
 use crate::store::{
     apply_in_batches, Applied, Campaign, Change, Holder, KeptAlive, LeaseEnd, LockKey,
     PrefixChanges, Snapshot, Store, StoreError,
@@ -85,7 +86,7 @@ pub fn lock_name(prefix: &HostPrefix) -> String {
     format!("{LOCK_ROOT}{}", prefix.strip_suffix('/').unwrap_or(prefix))
 }
 
-async fn reach_then<T>(
+pub async fn reach_then<T>(
     cluster: &Cluster,
     client: usize,
     request: impl FnOnce(&Cluster) -> Result<T, StoreError>,
@@ -122,15 +123,15 @@ fn write_of(operation: &Operation) -> Write {
     }
 }
 
-/// Why a page of a read failed: the connection, or the page itself.
-enum PageError {
-    Store(StoreError),
-    Page(PageFailure),
-}
-
-/// The watch on the host prefix.
+/// The watch on a prefix.
 pub struct SimWatch {
     changes: mpsc::UnboundedReceiver<Result<Vec<Change>, StoreError>>,
+}
+
+impl SimWatch {
+    pub fn new(changes: mpsc::UnboundedReceiver<Result<Vec<Change>, StoreError>>) -> Self {
+        Self { changes }
+    }
 }
 
 impl PrefixChanges for SimWatch {
@@ -151,20 +152,6 @@ impl Store for SimStore {
 
     async fn observe(&mut self) -> Result<Snapshot, StoreError> {
         let prefix = self.prefix.as_str().to_owned();
-        let mut pages = 0;
-        let fetch = async |request: PageRequest<'_>| {
-            pages += 1;
-            let page = self.request("range", |c| Ok(c.range(&request))).await;
-            match page {
-                Ok(Ok(page)) => Ok(page),
-                Ok(Err(failure)) => Err(PageError::Page(failure)),
-                Err(error) => Err(PageError::Store(error)),
-            }
-        };
-        let classify = |error: &PageError| match error {
-            PageError::Page(failure) => *failure,
-            PageError::Store(_) => PageFailure::Other,
-        };
         let fold = |records: &mut BTreeMap<String, Observed>, entry: Entry<'_>| {
             let observed = Observed {
                 value: entry.value.to_vec(),
@@ -172,14 +159,14 @@ impl Store for SimStore {
             };
             records.insert(entry.key.to_owned(), observed);
         };
-        let read = paging::read_prefix(&prefix, BTreeMap::new, fold, fetch, classify)
-            .await
-            .map_err(|error| match error {
-                PageError::Store(error) => error,
-                PageError::Page(failure) => {
-                    StoreError::Failed(format!("range read failed: {failure:?}"))
+        let (read, pages) =
+            match read_pages(&self.cluster, self.client, &prefix, BTreeMap::new, fold).await {
+                Ok(read) => read,
+                Err(error) => {
+                    self.trace(format!("range failed: {error}"));
+                    return Err(error);
                 }
-            })?;
+            };
         let (records, revision) = (read.content.len(), read.revision);
         self.trace(format!(
             "observed {records} records at r{revision} in {pages} requests"
@@ -217,19 +204,18 @@ impl Store for SimStore {
     }
 
     async fn watch(&mut self, revision: i64) -> Result<SimWatch, StoreError> {
-        let (client, prefix) = (self.client, self.prefix.as_str().to_owned());
-        let watch = self
-            .request("watch", |c| Ok(c.watch(client, &prefix, revision)))
-            .await?;
-        let compacted = if watch.is_some() { "" } else { " (compacted)" };
-        self.trace(format!("watch from r{revision}{compacted}"));
-        let changes = watch.unwrap_or_else(|| {
-            // etcd creates the watch, then cancels it: compacted.
-            let (sender, receiver) = mpsc::unbounded_channel();
-            let _ = sender.send(Err(StoreError::StreamEnded("watch")));
-            receiver
-        });
-        Ok(SimWatch { changes })
+        let prefix = self.prefix.as_str().to_owned();
+        match watch(&self.cluster, self.client, &prefix, revision).await {
+            Ok((watch, compacted)) => {
+                let compacted = if compacted { " (compacted)" } else { "" };
+                self.trace(format!("watch from r{revision}{compacted}"));
+                Ok(watch)
+            }
+            Err(error) => {
+                self.trace(format!("watch failed: {error}"));
+                Err(error)
+            }
+        }
     }
 
     async fn grant_lease(&mut self, ttl: Duration) -> Result<LeaseId, StoreError> {
