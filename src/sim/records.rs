@@ -187,7 +187,7 @@ mod tests {
         let (ended, (b, c)) =
             tokio::join!(follow::follow(&mut records, &source, show, settle), written);
         assert_eq!(ended, ());
-        assert_eq!(keys(&listings[0]), [a.clone()]);
+        assert_eq!(keys(&listings[0]), std::slice::from_ref(&a));
         assert_eq!(listings[0].unreadable.count, 3);
         assert_eq!(keys(&listings[1]), [a.clone(), b.clone()]);
         assert_eq!(keys(&listings[2]), [a, b, c]);
