@@ -6,6 +6,8 @@
 //! characters made `X`: an injected newline, brace, semicolon, blank or
 //! comment gives a shape no ordinary cluster gives. Fewer cases go on to
 //! the real `haproxy -c` and `nginx -t` (Debian's, as the tests install).
+//! Records are read as `render` reads them, through `follow`, from the
+//! simulator's cluster.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -14,8 +16,11 @@ use proptest::prelude::*;
 
 use super::{Catalog, Template};
 use crate::container::{Container, PortBinding, SERVICE_LABEL};
-use crate::listing::{Filter, Row, Rows};
+use crate::follow::{self, Source};
+use crate::listing::{Filter, Row};
 use crate::record::{desired_record, HostPrefix};
+use crate::sim::cluster::{Actor, Cluster, Write};
+use crate::sim::records::SimRecords;
 
 const ROOT: &str = "/registered/";
 
@@ -57,14 +62,28 @@ fn shapes(text: &str) -> BTreeSet<String> {
     text.lines().map(shape).collect()
 }
 
-/// The rows of `records` (key, value) as `list` and `render` read them.
+/// The rows of `records` (key, value) as `list` and `render` read them:
+/// written to the simulated cluster, read through `follow` in pages.
 fn rows(records: &[(String, Vec<u8>)]) -> Vec<Row> {
-    let filter = Filter::default();
-    let mut rows = Rows::new(ROOT, &filter);
-    for (key, value) in records {
-        rows.add(key, value);
-    }
-    rows.finish().0
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let cluster = Cluster::new();
+        for (key, value) in records {
+            let write = Write::Put(key.clone(), value.clone());
+            cluster.txn(Actor::Foreign, &[write], 0, None).unwrap();
+        }
+        let filter = Filter::default();
+        let source = Source {
+            root: ROOT,
+            prefix: ROOT,
+            filter: &filter,
+        };
+        let mut records = SimRecords::new(cluster, 0);
+        follow::read(&mut records, &source).await.unwrap().rows
+    })
 }
 
 /// An ordinary cluster: two hosts, IPv4 and IPv6 backends, a service with
