@@ -331,11 +331,21 @@ fn parse_host_ip(text: Option<&str>) -> Result<IpAddr, ConfigError> {
             format!("{text:?} is not an IP address"),
         )
     })?;
+    // One host, one spelling: `::ffff:10.0.0.5` is `10.0.0.5`, in its keys
+    // and in its lock.
+    let ip = ip.to_canonical();
     if ip.is_unspecified() {
         return Err(error(
             "--host-ip",
             "HOST_IP",
             format!("{ip} is a wildcard, not an address other hosts can reach"),
+        ));
+    }
+    if !crate::record::offerable(ip, ip) {
+        return Err(error(
+            "--host-ip",
+            "HOST_IP",
+            format!("{ip} is multicast, broadcast or link-local: no host is reached there"),
         ));
     }
     Ok(ip)

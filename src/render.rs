@@ -157,14 +157,7 @@ impl Renderer {
     async fn render(&mut self, rows: &[Row]) -> Result<Published, RenderError> {
         let context = self.catalog.context(rows);
         if context.contested != self.contested {
-            for contest in &context.contested {
-                warn!(
-                    port = contest.port,
-                    holder = contest.holder,
-                    left_out = ?contest.left_out,
-                    "several services claim one port: only the holder's frontend is rendered"
-                );
-            }
+            warn_contested(&context.contested);
             self.contested.clone_from(&context.contested);
         }
         if context.refused != self.refused {
@@ -180,6 +173,31 @@ impl Renderer {
         if let Err(failure) = self.render(rows).await {
             error!(error = %failure, out, "keeping the old file");
         }
+    }
+}
+
+/// How many contested ports, and how many services left out of one, are
+/// named in the log; the rest are counted, so that services claiming
+/// thousands of ports, or a thousand names claiming one, cost a few lines.
+const NAMED_CONTESTS: usize = 10;
+
+fn warn_contested(contested: &[Contest]) {
+    for contest in contested.iter().take(NAMED_CONTESTS) {
+        let left_out = &contest.left_out;
+        warn!(
+            port = contest.port,
+            holder = contest.holder,
+            left_out = ?&left_out[..left_out.len().min(NAMED_CONTESTS)],
+            left_out_count = left_out.len(),
+            "several services claim one port: only the holder's frontend is rendered"
+        );
+    }
+    if contested.len() > NAMED_CONTESTS {
+        warn!(
+            more = contested.len() - NAMED_CONTESTS,
+            total = contested.len(),
+            "more ports that several services claim"
+        );
     }
 }
 

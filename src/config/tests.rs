@@ -29,6 +29,17 @@ fn defaults_with_only_a_host_ip() {
 }
 
 #[test]
+fn a_host_ip_has_one_spelling() {
+    for (given, prefix) in [
+        ("::ffff:10.0.0.5", "/registered/10.0.0.5/"),
+        ("FD00:0::5", "/registered/fd00::5/"),
+        ("127.0.0.1", "/registered/127.0.0.1/"),
+    ] {
+        assert_eq!(config(&["--host-ip", given]).unwrap().host.as_str(), prefix);
+    }
+}
+
+#[test]
 fn require_healthy_is_a_switch() {
     let c = config(&["--host-ip", "10.0.0.5", "--require-healthy"]).unwrap();
     assert!(c.selection.require_healthy);
@@ -86,6 +97,11 @@ fn every_error_names_flag_and_variable() {
         (&[], "--host-ip", "HOST_IP"),
         (&["--host-ip", "not-an-ip"], "--host-ip", "HOST_IP"),
         (&["--host-ip", "0.0.0.0"], "--host-ip", "HOST_IP"),
+        (&["--host-ip", "::ffff:0.0.0.0"], "--host-ip", "HOST_IP"),
+        (&["--host-ip", "169.254.1.1"], "--host-ip", "HOST_IP"),
+        (&["--host-ip", "fe80::1"], "--host-ip", "HOST_IP"),
+        (&["--host-ip", "224.0.0.1"], "--host-ip", "HOST_IP"),
+        (&["--host-ip", "255.255.255.255"], "--host-ip", "HOST_IP"),
         (
             &["--host-ip", "10.0.0.5", "--etcd-endpoints", "http://"],
             "--etcd-endpoints",
