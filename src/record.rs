@@ -226,7 +226,7 @@ fn unlimited_record(container: &Container, prefix: &HostPrefix) -> Option<(Name,
         .map(|published| Endpoint {
             container: Cow::Borrowed(&container.id),
             image: Cow::Borrowed(image.as_str()),
-            ip: published.ip,
+            ip: Cow::Owned(published.ip),
             public_port: Cow::Borrowed(&published.binding.host_port),
             private_port: Cow::Borrowed(&published.binding.private_port),
             port_type: Cow::Borrowed(&published.binding.protocol),
@@ -262,7 +262,7 @@ fn image_name(container: &Container) -> Result<Name, NameError> {
 /// A binding that the record carries, with the address it is reached on.
 struct Published<'a> {
     binding: &'a PortBinding,
-    ip: Cow<'a, str>,
+    ip: String,
 }
 
 /// Whether `binding` goes into the record: `Ok(None)` when it is not
@@ -284,31 +284,27 @@ fn published(binding: &PortBinding, host_ip: IpAddr) -> Result<Option<Published<
     if let Some((_, what)) = checked.iter().find(|(ok, _)| !ok) {
         return Err(format!("its {what} is not one"));
     }
+    // A wildcard (empty, `0.0.0.0`, `::`) is reached on the host's address.
     let ip = if binding.host_ip.is_empty() {
-        None
+        host_ip
     } else {
         let ip: IpAddr = binding
             .host_ip
             .parse()
             .map_err(|_| "its host address is not an IP address".to_owned())?;
-        Some(ip)
+        if ip.to_canonical().is_unspecified() {
+            host_ip
+        } else if offerable(ip, host_ip) {
+            // One address, one spelling: `::ffff:10.0.0.1` is `10.0.0.1`.
+            ip.to_canonical()
+        } else {
+            return Ok(None);
+        }
     };
-    match ip {
-        None => Ok(Some(Published {
-            binding,
-            ip: Cow::Owned(host_ip.to_string()),
-        })),
-        Some(ip) if ip.to_canonical().is_unspecified() => Ok(Some(Published {
-            binding,
-            ip: Cow::Owned(host_ip.to_string()),
-        })),
-        Some(ip) if !offerable(ip, host_ip) => Ok(None),
-        // One address, one spelling: `::ffff:10.0.0.1` is written `10.0.0.1`.
-        Some(ip) => Ok(Some(Published {
-            binding,
-            ip: Cow::Owned(ip.to_canonical().to_string()),
-        })),
-    }
+    Ok(Some(Published {
+        binding,
+        ip: ip.to_string(),
+    }))
 }
 
 /// Whether a binding on `ip` can be offered as reached through `host`
