@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 mod containers;
+mod deadlock;
 mod engine;
 mod ports;
 
@@ -27,7 +28,8 @@ pub(crate) const CLI_TIMEOUT: Duration = Duration::from_secs(120);
 /// Why the engine may stop answering, and what to do about it.
 pub const HUNG: &str = "dockerd may be deadlocked (Docker 20.10's networking can deadlock when \
     containers come and go quickly, moby/moby#42545): look for `semacquire` in the goroutine \
-    dump `kill -USR1 $(pidof dockerd)` writes to /var/run/docker/, and restart dockerd";
+    dump `kill -USR1 $(pidof dockerd)` writes to /var/run/docker/, and restart dockerd \
+    (the rig restarts it itself when it finds the deadlock's goroutine in such a dump)";
 
 /// Why an engine's CLI command failed.
 #[derive(Debug, thiserror::Error)]

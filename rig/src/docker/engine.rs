@@ -5,10 +5,11 @@
 //! the tests run.
 
 use std::process::Stdio;
+use std::time::Instant;
 
 use tokio::process::Command;
 
-use super::{DockerError, CLI_TIMEOUT, DOCKER_SOCKET, IMAGE};
+use super::{deadlock, DockerError, CLI_TIMEOUT, DOCKER_SOCKET, IMAGE};
 use crate::{runtime, wait_until, SLOW};
 
 /// Where `podman system service` serves the Docker API (README: Podman).
@@ -83,22 +84,53 @@ impl Engine {
 
     /// Runs this engine's CLI and returns its trimmed stdout; fails if it
     /// fails or takes longer than two minutes (the command is killed then).
+    /// A Docker command that hangs because dockerd deadlocked is run again
+    /// once dockerd is restarted, at most twice (`deadlock`).
     pub fn try_cli(self, args: &[&str]) -> Result<String, DockerError> {
+        runtime().block_on(self.run_cli(args))
+    }
+
+    async fn run_cli(self, args: &[&str]) -> Result<String, DockerError> {
         let subcommand = args.first().copied().unwrap_or_default().to_string();
         let cli = self.cli();
-        let mut cmd = Command::new(cli);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let out = runtime()
-            .block_on(async { tokio::time::timeout(CLI_TIMEOUT, cmd.output()).await })
-            .map_err(|_| DockerError::Timeout {
-                cli,
-                subcommand: subcommand.clone(),
-            })?
-            .map_err(|source| DockerError::Spawn { cli, source })?;
+        let mut restarts = 0;
+        let out = loop {
+            let dockerd = match self {
+                Engine::Docker => deadlock::current().await,
+                Engine::Podman => Vec::new(),
+            };
+            let mut cmd = Command::new(cli);
+            cmd.args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true);
+            let output = cmd.output();
+            tokio::pin!(output);
+            let started = Instant::now();
+            let finished = loop {
+                let left = CLI_TIMEOUT.saturating_sub(started.elapsed());
+                let wait = match self {
+                    Engine::Docker => deadlock::WATCH_AFTER.min(left),
+                    Engine::Podman => left,
+                };
+                match tokio::time::timeout(wait, &mut output).await {
+                    Ok(finished) => break Some(finished),
+                    Err(_) if started.elapsed() >= CLI_TIMEOUT => {
+                        return Err(DockerError::Timeout { cli, subcommand });
+                    }
+                    Err(_) if restarts < 2 && deadlock::recover(&subcommand, &dockerd).await => {
+                        break None;
+                    }
+                    Err(_) => {}
+                }
+            };
+            match finished {
+                Some(finished) => break finished.map_err(|source| DockerError::Spawn { cli, source })?,
+                // Dropping `output` killed the hung command.
+                None => restarts += 1,
+            }
+        };
         if !out.status.success() {
             return Err(DockerError::Failed {
                 cli,
