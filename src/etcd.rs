@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, Identity, PutOptions,
-    TlsOptions, Txn, TxnOp,
+    TlsOptions, Txn, TxnOp, TxnOpResponse,
 };
 use tonic::Code;
 
@@ -136,13 +136,15 @@ impl Etcd {
     }
 
     /// One transaction; with a `fence`, only while that lock key exists as
-    /// it was created.
+    /// it was created. The revision it created, if it changed anything: one
+    /// that changes nothing (deletes of keys already gone) answers with the
+    /// current revision, which may be someone else's write.
     async fn txn(
         &mut self,
         operations: &[Operation],
         lease: LeaseId,
         fence: Option<&LockKey>,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         let ops: Vec<TxnOp> = operations.iter().map(|op| txn_op(op, lease)).collect();
         let mut txn = Txn::new();
         if let Some(lock) = fence {
@@ -156,7 +158,14 @@ impl Etcd {
         if !response.succeeded() {
             return Err(StoreError::LockLost);
         }
-        Ok(response.header().map_or(0, |h| h.revision()))
+        let changed = response.op_responses().iter().any(|op| match op {
+            TxnOpResponse::Put(_) => true,
+            TxnOpResponse::Delete(deleted) => deleted.deleted() > 0,
+            TxnOpResponse::Get(_) | TxnOpResponse::Txn(_) => false,
+        });
+        Ok(changed
+            .then(|| response.header().map(|h| h.revision()))
+            .flatten())
     }
 
     /// Watches our host prefix from `revision` on.

@@ -276,7 +276,7 @@ impl Cluster {
         ops: &[Write],
         lease: LeaseId,
         fence: Option<&LockKey>,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         let mut state = self.lock();
         if let Some(lock) = fence {
             let key = String::from_utf8_lossy(&lock.key);

@@ -14,7 +14,8 @@ pub const MAX_BYTES_PER_TXN: usize = 1024 * 1024;
 
 /// Applies `operations` in order, in consecutive batches within etcd's
 /// default limits, each by one call of `txn` (which returns the revision it
-/// created). A batch refused as too large (a cluster with lower limits, or
+/// created, or none when it changed nothing: only revisions our own
+/// transactions created may be taken for our own writes in the watch). A batch refused as too large (a cluster with lower limits, or
 /// one record over them) is split in halves, and so on: a cluster with half
 /// the default limits costs one more transaction per batch, and one record
 /// over the limits costs a few, not one per operation. An operation refused
@@ -22,7 +23,7 @@ pub const MAX_BYTES_PER_TXN: usize = 1024 * 1024;
 /// up the others. Any other failure stops the list.
 pub async fn apply_in_batches(
     operations: &[Operation],
-    mut txn: impl AsyncFnMut(&[Operation]) -> Result<i64, StoreError>,
+    mut txn: impl AsyncFnMut(&[Operation]) -> Result<Option<i64>, StoreError>,
 ) -> Result<Applied, StoreError> {
     let mut applied = Applied::default();
     // Last in, first out: the next batch to apply is on top.
@@ -32,7 +33,7 @@ pub async fn apply_in_batches(
         match txn(batch).await {
             Ok(revision) => {
                 applied.done.extend_from_slice(batch);
-                applied.revisions.push(revision);
+                applied.revisions.extend(revision);
             }
             Err(StoreError::TooLarge(_)) if batch.len() > 1 => {
                 let (first, second) = batch.split_at(batch.len() / 2);
@@ -116,7 +117,7 @@ mod tests {
                 ));
             }
             revision += 1;
-            Ok(revision)
+            Ok(Some(revision))
         })
         .await
         .unwrap();
@@ -136,12 +137,23 @@ mod tests {
                 let refused = "etcdserver: too many operations in txn request";
                 return Err(StoreError::TooLarge(refused.into()));
             }
-            Ok(1)
+            Ok(Some(1))
         })
         .await
         .unwrap();
         assert_eq!(calls, [128, 64, 32, 32, 64, 32, 32]);
         assert_eq!(applied.done, ops, "all applied, in order");
+    }
+
+    #[tokio::test]
+    async fn a_transaction_that_changed_nothing_adds_no_revision_of_ours() {
+        let ops = vec![put("a", 600_000), put("b", 600_000)];
+        let mut next = vec![None, Some(7)];
+        let applied = apply_in_batches(&ops, async |_: &[Operation]| Ok(next.remove(0)))
+            .await
+            .unwrap();
+        assert_eq!(applied.done, ops, "both confirmed");
+        assert_eq!(applied.revisions, [7], "only the revision a write created");
     }
 
     #[tokio::test]

@@ -93,7 +93,11 @@ fn newest_dump_since(since: SystemTime) -> Option<PathBuf> {
     std::fs::read_dir(DUMP_DIR)
         .ok()?
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("goroutine-stacks-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("goroutine-stacks-")
+        })
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .filter(|(modified, _)| *modified >= since)
         .max()

@@ -126,7 +126,9 @@ impl Engine {
                 }
             };
             match finished {
-                Some(finished) => break finished.map_err(|source| DockerError::Spawn { cli, source })?,
+                Some(finished) => {
+                    break finished.map_err(|source| DockerError::Spawn { cli, source })?
+                }
                 // Dropping `output` killed the hung command.
                 None => restarts += 1,
             }

@@ -31,14 +31,16 @@ impl State {
         self.trace.push(format!("{at:>8} {line}"));
     }
 
-    /// Applies the writes under one new revision if anything changes.
+    /// Applies the writes under one new revision if anything changes; that
+    /// revision, or none when nothing changed (as etcd, whose header then
+    /// carries the current revision, created by someone else).
     pub(super) fn commit(
         &mut self,
         actor: Actor,
         ops: &[Write],
         lease: LeaseId,
         expired: Option<(LeaseId, Option<usize>, Duration)>,
-    ) -> i64 {
+    ) -> Option<i64> {
         let revision = self.revision + 1;
         let mut changes = Vec::new();
         for op in ops {
@@ -74,7 +76,7 @@ impl State {
             }
         }
         if changes.is_empty() {
-            return self.revision;
+            return None;
         }
         self.revision = revision;
         let at = self.since_start();
@@ -118,6 +120,6 @@ impl State {
             index += 1;
             changes.is_empty() || watch.sender.send(Ok(changes)).is_ok()
         });
-        revision
+        Some(revision)
     }
 }

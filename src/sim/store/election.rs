@@ -38,7 +38,8 @@ pub(super) async fn campaign(
             return Ok(kv.create_revision);
         }
         let value = br#"{"hostname":"sim-host","pid":1}"#.to_vec();
-        c.txn(actor, &[Write::Put(key.clone(), value)], lease, None)
+        let put = c.txn(actor, &[Write::Put(key.clone(), value)], lease, None)?;
+        Ok(put.expect("a put always creates a revision"))
     })
     .await?;
     let mut epoch = cluster.epoch();
