@@ -16,7 +16,11 @@ fn a_transaction_that_changes_nothing_reports_no_revision_of_its_own() {
     let endpoint = etcd.endpoint();
     let host = HostPrefix::new("/registered", "10.0.0.5".parse().unwrap());
     let key = format!("{}busybox:latest/{}", host.as_str(), "a".repeat(64));
-    let mut adapter = EtcdAdapter::new(&[endpoint.clone()], EtcdSecurity::default(), host);
+    let mut adapter = EtcdAdapter::new(
+        std::slice::from_ref(&endpoint),
+        EtcdSecurity::default(),
+        host,
+    );
     let put = Operation::Put {
         key: key.clone(),
         value: "{}".to_owned(),

@@ -21,7 +21,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use tokio::process::Command;
@@ -40,7 +39,7 @@ const WATCH_LOOP_FUNCTIONS: [&str; 2] = ["processEndpointDelete", "processEndpoi
 
 /// One restart at a time: the threads of a test process whose commands hang
 /// together restart dockerd once.
-static RESTARTING: Mutex<()> = Mutex::new(());
+static RESTARTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The ids of the goroutines of libnetwork's watch loop that wait on a lock
 /// in `dump` (dockerd's SIGUSR1 goroutine dump).
@@ -140,7 +139,7 @@ pub(crate) async fn recover(what: &str, hung_on: &[u32]) -> bool {
     let Some(evidence) = confirmed(pid).await else {
         return false;
     };
-    let _one_at_a_time = RESTARTING.lock().unwrap_or_else(|p| p.into_inner());
+    let _one_at_a_time = RESTARTING.lock().await;
     if dockerd_pids().await != hung_on {
         return true;
     }
