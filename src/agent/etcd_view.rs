@@ -4,6 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::plan::{self, LeaseId, Observed, Operation};
+use crate::store::Change;
+
+/// The lease of a record someone else wrote and we have not read yet: no
+/// lease of ours, so the record never counts as right.
+const UNKNOWN_LEASE: LeaseId = -1;
 
 /// What the agent believes etcd holds under its host's prefix.
 #[derive(Debug, Default)]
@@ -21,6 +26,17 @@ pub(super) enum EtcdView {
         /// before it was already in the read.
         read_revision: i64,
     },
+    /// Someone else changed our prefix while the repair budget holds the
+    /// repair back: the repair reads etcd again when it is due, but the
+    /// writes for the containers we follow must not wait for it (a drained
+    /// record goes at once, however often someone writes beside us). They
+    /// are planned against the last read, our writes since and what the
+    /// watch told of the foreign changes: a key someone deleted is gone, a
+    /// key someone wrote holds a value we do not know.
+    Disturbed {
+        records: BTreeMap<String, Observed>,
+        read_revision: i64,
+    },
 }
 
 impl EtcdView {
@@ -28,10 +44,19 @@ impl EtcdView {
     pub(super) fn records(&self) -> Option<&BTreeMap<String, Observed>> {
         match self {
             EtcdView::Stale => None,
-            EtcdView::Current { records, .. } => Some(records),
+            EtcdView::Current { records, .. } | EtcdView::Disturbed { records, .. } => {
+                Some(records)
+            }
         }
     }
 
+    /// Whether our writes can be planned against this view (current, or
+    /// disturbed by someone else); false while stale.
+    pub(super) fn is_known(&self) -> bool {
+        !matches!(self, EtcdView::Stale)
+    }
+
+    /// Whether no repair is owed: read, and changed by us alone since.
     pub(super) fn is_current(&self) -> bool {
         matches!(self, EtcdView::Current { .. })
     }
@@ -41,14 +66,48 @@ impl EtcdView {
     pub(super) fn has_seen(&self, revision: i64) -> bool {
         match self {
             EtcdView::Stale => false,
-            EtcdView::Current { read_revision, .. } => revision <= *read_revision,
+            EtcdView::Current { read_revision, .. } | EtcdView::Disturbed { read_revision, .. } => {
+                revision <= *read_revision
+            }
         }
+    }
+
+    /// Foreign `changes` seen in the watch, their repair held back: the view
+    /// turns disturbed and tells what is known of them (see `Disturbed`).
+    pub(super) fn disturb(&mut self, changes: &[&Change]) {
+        let (records, read_revision) = match std::mem::take(self) {
+            EtcdView::Stale => return,
+            EtcdView::Current {
+                records,
+                read_revision,
+            }
+            | EtcdView::Disturbed {
+                records,
+                read_revision,
+            } => (records, read_revision),
+        };
+        let mut records = records;
+        for change in changes {
+            if change.deleted {
+                records.remove(&change.key);
+            } else {
+                let unknown = Observed {
+                    value: Vec::new(),
+                    lease: UNKNOWN_LEASE,
+                };
+                records.insert(change.key.clone(), unknown);
+            }
+        }
+        *self = EtcdView::Disturbed {
+            records,
+            read_revision,
+        };
     }
 
     /// Operations etcd confirmed (or that a dry run pretends it did), on
     /// `lease`; nothing to remember while stale, the next read tells.
     pub(super) fn applied(&mut self, operations: &[Operation], lease: LeaseId) {
-        if let EtcdView::Current { records, .. } = self {
+        if let EtcdView::Current { records, .. } | EtcdView::Disturbed { records, .. } = self {
             plan::record_applied(records, operations, lease);
         }
     }

@@ -104,10 +104,11 @@ impl<S: Store> Agent<S> {
                 "foreign change"
             );
         }
-        let already_due = !self.etcd_view.is_current() || self.retry.is_scheduled();
-        self.etcd_view = EtcdView::Stale;
-        if already_due {
-            return; // a repair is already on its way; it covers this too
+        if !self.etcd_view.is_current() || self.retry.is_scheduled() {
+            // A repair is already on its way; it covers this too. Until it
+            // comes, our own writes are planned against what the watch told.
+            self.etcd_view.disturb(&foreign);
+            return;
         }
         let delay = self.repairs.next_repair(Instant::now());
         if delay.is_zero() {
@@ -117,12 +118,14 @@ impl<S: Store> Agent<S> {
                 deleted = last.deleted,
                 "record changed by someone else; reconciling"
             );
+            self.etcd_view = EtcdView::Stale;
         } else {
             warn!(
                 key = last.key,
                 delay_ms = delay.as_millis() as u64,
                 "a record here keeps being changed by someone else; repairing with backoff"
             );
+            self.etcd_view.disturb(&foreign);
             self.retry.defer_until(Instant::now() + delay);
         }
     }
@@ -250,7 +253,7 @@ impl<S: Store> Agent<S> {
                 Operation::Delete { .. } => "delete",
             });
         }
-        if self.etcd_view.is_current() {
+        if self.etcd_view.is_known() {
             self.metrics.set_records(self.etcd_view.len());
         }
     }
