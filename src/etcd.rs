@@ -24,14 +24,13 @@ pub use read::{PrefixWatch, RecordsReader};
 use crate::config::EtcdSecurity;
 use crate::plan::{LeaseId, Observed, Operation};
 use crate::record::HostPrefix;
-use crate::store::apply_in_batches;
+use crate::store::{
+    apply_in_batches, CONNECT_TIMEOUT, KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT, REQUEST_TIMEOUT,
+};
 pub use crate::store::{
     Applied, Campaign, Change, Holder, KeptAlive, LeaseEnd, LockKey, PrefixChanges, Snapshot,
     Store, StoreError,
 };
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// etcd's descriptions of the refusals that no retry can change. etcd
 /// answers InvalidArgument both for these and for passing conditions (a stale
@@ -76,7 +75,13 @@ impl From<etcd_client::Error> for StoreError {
 
 /// A client for one etcd cluster, confined to one host prefix.
 pub struct Etcd {
+    /// Every request but campaigns: each with the request timeout.
     connection: Connection,
+    /// Campaigns for the host lock: no request timeout, so that a standby
+    /// waits for the holder with one candidate key and writes nothing more
+    /// while nothing changes; a connection that goes silent still ends it
+    /// (HTTP/2 keep-alive).
+    campaigns: Connection,
     prefix: HostPrefix,
 }
 
@@ -84,7 +89,8 @@ impl Etcd {
     /// Nothing is connected yet.
     pub fn new(endpoints: &[String], security: EtcdSecurity, prefix: HostPrefix) -> Self {
         Self {
-            connection: Connection::new(endpoints, security),
+            connection: Connection::new(endpoints, security.clone(), Some(REQUEST_TIMEOUT)),
+            campaigns: Connection::new(endpoints, security, None),
             prefix,
         }
     }
@@ -194,14 +200,21 @@ impl Etcd {
 struct Connection {
     endpoints: Vec<String>,
     security: EtcdSecurity,
+    /// How long one request may take; `None`: as long as it needs.
+    request_timeout: Option<Duration>,
     client: Option<Client>,
 }
 
 impl Connection {
-    fn new(endpoints: &[String], security: EtcdSecurity) -> Self {
+    fn new(
+        endpoints: &[String],
+        security: EtcdSecurity,
+        request_timeout: Option<Duration>,
+    ) -> Self {
         Self {
             endpoints: endpoints.to_vec(),
             security,
+            request_timeout,
             client: None,
         }
     }
@@ -210,7 +223,7 @@ impl Connection {
         let client = match self.client.take() {
             Some(client) => client,
             None => {
-                let options = connect_options(&self.security);
+                let options = connect_options(&self.security, self.request_timeout);
                 Client::connect(&self.endpoints, Some(options)).await?
             }
         };
@@ -218,11 +231,13 @@ impl Connection {
     }
 }
 
-fn connect_options(security: &EtcdSecurity) -> ConnectOptions {
-    let mut options = ConnectOptions::new()
-        .with_connect_timeout(CONNECT_TIMEOUT)
-        .with_timeout(REQUEST_TIMEOUT)
-        .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
+fn connect_options(security: &EtcdSecurity, request_timeout: Option<Duration>) -> ConnectOptions {
+    let mut options = ConnectOptions::new().with_connect_timeout(CONNECT_TIMEOUT);
+    if let Some(timeout) = request_timeout {
+        options = options.with_timeout(timeout);
+    }
+    let mut options = options
+        .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
         // A member cut off from its quorum fails our requests and streams
         // instead of serving stale reads and a watch that never fires.
         .with_require_leader(true);

@@ -14,7 +14,11 @@ use crate::plan::{LeaseId, Observed, Operation};
 
 mod batching;
 pub mod paging;
+mod timing;
 pub use batching::apply_in_batches;
+pub use timing::{
+    lock_name, CONNECT_TIMEOUT, KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT, LOCK_ROOT, REQUEST_TIMEOUT,
+};
 
 /// Why a request to the store failed, classified by what the agent does
 /// about it.

@@ -364,3 +364,40 @@ fn a_write_storm_is_repaired_with_backoff() {
     );
     agent.assert_running();
 }
+
+/// A standby waits for the holder with one candidate key and costs etcd no
+/// revision while nothing changes (its campaign has no request timeout that
+/// would withdraw the key and make it write it again every few seconds).
+#[test]
+fn a_standby_writes_nothing_while_nothing_changes() {
+    let env = TestEnv::new("lock_quiet_standby");
+    let (addr_a, addr_b) = (
+        format!("127.0.0.1:{}", test_port()),
+        format!("127.0.0.1:{}", test_port()),
+    );
+    let mut holder = spawn_agent(&env, &addr_a, &[]);
+    holder.wait_ready();
+    with_port(&env);
+    env.wait_records(REACT, &env.expected_now());
+    let holder_lease = records_lease(&env);
+    let mut standby = spawn_agent(&env, &addr_b, &[]);
+    assert_stands_by(&mut standby, &holder, holder_lease, &addr_b);
+    candidate_lease(&env, &standby);
+
+    let before = revision(&env.endpoint());
+    let keys_before = candidates(&env.endpoint(), &election(&env));
+    // Longer than two request timeouts of the client (5 s each).
+    thread::sleep(Duration::from_secs(12));
+    assert_eq!(
+        revision(&env.endpoint()),
+        before,
+        "etcd's revision moved while nothing changed; candidates now:\n{:#?}\nstandby stderr:\n{}",
+        candidates(&env.endpoint(), &election(&env)),
+        standby.lines().join("\n")
+    );
+    assert_eq!(candidates(&env.endpoint(), &election(&env)), keys_before);
+    assert_warned_once(&standby);
+    assert_eq!(healthz(&addr_a).0, 200);
+    holder.assert_running();
+    standby.assert_running();
+}

@@ -14,9 +14,6 @@ use tonic::Code;
 use super::{Campaign, Etcd, Holder, LockKey, StoreError};
 use crate::plan::LeaseId;
 
-/// Where the lock names of every host live.
-const LOCK_ROOT: &str = "/docker-etcd-register/agents";
-
 /// What a candidate announces of itself.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Candidate {
@@ -27,13 +24,12 @@ struct Candidate {
 impl Etcd {
     /// The election name of our host.
     pub fn lock_name(&self) -> String {
-        let prefix = self.prefix.as_str();
-        format!("{LOCK_ROOT}{}", prefix.strip_suffix('/').unwrap_or(prefix))
+        crate::store::lock_name(&self.prefix)
     }
 
     /// Starts campaigning for our host's lock on `lease`.
     pub async fn campaign(&mut self, lease: LeaseId) -> Result<Campaign, StoreError> {
-        let mut election = self.client().await?.election_client();
+        let mut election = self.campaigns.client().await?.election_client();
         let name = self.lock_name();
         let candidate = Candidate {
             hostname: hostname(),

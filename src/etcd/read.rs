@@ -8,7 +8,7 @@ use tonic::Code;
 use super::{Change, Connection, StoreError};
 use crate::config::EtcdSecurity;
 use crate::store::paging::{self, Entry, Page, PageFailure, PageRequest, PrefixRead, RawEntry};
-use crate::store::RecordSource;
+use crate::store::{RecordSource, REQUEST_TIMEOUT};
 
 /// The largest range or watch response we accept (the gRPC decoding limit;
 /// tonic's default is 4 MiB). One key-value can be as large as the cluster's
@@ -134,7 +134,7 @@ impl RecordsReader {
     /// Nothing is connected yet.
     pub fn new(endpoints: &[String], security: EtcdSecurity) -> Self {
         Self {
-            connection: Connection::new(endpoints, security),
+            connection: Connection::new(endpoints, security, Some(REQUEST_TIMEOUT)),
         }
     }
 }

@@ -18,6 +18,7 @@ use super::records::{read_pages, watch};
 use crate::plan::{LeaseId, Observed, Operation};
 use crate::record::HostPrefix;
 use crate::store::paging::Entry;
+use crate::store::REQUEST_TIMEOUT;
 use crate::store::{
     apply_in_batches, Applied, Campaign, Change, Holder, KeptAlive, LeaseEnd, LockKey,
     PrefixChanges, Snapshot, Store, StoreError,
@@ -25,11 +26,6 @@ use crate::store::{
 
 mod election;
 use election::{campaign, oldest};
-
-/// The etcd adapter's request timeout.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Where the lock names of every host live (as in etcd/lock.rs).
-const LOCK_ROOT: &str = "/docker-etcd-register/agents";
 
 /// Agent process `client`'s store.
 pub struct SimStore {
@@ -80,11 +76,7 @@ impl SimStore {
     }
 }
 
-/// The lock name of a host, as the adapter computes it.
-pub fn lock_name(prefix: &HostPrefix) -> String {
-    let prefix = prefix.as_str();
-    format!("{LOCK_ROOT}{}", prefix.strip_suffix('/').unwrap_or(prefix))
-}
+pub use crate::store::lock_name;
 
 pub async fn reach_then<T>(
     cluster: &Cluster,

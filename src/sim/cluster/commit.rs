@@ -83,7 +83,7 @@ impl State {
         let holder = self
             .kv
             .iter()
-            .filter(|(key, _)| key.starts_with("/docker-etcd-register/agents/"))
+            .filter(|(key, _)| key.starts_with(crate::store::LOCK_ROOT))
             .min_by_key(|(_, kv)| kv.create_revision)
             .and_then(|(_, kv)| self.leases.get(&kv.lease))
             .and_then(|lease| lease.owner);

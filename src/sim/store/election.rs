@@ -1,10 +1,9 @@
 //! The host lock as etcd's concurrency election keeps it: a candidate key
 //! per lease under the lock name, the oldest one holds.
 
-use super::{
-    reach_then, Actor, Cluster, Holder, LeaseId, LockKey, Reach, StoreError, Write, REQUEST_TIMEOUT,
-};
-use tokio::time::{timeout, Instant};
+use super::{reach_then, Actor, Cluster, Holder, LeaseId, LockKey, Reach, StoreError, Write};
+use crate::store::{KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT};
+use tokio::time::sleep;
 
 /// The oldest candidate under `candidates`, as etcd's election sees it.
 pub(super) fn oldest(cluster: &Cluster, candidates: &str) -> Option<Holder> {
@@ -23,7 +22,9 @@ pub(super) fn oldest(cluster: &Cluster, candidates: &str) -> Option<Holder> {
 }
 
 /// etcd's concurrency election: put our key if absent, then wait until
-/// every older candidate is gone; the client's timeout withdraws our key.
+/// every older candidate is gone. As the adapter's campaigns, it has no
+/// request timeout: it ends when it wins, or when the connection is lost,
+/// which the keep-alive tells within its interval and timeout.
 pub(super) async fn campaign(
     cluster: Cluster,
     client: usize,
@@ -32,7 +33,6 @@ pub(super) async fn campaign(
     lease: LeaseId,
 ) -> Result<Option<LockKey>, StoreError> {
     let key = format!("{candidates}{lease:x}");
-    let deadline = Instant::now() + REQUEST_TIMEOUT;
     let created = reach_then(&cluster, client, |c| {
         if let Some(kv) = c.lock().kv.get(&key) {
             return Ok(kv.create_revision);
@@ -43,50 +43,35 @@ pub(super) async fn campaign(
     })
     .await?;
     let mut epoch = cluster.epoch();
-    let waited = timeout(deadline.saturating_duration_since(Instant::now()), async {
-        loop {
-            if matches!(cluster.reach(client), Reach::Refused | Reach::Blackhole) {
-                return Err(StoreError::Failed("connection lost".into()));
-            }
-            let older = {
-                let state = cluster.lock();
-                state
-                    .kv
-                    .range(candidates.clone()..)
-                    .take_while(|(k, _)| k.starts_with(&candidates))
-                    .any(|(_, kv)| kv.create_revision < created)
-            };
-            if !older {
-                return Ok(());
-            }
-            if epoch.changed().await.is_err() {
-                return Err(StoreError::StreamEnded("campaign"));
-            }
+    loop {
+        if matches!(cluster.reach(client), Reach::Refused | Reach::Blackhole) {
+            return Err(StoreError::Failed("connection lost".into()));
         }
-    })
-    .await;
-    match waited {
-        Ok(Ok(())) => {
-            cluster.trace(format!("{actor:?} won the lock on {lease:x}"));
-            Ok(Some(LockKey {
-                name: candidates.trim_end_matches('/').as_bytes().to_vec(),
-                key: key.into_bytes(),
-                revision: created,
-                lease,
-            }))
-        }
-        Ok(Err(error)) => Err(error),
-        Err(_) => {
-            // The server resigns for a campaign whose client gave up.
-            let ours = cluster
-                .lock()
+        let older = {
+            let state = cluster.lock();
+            state
                 .kv
-                .get(&key)
-                .is_some_and(|kv| kv.create_revision == created);
-            if ours {
-                let _ = cluster.txn(actor, &[Write::Delete(key)], 0, None);
+                .range(candidates.clone()..)
+                .take_while(|(k, _)| k.starts_with(&candidates))
+                .any(|(_, kv)| kv.create_revision < created)
+        };
+        if !older {
+            break;
+        }
+        tokio::select! {
+            changed = epoch.changed() => {
+                if changed.is_err() {
+                    return Err(StoreError::StreamEnded("campaign"));
+                }
             }
-            Ok(None)
+            () = sleep(KEEP_ALIVE_INTERVAL + KEEP_ALIVE_TIMEOUT) => {}
         }
     }
+    cluster.trace(format!("{actor:?} won the lock on {lease:x}"));
+    Ok(Some(LockKey {
+        name: candidates.trim_end_matches('/').as_bytes().to_vec(),
+        key: key.into_bytes(),
+        revision: created,
+        lease,
+    }))
 }
