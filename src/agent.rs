@@ -259,6 +259,12 @@ impl<S: Store> Agent<S> {
                 Wake::LeaseEnded(LeaseEnd::Expired) => {
                     self.lease_lost("etcd answered that the lease is gone")
                 }
+                Wake::LeaseEnded(LeaseEnd::Unanswered) => {
+                    self.lease_lost("etcd answered no keep-alive for the lease's TTL");
+                    self.etcd_failed(StoreError::Failed(
+                        "no answer to the lease keep-alive within the lease's TTL".into(),
+                    ));
+                }
                 Wake::LeaseEnded(LeaseEnd::Broken(error)) => {
                     if let Some(id) = self.lease.held_id() {
                         self.lease = Lease::Broken(id);
@@ -284,6 +290,9 @@ impl<S: Store> Agent<S> {
             reconciled: self.progress == Progress::Exact,
             standby: matches!(self.lock, HostLock::Waiting(_)) && self.announced.holder.is_some(),
         };
+        // Derived here, from the one state that knows, after every turn.
+        self.metrics
+            .set_host_lock_held(matches!(self.lock, HostLock::Held(_)));
         self.status.send_if_modified(|published| {
             let changed = *published != status;
             *published = status;

@@ -93,6 +93,10 @@ pub enum LeaseEnd {
     Expired,
     /// The keep-alive broke; the lease itself may well be alive.
     Broken(StoreError),
+    /// No keep-alive was answered for as long as the lease lives: etcd has
+    /// let it expire by now, or could at any moment, and another agent may
+    /// hold the host (a silent partition: nothing else tells).
+    Unanswered,
 }
 
 /// A lease whose keep-alive task is running.

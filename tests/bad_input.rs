@@ -8,19 +8,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
 
 use common::*;
 
-const RANGE: u32 = 500;
-
-/// A base port for this test's range, in 20000..32000 (below the kernel's
-/// ephemeral ports, where Docker and etcd pick theirs), derived from the id.
-fn range_base(id: &str) -> u32 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    id.hash(&mut hasher);
-    20000 + (hasher.finish() % 24) as u32 * RANGE
-}
+const RANGE: u16 = 500;
 
 fn loopback_80(id: &str, image: &str) -> String {
     let public = host_port(id, "80/tcp", "127.0.0.1");
@@ -31,7 +22,8 @@ fn loopback_80(id: &str, image: &str) -> String {
 fn five_hundred_port_range_is_one_sorted_record() {
     let env = TestEnv::new("bad_input_range");
     let _agent = env.start_agent(&[]);
-    let base = range_base(&env.id);
+    // The rig's own ports, like every published port of the suite.
+    let base = rig::ports::next_run(RANGE);
     let last = base + RANGE - 1;
     let spec = format!("127.0.0.1:{base}-{last}:{base}-{last}");
     let id = env
@@ -54,7 +46,7 @@ fn five_hundred_port_range_is_one_sorted_record() {
     let parsed: serde_json::Value =
         serde_json::from_str(&env.records()[&env.key(IMAGE, &id)].value)
             .expect("the value is JSON");
-    assert_eq!(parsed.as_array().map(Vec::len), Some(RANGE as usize));
+    assert_eq!(parsed.as_array().map(Vec::len), Some(usize::from(RANGE)));
 
     // Another container afterwards is still registered.
     let next = env

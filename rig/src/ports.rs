@@ -36,6 +36,9 @@ pub const TEST_PORTS: RangeInclusive<u16> = 20000..=32767;
 /// Ports a process takes at once; a test binary that needs more takes
 /// another sub-block.
 const BLOCK_LEN: u16 = 256;
+/// The longest run of consecutive ports one call may ask for: a few
+/// sub-blocks side by side (a container publishing a range of 500).
+const MAX_RUN: u16 = 4 * BLOCK_LEN;
 
 /// This process's sub-blocks and the next port to hand out.
 struct Allocator {
@@ -59,9 +62,11 @@ pub fn next() -> u16 {
     next_run(1)
 }
 
-/// `len` consecutive ports of [`TEST_PORTS`] (see [`next`]); the first.
+/// `len` consecutive ports of [`TEST_PORTS`] (see [`next`]), at most
+/// [`MAX_RUN`]; the first. A run longer than a sub-block takes as many
+/// neighbouring sub-blocks as it needs.
 pub fn next_run(len: u16) -> u16 {
-    assert!((1..=BLOCK_LEN).contains(&len), "a run of {len} ports");
+    assert!((1..=MAX_RUN).contains(&len), "a run of {len} ports");
     let mut allocator = ALLOCATOR.lock().unwrap_or_else(|e| e.into_inner());
     if allocator.held.is_empty() {
         check_kernel_leaves_test_ports_alone();
@@ -74,47 +79,63 @@ pub fn next_run(len: u16) -> u16 {
                 return start;
             }
         } else {
-            allocator.take_block();
+            allocator.take_blocks(len.div_ceil(BLOCK_LEN));
         }
     }
 }
 
 impl Allocator {
-    /// Locks the next sub-block no other process holds.
-    fn take_block(&mut self) {
+    /// Locks the first `count` neighbouring sub-blocks no other process
+    /// holds, and hands their ports out next.
+    fn take_blocks(&mut self, count: u16) {
         let dir = lock_dir();
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
         let mut start = *TEST_PORTS.start();
-        while let Some(end) = start.checked_add(BLOCK_LEN - 1) {
+        while let Some(end) = start.checked_add(count * BLOCK_LEN - 1) {
             if end > *TEST_PORTS.end() {
                 break;
             }
-            let path = dir.join(format!("{start}-{end}.lock"));
+            match self.lock_run(&dir, start, count) {
+                Some(files) => {
+                    self.held.extend(files);
+                    self.unused = start..=end;
+                    return;
+                }
+                None => start += BLOCK_LEN,
+            }
+        }
+        panic!(
+            "no {count} neighbouring sub-blocks of {TEST_PORTS:?} are free of this and other \
+             test processes (lock files in {})",
+            dir.display()
+        );
+    }
+
+    /// Locks the `count` sub-blocks from `start` on, all or none (a lock
+    /// taken is released again, by dropping its file, when a later one is
+    /// held by someone else); a sub-block this process already holds counts
+    /// as taken, since its ports may be out already.
+    fn lock_run(&self, dir: &std::path::Path, start: u16, count: u16) -> Option<Vec<File>> {
+        let mut files = Vec::new();
+        for block in 0..count {
+            let first = start + block * BLOCK_LEN;
+            let path = dir.join(format!("{first}-{}.lock", first + BLOCK_LEN - 1));
             let file = File::options()
                 .create(true)
                 .truncate(false)
                 .write(true)
                 .open(&path)
                 .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-            let already_mine = self.held.iter().any(|held| same_file(held, &file));
-            if !already_mine {
-                match file.try_lock() {
-                    Ok(()) => {
-                        self.held.push(file);
-                        self.unused = start..=end;
-                        return;
-                    }
-                    Err(TryLockError::WouldBlock) => {}
-                    Err(TryLockError::Error(e)) => panic!("lock {}: {e}", path.display()),
-                }
+            if self.held.iter().any(|held| same_file(held, &file)) {
+                return None;
             }
-            start = end + 1;
+            match file.try_lock() {
+                Ok(()) => files.push(file),
+                Err(TryLockError::WouldBlock) => return None,
+                Err(TryLockError::Error(e)) => panic!("lock {}: {e}", path.display()),
+            }
         }
-        panic!(
-            "every port of {TEST_PORTS:?} is taken by this or other test processes \
-             (lock files in {})",
-            dir.display()
-        );
+        Some(files)
     }
 }
 

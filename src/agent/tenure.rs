@@ -172,7 +172,6 @@ impl<S: Store> Agent<S> {
             }
         }
         self.announced.holder = holder;
-        self.metrics.set_host_lock_held(false);
         Ok(())
     }
 
@@ -187,7 +186,6 @@ impl<S: Store> Agent<S> {
                 );
                 self.lock = HostLock::Held(key);
                 self.announced.holder = None;
-                self.metrics.set_host_lock_held(true);
                 // Whatever the previous holder left is re-read and moved
                 // onto our lease in place.
                 self.etcd_view = EtcdView::Stale;
@@ -211,7 +209,6 @@ impl<S: Store> Agent<S> {
             "etcd refuses this agent the host lock; writing without it (grant the role readwrite on the lock's prefix, see the README)"
         );
         self.lock = HostLock::Refused;
-        self.metrics.set_host_lock_held(false);
         self.etcd_view = EtcdView::Stale;
     }
 
@@ -263,7 +260,6 @@ impl<S: Store> Agent<S> {
         }
         self.lease = Lease::Missing;
         self.lock = HostLock::Free;
-        self.metrics.set_host_lock_held(false);
         self.etcd_view = EtcdView::Stale;
     }
 
@@ -276,7 +272,6 @@ impl<S: Store> Agent<S> {
             "the host lock is no longer ours; taking it again or standing by"
         );
         self.lock = HostLock::Free;
-        self.metrics.set_host_lock_held(false);
         self.etcd_view = EtcdView::Stale;
         // Most likely the lease went with the key (revoked, expired) before
         // its keep-alive could tell: check it at once, resuming it if it is

@@ -4,11 +4,12 @@
 //! waits for (a hung Docker engine, a slow etcd write, a long reconcile) can
 //! let the lease, and with it every record of the host, expire.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use etcd_client::{LeaseKeepAliveStream, LeaseKeeper};
 use tokio::sync::oneshot;
-use tokio::time::{interval, MissedTickBehavior};
+use tokio::time::{interval, sleep_until, timeout_at, Instant, MissedTickBehavior};
 
 use super::{Etcd, KeptAlive, LeaseEnd, StoreError};
 use crate::plan::LeaseId;
@@ -51,7 +52,12 @@ impl Etcd {
     }
 }
 
-/// Sends keep-alives until etcd says the lease is gone or the stream breaks.
+/// Sends keep-alives until etcd says the lease is gone, the stream breaks,
+/// or no keep-alive was answered for the lease's TTL. That last one is what
+/// a silent partition looks like (no reset, no error: the stream just goes
+/// quiet): etcd expires the lease a TTL after the last keep-alive it
+/// received, so once a TTL has passed since the last answered keep-alive
+/// was sent, the lease may be gone, and with it the host lock.
 async fn keep_alive(
     mut keeper: LeaseKeeper,
     mut responses: LeaseKeepAliveStream,
@@ -60,16 +66,29 @@ async fn keep_alive(
     let mut ticks = interval(period);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ticks.tick().await; // opening the stream sent the first keep-alive
+                        // When each keep-alive not answered yet was sent: etcd answers each one,
+                        // in order.
+    let mut unanswered = VecDeque::from([Instant::now()]);
+    // Until the first answer: the period of three keep-alives, which is
+    // what the agent chooses the period by.
+    let mut expires = Instant::now() + period * 3;
     loop {
         tokio::select! {
             biased;
+            () = sleep_until(expires) => return LeaseEnd::Unanswered,
             _ = ticks.tick() => {
-                if let Err(error) = keeper.keep_alive().await {
-                    return LeaseEnd::Broken(error.into());
+                let sending = Instant::now();
+                match timeout_at(expires, keeper.keep_alive()).await {
+                    Err(_) => return LeaseEnd::Unanswered,
+                    Ok(Err(error)) => return LeaseEnd::Broken(error.into()),
+                    Ok(Ok(())) => unanswered.push_back(sending),
                 }
             }
             answer = responses.message() => match answer {
-                Ok(Some(answer)) if answer.ttl() > 0 => {}
+                Ok(Some(answer)) if answer.ttl() > 0 => {
+                    let sent = unanswered.pop_front().unwrap_or_else(Instant::now);
+                    expires = sent + Duration::from_secs(answer.ttl().unsigned_abs());
+                }
                 Ok(Some(_)) => return LeaseEnd::Expired,
                 Ok(None) => return LeaseEnd::Broken(StoreError::StreamEnded("lease keep-alive")),
                 Err(error) => match StoreError::from(error) {

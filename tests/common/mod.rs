@@ -28,6 +28,7 @@ pub use rig::*;
 mod engines;
 mod env;
 pub mod lb;
+pub mod partition;
 pub mod podman;
 mod records;
 mod relay;

@@ -26,6 +26,18 @@ fn a_run_of_ports_is_consecutive_and_unbound() {
 }
 
 #[test]
+fn a_run_longer_than_a_sub_block_takes_neighbouring_ones() {
+    let first = next_run(500);
+    assert!(TEST_PORTS.contains(&first) && TEST_PORTS.contains(&(first + 499)));
+    assert!((first..first + 500).all(is_unbound));
+    let after = next();
+    assert!(
+        !(first..first + 500).contains(&after),
+        "{after} handed out twice"
+    );
+}
+
+#[test]
 fn a_port_that_something_holds_is_skipped() {
     let held = TcpListener::bind(("127.0.0.1", next())).unwrap();
     let held_port = held.local_addr().unwrap().port();
