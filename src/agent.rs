@@ -38,11 +38,9 @@ use wanted::Wanted;
 
 /// Observations taken off the watcher in one go when they arrive in a burst.
 const MAX_OBSERVATION_BATCH: usize = 1024;
-/// After SIGTERM, how long the work in flight may take to finish, and then
-/// how long handing over (resigning the lock, or deregistering) may take:
-/// together well within the 2 s an orchestrator grants before it kills.
+/// After SIGTERM, how long the work in flight may take to finish; then the
+/// agent hands the host over (`tenure::HAND_OVER`, `tenure::DEREGISTER`).
 const FINISH_IN_FLIGHT: Duration = Duration::from_millis(1000);
-const HAND_OVER: Duration = Duration::from_millis(800);
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,12 +138,7 @@ pub async fn run_with<E: Engine, S: Store>(
             }
         }
     }
-    if tokio::time::timeout(HAND_OVER, agent.hand_over())
-        .await
-        .is_err()
-    {
-        warn!("handing over timed out; the records and the lock expire with the lease");
-    }
+    agent.hand_over().await;
     Outcome::Stopped
 }
 

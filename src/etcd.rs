@@ -180,17 +180,32 @@ impl Etcd {
         self.connection.watch_prefix(&prefix, revision).await
     }
 
-    /// Removes every record of this host: revokes the lease (which deletes
-    /// the keys on it at once) and deletes whatever else is under the prefix.
-    pub async fn deregister(&mut self, lease: Option<LeaseId>) -> Result<(), StoreError> {
+    /// Removes every record of this host in one transaction, fenced by the
+    /// host lock when we hold it (so that a run that lost the host, say
+    /// after a pause longer than its lease, cannot delete the next holder's
+    /// records), then revokes the lease, which takes the lock key with it.
+    pub async fn deregister(
+        &mut self,
+        lease: Option<LeaseId>,
+        fence: Option<&LockKey>,
+    ) -> Result<(), StoreError> {
+        let prefix = self.prefix.as_str().to_owned();
+        let mut txn = Txn::new();
+        if let Some(lock) = fence {
+            txn = txn.when([Compare::create_revision(
+                lock.key.clone(),
+                CompareOp::Equal,
+                lock.revision,
+            )]);
+        }
+        let delete = TxnOp::delete(prefix, Some(DeleteOptions::new().with_prefix()));
+        let response = self.client().await?.txn(txn.and_then([delete])).await?;
+        if !response.succeeded() {
+            return Err(StoreError::LockLost);
+        }
         if let Some(lease) = lease {
             self.revoke_lease(lease).await?;
         }
-        let prefix = self.prefix.as_str().to_owned();
-        self.client()
-            .await?
-            .delete(prefix, Some(DeleteOptions::new().with_prefix()))
-            .await?;
         Ok(())
     }
 }
@@ -320,8 +335,12 @@ impl Store for Etcd {
         Etcd::resign(self, key).await
     }
 
-    async fn deregister(&mut self, lease: Option<LeaseId>) -> Result<(), StoreError> {
-        Etcd::deregister(self, lease).await
+    async fn deregister(
+        &mut self,
+        lease: Option<LeaseId>,
+        fence: Option<&LockKey>,
+    ) -> Result<(), StoreError> {
+        Etcd::deregister(self, lease, fence).await
     }
 }
 

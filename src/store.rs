@@ -243,10 +243,13 @@ pub trait Store {
     /// Gives the lock up: the next candidate holds it at once.
     fn resign(&mut self, key: LockKey) -> impl Future<Output = Result<(), StoreError>>;
 
-    /// Removes every record of this host: revokes `lease`, then deletes
-    /// whatever else is under the prefix.
+    /// Removes every record of this host: deletes everything under the
+    /// prefix (with a `fence`, only while that lock key exists as it was
+    /// created, like every write: [`StoreError::LockLost`] otherwise, and
+    /// nothing is deleted), then revokes `lease`.
     fn deregister(
         &mut self,
         lease: Option<LeaseId>,
+        fence: Option<&LockKey>,
     ) -> impl Future<Output = Result<(), StoreError>>;
 }

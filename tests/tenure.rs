@@ -3,14 +3,19 @@
 //! without a reset (packets dropped, connections left open) loses its lease
 //! after the TTL and a standby takes over; the cut-off agent says so on
 //! `/healthz` (503) and in `host_lock_held` instead of answering 200 for as
-//! long as the partition lasts.
+//! long as the partition lasts. `--deregister-on-exit` is fenced by the
+//! lock like every write (a run that lost the host removes nothing of the
+//! next holder's) and has a budget that a slow etcd fits in.
 
 mod common;
 
+use std::process::Command;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use common::etcd_faults::*;
 use common::partition::Partition;
+use common::relay_stall::FrozenEtcd;
 use common::*;
 
 /// A short TTL, so that the lease of a cut-off holder expires soon.
@@ -18,11 +23,32 @@ const TTL_SECS: &str = "4";
 
 /// An agent of `env` that reaches etcd at `endpoint`, with `--metrics-addr`.
 fn spawn_agent_via(env: &TestEnv, endpoint: &str, metrics_addr: &str) -> Agent {
+    spawn_agent_with(env, endpoint, metrics_addr, &[])
+}
+
+/// Like `spawn_agent_via`, with `extra` flags.
+fn spawn_agent_with(env: &TestEnv, endpoint: &str, metrics_addr: &str, extra: &[&str]) -> Agent {
     let mut args = env.agent_args();
     let at = args.iter().position(|a| a == "--etcd-endpoints").unwrap() + 1;
     args[at] = endpoint.to_owned();
-    args.extend(["--metrics-addr", metrics_addr, "--ttl", TTL_SECS].map(String::from));
+    args.extend(["--metrics-addr", metrics_addr].map(String::from));
+    if !extra.contains(&"--ttl") {
+        args.extend(["--ttl", TTL_SECS].map(String::from));
+    }
+    args.extend(extra.iter().map(|a| a.to_string()));
     Agent::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+}
+
+fn signal(agent: &Agent, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &agent.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {}", agent.pid());
+}
+
+fn metrics_addr() -> String {
+    format!("127.0.0.1:{}", test_port())
 }
 
 fn records_leases(env: &TestEnv) -> Vec<i64> {
@@ -86,4 +112,92 @@ fn a_holder_cut_off_from_etcd_is_not_healthy_once_its_lease_is_gone() {
     env.wait_records(REACT, &env.expected_now());
     holder.assert_running();
     standby.assert_running();
+}
+
+/// A holder with `--deregister-on-exit` paused past its lease: a standby
+/// holds the host meanwhile. Told to stop while paused and resumed, it may
+/// still believe it holds the host when it deregisters, but that is fenced
+/// by its lock key, which is gone (or it has noticed that its lease is
+/// gone first): not one of the new holder's records is deleted.
+#[test]
+fn a_run_that_lost_the_host_deregisters_nothing_of_the_next_holders() {
+    let env = TestEnv::new("tenure_fenced_deregister");
+    let (addr_a, addr_b) = (metrics_addr(), metrics_addr());
+    let mut paused = spawn_agent_with(&env, &env.endpoint(), &addr_a, &["--deregister-on-exit"]);
+    paused.wait_ready();
+    env.containers
+        .run(&["-p", "127.0.0.1::80", "busybox", "sleep", "1000"]);
+    env.wait_records(REACT, &env.expected_now());
+    let old_lease = records_leases(&env)[0];
+    let mut standby = spawn_agent_via(&env, &env.endpoint(), &addr_b);
+    assert!(standby.wait_for_log("another agent holds this host", Duration::from_secs(20)));
+
+    signal(&paused, "STOP");
+    let moved = wait_until(Duration::from_secs(20), || {
+        let leases = records_leases(&env);
+        !leases.is_empty() && leases.iter().all(|l| *l != old_lease)
+    });
+    if !moved {
+        signal(&paused, "CONT");
+        panic!(
+            "the standby did not take over; stderr:\n{}",
+            standby.lines().join("\n")
+        );
+    }
+    let expected = env.expected_now();
+    env.wait_records(REACT, &expected);
+    let watch = Watch::prefix(&env.endpoint(), &env.host_prefix());
+    signal(&paused, "TERM");
+    signal(&paused, "CONT");
+    assert!(
+        paused.wait_exit(Duration::from_secs(15)).is_some(),
+        "the resumed agent did not exit"
+    );
+    thread::sleep(Duration::from_millis(500));
+    let deletes: Vec<_> = watch.events().into_iter().filter(|e| e.delete).collect();
+    assert!(
+        deletes.is_empty(),
+        "the run that lost the host deleted the next holder's records: {deletes:?}\nits stderr:\n{}",
+        paused.lines().join("\n")
+    );
+    env.wait_records(REACT, &expected);
+    standby.assert_running();
+}
+
+/// `--deregister-on-exit` with `--ttl 0` (the records stay unless removed):
+/// an etcd that answers nothing for 1.5 s when the agent stops still sees
+/// them removed, within the budget.
+#[test]
+fn deregistering_waits_for_a_slow_etcd() {
+    let env = TestEnv::new("tenure_slow_deregister");
+    let addr = metrics_addr();
+    let mut agent = spawn_agent_with(
+        &env,
+        &env.endpoint(),
+        &addr,
+        &["--deregister-on-exit", "--ttl", "0"],
+    );
+    agent.wait_ready();
+    env.containers
+        .run(&["-p", "127.0.0.1::80", "busybox", "sleep", "1000"]);
+    env.wait_records(REACT, &env.expected_now());
+
+    let frozen = FrozenEtcd::freeze(&env.etcd);
+    agent.sigterm();
+    thread::sleep(Duration::from_millis(1500));
+    frozen.thaw();
+    assert!(
+        agent.wait_exit(Duration::from_secs(10)).is_some(),
+        "the agent did not exit"
+    );
+    assert!(
+        agent.has_log("deregistered this host"),
+        "stderr:\n{}",
+        agent.lines().join("\n")
+    );
+    assert!(
+        env.records().is_empty(),
+        "records left: {:#?}",
+        env.records()
+    );
 }

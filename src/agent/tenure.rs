@@ -8,6 +8,8 @@
 
 use std::time::Duration;
 
+use tokio::time::timeout;
+
 use tracing::{debug, info, warn};
 
 use super::etcd_view::EtcdView;
@@ -19,6 +21,14 @@ use crate::store::{Campaign, Holder, KeptAlive, LockKey, Store, StoreError};
 /// The TTL of a lease that carries only the host lock (`--ttl 0`): how long
 /// a standby waits for a holder that died.
 const LOCK_ONLY_TTL: Duration = Duration::from_secs(10);
+/// How long resigning the lock may take at exit: a standby takes over at
+/// once if it comes through, or when the lease expires if not, so it is
+/// kept short (within the 2 s some supervisors grant).
+const HAND_OVER: Duration = Duration::from_millis(800);
+/// How long `--deregister-on-exit` may take at exit: long enough for a slow
+/// etcd (a leader election, a disk stall), since with `--ttl 0` records it
+/// cannot remove stay; within the 10 s of `docker stop` and systemd's 90 s.
+pub const DEREGISTER: Duration = Duration::from_secs(5);
 
 /// Whether a run takes a lease and the host lock at all: a run that writes
 /// nothing lasting (`--once`: a lease outlives no process that does not keep
@@ -219,27 +229,60 @@ impl<S: Store> Agent<S> {
     pub(super) async fn hand_over(&mut self) {
         let lease = self.lease.last_known_id();
         match std::mem::replace(&mut self.lock, HostLock::Free) {
-            HostLock::Held(_) | HostLock::Refused if self.config.deregister_on_exit => {
-                match self.store.deregister(lease).await {
-                    Ok(()) => info!(prefix = self.config.host.as_str(), "deregistered this host"),
-                    Err(error) => {
-                        warn!(error = %error, "could not deregister; records expire with the lease")
+            lock @ (HostLock::Held(_) | HostLock::Refused) if self.config.deregister_on_exit => {
+                let deregistered =
+                    timeout(DEREGISTER, self.store.deregister(lease, lock.fence())).await;
+                let error = match deregistered {
+                    Ok(Ok(())) => {
+                        info!(prefix = self.config.host.as_str(), "deregistered this host");
+                        return;
                     }
+                    Ok(Err(StoreError::LockLost)) => {
+                        // Another agent holds the host now: its records are
+                        // not ours to remove.
+                        warn!(
+                            lock = self.store.lock_name(),
+                            "not deregistering: the host lock is no longer ours"
+                        );
+                        return;
+                    }
+                    Ok(Err(error)) => error.to_string(),
+                    Err(_) => format!("no answer within {DEREGISTER:?}"),
+                };
+                let left = self.etcd_view.len();
+                match records_lease_ttl(&self.config) {
+                    Some(ttl) => warn!(
+                        error, records_left = left, expire_in_secs = ttl.as_secs(),
+                        "could not deregister; the records left expire with the lease"
+                    ),
+                    None => warn!(
+                        error, records_left = left, prefix = self.config.host.as_str(),
+                        "could not deregister; with --ttl 0 the records left stay until removed by hand"
+                    ),
                 }
             }
-            HostLock::Held(key) => {
-                if let Err(error) = self.store.resign(key).await {
-                    warn!(error = %error, "could not hand over; a standby takes over when the lease expires");
+            HostLock::Held(key) => match timeout(HAND_OVER, self.store.resign(key)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    warn!(error = %error, "could not hand over; a standby takes over when the lease expires")
                 }
-            }
+                Err(_) => warn!(
+                    budget_ms = HAND_OVER.as_millis() as u64,
+                    "handing over timed out; a standby takes over when the lease expires"
+                ),
+            },
             // Records ride on the lease; they stay until it expires.
             HostLock::Refused | HostLock::NotWanted => {}
             HostLock::Free | HostLock::Waiting(_) => {
                 // This lease never held the lock, so it carries no record,
                 // only our candidacy.
                 if let Some(lease) = lease {
-                    if let Err(error) = self.store.revoke_lease(lease).await {
-                        debug!(error = %error, "could not revoke the standby's lease");
+                    match timeout(HAND_OVER, self.store.revoke_lease(lease)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => {
+                            debug!(error = %error, "could not revoke the standby's lease")
+                        }
+                        Err(_) => debug!("revoking the standby's lease timed out"),
                     }
                 }
             }

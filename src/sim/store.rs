@@ -273,16 +273,21 @@ impl Store for SimStore {
         .await
     }
 
-    async fn deregister(&mut self, lease: Option<LeaseId>) -> Result<(), StoreError> {
+    async fn deregister(
+        &mut self,
+        lease: Option<LeaseId>,
+        fence: Option<&LockKey>,
+    ) -> Result<(), StoreError> {
+        let (actor, prefix) = (self.actor(), self.prefix.as_str().to_owned());
+        self.request("deregister", |c| {
+            c.txn(actor, &[Write::DeletePrefix(prefix)], 0, fence)
+                .map(drop)
+        })
+        .await?;
         if let Some(lease) = lease {
             self.revoke_lease(lease).await?;
         }
-        let (actor, prefix) = (self.actor(), self.prefix.as_str().to_owned());
-        self.request("deregister", |c| {
-            c.txn(actor, &[Write::DeletePrefix(prefix)], 0, None)
-                .map(drop)
-        })
-        .await
+        Ok(())
     }
 }
 
