@@ -18,6 +18,7 @@ use tonic::Code;
 
 mod lease;
 mod lock;
+mod run;
 
 pub use read::{PrefixWatch, RecordsReader};
 
@@ -341,6 +342,14 @@ impl Store for Etcd {
         fence: Option<&LockKey>,
     ) -> Result<(), StoreError> {
         Etcd::deregister(self, lease, fence).await
+    }
+
+    fn outlives_its_run(&self, holder: &Holder) -> bool {
+        Etcd::outlives_its_run(self, holder)
+    }
+
+    async fn take_over(&mut self, holder: &Holder) -> Result<(), StoreError> {
+        Etcd::take_over(self, holder).await
     }
 }
 

@@ -161,6 +161,12 @@ pub struct Holder {
     pub lease: LeaseId,
     pub hostname: String,
     pub pid: u32,
+    /// The boot of the holder's machine; empty when its agent did not say
+    /// (an older version).
+    pub boot_id: String,
+    /// When the holder's process started (clock ticks since boot); 0 when
+    /// its agent did not say.
+    pub started: u64,
 }
 
 /// The changes under our prefix, as a watch reports them.
@@ -242,6 +248,14 @@ pub trait Store {
 
     /// Gives the lock up: the next candidate holds it at once.
     fn resign(&mut self, key: LockKey) -> impl Future<Output = Result<(), StoreError>>;
+
+    /// Whether `holder` is a previous run of this agent on this machine
+    /// whose process is gone (its key only waits for its lease to expire).
+    fn outlives_its_run(&self, holder: &Holder) -> bool;
+
+    /// Removes the lock key of such a `holder` (if it is still that run's),
+    /// so that our campaign holds at once; its records stay where they are.
+    fn take_over(&mut self, holder: &Holder) -> impl Future<Output = Result<(), StoreError>>;
 
     /// Removes every record of this host: deletes everything under the
     /// prefix (with a `fence`, only while that lock key exists as it was

@@ -201,3 +201,55 @@ fn deregistering_waits_for_a_slow_etcd() {
         env.records()
     );
 }
+
+/// A run killed with SIGKILL (a crash, an abort) and started again by its
+/// supervisor: its lock key and records ride on a lease that lives for the
+/// whole TTL, but the new run sees that the holder is its own previous run
+/// on this machine, whose process is gone, and takes over at once, moving
+/// every record onto its lease in place: no record sees a DELETE.
+#[test]
+fn a_crash_restart_takes_over_at_once_and_in_place() {
+    let env = TestEnv::new("tenure_crash_restart");
+    let ttl = ["--ttl", "60"];
+    let mut crashed = spawn_agent_with(&env, &env.endpoint(), &metrics_addr(), &ttl);
+    crashed.wait_ready();
+    for _ in 0..2 {
+        env.containers
+            .run(&["-p", "127.0.0.1::80", "busybox", "sleep", "1000"]);
+    }
+    let expected = env.expected_now();
+    env.wait_records(REACT, &expected);
+    let old_lease = records_leases(&env)[0];
+    crashed.sigkill();
+    assert!(crashed.wait_exit(Duration::from_secs(5)).is_some());
+
+    let watch = Watch::prefix(&env.endpoint(), &env.host_prefix());
+    let restarted_at = Instant::now();
+    let mut restarted = spawn_agent_with(&env, &env.endpoint(), &metrics_addr(), &ttl);
+    let mut last = Default::default();
+    let moved = wait_until(Duration::from_secs(5), || {
+        last = env.records();
+        last.len() == expected.len()
+            && last
+                .iter()
+                .all(|(k, r)| r.lease != old_lease && expected.get(k) == Some(&r.value))
+    });
+    assert!(
+        moved,
+        "the records were not moved onto the new run's lease within 5 s (its TTL is 60 s):\n{last:#?}\nstderr:\n{}",
+        restarted.lines().join("\n")
+    );
+    eprintln!("moved {:?} after the restart", restarted_at.elapsed());
+    let deletes: Vec<_> = watch.events().into_iter().filter(|e| e.delete).collect();
+    assert!(deletes.is_empty(), "a restart deleted records: {deletes:?}");
+    assert!(
+        restarted.has_log("a previous run of this agent died holding this host"),
+        "stderr:\n{}",
+        restarted.lines().join("\n")
+    );
+    let new = env
+        .containers
+        .run(&["-p", "127.0.0.1::80", "busybox", "sleep", "1000"]);
+    env.wait_key(REACT, &env.key(IMAGE, &new));
+    restarted.assert_running();
+}

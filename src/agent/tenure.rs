@@ -163,13 +163,25 @@ impl<S: Store> Agent<S> {
         Ok(())
     }
 
-    /// Before campaigning: if another agent holds the host, say so once.
+    /// Before campaigning: a previous run of ours on this machine that died
+    /// holding the host is taken over at once (its records move onto our
+    /// lease in place, none is deleted); any other holder is waited for, and
+    /// said once.
     pub(super) async fn announce_holder(&mut self, our_lease: LeaseId) -> Result<(), StoreError> {
-        let holder = self
+        let mut holder = self
             .store
             .lock_holder()
             .await?
             .filter(|h| h.lease != our_lease);
+        if let Some(previous) = holder.take_if(|h| self.store.outlives_its_run(h)) {
+            info!(
+                previous_pid = previous.pid,
+                previous_lease = previous.lease,
+                lock = self.store.lock_name(),
+                "a previous run of this agent died holding this host; taking over at once"
+            );
+            self.store.take_over(&previous).await?;
+        }
         if let Some(holder) = &holder {
             if self.announced.holder.as_ref() != Some(holder) {
                 warn!(

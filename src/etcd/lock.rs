@@ -5,21 +5,22 @@
 //! that consumers reading the records never see it. etcd keeps one key per
 //! candidate, `{name}/{lease in hex}`, on the candidate's lease; the oldest
 //! one holds the lock. A holder that exits resigns (its key goes at once); one
-//! that dies loses its key with its lease.
+//! that dies loses its key with its lease, unless the next run of the agent
+//! on its machine takes it over first (`run.rs`).
 
-use etcd_client::{GetOptions, LeaderKey, ResignOptions, SortOrder, SortTarget};
+use etcd_client::{
+    Compare, CompareOp, GetOptions, LeaderKey, ResignOptions, SortOrder, SortTarget, Txn, TxnOp,
+};
 use futures_util::FutureExt;
 use tonic::Code;
 
+use super::run::Candidate;
 use super::{Campaign, Etcd, Holder, LockKey, StoreError};
 use crate::plan::LeaseId;
 
-/// What a candidate announces of itself.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Candidate {
-    hostname: String,
-    pid: u32,
-}
+/// The longest hostname or boot id taken from a candidate key: the value
+/// is anyone's to write, and only ever logged and compared.
+const MAX_FIELD: usize = 255;
 
 impl Etcd {
     /// The election name of our host.
@@ -31,10 +32,7 @@ impl Etcd {
     pub async fn campaign(&mut self, lease: LeaseId) -> Result<Campaign, StoreError> {
         let mut election = self.campaigns.client().await?.election_client();
         let name = self.lock_name();
-        let candidate = Candidate {
-            hostname: hostname(),
-            pid: std::process::id(),
-        };
+        let candidate = Candidate::this_process();
         let value = serde_json::to_vec(&candidate).unwrap_or_default();
         Ok(async move {
             match election.campaign(name, value, lease).await {
@@ -67,15 +65,38 @@ impl Etcd {
         let response = self.client().await?.get(candidates, Some(options)).await?;
         Ok(response.kvs().first().map(|kv| {
             let candidate: Option<Candidate> = serde_json::from_slice(kv.value()).ok();
+            let field = |value: &str| value.chars().take(MAX_FIELD).collect::<String>();
             Holder {
                 key: String::from_utf8_lossy(kv.key()).into_owned(),
                 lease: kv.lease(),
                 hostname: candidate
                     .as_ref()
-                    .map_or_else(|| "unknown".to_owned(), |c| c.hostname.clone()),
-                pid: candidate.map_or(0, |c| c.pid),
+                    .map_or_else(|| "unknown".to_owned(), |c| field(&c.hostname)),
+                pid: candidate.as_ref().map_or(0, |c| c.pid),
+                boot_id: candidate
+                    .as_ref()
+                    .map_or_else(String::new, |c| field(&c.boot_id)),
+                started: candidate.map_or(0, |c| c.started),
             }
         }))
+    }
+
+    /// Whether `holder` is a previous run of this agent on this machine
+    /// whose process is gone (`run.rs`).
+    pub fn outlives_its_run(&self, holder: &Holder) -> bool {
+        Candidate::this_process().outlives_its_run(holder)
+    }
+
+    /// Removes the lock key of `holder`, a previous run of ours that is
+    /// gone, if it is still that run's: our campaign then holds at once.
+    /// Its lease and the records on it stay, to be moved onto ours in place.
+    pub async fn take_over(&mut self, holder: &Holder) -> Result<(), StoreError> {
+        let key = holder.key.as_str();
+        let txn = Txn::new()
+            .when([Compare::lease(key, CompareOp::Equal, holder.lease)])
+            .and_then([TxnOp::delete(key, None)]);
+        self.client().await?.txn(txn).await?;
+        Ok(())
     }
 
     /// Gives the lock up: the next candidate holds it at once.
@@ -93,13 +114,4 @@ impl Etcd {
             .await?;
         Ok(())
     }
-}
-
-/// This machine's name, for the operator who finds two agents for one host.
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_owned())
-        .ok()
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "unknown".to_owned())
 }

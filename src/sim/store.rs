@@ -273,6 +273,25 @@ impl Store for SimStore {
         .await
     }
 
+    /// The simulated agents share no process table: a restarted one waits
+    /// for its previous run's lease, as one whose supervisor gave it a new
+    /// machine name would.
+    fn outlives_its_run(&self, _holder: &Holder) -> bool {
+        false
+    }
+
+    async fn take_over(&mut self, holder: &Holder) -> Result<(), StoreError> {
+        let (actor, key, lease) = (self.actor(), holder.key.clone(), holder.lease);
+        self.request("take over", |c| {
+            let its = c.lock().kv.get(&key).is_some_and(|kv| kv.lease == lease);
+            if its {
+                c.txn(actor, &[Write::Delete(key)], 0, None)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn deregister(
         &mut self,
         lease: Option<LeaseId>,

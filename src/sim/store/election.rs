@@ -18,6 +18,8 @@ pub(super) fn oldest(cluster: &Cluster, candidates: &str) -> Option<Holder> {
             lease: kv.lease,
             hostname: "sim-host".into(),
             pid: u32::try_from(kv.lease & 0xffff).unwrap_or(0),
+            boot_id: String::new(),
+            started: 0,
         })
 }
 

@@ -1,0 +1,145 @@
+//! Which process of which boot of which machine a candidate for the host
+//! lock is: written into the candidate key, so that a new run of the agent
+//! can tell a previous run of its own on this machine that died (a crash,
+//! `kill -9`, an abort: its key lives on until its lease expires) from a
+//! live agent beside it. The first is taken over at once; the second is
+//! waited for.
+
+use std::fs;
+
+use super::Holder;
+
+/// This process, as its candidate key says.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(super) struct Candidate {
+    pub hostname: String,
+    pub pid: u32,
+    /// The kernel's id of this boot: a pid says nothing across reboots.
+    #[serde(default)]
+    pub boot_id: String,
+    /// When the process started, in clock ticks since boot: tells a live
+    /// process from another one that got the dead run's pid.
+    #[serde(default)]
+    pub started: u64,
+}
+
+impl Candidate {
+    /// This process.
+    pub(super) fn this_process() -> Candidate {
+        let pid = std::process::id();
+        Candidate {
+            hostname: hostname(),
+            pid,
+            boot_id: boot_id(),
+            started: started(pid).unwrap_or(0),
+        }
+    }
+
+    /// Whether `holder` is a run of the agent on this machine, in this boot,
+    /// whose process is gone: its lock key outlives it only until its lease
+    /// expires, and nobody else is waiting for it.
+    pub(super) fn outlives_its_run(&self, holder: &Holder) -> bool {
+        let known = !holder.boot_id.is_empty() && holder.started != 0 && !self.boot_id.is_empty();
+        known
+            && holder.hostname == self.hostname
+            && holder.boot_id == self.boot_id
+            && holder.pid != self.pid
+            && started(holder.pid) != Some(holder.started)
+    }
+}
+
+/// This machine's name, for the operator who finds two agents for one host.
+fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|id| id.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Field 22 of `/proc/<pid>/stat`: the process's start time; none when
+/// there is no such process (here).
+fn started(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_started(&stat)
+}
+
+/// The command (field 2) is in parentheses and may itself hold spaces and
+/// parentheses: the fields are counted after its last `)`.
+fn parse_started(stat: &str) -> Option<u64> {
+    let after_command = &stat[stat.rfind(')')? + 1..];
+    // Fields 3, 4, ... follow; the start time is field 22.
+    after_command.split_whitespace().nth(19)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(candidate: &Candidate) -> Holder {
+        Holder {
+            key: "k".into(),
+            lease: 1,
+            hostname: candidate.hostname.clone(),
+            pid: candidate.pid,
+            boot_id: candidate.boot_id.clone(),
+            started: candidate.started,
+        }
+    }
+
+    #[test]
+    fn the_start_time_is_counted_after_the_command() {
+        let stat = "42 (a) b (c)) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 1 2";
+        assert_eq!(parse_started(stat), Some(987_654));
+        assert_eq!(parse_started("42 (x"), None);
+        assert_eq!(parse_started(""), None);
+    }
+
+    #[test]
+    fn this_process_is_alive_and_not_a_previous_run() {
+        let here = Candidate::this_process();
+        assert!(here.started > 0 && !here.boot_id.is_empty());
+        assert!(!here.outlives_its_run(&holder(&here)));
+    }
+
+    #[test]
+    fn a_dead_run_of_this_boot_is_one_and_anything_unknown_is_not() {
+        let here = Candidate::this_process();
+        let dead = Candidate {
+            pid: u32::MAX - 1,
+            ..here.clone()
+        };
+        assert!(here.outlives_its_run(&holder(&dead)));
+        let reused = Candidate {
+            pid: 1,
+            started: 1,
+            ..here.clone()
+        };
+        assert!(
+            here.outlives_its_run(&holder(&reused)),
+            "pid 1 started later"
+        );
+        let elsewhere = Candidate {
+            hostname: "other".into(),
+            ..dead.clone()
+        };
+        assert!(!here.outlives_its_run(&holder(&elsewhere)));
+        let other_boot = Candidate {
+            boot_id: "another".into(),
+            ..dead.clone()
+        };
+        assert!(!here.outlives_its_run(&holder(&other_boot)));
+        let legacy = Candidate {
+            boot_id: String::new(),
+            started: 0,
+            ..dead
+        };
+        assert!(!here.outlives_its_run(&holder(&legacy)));
+    }
+}
