@@ -10,6 +10,7 @@
 //! The loop never waits for the Docker engine: the watcher does. It writes
 //! only while it holds its host's lock ([`tenure`]).
 
+mod claim;
 mod etcd_view;
 mod sync;
 mod tenure;
@@ -26,12 +27,13 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::docker::Docker;
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineIdentity};
 use crate::etcd::Etcd;
 use crate::metrics::{self, Metrics, Status};
 use crate::store::{Change, LeaseEnd, LockKey, PrefixChanges, Store, StoreError};
 use crate::supervise::{Health, RepairBudget, Retry};
 use crate::watcher::{Observation, Watcher};
+use claim::Succession;
 use etcd_view::{EtcdView, PrefixWatch};
 use tenure::{Announced, HostLock, Lease};
 use wanted::Wanted;
@@ -183,6 +185,12 @@ struct Agent<S: Store> {
     lock: HostLock,
     /// The holder a standby last reported, so that it says so once.
     announced: Announced,
+    /// The engine we follow, once it has answered: our lock key names it,
+    /// and no campaign starts before it is known.
+    engine: Option<EngineIdentity>,
+    /// Whether this run takes the host from a run of its engine it cannot
+    /// see (`tenure::Succession`).
+    succession: Succession,
     /// `None`: the watch on our prefix must be re-created.
     watch: Option<PrefixWatch<S::Watch>>,
     resync: Option<Interval>,
@@ -222,6 +230,8 @@ impl<S: Store> Agent<S> {
             lease,
             lock,
             announced: Announced::default(),
+            engine: None,
+            succession: Succession::TakesOver,
             watch: None,
             resync,
             retry: Retry::new(jitter_seed),
@@ -282,6 +292,7 @@ impl<S: Store> Agent<S> {
             etcd_connected: self.etcd_health.is_up(),
             reconciled: self.progress == Progress::Exact,
             standby: matches!(self.lock, HostLock::Waiting(_)) && self.announced.holder.is_some(),
+            conflict: matches!(self.lock, HostLock::Conflict),
         };
         // Derived here, from the one state that knows, after every turn.
         self.metrics
@@ -297,7 +308,7 @@ impl<S: Store> Agent<S> {
     /// campaign, or (while we may write) a reconcile.
     fn needs_repair(&self) -> bool {
         self.lease.needs_work()
-            || matches!(self.lock, HostLock::Free)
+            || (matches!(self.lock, HostLock::Free) && self.engine.is_some())
             || (self.may_write() && (!self.etcd_view.is_current() || self.watch.is_none()))
     }
 

@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerInspectResponse, EventMessage, EventMessageTypeEnum};
+use bollard::models::{ContainerInspectResponse, EventMessage, EventMessageTypeEnum, SystemInfo};
 use bollard::query_parameters::{EventsOptionsBuilder, ListContainersOptionsBuilder};
 use futures_util::{FutureExt, StreamExt};
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::watch;
 
 use crate::container::{parse_signal, Container, Health, PortBinding, StopTimeout};
-use crate::engine::{ContainerEvent, Engine, EngineError, EventKind, EventStream};
+use crate::engine::{ContainerEvent, Engine, EngineError, EngineIdentity, EventKind, EventStream};
 
 mod dialect;
 mod health;
@@ -83,7 +83,7 @@ impl Engine for Docker {
     /// (Re)connects, agrees on the API version with the engine (Debian's
     /// 20.10 speaks 1.41, older than bollard's default) and learns whether
     /// it is dockerd or Podman.
-    async fn connect(&mut self) -> Result<(), EngineError> {
+    async fn connect(&mut self) -> Result<EngineIdentity, EngineError> {
         self.client = None;
         let accepted = Arc::clone(&self.subscriptions_accepted);
         let client = match self.host.strip_prefix("unix://") {
@@ -99,14 +99,17 @@ impl Engine for Docker {
         let version = client.version().await?;
         let components = version.components.iter().flatten();
         self.dialect = Dialect::from_component_names(components.map(|c| c.name.as_str()));
+        let info = client.info().await?;
+        let identity = identity(self.dialect, &info);
         tracing::info!(
             engine = %self.dialect,
             engine_version = version.version.as_deref().unwrap_or("unknown"),
             api_version = %client.client_version(),
+            engine_id = %identity,
             "connected to the container engine"
         );
         self.client = Some(client);
-        Ok(())
+        Ok(identity)
     }
 
     /// Changes each time the engine accepts an event subscription.
@@ -346,3 +349,21 @@ fn port_bindings(
 
 #[cfg(test)]
 mod tests;
+
+/// Which engine this is (`engine::EngineIdentity`): Docker by its `/info`
+/// ID; Podman, whose `/info` ID is new on every request, and an engine that
+/// gives none, by this machine's id (or the engine's host name) and the
+/// engine's storage root.
+fn identity(dialect: Dialect, info: &SystemInfo) -> EngineIdentity {
+    let id = info.id.as_deref().unwrap_or_default();
+    if dialect == Dialect::Docker && !id.trim().is_empty() {
+        return EngineIdentity::new("docker", &[id]);
+    }
+    let machine = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+    let machine = match machine.trim() {
+        "" => info.name.as_deref().unwrap_or_default().to_owned(),
+        id => id.to_owned(),
+    };
+    let root = info.docker_root_dir.as_deref().unwrap_or_default();
+    EngineIdentity::new(&dialect.to_string(), &[&machine, root])
+}

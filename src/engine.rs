@@ -72,14 +72,76 @@ pub struct ContainerEvent {
     pub action: &'static str,
 }
 
+/// Which engine an agent follows, as its lock key tells other agents of the
+/// same host IP: two agents of one engine are runs of one agent (the newer
+/// one's records are the older one's); two agents of different engines
+/// claiming one host IP are a conflict, never a hand-over (README: One agent
+/// per host). Docker's is its `/info` ID (kept in its data root across
+/// restarts and upgrades); Podman's `/info` ID changes with every request,
+/// so Podman is known by this machine's id (or the engine's host name) and
+/// its storage root, which tells rootful Podman from a user's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EngineIdentity(String);
+
+impl EngineIdentity {
+    /// The longest identity kept: the parts come from the engine and the
+    /// machine, and end up in the lock key, logs and metric labels.
+    const MAX_LEN: usize = 200;
+
+    /// `kind:part:part…`, every character outside `[A-Za-z0-9._/-]` of a
+    /// part replaced by `_`, empty parts left out, at most 200 characters.
+    pub fn new(kind: &str, parts: &[&str]) -> EngineIdentity {
+        let clean = |part: &str| -> String {
+            part.trim()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-') {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect()
+        };
+        let mut identity = clean(kind);
+        for part in parts.iter().map(|p| clean(p)).filter(|p| !p.is_empty()) {
+            identity.push(':');
+            identity.push_str(&part);
+        }
+        identity.truncate(Self::MAX_LEN);
+        EngineIdentity(identity)
+    }
+
+    /// An identity read back from another agent's lock key, checked the
+    /// same way; none when it is not one (empty, too long, foreign bytes).
+    pub fn parse(text: &str) -> Option<EngineIdentity> {
+        let valid = !text.is_empty()
+            && text.len() <= Self::MAX_LEN
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-' | ':'));
+        valid.then(|| EngineIdentity(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for EngineIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The engine's events, in its order.
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<ContainerEvent, EngineError>> + Send>>;
 
 /// A container engine, as the watcher uses it. Cloning shares the
 /// connection: the watcher hands clones to its inspects in flight.
 pub trait Engine: Clone + Send + Sync + 'static {
-    /// (Re)connects and agrees on the API with the engine.
-    fn connect(&mut self) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// (Re)connects and agrees on the API with the engine; which engine it is.
+    fn connect(&mut self) -> impl Future<Output = Result<EngineIdentity, EngineError>> + Send;
 
     /// Changes each time the engine accepts an event subscription: from
     /// then on, whatever happens reaches the subscription's stream.

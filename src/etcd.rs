@@ -29,8 +29,8 @@ use crate::store::{
     apply_in_batches, CONNECT_TIMEOUT, KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT, REQUEST_TIMEOUT,
 };
 pub use crate::store::{
-    Applied, Campaign, Change, Holder, KeptAlive, LeaseEnd, LockKey, PrefixChanges, Snapshot,
-    Store, StoreError,
+    Applied, Campaign, Change, Holder, HolderRun, KeptAlive, LeaseEnd, LockKey, PrefixChanges,
+    Snapshot, Store, StoreError,
 };
 
 /// etcd's descriptions of the refusals that no retry can change. etcd
@@ -324,8 +324,12 @@ impl Store for Etcd {
         Etcd::revoke_lease(self, lease).await
     }
 
-    async fn campaign(&mut self, lease: LeaseId) -> Result<Campaign, StoreError> {
-        Etcd::campaign(self, lease).await
+    async fn campaign(
+        &mut self,
+        lease: LeaseId,
+        engine: &crate::engine::EngineIdentity,
+    ) -> Result<Campaign, StoreError> {
+        Etcd::campaign(self, lease, engine).await
     }
 
     async fn lock_holder(&mut self) -> Result<Option<Holder>, StoreError> {
@@ -344,8 +348,8 @@ impl Store for Etcd {
         Etcd::deregister(self, lease, fence).await
     }
 
-    fn outlives_its_run(&self, holder: &Holder) -> bool {
-        Etcd::outlives_its_run(self, holder)
+    fn holder_run(&self, holder: &Holder) -> HolderRun {
+        Etcd::holder_run(self, holder)
     }
 
     async fn take_over(&mut self, holder: &Holder) -> Result<(), StoreError> {

@@ -43,6 +43,17 @@ struct DependencyLabel {
     dependency: &'static str,
 }
 
+/// Who is in a conflict over this host: our engine and the holder's (both
+/// checked identities: `engine::EngineIdentity`) and the holder's host
+/// name (from its lock key: at most 255 characters, anyone's to write, and
+/// the text encoder escapes it).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConflictLabel {
+    engine: String,
+    holder_engine: String,
+    holder_hostname: String,
+}
+
 /// Everything the agent reports.
 pub struct Metrics {
     registry: Registry,
@@ -62,6 +73,8 @@ pub struct Metrics {
     connected: Family<DependencyLabel, Gauge>,
     /// 1 while this agent holds its host's lock (and so writes its records).
     host_lock_held: Gauge,
+    /// 1 for the holder this agent is in conflict with (another engine).
+    host_conflict: Family<ConflictLabel, Gauge>,
     last_reconcile: Mutex<Option<Instant>>,
 }
 
@@ -77,12 +90,19 @@ pub struct Status {
     pub reconciled: bool,
     /// Another agent holds this host: this one keeps nothing in etcd.
     pub standby: bool,
+    /// An agent of another engine holds this host: two engines claim one
+    /// host IP, and this one writes nothing.
+    pub conflict: bool,
 }
 
 impl Status {
     /// Docker and etcd reachable, the last reconcile good, not standing by.
     pub fn healthy(&self) -> bool {
-        !self.standby && self.reconciled && self.docker_connected && self.etcd_connected
+        !self.standby
+            && !self.conflict
+            && self.reconciled
+            && self.docker_connected
+            && self.etcd_connected
     }
 }
 
@@ -181,8 +201,15 @@ impl Metrics {
             "1 while this agent holds its host's lock and keeps the host's records; 0 while it waits or stands by",
             host_lock_held.clone(),
         );
+        let host_conflict = Family::<ConflictLabel, Gauge>::default();
+        registry.register(
+            "host_conflict",
+            "1 while an agent following another engine holds this host (two engines claim one host IP): this agent writes nothing",
+            host_conflict.clone(),
+        );
         Arc::new(Self {
             host_lock_held,
+            host_conflict,
             registry,
             records,
             withheld,
@@ -241,6 +268,16 @@ impl Metrics {
     /// Whether this agent holds its host's lock.
     pub fn set_host_lock_held(&self, held: bool) {
         self.host_lock_held.set(i64::from(held));
+    }
+
+    /// An agent of `holder_engine` on `holder_hostname` holds this host.
+    pub fn set_host_conflict(&self, engine: &str, holder_engine: &str, holder_hostname: &str) {
+        let label = ConflictLabel {
+            engine: engine.to_owned(),
+            holder_engine: holder_engine.to_owned(),
+            holder_hostname: holder_hostname.to_owned(),
+        };
+        self.host_conflict.get_or_create(&label).set(1);
     }
 
     pub fn reconciled(&self, took: Duration) {
@@ -321,6 +358,7 @@ mod tests {
             etcd_connected: true,
             reconciled: true,
             standby: false,
+            conflict: false,
         };
         assert!(good.healthy());
         assert!(!Status::default().healthy());
@@ -339,6 +377,10 @@ mod tests {
             },
             Status {
                 standby: true,
+                ..good
+            },
+            Status {
+                conflict: true,
                 ..good
             },
         ] {

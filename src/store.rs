@@ -10,6 +10,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::engine::EngineIdentity;
 use crate::plan::{LeaseId, Observed, Operation};
 
 mod batching;
@@ -167,6 +168,20 @@ pub struct Holder {
     /// When the holder's process started (clock ticks since boot); 0 when
     /// its agent did not say.
     pub started: u64,
+    /// The engine the holder follows; none when its agent did not say (an
+    /// older version) or said something that is not an identity.
+    pub engine: Option<EngineIdentity>,
+}
+
+/// What this machine can tell of a lock holder's process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HolderRun {
+    /// A run on this machine, in this boot, whose process is gone.
+    Gone,
+    /// A process on this machine, in this boot, that still runs.
+    AliveHere,
+    /// Nothing: another machine or container, another boot, an older agent.
+    Unknown,
 }
 
 /// The changes under our prefix, as a watch reports them.
@@ -241,7 +256,11 @@ pub trait Store {
     fn revoke_lease(&mut self, lease: LeaseId) -> impl Future<Output = Result<(), StoreError>>;
 
     /// Starts campaigning for our host's lock on `lease`.
-    fn campaign(&mut self, lease: LeaseId) -> impl Future<Output = Result<Campaign, StoreError>>;
+    fn campaign(
+        &mut self,
+        lease: LeaseId,
+        engine: &EngineIdentity,
+    ) -> impl Future<Output = Result<Campaign, StoreError>>;
 
     /// Who holds our host's lock (the oldest candidate), if anyone.
     fn lock_holder(&mut self) -> impl Future<Output = Result<Option<Holder>, StoreError>>;
@@ -249,9 +268,10 @@ pub trait Store {
     /// Gives the lock up: the next candidate holds it at once.
     fn resign(&mut self, key: LockKey) -> impl Future<Output = Result<(), StoreError>>;
 
-    /// Whether `holder` is a previous run of this agent on this machine
-    /// whose process is gone (its key only waits for its lease to expire).
-    fn outlives_its_run(&self, holder: &Holder) -> bool;
+    /// What this machine can tell of the process that holds the lock: gone
+    /// (a previous run of ours died; its key only waits for its lease to
+    /// expire), alive here, or nothing (another machine, an older agent).
+    fn holder_run(&self, holder: &Holder) -> HolderRun;
 
     /// Removes the lock key of such a `holder` (if it is still that run's),
     /// so that our campaign holds at once; its records stay where they are.

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::container::Container;
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, EngineIdentity};
 use crate::metrics::Metrics;
 use crate::supervise::Retry;
 use follower::Follower;
@@ -33,6 +33,8 @@ use follower::Follower;
 /// What the watcher reports to the loop.
 #[derive(Debug)]
 pub enum Observation {
+    /// The engine answered a (re)connect: which engine it is.
+    Connected(EngineIdentity),
     /// Every running container, inspected: what runs now. The containers in
     /// `unknown` could not be inspected; what was known of them stands.
     Listed {

@@ -67,10 +67,27 @@ fn candidate_lease(env: &TestEnv, agent: &Agent) -> i64 {
     };
     assert_ne!(record.lease, 0, "candidate key {key} rides on no lease");
     assert_eq!(key, format!("{election}/{:x}", record.lease));
+    assert_eq!(value["hostname"], hostname(), "value of {key}: {value}");
+    assert_eq!(value["pid"], agent.pid(), "value of {key}: {value}");
     assert_eq!(
-        value,
-        serde_json::json!({"hostname": hostname(), "pid": agent.pid()}),
-        "value of {key}"
+        value["host_ip"],
+        env.host_ip.as_str(),
+        "value of {key}: {value}"
+    );
+    assert_eq!(
+        value["prefix"],
+        env.host_prefix(),
+        "value of {key}: {value}"
+    );
+    let engine = value["engine"].as_str().unwrap_or_default();
+    assert!(
+        engine.starts_with("docker:"),
+        "the engine of {key}: {value}"
+    );
+    assert!(value["started"].as_u64().is_some_and(|t| t > 0), "{value}");
+    assert!(
+        value["boot_id"].as_str().is_some_and(|b| !b.is_empty()),
+        "{value}"
     );
     record.lease
 }

@@ -201,7 +201,7 @@ fn assert_config_error(
 #[test]
 fn busy_or_invalid_metrics_address_is_a_configuration_error() {
     let env = TestEnv::new("obs_metrics_busy");
-    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = TcpListener::bind(("127.0.0.1", test_port())).unwrap();
     let addr = busy.local_addr().unwrap().to_string();
     let (flag, var) = ("--metrics-addr", "REGISTER_METRICS_ADDR");
     assert_config_error(&env, &[flag, &addr], &[], flag, var);

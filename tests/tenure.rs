@@ -243,7 +243,9 @@ fn a_crash_restart_takes_over_at_once_and_in_place() {
     let deletes: Vec<_> = watch.events().into_iter().filter(|e| e.delete).collect();
     assert!(deletes.is_empty(), "a restart deleted records: {deletes:?}");
     assert!(
-        restarted.has_log("a previous run of this agent died holding this host"),
+        restarted.lines().iter().any(|l| l
+            .contains("a previous run of this agent holds this host")
+            && l.contains("gone=true")),
         "stderr:\n{}",
         restarted.lines().join("\n")
     );
@@ -252,4 +254,79 @@ fn a_crash_restart_takes_over_at_once_and_in_place() {
         .run(&["-p", "127.0.0.1::80", "busybox", "sleep", "1000"]);
     env.wait_key(REACT, &env.key(IMAGE, &new));
     restarted.assert_running();
+}
+
+/// Two engines claim one host IP: an agent on dockerd holds it, and one on
+/// Podman's socket is started with the same `--host-ip`. The second is in
+/// conflict: it says so once (naming both engines), `/healthz` answers 503
+/// `conflict`, `host_conflict{engine,holder_engine,…}` is 1, and it writes
+/// nothing — not when the holder restarts either: the holder's next run
+/// takes its host back, and none of its records is ever deleted.
+#[test]
+fn another_engine_with_the_same_host_ip_is_a_conflict_never_a_hand_over() {
+    let env = TestEnv::new("tenure_two_engines");
+    let mut holder = spawn_agent_via(&env, &env.endpoint(), &metrics_addr());
+    holder.wait_ready();
+    env.containers
+        .run(&["-p", "127.0.0.1::80", "busybox", "sleep", "1000"]);
+    let expected = env.expected_now();
+    env.wait_records(REACT, &expected);
+    let watch = Watch::prefix(&env.endpoint(), &env.host_prefix());
+
+    let podman = Containers::on(Engine::Podman, &env.id);
+    podman.run(&["-p", "127.0.0.1::80", PODMAN_IMAGE, "sleep", "1000"]);
+    let addr = metrics_addr();
+    let mut other = spawn_agent_with(
+        &env,
+        &env.endpoint(),
+        &addr,
+        &["--docker-host", &Engine::Podman.docker_host()],
+    );
+    const CONFLICT: &str = "an agent following another engine holds this host";
+    assert!(
+        other.wait_for_log(CONFLICT, Duration::from_secs(20)),
+        "no conflict reported; stderr:\n{}",
+        other.lines().join("\n")
+    );
+    let line = other
+        .lines()
+        .into_iter()
+        .find(|l| l.contains(CONFLICT))
+        .unwrap();
+    assert!(line.contains(" ERROR "), "{line}");
+    assert!(
+        line.contains("engine=podman:") && line.contains("holder_engine=docker:"),
+        "{line}"
+    );
+    let (_, body) = wait_healthz(&addr, 503, Duration::from_secs(5));
+    assert!(body.starts_with("conflict"), "/healthz: {body:?}");
+    let metrics = http_get(&addr, "/metrics").expect("GET /metrics").1;
+    let series = metrics
+        .lines()
+        .find(|l| l.starts_with("docker_etcd_register_host_conflict{"))
+        .unwrap_or_else(|| panic!("no host_conflict series:\n{metrics}"));
+    assert!(
+        series.contains("engine=\"podman:")
+            && series.contains("holder_engine=\"docker:")
+            && series.ends_with(" 1"),
+        "{series}"
+    );
+
+    // The holder restarts: its next run takes the host back at once.
+    holder.sigterm();
+    assert!(holder.wait_exit(Duration::from_secs(10)).is_some());
+    let mut next = spawn_agent_via(&env, &env.endpoint(), &metrics_addr());
+    next.wait_ready();
+    env.wait_records(REACT, &expected);
+    std::thread::sleep(Duration::from_secs(2));
+    for event in watch.events() {
+        assert!(
+            !event.delete,
+            "a record of the holder's engine was deleted: {event:?}"
+        );
+    }
+    env.wait_records(REACT, &expected);
+    assert_eq!(other.count_log(&[CONFLICT]), 1, "said once");
+    other.assert_running();
+    next.assert_running();
 }

@@ -4,6 +4,7 @@
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use super::claim::Claim;
 use super::etcd_view::{EtcdView, PrefixWatch};
 use super::tenure::HostLock;
 use super::{Agent, Progress};
@@ -43,9 +44,17 @@ impl<S: Store> Agent<S> {
         if self.lease.needs_work() {
             self.resume_or_grant_lease().await?;
         }
-        if let (HostLock::Free, Some(lease)) = (&self.lock, self.lease.held_id()) {
-            match self.announce_holder(lease).await {
-                Ok(()) => self.lock = HostLock::Waiting(self.store.campaign(lease).await?),
+        // No campaign before the engine has said which one it is: our lock
+        // key names it.
+        if let (HostLock::Free, Some(lease), Some(engine)) =
+            (&self.lock, self.lease.held_id(), self.engine.clone())
+        {
+            match self.claim_host(lease, &engine).await {
+                Ok(Claim::Conflict(holder)) => self.conflict(holder, &engine),
+                Ok(_) => {
+                    let campaign = self.store.campaign(lease, &engine).await?;
+                    self.lock = HostLock::Waiting(campaign);
+                }
                 Err(error) if error.is_permission_denied() => self.lock_refused(&error),
                 Err(error) => return Err(error),
             }

@@ -10,13 +10,15 @@ use std::time::Duration;
 
 use tokio::time::timeout;
 
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
+use super::claim::{claim, Claim, Succession};
 use super::etcd_view::EtcdView;
 use super::Agent;
 use crate::config::Config;
+use crate::engine::EngineIdentity;
 use crate::plan::LeaseId;
-use crate::store::{Campaign, Holder, KeptAlive, LockKey, Store, StoreError};
+use crate::store::{Campaign, Holder, HolderRun, KeptAlive, LockKey, Store, StoreError};
 
 /// The TTL of a lease that carries only the host lock (`--ttl 0`): how long
 /// a standby waits for a holder that died.
@@ -108,6 +110,11 @@ pub enum HostLock {
     /// existed): write without it, as agents did before, until the next
     /// resync tries again.
     Refused,
+    /// An agent of another engine holds this host: two engines claim one
+    /// host IP. A conflict, never a hand-over (taking the host would delete
+    /// the records of the other engine's live containers): this run writes
+    /// nothing and campaigns no more, for as long as it runs.
+    Conflict,
 }
 
 impl HostLock {
@@ -163,24 +170,39 @@ impl<S: Store> Agent<S> {
         Ok(())
     }
 
-    /// Before campaigning: a previous run of ours on this machine that died
-    /// holding the host is taken over at once (its records move onto our
-    /// lease in place, none is deleted); any other holder is waited for, and
-    /// said once.
-    pub(super) async fn announce_holder(&mut self, our_lease: LeaseId) -> Result<(), StoreError> {
-        let mut holder = self
+    /// Before campaigning: who holds the host, and what that means for us
+    /// (`claim`). A holder we wait for is said once; a previous run of ours
+    /// is taken over at once; another engine's is a conflict.
+    pub(super) async fn claim_host(
+        &mut self,
+        our_lease: LeaseId,
+        engine: &EngineIdentity,
+    ) -> Result<Claim, StoreError> {
+        let holder = self
             .store
             .lock_holder()
             .await?
             .filter(|h| h.lease != our_lease);
-        if let Some(previous) = holder.take_if(|h| self.store.outlives_its_run(h)) {
-            info!(
-                previous_pid = previous.pid,
-                previous_lease = previous.lease,
-                lock = self.store.lock_name(),
-                "a previous run of this agent died holding this host; taking over at once"
-            );
-            self.store.take_over(&previous).await?;
+        let run = holder
+            .as_ref()
+            .map_or(HolderRun::Unknown, |h| self.store.holder_run(h));
+        let claim = claim(holder.clone(), engine, run, self.succession);
+        match &claim {
+            Claim::TakeOver(previous) => {
+                info!(
+                    previous_hostname = previous.hostname,
+                    previous_pid = previous.pid,
+                    previous_lease = previous.lease,
+                    gone = run == HolderRun::Gone,
+                    lock = self.store.lock_name(),
+                    "a previous run of this agent holds this host; taking over at once"
+                );
+                self.store.take_over(previous).await?;
+                self.announced.holder = None;
+                return Ok(Claim::Campaign);
+            }
+            Claim::Campaign => {}
+            Claim::Conflict(_) => return Ok(claim),
         }
         if let Some(holder) = &holder {
             if self.announced.holder.as_ref() != Some(holder) {
@@ -194,7 +216,41 @@ impl<S: Store> Agent<S> {
             }
         }
         self.announced.holder = holder;
-        Ok(())
+        Ok(Claim::Campaign)
+    }
+
+    /// Another engine's agent holds the host: say so loudly, once, and
+    /// never write (README: One agent per host).
+    pub(super) fn conflict(&mut self, holder: Holder, engine: &EngineIdentity) {
+        let holder_engine = holder
+            .engine
+            .as_ref()
+            .map_or("unknown", EngineIdentity::as_str);
+        error!(
+            engine = %engine,
+            holder_engine = %holder_engine,
+            holder_hostname = holder.hostname,
+            holder_pid = holder.pid,
+            lock = self.store.lock_name(),
+            "an agent following another engine holds this host: two engines claim one host IP; writing nothing (give each engine its own --host-ip, then restart this agent)"
+        );
+        self.metrics
+            .set_host_conflict(engine.as_str(), holder_engine, &holder.hostname);
+        self.lock = HostLock::Conflict;
+    }
+
+    /// The engine answered: which one it is, for our lock key.
+    pub(super) fn engine_connected(&mut self, identity: EngineIdentity) {
+        match &self.engine {
+            Some(known) if *known == identity => {}
+            Some(known) => warn!(
+                previous = %known,
+                now = %identity,
+                "the engine at --docker-host is another one than before"
+            ),
+            None => {}
+        }
+        self.engine = Some(identity);
     }
 
     /// A campaign ended: the lock is ours, or we campaign again.
@@ -285,9 +341,13 @@ impl<S: Store> Agent<S> {
             },
             // Records ride on the lease; they stay until it expires.
             HostLock::Refused | HostLock::NotWanted => {}
-            HostLock::Free | HostLock::Waiting(_) => {
+            // The host was taken from us while our lease lives (a new run
+            // took over): records may still ride on it until the new holder
+            // has moved them onto its own, so it is left to expire.
+            HostLock::Free | HostLock::Waiting(_) if self.succession == Succession::StandsBy => {}
+            HostLock::Free | HostLock::Waiting(_) | HostLock::Conflict => {
                 // This lease never held the lock, so it carries no record,
-                // only our candidacy.
+                // only our candidacy, if any.
                 if let Some(lease) = lease {
                     match timeout(HAND_OVER, self.store.revoke_lease(lease)).await {
                         Ok(Ok(())) => {}
@@ -314,7 +374,10 @@ impl<S: Store> Agent<S> {
             );
         }
         self.lease = Lease::Missing;
-        self.lock = HostLock::Free;
+        // A conflict lasts for the run; it never campaigned on this lease.
+        if !matches!(self.lock, HostLock::Conflict) {
+            self.lock = HostLock::Free;
+        }
         self.etcd_view = EtcdView::Stale;
     }
 
@@ -327,6 +390,8 @@ impl<S: Store> Agent<S> {
             "the host lock is no longer ours; taking it again or standing by"
         );
         self.lock = HostLock::Free;
+        // Whoever holds it now, if it is a run of our engine, keeps it.
+        self.succession = Succession::StandsBy;
         self.etcd_view = EtcdView::Stale;
         // Most likely the lease went with the key (revoked, expired) before
         // its keep-alive could tell: check it at once, resuming it if it is

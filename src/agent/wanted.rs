@@ -226,6 +226,7 @@ impl<S: Store> Agent<S> {
                     self.wanted.inspect_failed(id);
                 }
                 Observation::EngineDown(error) => self.docker_health.failed(&error),
+                Observation::Connected(identity) => self.engine_connected(identity),
             }
         }
         self.metrics.set_withheld(self.wanted.withheld());

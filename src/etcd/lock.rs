@@ -15,7 +15,8 @@ use futures_util::FutureExt;
 use tonic::Code;
 
 use super::run::Candidate;
-use super::{Campaign, Etcd, Holder, LockKey, StoreError};
+use super::{Campaign, Etcd, Holder, HolderRun, LockKey, StoreError};
+use crate::engine::EngineIdentity;
 use crate::plan::LeaseId;
 
 /// The longest hostname or boot id taken from a candidate key: the value
@@ -29,10 +30,19 @@ impl Etcd {
     }
 
     /// Starts campaigning for our host's lock on `lease`.
-    pub async fn campaign(&mut self, lease: LeaseId) -> Result<Campaign, StoreError> {
+    pub async fn campaign(
+        &mut self,
+        lease: LeaseId,
+        engine: &EngineIdentity,
+    ) -> Result<Campaign, StoreError> {
         let mut election = self.campaigns.client().await?.election_client();
         let name = self.lock_name();
-        let candidate = Candidate::this_process();
+        let candidate = Candidate {
+            engine: engine.as_str().to_owned(),
+            host_ip: self.prefix.host_ip().to_string(),
+            prefix: self.prefix.as_str().to_owned(),
+            ..Candidate::this_process()
+        };
         let value = serde_json::to_vec(&candidate).unwrap_or_default();
         Ok(async move {
             match election.campaign(name, value, lease).await {
@@ -76,15 +86,15 @@ impl Etcd {
                 boot_id: candidate
                     .as_ref()
                     .map_or_else(String::new, |c| field(&c.boot_id)),
-                started: candidate.map_or(0, |c| c.started),
+                started: candidate.as_ref().map_or(0, |c| c.started),
+                engine: candidate.and_then(|c| EngineIdentity::parse(&c.engine)),
             }
         }))
     }
 
-    /// Whether `holder` is a previous run of this agent on this machine
-    /// whose process is gone (`run.rs`).
-    pub fn outlives_its_run(&self, holder: &Holder) -> bool {
-        Candidate::this_process().outlives_its_run(holder)
+    /// What this machine can tell of `holder`'s process (`run.rs`).
+    pub fn holder_run(&self, holder: &Holder) -> HolderRun {
+        Candidate::this_process().holder_run(holder)
     }
 
     /// Removes the lock key of `holder`, a previous run of ours that is

@@ -7,7 +7,7 @@
 
 use std::fs;
 
-use super::Holder;
+use super::{Holder, HolderRun};
 
 /// This process, as its candidate key says.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -21,10 +21,19 @@ pub(super) struct Candidate {
     /// process from another one that got the dead run's pid.
     #[serde(default)]
     pub started: u64,
+    /// The engine this run follows (`engine::EngineIdentity`).
+    #[serde(default)]
+    pub engine: String,
+    /// The host and prefix, as in the lock's name: said again so that the
+    /// value alone tells whose it is.
+    #[serde(default)]
+    pub host_ip: String,
+    #[serde(default)]
+    pub prefix: String,
 }
 
 impl Candidate {
-    /// This process.
+    /// This process (what it follows and writes left empty).
     pub(super) fn this_process() -> Candidate {
         let pid = std::process::id();
         Candidate {
@@ -32,19 +41,26 @@ impl Candidate {
             pid,
             boot_id: boot_id(),
             started: started(pid).unwrap_or(0),
+            engine: String::new(),
+            host_ip: String::new(),
+            prefix: String::new(),
         }
     }
 
-    /// Whether `holder` is a run of the agent on this machine, in this boot,
-    /// whose process is gone: its lock key outlives it only until its lease
-    /// expires, and nobody else is waiting for it.
-    pub(super) fn outlives_its_run(&self, holder: &Holder) -> bool {
+    /// What this process can tell of `holder`'s: gone when it was a run on
+    /// this machine, in this boot, whose process no longer runs (its lock
+    /// key outlives it only until its lease expires); alive here when that
+    /// process still runs.
+    pub(super) fn holder_run(&self, holder: &Holder) -> HolderRun {
         let known = !holder.boot_id.is_empty() && holder.started != 0 && !self.boot_id.is_empty();
-        known
-            && holder.hostname == self.hostname
-            && holder.boot_id == self.boot_id
-            && holder.pid != self.pid
-            && started(holder.pid) != Some(holder.started)
+        if !known || holder.hostname != self.hostname || holder.boot_id != self.boot_id {
+            return HolderRun::Unknown;
+        }
+        if started(holder.pid) == Some(holder.started) {
+            HolderRun::AliveHere
+        } else {
+            HolderRun::Gone
+        }
     }
 }
 
@@ -90,6 +106,7 @@ mod tests {
             pid: candidate.pid,
             boot_id: candidate.boot_id.clone(),
             started: candidate.started,
+            engine: None,
         }
     }
 
@@ -105,7 +122,7 @@ mod tests {
     fn this_process_is_alive_and_not_a_previous_run() {
         let here = Candidate::this_process();
         assert!(here.started > 0 && !here.boot_id.is_empty());
-        assert!(!here.outlives_its_run(&holder(&here)));
+        assert_eq!(here.holder_run(&holder(&here)), HolderRun::AliveHere);
     }
 
     #[test]
@@ -115,31 +132,32 @@ mod tests {
             pid: u32::MAX - 1,
             ..here.clone()
         };
-        assert!(here.outlives_its_run(&holder(&dead)));
+        assert_eq!(here.holder_run(&holder(&dead)), HolderRun::Gone);
         let reused = Candidate {
             pid: 1,
             started: 1,
             ..here.clone()
         };
-        assert!(
-            here.outlives_its_run(&holder(&reused)),
-            "pid 1 started later"
+        assert_eq!(
+            here.holder_run(&holder(&reused)),
+            HolderRun::Gone,
+            "pid 1 is another process"
         );
         let elsewhere = Candidate {
             hostname: "other".into(),
             ..dead.clone()
         };
-        assert!(!here.outlives_its_run(&holder(&elsewhere)));
+        assert_eq!(here.holder_run(&holder(&elsewhere)), HolderRun::Unknown);
         let other_boot = Candidate {
             boot_id: "another".into(),
             ..dead.clone()
         };
-        assert!(!here.outlives_its_run(&holder(&other_boot)));
+        assert_eq!(here.holder_run(&holder(&other_boot)), HolderRun::Unknown);
         let legacy = Candidate {
             boot_id: String::new(),
             started: 0,
             ..dead
         };
-        assert!(!here.outlives_its_run(&holder(&legacy)));
+        assert_eq!(here.holder_run(&holder(&legacy)), HolderRun::Unknown);
     }
 }

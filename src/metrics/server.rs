@@ -83,6 +83,11 @@ fn respond(
         (&Method::GET, "/healthz") if status.healthy() => {
             (StatusCode::OK, "text/plain", "ok\n".to_owned())
         }
+        (&Method::GET, "/healthz") if status.conflict => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "conflict: an agent following another engine holds this host\n".to_owned(),
+        ),
         (&Method::GET, "/healthz") if status.standby => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",

@@ -15,12 +15,13 @@ use tokio::time::sleep;
 
 use super::cluster::{Actor, Cluster, Reach, Write};
 use super::records::{read_pages, watch};
+use crate::engine::EngineIdentity;
 use crate::plan::{LeaseId, Observed, Operation};
 use crate::record::HostPrefix;
 use crate::store::paging::Entry;
 use crate::store::REQUEST_TIMEOUT;
 use crate::store::{
-    apply_in_batches, Applied, Campaign, Change, Holder, KeptAlive, LeaseEnd, LockKey,
+    apply_in_batches, Applied, Campaign, Change, Holder, HolderRun, KeptAlive, LeaseEnd, LockKey,
     PrefixChanges, Snapshot, Store, StoreError,
 };
 
@@ -240,10 +241,18 @@ impl Store for SimStore {
         .await
     }
 
-    async fn campaign(&mut self, lease: LeaseId) -> Result<Campaign, StoreError> {
+    async fn campaign(
+        &mut self,
+        lease: LeaseId,
+        engine: &EngineIdentity,
+    ) -> Result<Campaign, StoreError> {
         let (cluster, client, actor) = (self.cluster.clone(), self.client, self.actor());
         let candidates = self.candidates();
-        Ok(async move { campaign(cluster, client, actor, candidates, lease).await }.boxed())
+        let engine = engine.clone();
+        Ok(
+            async move { campaign(cluster, client, actor, candidates, lease, &engine).await }
+                .boxed(),
+        )
     }
 
     async fn lock_holder(&mut self) -> Result<Option<Holder>, StoreError> {
@@ -273,11 +282,10 @@ impl Store for SimStore {
         .await
     }
 
-    /// The simulated agents share no process table: a restarted one waits
-    /// for its previous run's lease, as one whose supervisor gave it a new
-    /// machine name would.
-    fn outlives_its_run(&self, _holder: &Holder) -> bool {
-        false
+    /// The simulated agents share no process table: what a run on another
+    /// machine (or in a new container) can tell of the holder.
+    fn holder_run(&self, _holder: &Holder) -> HolderRun {
+        HolderRun::Unknown
     }
 
     async fn take_over(&mut self, holder: &Holder) -> Result<(), StoreError> {

@@ -147,8 +147,9 @@ impl<E: Engine> Follower<E> {
 
     /// Connects, then subscribes; the listing follows the engine's answer.
     async fn connect(&mut self) {
-        if let Err(error) = self.engine.connect().await {
-            return self.disconnected(error);
+        match self.engine.connect().await {
+            Ok(identity) => self.send(Observation::Connected(identity)),
+            Err(error) => return self.disconnected(error),
         }
         self.accepted.borrow_and_update();
         match self.engine.events(EVENT_REPLAY, self.health) {

@@ -13,7 +13,11 @@
 //! - the deadlock is confirmed only when the same watch-loop goroutine waits
 //!   on a lock in both dumps (libnetwork holds its locks for microseconds);
 //! - then dockerd is killed and started again by `scripts/setup.sh`, and the
-//!   command is run again.
+//!   command is run again, if running it twice does no harm (`rm`, `stop`,
+//!   `kill`, `inspect`, `ps`...; never `run` or `create`, which would leave
+//!   a second container behind): commands that failed because dockerd went
+//!   away under them too, and a removal or stop that turns out done before
+//!   the restart counts as done.
 //!
 //! A restart is printed (`eprintln!`) and the dumps that confirmed it stay in
 //! `/var/run/docker/`, so a run that needed one says so; dumps that showed no
@@ -29,16 +33,23 @@ use tokio::process::Command;
 /// a `stop` with a grace period legitimately takes longer, which is why a
 /// long command is only looked at, never killed for being long.
 pub(crate) const WATCH_AFTER: Duration = Duration::from_secs(30);
-/// Between the two goroutine dumps that confirm the deadlock.
-const CONFIRM_AFTER: Duration = Duration::from_secs(5);
+/// Between the two goroutine dumps that confirm the deadlock: libnetwork
+/// holds these locks for microseconds, even on a loaded machine.
+const CONFIRM_AFTER: Duration = Duration::from_secs(10);
+/// Subcommands that may run twice: a retry after a restart changes nothing
+/// that the first run would not have.
+const RERUNNABLE: [&str; 12] = [
+    "rm", "stop", "kill", "inspect", "ps", "info", "version", "image", "port", "logs", "pause",
+    "unpause",
+];
 /// Where dockerd writes its goroutine dumps (its exec root).
 const DUMP_DIR: &str = "/var/run/docker";
 /// The functions of libnetwork's watch loop that take the controller's lock
 /// before a network's: the goroutine that the deadlock leaves waiting.
 const WATCH_LOOP_FUNCTIONS: [&str; 2] = ["processEndpointDelete", "processEndpointCreate"];
 
-/// One restart at a time: the threads of a test process whose commands hang
-/// together restart dockerd once.
+/// One check and restart at a time: the threads of a test process whose
+/// commands hang together look at one pair of dumps and restart dockerd once.
 static RESTARTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The ids of the goroutines of libnetwork's watch loop that wait on a lock
@@ -50,7 +61,13 @@ pub(crate) fn stuck_watch_loop(dump: &str) -> Vec<u64> {
             let rest = header.strip_prefix("goroutine ")?;
             let (id, state) = rest.split_once(' ')?;
             let waits_on_lock = state.starts_with("[semacquire");
-            let in_watch_loop = WATCH_LOOP_FUNCTIONS.iter().any(|f| block.contains(f));
+            // The frames only: a `created by …` line names who started the
+            // goroutine, not what it runs.
+            let in_watch_loop = block
+                .lines()
+                .skip(1)
+                .filter(|line| !line.trim_start().starts_with("created by"))
+                .any(|line| WATCH_LOOP_FUNCTIONS.iter().any(|f| line.contains(f)));
             (waits_on_lock && in_watch_loop).then(|| id.parse().ok())?
         })
         .collect()
@@ -71,7 +88,7 @@ async fn dockerd_pids() -> Vec<u32> {
 /// Asks dockerd for a goroutine dump; the dump file written after the
 /// request, if one appears within 10 s.
 async fn dump(pid: u32) -> Option<PathBuf> {
-    let asked = SystemTime::now() - Duration::from_secs(1);
+    let asked = SystemTime::now() - Duration::from_millis(50);
     let sent = Command::new("kill")
         .args(["-USR1", &pid.to_string()])
         .status()
@@ -136,13 +153,13 @@ pub(crate) async fn recover(what: &str, hung_on: &[u32]) -> bool {
     let Some(pid) = hung_on.first().copied() else {
         return false;
     };
+    let _one_at_a_time = RESTARTING.lock().await;
+    if dockerd_pids().await != hung_on {
+        return answers_again().await;
+    }
     let Some(evidence) = confirmed(pid).await else {
         return false;
     };
-    let _one_at_a_time = RESTARTING.lock().await;
-    if dockerd_pids().await != hung_on {
-        return true;
-    }
     eprintln!(
         "docker {what} hung: dockerd {pid} is deadlocked (moby/moby#42545, goroutine dump {}); \
          restarting it with scripts/setup.sh",
@@ -182,6 +199,48 @@ pub(crate) async fn current() -> Vec<u32> {
     dockerd_pids().await
 }
 
+/// Whether `subcommand` may be run again after a restart.
+pub(crate) fn may_run_again(subcommand: &str) -> bool {
+    RERUNNABLE.contains(&subcommand)
+}
+
+/// Whether dockerd is another one than `before` (restarted meanwhile) and
+/// answers again.
+pub(crate) async fn restarted_since(before: &[u32]) -> bool {
+    let _after_any_restart = RESTARTING.lock().await;
+    dockerd_pids().await != before && answers_again().await
+}
+
+/// Whether a removal or a stop that failed after a restart found its work
+/// done already (the restart stopped the container, or the first run
+/// removed it).
+pub(crate) fn done_before_the_restart(subcommand: &str, stderr: &str) -> bool {
+    match subcommand {
+        "rm" => stderr.contains("No such container"),
+        "stop" | "kill" => {
+            stderr.contains("is not running") || stderr.contains("No such container")
+        }
+        _ => false,
+    }
+}
+
+/// Waits up to a minute for dockerd to answer `docker info`.
+async fn answers_again() -> bool {
+    for _ in 0..300 {
+        let info = Command::new("docker")
+            .args(["info", "--format", "{{.ServerVersion}}"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await;
+        if info.is_ok_and(|s| s.success()) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::stuck_watch_loop;
@@ -205,5 +264,11 @@ goroutine 91 [select]:\ngithub.com/docker/docker/libnetwork.(*controller).proces
         assert!(stuck_watch_loop("").is_empty());
         assert!(stuck_watch_loop("goroutine 1 [running]:\nmain.main()\n").is_empty());
         assert!(stuck_watch_loop("goroutine x [semacquire]:\nprocessEndpointDelete\n").is_empty());
+        let started_by_it = "goroutine 5 [semacquire]:\nsync.(*Mutex).Lock()\n\
+            created by github.com/docker/libnetwork.(*controller).processEndpointCreate\n";
+        assert!(
+            stuck_watch_loop(started_by_it).is_empty(),
+            "a `created by` line is no frame"
+        );
     }
 }

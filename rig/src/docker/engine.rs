@@ -93,55 +93,80 @@ impl Engine {
     async fn run_cli(self, args: &[&str]) -> Result<String, DockerError> {
         let subcommand = args.first().copied().unwrap_or_default().to_string();
         let cli = self.cli();
+        let watched = self == Engine::Docker;
         let mut restarts = 0;
-        let out = loop {
-            let dockerd = match self {
-                Engine::Docker => deadlock::current().await,
-                Engine::Podman => Vec::new(),
+        loop {
+            let dockerd = if watched {
+                deadlock::current().await
+            } else {
+                Vec::new()
             };
-            let mut cmd = Command::new(cli);
-            cmd.args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true);
-            let output = cmd.output();
-            tokio::pin!(output);
-            let started = Instant::now();
-            let finished = loop {
-                let left = CLI_TIMEOUT.saturating_sub(started.elapsed());
-                let wait = match self {
-                    Engine::Docker => deadlock::WATCH_AFTER.min(left),
-                    Engine::Podman => left,
-                };
-                match tokio::time::timeout(wait, &mut output).await {
-                    Ok(finished) => break Some(finished),
-                    Err(_) if started.elapsed() >= CLI_TIMEOUT => {
-                        return Err(DockerError::Timeout { cli, subcommand });
-                    }
-                    Err(_) if restarts < 2 && deadlock::recover(&subcommand, &dockerd).await => {
-                        break None;
-                    }
-                    Err(_) => {}
+            let may_run_again = watched && restarts < 2 && deadlock::may_run_again(&subcommand);
+            let out = match self.run_once(args, &dockerd, watched).await {
+                Attempt::Finished(out) => out,
+                Attempt::Hung if may_run_again => {
+                    restarts += 1;
+                    continue;
                 }
+                // dockerd is restarted, so that the tests after this one
+                // run; this command must not run twice.
+                Attempt::Hung => return Err(DockerError::Timeout { cli, subcommand }),
+                Attempt::TimedOut => return Err(DockerError::Timeout { cli, subcommand }),
+                Attempt::Spawn(source) => return Err(DockerError::Spawn { cli, source }),
             };
-            match finished {
-                Some(finished) => {
-                    break finished.map_err(|source| DockerError::Spawn { cli, source })?
-                }
-                // Dropping `output` killed the hung command.
-                None => restarts += 1,
+            if out.status.success() {
+                return Ok(String::from_utf8_lossy(&out.stdout).trim().to_string());
             }
-        };
-        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            // dockerd went away under it: restarted for a deadlock while
+            // this command was in flight.
+            if may_run_again && deadlock::restarted_since(&dockerd).await {
+                restarts += 1;
+                continue;
+            }
+            if restarts > 0 && deadlock::done_before_the_restart(&subcommand, &stderr) {
+                return Ok(String::new());
+            }
             return Err(DockerError::Failed {
                 cli,
                 subcommand,
                 status: out.status,
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                stderr,
             });
         }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// One run of the CLI; `watched`: while it lasts, dockerd's deadlock is
+    /// looked for, and if found dockerd is restarted and the command
+    /// reported hung.
+    async fn run_once(self, args: &[&str], dockerd: &[u32], watched: bool) -> Attempt {
+        let mut cmd = Command::new(self.cli());
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let output = cmd.output();
+        tokio::pin!(output);
+        let started = Instant::now();
+        loop {
+            let left = CLI_TIMEOUT.saturating_sub(started.elapsed());
+            let wait = if watched {
+                deadlock::WATCH_AFTER.min(left)
+            } else {
+                left
+            };
+            match tokio::time::timeout(wait, &mut output).await {
+                Ok(Ok(out)) => return Attempt::Finished(out),
+                Ok(Err(source)) => return Attempt::Spawn(source),
+                Err(_) if started.elapsed() >= CLI_TIMEOUT => return Attempt::TimedOut,
+                // Dropping `output` kills the hung command.
+                Err(_) if deadlock::recover(args.join(" ").as_str(), dockerd).await => {
+                    return Attempt::Hung
+                }
+                Err(_) => {}
+            }
+        }
     }
 
     /// Runs this engine's CLI and returns its trimmed stdout, panicking on
@@ -200,4 +225,13 @@ fn require_podman() {
             panic!("Podman has no {PODMAN_IMAGE} ({hint}): {e}");
         }
     });
+}
+
+/// How one run of a CLI command ended.
+enum Attempt {
+    Finished(std::process::Output),
+    /// dockerd was deadlocked and has been restarted: run it again.
+    Hung,
+    TimedOut,
+    Spawn(std::io::Error),
 }

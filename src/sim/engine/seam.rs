@@ -8,11 +8,12 @@ use tokio::time::{sleep, timeout};
 
 use super::{facts, SimEngine, REQUEST_TIMEOUT};
 use crate::container::Container;
-use crate::engine::{Engine, EngineError, EventStream};
+use crate::engine::{Engine, EngineError, EngineIdentity, EventStream};
 
 impl Engine for SimEngine {
-    async fn connect(&mut self) -> Result<(), EngineError> {
-        self.request().await
+    async fn connect(&mut self) -> Result<EngineIdentity, EngineError> {
+        self.request().await?;
+        Ok(EngineIdentity::new("sim", &["engine"]))
     }
 
     fn subscriptions_accepted(&self) -> watch::Receiver<u64> {

@@ -2,6 +2,7 @@
 //! per lease under the lock name, the oldest one holds.
 
 use super::{reach_then, Actor, Cluster, Holder, LeaseId, LockKey, Reach, StoreError, Write};
+use crate::engine::EngineIdentity;
 use crate::store::{KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT};
 use tokio::time::sleep;
 
@@ -14,6 +15,9 @@ pub(super) fn oldest(cluster: &Cluster, candidates: &str) -> Option<Holder> {
         .take_while(|(key, _)| key.starts_with(candidates))
         .min_by_key(|(_, kv)| kv.create_revision)
         .map(|(key, kv)| Holder {
+            engine: serde_json::from_slice::<serde_json::Value>(&kv.value)
+                .ok()
+                .and_then(|v| v["engine"].as_str().and_then(EngineIdentity::parse)),
             key: key.clone(),
             lease: kv.lease,
             hostname: "sim-host".into(),
@@ -33,13 +37,16 @@ pub(super) async fn campaign(
     actor: Actor,
     candidates: String,
     lease: LeaseId,
+    engine: &EngineIdentity,
 ) -> Result<Option<LockKey>, StoreError> {
     let key = format!("{candidates}{lease:x}");
     let created = reach_then(&cluster, client, |c| {
         if let Some(kv) = c.lock().kv.get(&key) {
             return Ok(kv.create_revision);
         }
-        let value = br#"{"hostname":"sim-host","pid":1}"#.to_vec();
+        let value =
+            serde_json::json!({"hostname": "sim-host", "pid": 1, "engine": engine.as_str()});
+        let value = value.to_string().into_bytes();
         let put = c.txn(actor, &[Write::Put(key.clone(), value)], lease, None)?;
         Ok(put.expect("a put always creates a revision"))
     })

@@ -1,0 +1,151 @@
+//! Who owns a host (README: One agent per host), as a pure rule: given the
+//! lock's holder, what this agent does about the lock.
+//!
+//! An agent is the engine it follows (`engine::EngineIdentity`) plus its
+//! host IP and prefix (the lock's name). Two agents of one engine are runs
+//! of one agent: a new run takes over at once (a crash, an upgrade, a
+//! restart elsewhere), unless the holder is seen alive on this machine (a
+//! second agent started beside it, which stands by). Two agents of
+//! different engines claiming one host IP are a conflict: never a hand-over,
+//! which would delete the records of the other engine's live containers.
+
+use crate::engine::EngineIdentity;
+use crate::store::{Holder, HolderRun};
+
+/// Whether this run may take the host from a holder of its own engine whose
+/// process it cannot see (a new run of it in another container, on a machine
+/// renamed): a new run takes over at once; a run that such a run took the
+/// host from stands by, so that two live runs never take it in turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Succession {
+    TakesOver,
+    StandsBy,
+}
+
+/// What to do about the host lock, given its holder.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// Campaign: win at once if nobody holds it, else wait for the holder.
+    Campaign,
+    /// The holder is a run of ours that is gone, or a previous run of our
+    /// engine: remove its lock key, then campaign (its records move onto our
+    /// lease in place).
+    TakeOver(Holder),
+    /// An agent of another engine holds the host.
+    Conflict(Holder),
+}
+
+/// The rules of who owns a host (README: One agent per host), pure.
+pub fn claim(
+    holder: Option<Holder>,
+    ours: &EngineIdentity,
+    run: HolderRun,
+    succession: Succession,
+) -> Claim {
+    let Some(holder) = holder else {
+        return Claim::Campaign;
+    };
+    match (&holder.engine, run) {
+        (Some(engine), _) if engine != ours => Claim::Conflict(holder),
+        (_, HolderRun::Gone) => Claim::TakeOver(holder),
+        (_, HolderRun::AliveHere) => Claim::Campaign,
+        (Some(_), HolderRun::Unknown) if succession == Succession::TakesOver => {
+            Claim::TakeOver(holder)
+        }
+        // An older agent, whose engine is not known, or one we gave way to.
+        (_, HolderRun::Unknown) => Claim::Campaign,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(engine: Option<&str>) -> Holder {
+        Holder {
+            key: "/docker-etcd-register/agents/registered/10.0.0.5/1".into(),
+            lease: 1,
+            hostname: "h".into(),
+            pid: 7,
+            boot_id: "b".into(),
+            started: 9,
+            engine: engine.map(|e| EngineIdentity::parse(e).unwrap()),
+        }
+    }
+
+    const OURS: &str = "docker:AAAA";
+
+    fn decide(holder: Option<Holder>, run: HolderRun, succession: Succession) -> Claim {
+        claim(
+            holder,
+            &EngineIdentity::parse(OURS).unwrap(),
+            run,
+            succession,
+        )
+    }
+
+    #[test]
+    fn nobody_holding_is_a_campaign() {
+        for run in [HolderRun::Gone, HolderRun::AliveHere, HolderRun::Unknown] {
+            assert_eq!(decide(None, run, Succession::TakesOver), Claim::Campaign);
+        }
+    }
+
+    #[test]
+    fn another_engine_is_a_conflict_whatever_its_process() {
+        for run in [HolderRun::Gone, HolderRun::AliveHere, HolderRun::Unknown] {
+            for succession in [Succession::TakesOver, Succession::StandsBy] {
+                let other = holder(Some("podman:m:/var/lib/containers"));
+                assert_eq!(
+                    decide(Some(other.clone()), run, succession),
+                    Claim::Conflict(other)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn our_engine_is_taken_over_unless_seen_alive_here_or_we_gave_way() {
+        let ours = holder(Some(OURS));
+        let take = Claim::TakeOver(ours.clone());
+        assert_eq!(
+            decide(Some(ours.clone()), HolderRun::Gone, Succession::TakesOver),
+            take
+        );
+        assert_eq!(
+            decide(Some(ours.clone()), HolderRun::Gone, Succession::StandsBy),
+            take
+        );
+        assert_eq!(
+            decide(
+                Some(ours.clone()),
+                HolderRun::Unknown,
+                Succession::TakesOver
+            ),
+            take
+        );
+        assert_eq!(
+            decide(Some(ours.clone()), HolderRun::Unknown, Succession::StandsBy),
+            Claim::Campaign
+        );
+        assert_eq!(
+            decide(Some(ours), HolderRun::AliveHere, Succession::TakesOver),
+            Claim::Campaign
+        );
+    }
+
+    #[test]
+    fn an_older_agent_that_names_no_engine_is_taken_over_only_when_gone() {
+        let legacy = holder(None);
+        assert_eq!(
+            decide(Some(legacy.clone()), HolderRun::Gone, Succession::StandsBy),
+            Claim::TakeOver(legacy.clone())
+        );
+        for run in [HolderRun::AliveHere, HolderRun::Unknown] {
+            assert_eq!(
+                decide(Some(legacy.clone()), run, Succession::TakesOver),
+                Claim::Campaign
+            );
+        }
+    }
+}
