@@ -153,14 +153,7 @@ impl Etcd {
         fence: Option<&LockKey>,
     ) -> Result<Option<i64>, StoreError> {
         let ops: Vec<TxnOp> = operations.iter().map(|op| txn_op(op, lease)).collect();
-        let mut txn = Txn::new();
-        if let Some(lock) = fence {
-            txn = txn.when([Compare::create_revision(
-                lock.key.clone(),
-                CompareOp::Equal,
-                lock.revision,
-            )]);
-        }
+        let txn = fenced(fence);
         let response = self.client().await?.txn(txn.and_then(ops)).await?;
         if !response.succeeded() {
             return Err(StoreError::LockLost);
@@ -191,14 +184,7 @@ impl Etcd {
         fence: Option<&LockKey>,
     ) -> Result<(), StoreError> {
         let prefix = self.prefix.as_str().to_owned();
-        let mut txn = Txn::new();
-        if let Some(lock) = fence {
-            txn = txn.when([Compare::create_revision(
-                lock.key.clone(),
-                CompareOp::Equal,
-                lock.revision,
-            )]);
-        }
+        let txn = fenced(fence);
         let delete = TxnOp::delete(prefix, Some(DeleteOptions::new().with_prefix()));
         let response = self.client().await?.txn(txn.and_then([delete])).await?;
         if !response.succeeded() {
@@ -270,6 +256,20 @@ fn connect_options(security: &EtcdSecurity, request_timeout: Option<Duration>) -
             .with_auto_token_refresh(true);
     }
     options
+}
+
+/// A transaction that applies only while the lock key `fence` (if any)
+/// exists as it was created: every write of ours is fenced this way.
+fn fenced(fence: Option<&LockKey>) -> Txn {
+    let txn = Txn::new();
+    match fence {
+        Some(lock) => txn.when([Compare::create_revision(
+            lock.key.clone(),
+            CompareOp::Equal,
+            lock.revision,
+        )]),
+        None => txn,
+    }
 }
 
 fn txn_op(operation: &Operation, lease: LeaseId) -> TxnOp {

@@ -31,7 +31,7 @@ fn drains_total(metrics_addr: &str) -> f64 {
 #[test]
 fn the_record_goes_at_the_stop_signal_before_the_container_exits() {
     let env = TestEnv::new("drain_stop");
-    let metrics_addr = format!("127.0.0.1:{}", test_port());
+    let metrics_addr = metrics_addr();
     let _agent = env.start_agent(&["--metrics-addr", &metrics_addr]);
     let id = env
         .containers

@@ -196,7 +196,7 @@ fn changes_after_the_relist_and_a_hung_etcd_survive_an_event_flood() {
 fn a_container_whose_inspect_hangs_fails_alone() {
     let env = TestEnv::new("inspect_hangs");
     let relay = DockerRelay::start();
-    let metrics_addr = format!("127.0.0.1:{}", test_port());
+    let metrics_addr = metrics_addr();
     let mut agent = spawn_agent(&agent_args(
         &env,
         &relay,

@@ -27,7 +27,7 @@ fn with_port(env: &TestEnv) -> String {
 }
 
 fn start_agent_with_metrics(env: &TestEnv) -> (Agent, String) {
-    let addr = format!("127.0.0.1:{}", test_port());
+    let addr = metrics_addr();
     let agent = env.start_agent(&["--metrics-addr", &addr]);
     wait_healthz(&addr, 200, Duration::from_secs(5));
     (agent, addr)

@@ -157,7 +157,7 @@ fn registration_follows_the_health_of_a_running_container() {
 #[test]
 fn start_up_registers_exactly_the_healthy_ones() {
     let env = TestEnv::new("health_startup");
-    let metrics_addr = format!("127.0.0.1:{}", test_port());
+    let metrics_addr = metrics_addr();
     let healthy = run_checked(&env, Check::Passing, &[]);
     let unhealthy = run_checked(&env, Check::Failing, &[]);
     let starting = run_checked(&env, Check::Pending, &[]);

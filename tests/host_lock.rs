@@ -136,10 +136,7 @@ fn assert_warned_once(standby: &Agent) {
 #[test]
 fn standby_takes_over_in_place_when_the_holder_exits() {
     let env = TestEnv::new("lock_handover");
-    let (addr_a, addr_b) = (
-        format!("127.0.0.1:{}", test_port()),
-        format!("127.0.0.1:{}", test_port()),
-    );
+    let (addr_a, addr_b) = (metrics_addr(), metrics_addr());
     let mut holder = spawn_agent(&env, &addr_a, &[]);
     holder.wait_ready();
     with_port(&env);
@@ -230,10 +227,7 @@ fn standby_takes_over_in_place_when_the_holder_exits() {
 #[test]
 fn standby_takes_over_within_ttl_when_the_holder_is_killed() {
     let env = TestEnv::new("lock_killed");
-    let (addr_a, addr_b) = (
-        format!("127.0.0.1:{}", test_port()),
-        format!("127.0.0.1:{}", test_port()),
-    );
+    let (addr_a, addr_b) = (metrics_addr(), metrics_addr());
     let mut holder = spawn_agent(&env, &addr_a, &["--ttl", "3"]);
     holder.wait_ready();
     with_port(&env);
@@ -282,10 +276,7 @@ fn standby_takes_over_within_ttl_when_the_holder_is_killed() {
 #[test]
 fn with_ttl_0_the_lock_rides_on_a_lease_of_its_own() {
     let env = TestEnv::new("lock_ttl0");
-    let (addr_a, addr_b) = (
-        format!("127.0.0.1:{}", test_port()),
-        format!("127.0.0.1:{}", test_port()),
-    );
+    let (addr_a, addr_b) = (metrics_addr(), metrics_addr());
     let mut holder = spawn_agent(&env, &addr_a, &["--ttl", "0"]);
     holder.wait_ready();
     with_port(&env);
@@ -388,10 +379,7 @@ fn a_write_storm_is_repaired_with_backoff() {
 #[test]
 fn a_standby_writes_nothing_while_nothing_changes() {
     let env = TestEnv::new("lock_quiet_standby");
-    let (addr_a, addr_b) = (
-        format!("127.0.0.1:{}", test_port()),
-        format!("127.0.0.1:{}", test_port()),
-    );
+    let (addr_a, addr_b) = (metrics_addr(), metrics_addr());
     let mut holder = spawn_agent(&env, &addr_a, &[]);
     holder.wait_ready();
     with_port(&env);

@@ -62,7 +62,7 @@ const DOCKER_CONNECTED: &str = "docker_etcd_register_connected{dependency=\"dock
 #[test]
 fn metrics_and_health_follow_an_etcd_outage() {
     let mut env = TestEnv::new("obs_metrics");
-    let addr = format!("127.0.0.1:{}", test_port());
+    let addr = metrics_addr();
     let mut agent = env.start_agent(&["--metrics-addr", &addr]);
 
     assert!(

@@ -47,10 +47,6 @@ fn signal(agent: &Agent, signal: &str) {
     assert!(status.success(), "kill -{signal} {}", agent.pid());
 }
 
-fn metrics_addr() -> String {
-    format!("127.0.0.1:{}", test_port())
-}
-
 fn records_leases(env: &TestEnv) -> Vec<i64> {
     env.records().values().map(|r| r.lease).collect()
 }
@@ -59,10 +55,7 @@ fn records_leases(env: &TestEnv) -> Vec<i64> {
 fn a_holder_cut_off_from_etcd_is_not_healthy_once_its_lease_is_gone() {
     let env = TestEnv::new("tenure_partition");
     let partition = Partition::to(&env.endpoint());
-    let (addr_a, addr_b) = (
-        format!("127.0.0.1:{}", test_port()),
-        format!("127.0.0.1:{}", test_port()),
-    );
+    let (addr_a, addr_b) = (metrics_addr(), metrics_addr());
     let mut holder = spawn_agent_via(&env, &partition.endpoint(), &addr_a);
     holder.wait_ready();
     env.containers

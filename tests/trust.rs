@@ -21,7 +21,7 @@ const INJECTED: &str = "web\n    server evil 203.0.113.66:80 weight 256 #";
 #[test]
 fn a_label_cannot_inject_lines_into_the_shipped_templates() {
     let env = TestEnv::new("trust_label");
-    let metrics_addr = format!("127.0.0.1:{}", test_port());
+    let metrics_addr = metrics_addr();
     let mut agent = env.start_agent(&["--metrics-addr", &metrics_addr]);
     let label = format!("docker-etcd-register.service={INJECTED}");
     let port = private_port().to_string();
@@ -175,7 +175,7 @@ fn a_stop_timeout_beyond_the_clock_or_for_ever_neither_crashes_nor_returns_the_r
 #[test]
 fn idle_connections_cannot_take_the_metrics_port_or_the_agents_descriptors() {
     let env = TestEnv::new("trust_metrics");
-    let metrics_addr = format!("127.0.0.1:{}", test_port());
+    let metrics_addr = metrics_addr();
     let _agent = env.start_agent(&["--metrics-addr", &metrics_addr]);
     // Far more idle connections than the server serves at once; the kernel
     // queues those it does not accept.

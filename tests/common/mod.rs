@@ -164,3 +164,8 @@ pub fn dockerd_pids() -> Vec<u32> {
         .map(|p| p.parse().expect("pid"))
         .collect()
 }
+
+/// A loopback address on a port of the tests' own, for `--metrics-addr`.
+pub fn metrics_addr() -> String {
+    format!("127.0.0.1:{}", test_port())
+}
