@@ -255,19 +255,21 @@ impl<S: Store> Agent<S> {
                     debug!("periodic resync");
                     self.watcher.relist();
                     self.etcd_view = EtcdView::Stale;
-                    if matches!(self.lock, HostLock::Refused) {
-                        self.lock = HostLock::Free; // maybe granted meanwhile
+                    match self.lock {
+                        // Maybe granted meanwhile.
+                        HostLock::Refused => self.lock = HostLock::Free,
+                        // The other engine's agent may be gone for good.
+                        HostLock::Conflict => self.conflict_ended(),
+                        // A campaign on a member that lost its quorum never
+                        // ends by itself: one new candidate key per resync.
+                        HostLock::Waiting(_) => self.lock = HostLock::Free,
+                        _ => {}
                     }
                 }
                 Wake::LeaseEnded(LeaseEnd::Expired) => {
                     self.lease_lost("etcd answered that the lease is gone")
                 }
-                Wake::LeaseEnded(LeaseEnd::Unanswered) => {
-                    self.lease_lost("etcd answered no keep-alive for the lease's TTL");
-                    self.etcd_failed(StoreError::Failed(
-                        "no answer to the lease keep-alive within the lease's TTL".into(),
-                    ));
-                }
+                Wake::LeaseEnded(LeaseEnd::Unanswered) => self.lease_unanswered(),
                 Wake::LeaseEnded(LeaseEnd::Broken(error)) => {
                     if let Some(id) = self.lease.held_id() {
                         self.lease = Lease::Broken(id);

@@ -99,8 +99,15 @@ impl Engine for Docker {
         let version = client.version().await?;
         let components = version.components.iter().flatten();
         self.dialect = Dialect::from_component_names(components.map(|c| c.name.as_str()));
-        let info = client.info().await?;
-        let identity = identity(self.dialect, &info);
+        let identity = match client.info().await {
+            Ok(info) => identity(self.dialect, &info),
+            // An answer bollard cannot read (a field value it does not know)
+            // must not keep the agent from following the engine.
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot read the engine's /info; naming it by its kind only");
+                EngineIdentity::new(&self.dialect.to_string(), &["unnamed"])
+            }
+        };
         tracing::info!(
             engine = %self.dialect,
             engine_version = version.version.as_deref().unwrap_or("unknown"),
@@ -350,20 +357,18 @@ fn port_bindings(
 #[cfg(test)]
 mod tests;
 
-/// Which engine this is (`engine::EngineIdentity`): Docker by its `/info`
-/// ID; Podman, whose `/info` ID is new on every request, and an engine that
-/// gives none, by this machine's id (or the engine's host name) and the
-/// engine's storage root.
+/// Which engine this is (`engine::EngineIdentity`), from what the engine
+/// itself says (an agent in a container sees another filesystem than the
+/// engine): Docker by its `/info` ID and host name (VMs cloned from one
+/// image can share an ID); Podman, whose `/info` ID is new on every
+/// request, and an engine that gives none, by its host name and storage
+/// root (which tells rootful Podman from a user's).
 fn identity(dialect: Dialect, info: &SystemInfo) -> EngineIdentity {
     let id = info.id.as_deref().unwrap_or_default();
+    let name = info.name.as_deref().unwrap_or_default();
     if dialect == Dialect::Docker && !id.trim().is_empty() {
-        return EngineIdentity::new("docker", &[id]);
+        return EngineIdentity::new("docker", &[id, name]);
     }
-    let machine = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
-    let machine = match machine.trim() {
-        "" => info.name.as_deref().unwrap_or_default().to_owned(),
-        id => id.to_owned(),
-    };
     let root = info.docker_root_dir.as_deref().unwrap_or_default();
-    EngineIdentity::new(&dialect.to_string(), &[&machine, root])
+    EngineIdentity::new(&dialect.to_string(), &[name, root])
 }

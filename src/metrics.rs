@@ -270,6 +270,11 @@ impl Metrics {
         self.host_lock_held.set(i64::from(held));
     }
 
+    /// No conflict (any more), until the next `set_host_conflict`.
+    pub fn clear_host_conflict(&self) {
+        self.host_conflict.clear();
+    }
+
     /// An agent of `holder_engine` on `holder_hostname` holds this host.
     pub fn set_host_conflict(&self, engine: &str, holder_engine: &str, holder_hostname: &str) {
         let label = ConflictLabel {

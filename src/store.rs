@@ -168,6 +168,8 @@ pub struct Holder {
     /// When the holder's process started (clock ticks since boot); 0 when
     /// its agent did not say.
     pub started: u64,
+    /// The holder's pid namespace; empty when its agent did not say.
+    pub pid_ns: String,
     /// The engine the holder follows; none when its agent did not say (an
     /// older version) or said something that is not an identity.
     pub engine: Option<EngineIdentity>,

@@ -69,6 +69,7 @@ mod tests {
             pid: 7,
             boot_id: "b".into(),
             started: 9,
+            pid_ns: "pid:[4026531836]".into(),
             engine: engine.map(|e| EngineIdentity::parse(e).unwrap()),
         }
     }

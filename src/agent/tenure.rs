@@ -239,6 +239,13 @@ impl<S: Store> Agent<S> {
         self.lock = HostLock::Conflict;
     }
 
+    /// At a resync: look at the holder again; a conflict that is still there
+    /// is said again only if its holder changed.
+    pub(super) fn conflict_ended(&mut self) {
+        self.metrics.clear_host_conflict();
+        self.lock = HostLock::Free;
+    }
+
     /// The engine answered: which one it is, for our lock key.
     pub(super) fn engine_connected(&mut self, identity: EngineIdentity) {
         match &self.engine {
@@ -379,6 +386,28 @@ impl<S: Store> Agent<S> {
             self.lock = HostLock::Free;
         }
         self.etcd_view = EtcdView::Stale;
+    }
+
+    /// No keep-alive answered for the lease's TTL: etcd may have let it
+    /// expire, and another agent may hold the host now. Write nothing until
+    /// the lock is ours again; the lease itself is resumed if it is still
+    /// alive (etcd may only have been slow to answer), so that our records
+    /// stay on it, and our own lock key, if it is still there, holds again.
+    pub(super) fn lease_unanswered(&mut self) {
+        if let Some(id) = self.lease.held_id() {
+            warn!(
+                lease = id,
+                lock = self.store.lock_name(),
+                "etcd answered no keep-alive for the lease's TTL; the host lock may be gone, writing nothing until it is ours again"
+            );
+            self.lease = Lease::Broken(id);
+        }
+        if !matches!(self.lock, HostLock::Conflict) {
+            self.lock = HostLock::Free;
+        }
+        self.etcd_failed(StoreError::Failed(
+            "no answer to the lease keep-alive within the lease's TTL".into(),
+        ));
     }
 
     /// Our lock key is gone (our lease ended, or an operator deleted it):

@@ -236,6 +236,12 @@ impl<S: Store> Agent<S> {
         let Some(observed) = self.etcd_view.records() else {
             return; // the next repair reads etcd and reconciles everything
         };
+        if relisted && !self.etcd_view.is_current() {
+            // A listing keeps the records of containers it could not
+            // inspect as etcd holds them, which a disturbed view does not
+            // know: the repair that is due reads etcd first.
+            return;
+        }
         let host = &self.config.host;
         let (desired, observed) = if relisted {
             (self.wanted.by_key(host, observed), observed.clone())

@@ -65,12 +65,13 @@ async fn keep_alive(
 ) -> LeaseEnd {
     let mut ticks = interval(period);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    ticks.tick().await; // opening the stream sent the first keep-alive
-                        // When each keep-alive not answered yet was sent: etcd answers each one,
-                        // in order.
-    let mut unanswered = VecDeque::from([Instant::now()]);
-    // Until the first answer: the period of three keep-alives, which is
-    // what the agent chooses the period by.
+    // Opening the stream sent the first keep-alive and took its answer.
+    ticks.tick().await;
+    // When each keep-alive not answered yet was sent: etcd answers each one,
+    // in order.
+    let mut unanswered = VecDeque::new();
+    // Until the next answer: the period of three keep-alives, which is what
+    // the agent chooses the period by.
     let mut expires = Instant::now() + period * 3;
     loop {
         tokio::select! {
@@ -87,7 +88,8 @@ async fn keep_alive(
             answer = responses.message() => match answer {
                 Ok(Some(answer)) if answer.ttl() > 0 => {
                     let sent = unanswered.pop_front().unwrap_or_else(Instant::now);
-                    expires = sent + Duration::from_secs(answer.ttl().unsigned_abs());
+                    let ttl = Duration::from_secs(answer.ttl().unsigned_abs());
+                    expires = sent.checked_add(ttl).unwrap_or(expires);
                 }
                 Ok(Some(_)) => return LeaseEnd::Expired,
                 Ok(None) => return LeaseEnd::Broken(StoreError::StreamEnded("lease keep-alive")),

@@ -87,6 +87,9 @@ impl Etcd {
                     .as_ref()
                     .map_or_else(String::new, |c| field(&c.boot_id)),
                 started: candidate.as_ref().map_or(0, |c| c.started),
+                pid_ns: candidate
+                    .as_ref()
+                    .map_or_else(String::new, |c| field(&c.pid_ns)),
                 engine: candidate.and_then(|c| EngineIdentity::parse(&c.engine)),
             }
         }))

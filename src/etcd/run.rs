@@ -21,6 +21,11 @@ pub(super) struct Candidate {
     /// process from another one that got the dead run's pid.
     #[serde(default)]
     pub started: u64,
+    /// The pid namespace (`/proc/self/ns/pid`): a pid means something only
+    /// in its namespace (two agents in two containers of one host name are
+    /// both pid 1).
+    #[serde(default)]
+    pub pid_ns: String,
     /// The engine this run follows (`engine::EngineIdentity`).
     #[serde(default)]
     pub engine: String,
@@ -41,6 +46,7 @@ impl Candidate {
             pid,
             boot_id: boot_id(),
             started: started(pid).unwrap_or(0),
+            pid_ns: pid_namespace(),
             engine: String::new(),
             host_ip: String::new(),
             prefix: String::new(),
@@ -51,15 +57,29 @@ impl Candidate {
     /// this machine, in this boot, whose process no longer runs (its lock
     /// key outlives it only until its lease expires); alive here when that
     /// process still runs.
+    /// This very process on an older lease of ours counts as gone: it is
+    /// ours to take over. A process that cannot be looked at (another
+    /// user's, with `hidepid`) is unknown, not gone.
     pub(super) fn holder_run(&self, holder: &Holder) -> HolderRun {
-        let known = !holder.boot_id.is_empty() && holder.started != 0 && !self.boot_id.is_empty();
-        if !known || holder.hostname != self.hostname || holder.boot_id != self.boot_id {
+        let known = !holder.boot_id.is_empty()
+            && holder.started != 0
+            && !holder.pid_ns.is_empty()
+            && !self.boot_id.is_empty()
+            && !self.pid_ns.is_empty();
+        let here = holder.hostname == self.hostname
+            && holder.boot_id == self.boot_id
+            && holder.pid_ns == self.pid_ns;
+        if !known || !here {
             return HolderRun::Unknown;
         }
-        if started(holder.pid) == Some(holder.started) {
-            HolderRun::AliveHere
-        } else {
-            HolderRun::Gone
+        if holder.pid == self.pid && holder.started == self.started {
+            return HolderRun::Gone;
+        }
+        match fs::read_to_string(format!("/proc/{}/stat", holder.pid)) {
+            Ok(stat) if parse_started(&stat) == Some(holder.started) => HolderRun::AliveHere,
+            Ok(_) => HolderRun::Gone,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => HolderRun::Gone,
+            Err(_) => HolderRun::Unknown,
         }
     }
 }
@@ -71,6 +91,12 @@ fn hostname() -> String {
         .ok()
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn pid_namespace() -> String {
+    fs::read_link("/proc/self/ns/pid")
+        .map(|link| link.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn boot_id() -> String {
@@ -106,6 +132,7 @@ mod tests {
             pid: candidate.pid,
             boot_id: candidate.boot_id.clone(),
             started: candidate.started,
+            pid_ns: candidate.pid_ns.clone(),
             engine: None,
         }
     }
@@ -119,10 +146,20 @@ mod tests {
     }
 
     #[test]
-    fn this_process_is_alive_and_not_a_previous_run() {
+    fn this_process_is_ours_and_its_parent_is_alive_here() {
         let here = Candidate::this_process();
         assert!(here.started > 0 && !here.boot_id.is_empty());
-        assert_eq!(here.holder_run(&holder(&here)), HolderRun::AliveHere);
+        assert_eq!(
+            here.holder_run(&holder(&here)),
+            HolderRun::Gone,
+            "this very process, on an older lease, is ours to take over"
+        );
+        let parent = Candidate {
+            pid: std::os::unix::process::parent_id(),
+            started: started(std::os::unix::process::parent_id()).unwrap(),
+            ..here.clone()
+        };
+        assert_eq!(here.holder_run(&holder(&parent)), HolderRun::AliveHere);
     }
 
     #[test]
@@ -153,9 +190,18 @@ mod tests {
             ..dead.clone()
         };
         assert_eq!(here.holder_run(&holder(&other_boot)), HolderRun::Unknown);
+        let other_namespace = Candidate {
+            pid_ns: "pid:[1]".into(),
+            ..dead.clone()
+        };
+        assert_eq!(
+            here.holder_run(&holder(&other_namespace)),
+            HolderRun::Unknown
+        );
         let legacy = Candidate {
             boot_id: String::new(),
             started: 0,
+            pid_ns: String::new(),
             ..dead
         };
         assert_eq!(here.holder_run(&holder(&legacy)), HolderRun::Unknown);

@@ -24,6 +24,7 @@ pub(super) fn oldest(cluster: &Cluster, candidates: &str) -> Option<Holder> {
             pid: u32::try_from(kv.lease & 0xffff).unwrap_or(0),
             boot_id: String::new(),
             started: 0,
+            pid_ns: String::new(),
         })
 }
 
