@@ -190,8 +190,10 @@ impl Etcd {
         if !response.succeeded() {
             return Err(StoreError::LockLost);
         }
+        // The records are gone; a lease that cannot be revoked now expires
+        // by itself, with the lock key on it.
         if let Some(lease) = lease {
-            self.revoke_lease(lease).await?;
+            let _ = self.revoke_lease(lease).await;
         }
         Ok(())
     }

@@ -312,7 +312,7 @@ impl Store for SimStore {
         })
         .await?;
         if let Some(lease) = lease {
-            self.revoke_lease(lease).await?;
+            let _ = self.revoke_lease(lease).await;
         }
         Ok(())
     }
