@@ -90,18 +90,25 @@ impl Allocator {
     fn take_blocks(&mut self, count: u16) {
         let dir = lock_dir();
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        let mut start = *TEST_PORTS.start();
-        while let Some(end) = start.checked_add(count * BLOCK_LEN - 1) {
-            if end > *TEST_PORTS.end() {
-                break;
+        // A sub-block another process holds only for a moment (its own
+        // all-or-none try) is free again on a later pass.
+        for pass in 0..3 {
+            if pass > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(200));
             }
-            match self.lock_run(&dir, start, count) {
-                Some(files) => {
-                    self.held.extend(files);
-                    self.unused = start..=end;
-                    return;
+            let mut start = *TEST_PORTS.start();
+            while let Some(end) = start.checked_add(count * BLOCK_LEN - 1) {
+                if end > *TEST_PORTS.end() {
+                    break;
                 }
-                None => start += BLOCK_LEN,
+                match self.lock_run(&dir, start, count) {
+                    Some(files) => {
+                        self.held.extend(files);
+                        self.unused = start..=end;
+                        return;
+                    }
+                    None => start += BLOCK_LEN,
+                }
             }
         }
         panic!(
