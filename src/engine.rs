@@ -166,3 +166,24 @@ pub trait Engine: Clone + Send + Sync + 'static {
     /// Whether the engine answers at all within `timeout`.
     fn ping(&self, timeout: Duration) -> impl Future<Output = bool> + Send;
 }
+
+#[cfg(test)]
+mod identity_tests {
+    use super::EngineIdentity;
+
+    #[test]
+    fn an_identity_is_made_of_clean_parts() {
+        let id = EngineIdentity::new("docker", &["UVBP:DXYY", " vm ", "", "a\nb\"c"]);
+        assert_eq!(id.as_str(), "docker:UVBP_DXYY:vm:a_b_c");
+        let long = "x".repeat(1_000);
+        assert_eq!(EngineIdentity::new("podman", &[&long]).as_str().len(), 200);
+        assert_eq!(EngineIdentity::parse(id.as_str()), Some(id));
+    }
+
+    #[test]
+    fn anything_else_read_back_is_no_identity() {
+        for bad in ["", "docker:a b", "docker:\u{e9}", "a\nb", &"x".repeat(201)] {
+            assert_eq!(EngineIdentity::parse(bad), None, "{bad:?}");
+        }
+    }
+}

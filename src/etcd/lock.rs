@@ -19,10 +19,6 @@ use super::{Campaign, Etcd, Holder, HolderRun, LockKey, StoreError};
 use crate::engine::EngineIdentity;
 use crate::plan::LeaseId;
 
-/// The longest hostname or boot id taken from a candidate key: the value
-/// is anyone's to write, and only ever logged and compared.
-const MAX_FIELD: usize = 255;
-
 impl Etcd {
     /// The election name of our host.
     pub fn lock_name(&self) -> String {
@@ -74,24 +70,8 @@ impl Etcd {
             .with_limit(1);
         let response = self.client().await?.get(candidates, Some(options)).await?;
         Ok(response.kvs().first().map(|kv| {
-            let candidate: Option<Candidate> = serde_json::from_slice(kv.value()).ok();
-            let field = |value: &str| value.chars().take(MAX_FIELD).collect::<String>();
-            Holder {
-                key: String::from_utf8_lossy(kv.key()).into_owned(),
-                lease: kv.lease(),
-                hostname: candidate
-                    .as_ref()
-                    .map_or_else(|| "unknown".to_owned(), |c| field(&c.hostname)),
-                pid: candidate.as_ref().map_or(0, |c| c.pid),
-                boot_id: candidate
-                    .as_ref()
-                    .map_or_else(String::new, |c| field(&c.boot_id)),
-                started: candidate.as_ref().map_or(0, |c| c.started),
-                pid_ns: candidate
-                    .as_ref()
-                    .map_or_else(String::new, |c| field(&c.pid_ns)),
-                engine: candidate.and_then(|c| EngineIdentity::parse(&c.engine)),
-            }
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            Candidate::holder(key, kv.lease(), kv.value())
         }))
     }
 

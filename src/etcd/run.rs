@@ -8,6 +8,11 @@
 use std::fs;
 
 use super::{Holder, HolderRun};
+use crate::engine::EngineIdentity;
+
+/// The longest text field taken from a candidate key: the value is anyone's
+/// to write, and its fields are only ever logged and compared.
+const MAX_FIELD: usize = 255;
 
 /// This process, as its candidate key says.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -50,6 +55,35 @@ impl Candidate {
             engine: String::new(),
             host_ip: String::new(),
             prefix: String::new(),
+        }
+    }
+
+    /// The holder whose candidate key `key` on `lease` holds `value`, parsed
+    /// at the edge: a value that is not a candidate (an older agent's
+    /// without the new fields still is one) says nothing of its process, text
+    /// fields are cut at 255 characters, an engine that is not an identity
+    /// is none.
+    pub(super) fn holder(key: String, lease: i64, value: &[u8]) -> Holder {
+        let candidate: Option<Candidate> = serde_json::from_slice(value).ok();
+        let field = |value: &str| value.chars().take(MAX_FIELD).collect::<String>();
+        let text = |pick: fn(&Candidate) -> &str| {
+            candidate
+                .as_ref()
+                .map_or_else(String::new, |c| field(pick(c)))
+        };
+        Holder {
+            key,
+            lease,
+            hostname: candidate
+                .as_ref()
+                .map_or_else(|| "unknown".to_owned(), |c| field(&c.hostname)),
+            pid: candidate.as_ref().map_or(0, |c| c.pid),
+            boot_id: text(|c| &c.boot_id),
+            started: candidate.as_ref().map_or(0, |c| c.started),
+            pid_ns: text(|c| &c.pid_ns),
+            engine: candidate
+                .as_ref()
+                .and_then(|c| EngineIdentity::parse(&c.engine)),
         }
     }
 
@@ -135,6 +169,33 @@ mod tests {
             pid_ns: candidate.pid_ns.clone(),
             engine: None,
         }
+    }
+
+    #[test]
+    fn a_candidate_value_is_parsed_at_the_edge() {
+        let garbage = Candidate::holder("k".into(), 1, b"\xff not json");
+        assert_eq!(
+            (garbage.hostname.as_str(), garbage.pid, garbage.started),
+            ("unknown", 0, 0)
+        );
+        assert!(garbage.boot_id.is_empty() && garbage.engine.is_none());
+        let older = Candidate::holder("k".into(), 1, br#"{"hostname":"h","pid":7}"#);
+        assert_eq!((older.hostname.as_str(), older.pid), ("h", 7));
+        assert!(older.boot_id.is_empty() && older.pid_ns.is_empty() && older.engine.is_none());
+        let long = "x".repeat(100_000);
+        let value = serde_json::json!({
+            "hostname": long, "pid": 7, "boot_id": long, "pid_ns": long,
+            "engine": "docker:a\nb", "started": 3
+        });
+        let hostile = Candidate::holder("k".into(), 1, value.to_string().as_bytes());
+        assert_eq!(hostile.hostname.len(), MAX_FIELD);
+        assert_eq!(
+            (hostile.boot_id.len(), hostile.pid_ns.len()),
+            (MAX_FIELD, MAX_FIELD)
+        );
+        assert!(hostile.engine.is_none(), "a newline is no identity");
+        let negative = Candidate::holder("k".into(), 1, br#"{"hostname":"h","pid":-1}"#);
+        assert_eq!(negative.pid, 0, "not a candidate: a pid is never negative");
     }
 
     #[test]
