@@ -27,13 +27,13 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::docker::Docker;
-use crate::engine::{Engine, EngineIdentity};
+use crate::engine::Engine;
 use crate::etcd::Etcd;
 use crate::metrics::{self, Metrics, Status};
 use crate::store::{Change, LeaseEnd, LockKey, PrefixChanges, Store, StoreError};
 use crate::supervise::{Health, RepairBudget, Retry};
 use crate::watcher::{Observation, Watcher};
-use claim::Succession;
+use claim::{EngineSeen, Succession};
 use etcd_view::{EtcdView, PrefixWatch};
 use tenure::{Announced, HostLock, Lease};
 use wanted::Wanted;
@@ -185,9 +185,10 @@ struct Agent<S: Store> {
     lock: HostLock,
     /// The holder a standby last reported, so that it says so once.
     announced: Announced,
-    /// The engine we follow, once it has answered: our lock key names it,
-    /// and no campaign starts before it is known.
-    engine: Option<EngineIdentity>,
+    /// The engine we follow, once it has answered (or is assumed from our
+    /// previous run's lock key): our lock key names it, and no campaign
+    /// starts before it is known.
+    engine: EngineSeen,
     /// Whether this run takes the host from a run of its engine it cannot
     /// see (`tenure::Succession`).
     succession: Succession,
@@ -230,7 +231,7 @@ impl<S: Store> Agent<S> {
             lease,
             lock,
             announced: Announced::default(),
-            engine: None,
+            engine: EngineSeen::NotYet,
             succession: Succession::TakesOver,
             watch: None,
             resync,
@@ -310,8 +311,9 @@ impl<S: Store> Agent<S> {
     /// campaign, or (while we may write) a reconcile.
     fn needs_repair(&self) -> bool {
         self.lease.needs_work()
-            || (matches!(self.lock, HostLock::Free) && self.engine.is_some())
-            || (self.may_write() && (!self.etcd_view.is_current() || self.watch.is_none()))
+            || matches!(self.lock, HostLock::Free)
+            || ((self.may_write() || self.may_keep())
+                && (!self.etcd_view.is_current() || self.watch.is_none()))
     }
 
     /// Docker was listed, and we hold the host (or need not).
@@ -319,6 +321,15 @@ impl<S: Store> Agent<S> {
         self.wanted.is_listed()
             && self.lock.permits_writes()
             && matches!(self.lease, Lease::Held(_) | Lease::NotWanted)
+    }
+
+    /// We hold the host but the engine has not been listed: what etcd holds
+    /// is kept alive on our lease as it is, nothing deleted, until the
+    /// engine answers.
+    fn may_keep(&self) -> bool {
+        !self.wanted.is_listed()
+            && matches!(self.lock, HostLock::Held(_))
+            && matches!(self.lease, Lease::Held(_))
     }
 
     /// Waits for the next thing to do; all of the agent's waiting is here.

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::record::{HostPrefix, StoredRecord};
+
 /// The lease a record rides on; `0` is etcd's "no lease".
 pub type LeaseId = i64;
 
@@ -68,6 +70,30 @@ pub fn plan(
         .filter(|key| !desired.contains_key(*key))
         .map(|key| Operation::Delete { key: key.clone() });
     puts.chain(deletes).collect()
+}
+
+/// The records as etcd holds them, as the desired state: what an agent that
+/// holds the host but has not listed its engine yet keeps alive (moved onto
+/// its lease in place, nothing deleted). Only what reads as one of this
+/// host's records is kept: a key outside the layout or a value that is no
+/// record (junk someone wrote beside us) is not adopted onto our lease; it
+/// is deleted once the engine has been listed.
+pub fn as_they_are(
+    host: &HostPrefix,
+    observed: &BTreeMap<String, Observed>,
+) -> BTreeMap<String, String> {
+    observed
+        .iter()
+        .filter(|(key, record)| {
+            host.parse(key).is_some_and(|key| {
+                StoredRecord::parse(&key, &record.value).is_ok_and(|r| !r.bindings.is_empty())
+            })
+        })
+        .filter_map(|(key, record)| {
+            let value = std::str::from_utf8(&record.value).ok()?;
+            Some((key.clone(), value.to_owned()))
+        })
+        .collect()
 }
 
 /// Applies operations that etcd confirmed to the agent's picture of etcd.
@@ -208,5 +234,32 @@ mod tests {
         let have = observed(&[("a", "1", 41), ("b", "old", 0), ("c", "3", 7)]);
         let ops = plan(&desired(&[("a", "1"), ("b", "2")]), &have, None);
         assert_eq!(ops, vec![put("b", "2"), delete("c")]);
+    }
+
+    #[test]
+    fn before_the_engine_is_listed_only_this_hosts_records_are_kept_as_they_are() {
+        let host = HostPrefix::new("/registered", "10.0.0.5".parse().unwrap());
+        let id = "a".repeat(64);
+        let record = format!(
+            r#"[{{"container":"{id}","image":"web:1","ip":"10.0.0.5","public_port":"8080","private_port":"80","port_type":"tcp"}}]"#
+        );
+        let ours = format!("/registered/10.0.0.5/web:1/{id}");
+        let other_host = format!("/registered/10.0.0.6/web:1/{id}");
+        let junk_value = format!("/registered/10.0.0.5/junk:1/{}", "b".repeat(64));
+        let empty = format!("/registered/10.0.0.5/empty:1/{}", "c".repeat(64));
+        let off_layout = "/registered/10.0.0.5/web:1".to_owned();
+        let etcd = observed(&[
+            (&ours, &record, 7),
+            (&other_host, &record, 7),
+            (&junk_value, "   ", 0),
+            (&empty, "[]", 7),
+            (&off_layout, &record, 7),
+        ]);
+        assert_eq!(as_they_are(&host, &etcd), desired(&[(&ours, &record)]));
+        // Moved onto our lease in place.
+        assert_eq!(
+            plan(&as_they_are(&host, &etcd), &etcd, Some(9)).first(),
+            Some(&put(&ours, &record))
+        );
     }
 }

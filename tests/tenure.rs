@@ -323,3 +323,53 @@ fn another_engine_with_the_same_host_ip_is_a_conflict_never_a_hand_over() {
     other.assert_running();
     next.assert_running();
 }
+
+/// The agent crashed and was started again while its engine does not answer
+/// (dockerd down with live-restore, its containers still serving; here a
+/// relay in front of the socket that is cut): the new run sees that the
+/// holder is its previous run, gone, takes the host over in the name of the
+/// engine that run followed and keeps every record alive on its own lease,
+/// for longer than the old lease lives; once the engine answers, it
+/// reconciles.
+#[test]
+fn a_restart_while_the_engine_is_away_keeps_the_records_alive() {
+    let env = TestEnv::new("tenure_engine_away");
+    let mut relay = DockerRelay::start();
+    let via_relay = ["--docker-host", &relay.docker_host()].map(str::to_owned);
+    let extra: Vec<&str> = via_relay.iter().map(String::as_str).collect();
+    let mut old = spawn_agent_with(&env, &env.endpoint(), &metrics_addr(), &extra);
+    old.wait_ready();
+    env.containers
+        .run(&["-p", "127.0.0.1::80", "busybox", "sleep", "1000"]);
+    let expected = env.expected_now();
+    env.wait_records(REACT, &expected);
+    let old_lease = records_leases(&env)[0];
+
+    relay.cut();
+    old.sigkill();
+    assert!(old.wait_exit(Duration::from_secs(10)).is_some());
+    let watch = Watch::prefix(&env.endpoint(), &env.host_prefix());
+    let mut new = spawn_agent_with(&env, &env.endpoint(), &metrics_addr(), &extra);
+    // Longer than the old lease (4 s) lives.
+    thread::sleep(Duration::from_secs(9));
+    let records = env.records();
+    assert_eq!(
+        records.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "records lost while the engine was away; stderr:\n{}",
+        new.lines().join("\n")
+    );
+    assert!(
+        records.values().all(|r| r.lease != old_lease),
+        "the records still ride the old lease: {records:#?}"
+    );
+    relay.restore();
+    env.wait_records(REACT, &expected);
+    let gone = env
+        .containers
+        .run(&["-p", "127.0.0.1::80", "busybox", "sleep", "1000"]);
+    env.wait_key(REACT, &env.key(IMAGE, &gone));
+    let deletes: Vec<_> = watch.events().into_iter().filter(|e| e.delete).collect();
+    assert!(deletes.is_empty(), "records deleted: {deletes:?}");
+    new.assert_running();
+}

@@ -22,6 +22,28 @@ pub enum Succession {
     StandsBy,
 }
 
+/// Which engine this run follows, as far as it knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineSeen {
+    /// The engine has not answered yet.
+    NotYet,
+    /// It has not answered, but the host's holder is a previous run of ours
+    /// on this machine that is gone: its engine is taken for ours, so that
+    /// the host is taken over and its records kept alive meanwhile.
+    Assumed(EngineIdentity),
+    /// The engine said so.
+    Answered(EngineIdentity),
+}
+
+impl EngineSeen {
+    pub fn identity(&self) -> Option<&EngineIdentity> {
+        match self {
+            EngineSeen::NotYet => None,
+            EngineSeen::Assumed(identity) | EngineSeen::Answered(identity) => Some(identity),
+        }
+    }
+}
+
 /// What to do about the host lock, given its holder.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Claim {

@@ -30,6 +30,12 @@ impl<S: Store> Agent<S> {
                 return;
             }
         }
+        if matches!(self.lock, HostLock::Free) && self.engine.identity().is_none() {
+            // Waiting for the engine to say which one it is: the holder is
+            // looked at again after a backoff, not in a loop.
+            self.retry.schedule();
+            return;
+        }
         self.retry.reset();
         if self.may_write() && self.etcd_view.is_current() {
             self.metrics.reconciled(started.elapsed());
@@ -44,11 +50,18 @@ impl<S: Store> Agent<S> {
         if self.lease.needs_work() {
             self.resume_or_grant_lease().await?;
         }
-        // No campaign before the engine has said which one it is: our lock
-        // key names it.
-        if let (HostLock::Free, Some(lease), Some(engine)) =
-            (&self.lock, self.lease.held_id(), self.engine.clone())
-        {
+        // No campaign before the engine has said which one it is (our lock
+        // key names it), unless our previous run held the host.
+        if let (HostLock::Free, Some(lease)) = (&self.lock, self.lease.held_id()) {
+            let engine = match self.engine.identity() {
+                Some(engine) => engine.clone(),
+                None => match self.assume_previous_engine().await? {
+                    Some(engine) => engine,
+                    // Looked at again after a backoff (`repair`), or at once
+                    // when the engine answers.
+                    None => return Ok(()),
+                },
+            };
             match self.claim_host(lease, &engine).await {
                 Ok(Claim::Conflict(holder)) => self.conflict(holder, &engine),
                 Ok(_) => {
@@ -59,7 +72,9 @@ impl<S: Store> Agent<S> {
                 Err(error) => return Err(error),
             }
         }
-        if self.may_write() && (!self.etcd_view.is_current() || self.watch.is_none()) {
+        if (self.may_write() || self.may_keep())
+            && (!self.etcd_view.is_current() || self.watch.is_none())
+        {
             self.sync_etcd().await?;
         }
         Ok(())
@@ -74,8 +89,17 @@ impl<S: Store> Agent<S> {
             self.watch = Some(PrefixWatch::new(stream));
         }
         self.metrics.set_records(snapshot.records.len());
-        let desired = self.wanted.by_key(&self.config.host, &snapshot.records);
-        let operations = plan::plan(&desired, &snapshot.records, self.lease_policy());
+        let desired = if self.wanted.is_listed() {
+            self.wanted.by_key(&self.config.host, &snapshot.records)
+        } else {
+            // Not listed yet: keep every record as it is, on our lease.
+            plan::as_they_are(&self.config.host, &snapshot.records)
+        };
+        let mut operations = plan::plan(&desired, &snapshot.records, self.lease_policy());
+        if !self.wanted.is_listed() {
+            // Nothing is deleted before the engine has been listed.
+            operations.retain(|operation| matches!(operation, Operation::Put { .. }));
+        }
         self.etcd_view = EtcdView::Current {
             records: snapshot.records,
             read_revision: snapshot.revision,

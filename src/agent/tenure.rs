@@ -12,7 +12,7 @@ use tokio::time::timeout;
 
 use tracing::{debug, error, info, warn};
 
-use super::claim::{claim, Claim, Succession};
+use super::claim::{claim, Claim, EngineSeen, Succession};
 use super::etcd_view::EtcdView;
 use super::Agent;
 use crate::config::Config;
@@ -249,15 +249,37 @@ impl<S: Store> Agent<S> {
     /// The engine answered: which one it is, for our lock key.
     pub(super) fn engine_connected(&mut self, identity: EngineIdentity) {
         match &self.engine {
-            Some(known) if *known == identity => {}
-            Some(known) => warn!(
+            EngineSeen::Answered(known) | EngineSeen::Assumed(known) if *known == identity => {}
+            EngineSeen::Answered(known) | EngineSeen::Assumed(known) => warn!(
                 previous = %known,
                 now = %identity,
                 "the engine at --docker-host is another one than before"
             ),
-            None => {}
+            // A campaign held back for it can start now.
+            EngineSeen::NotYet => self.retry.clear(),
         }
-        self.engine = Some(identity);
+        self.engine = EngineSeen::Answered(identity);
+    }
+
+    /// The engine has not answered: if the host's holder is a previous run
+    /// of ours on this machine that is gone, its engine is ours (the same
+    /// agent, restarted while its engine is away), so that we take the host
+    /// over and keep its records alive until the engine answers.
+    pub(super) async fn assume_previous_engine(
+        &mut self,
+    ) -> Result<Option<EngineIdentity>, StoreError> {
+        let holder = self.store.lock_holder().await?;
+        let previous = holder
+            .filter(|h| self.store.holder_run(h) == HolderRun::Gone)
+            .and_then(|h| h.engine);
+        if let Some(engine) = &previous {
+            info!(
+                engine = %engine,
+                "the engine does not answer yet; taking the host over from our previous run, which followed it"
+            );
+            self.engine = EngineSeen::Assumed(engine.clone());
+        }
+        Ok(previous)
     }
 
     /// A campaign ended: the lock is ours, or we campaign again.

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::{debug, info, warn};
 
+use super::etcd_view::EtcdView;
 use super::Agent;
 use crate::container::{Container, Verdict, Withheld};
 use crate::plan::{self, Observed};
@@ -201,6 +202,11 @@ impl<S: Store> Agent<S> {
                         .iter()
                         .map(|container| (container.id.clone(), self.desired_for(container)))
                         .collect();
+                    if !self.wanted.is_listed() {
+                        // What was kept alive before the engine answered is
+                        // reconciled by a full repair, which says `ready`.
+                        self.etcd_view = EtcdView::Stale;
+                    }
                     self.wanted.relisted(listed, unknown);
                     relisted = true;
                     self.docker_health.recovered();
