@@ -16,6 +16,8 @@ use common::*;
 /// SIGHUP: busybox sh runs the trap once the `sleep` in progress ends.
 const SLOW_TO_STOP: &str =
     "trap 'sleep 2; exit 0' TERM; trap '' HUP; while true; do sleep 0.1; done";
+/// A container that exits at SIGINT, which its engine then starts again.
+const EXITS_AT_INT: &str = "trap 'exit 3' INT; while true; do sleep 0.1; done";
 /// A container that ignores SIGTERM altogether.
 const DEAF: &str = "trap '' TERM; while true; do sleep 0.1; done";
 
@@ -95,4 +97,47 @@ fn a_container_that_survives_its_stop_signal_gets_its_record_back() {
         "back too early: {back_after:?}"
     );
     assert_eq!(record.value, value);
+}
+
+/// `docker kill -s INT` of a container whose stop signal is another one:
+/// the kill drains it (SIGINT asks it to stop), it exits, and its restart
+/// policy starts it again at once. The restarted container is registered
+/// again, like one restarted by `docker restart`.
+#[test]
+fn a_container_its_restart_policy_starts_again_after_a_kill_is_registered_again() {
+    let env = TestEnv::new("drain_restart_policy");
+    let _agent = env.start_agent(&[]);
+    let id = env.containers.run(&[
+        "--restart",
+        "always",
+        "--stop-signal",
+        "SIGUSR1",
+        "-p",
+        "127.0.0.1::80",
+        "busybox",
+        "sh",
+        "-c",
+        EXITS_AT_INT,
+    ]);
+    let (key, value) = env.loopback_80_record(&id);
+    env.wait_key(REACT, &key);
+    let restarts = |id: &str| docker(&["inspect", "-f", "{{.RestartCount}}", id]);
+    assert_eq!(restarts(&id).trim(), "0");
+
+    let killed = Instant::now();
+    docker(&["kill", "-s", "INT", &id]);
+    let deadline = killed + Duration::from_secs(10);
+    while restarts(&id).trim() == "0" {
+        assert!(
+            Instant::now() < deadline,
+            "the engine did not start it again"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(is_running(&id));
+    let record = env.wait_key(REACT, &key);
+    assert_eq!(record.value, value);
+    // And it stays: no drain left behind to take it away again.
+    thread::sleep(Duration::from_secs(2));
+    assert!(env.keys().contains(&key), "the record went again");
 }

@@ -324,16 +324,16 @@ fn another_engine_with_the_same_host_ip_is_a_conflict_never_a_hand_over() {
     next.assert_running();
 }
 
-/// The agent crashed and was started again while its engine does not answer
-/// (dockerd down with live-restore, its containers still serving; here a
-/// relay in front of the socket that is cut): the new run sees that the
-/// holder is its previous run, gone, takes the host over in the name of the
-/// engine that run followed and keeps every record alive on its own lease,
-/// for longer than the old lease lives; once the engine answers, it
-/// reconciles.
-#[test]
-fn a_restart_while_the_engine_is_away_keeps_the_records_alive() {
-    let env = TestEnv::new("tenure_engine_away");
+/// The agent crashed (SIGKILL) or was restarted (SIGTERM) while its engine
+/// does not answer (dockerd down with live-restore, its containers still
+/// serving; here a relay in front of the socket that is cut): the new run
+/// sees that the holder is its previous run, gone (a run stopped while its
+/// engine is away keeps its lock key for that), takes the host over in the
+/// name of the engine that run followed and keeps every record alive on its
+/// own lease, for longer than the old lease lives; once the engine answers,
+/// it reconciles.
+fn restart_while_the_engine_is_away(name: &str, stop: fn(&Agent)) {
+    let env = TestEnv::new(name);
     let mut relay = DockerRelay::start();
     let via_relay = ["--docker-host", &relay.docker_host()].map(str::to_owned);
     let extra: Vec<&str> = via_relay.iter().map(String::as_str).collect();
@@ -346,7 +346,11 @@ fn a_restart_while_the_engine_is_away_keeps_the_records_alive() {
     let old_lease = records_leases(&env)[0];
 
     relay.cut();
-    old.sigkill();
+    assert!(
+        old.wait_for_log("dependency unavailable", REACT),
+        "the agent did not notice the engine going away"
+    );
+    stop(&old);
     assert!(old.wait_exit(Duration::from_secs(10)).is_some());
     let watch = Watch::prefix(&env.endpoint(), &env.host_prefix());
     let mut new = spawn_agent_with(&env, &env.endpoint(), &metrics_addr(), &extra);
@@ -372,4 +376,14 @@ fn a_restart_while_the_engine_is_away_keeps_the_records_alive() {
     let deletes: Vec<_> = watch.events().into_iter().filter(|e| e.delete).collect();
     assert!(deletes.is_empty(), "records deleted: {deletes:?}");
     new.assert_running();
+}
+
+#[test]
+fn a_crash_restart_while_the_engine_is_away_keeps_the_records_alive() {
+    restart_while_the_engine_is_away("tenure_engine_away_kill", Agent::sigkill);
+}
+
+#[test]
+fn a_sigterm_restart_while_the_engine_is_away_keeps_the_records_alive() {
+    restart_while_the_engine_is_away("tenure_engine_away_term", Agent::sigterm);
 }

@@ -321,7 +321,7 @@ impl<S: Store> Agent<S> {
 
     /// At exit: a holder hands the host over (resigns, so that a standby
     /// takes over at once and moves the records onto its lease without a
-    /// delete), or with `--deregister-on-exit` removes its records; a
+    /// delete; not while the engine does not answer), or with `--deregister-on-exit` removes its records; a
     /// standby withdraws its candidacy.
     pub(super) async fn hand_over(&mut self) {
         let lease = self.lease.last_known_id();
@@ -358,6 +358,16 @@ impl<S: Store> Agent<S> {
                     ),
                 }
             }
+            // The engine does not answer: a standby could not list it
+            // either, and the run that follows ours on this machine (a
+            // restart) takes the host over only from a holder it sees gone.
+            // Keeping our lock key lets it do so at once and keep the
+            // records alive until the engine answers; a standby elsewhere
+            // takes over when our lease expires.
+            HostLock::Held(_) if !self.docker_health.answers() => info!(
+                lock = self.store.lock_name(),
+                "the engine does not answer; keeping the host lock until the lease expires, so that our next run keeps the records alive"
+            ),
             HostLock::Held(key) => match timeout(HAND_OVER, self.store.resign(key)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
