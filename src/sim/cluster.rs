@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, Notify};
 use tokio::time::{sleep_until, Instant};
 
 use crate::plan::LeaseId;
@@ -115,6 +115,9 @@ pub struct State {
     pub effects: Vec<Effect>,
     pub trace: Vec<String>,
     pub outside_prefix_attempts: Vec<(usize, String)>,
+    /// The agent processes running now: what a machine's process table
+    /// tells a new run of the holder's process (`SimStore::holder_run`).
+    pub running: BTreeSet<usize>,
     start: Instant,
 }
 
@@ -123,7 +126,9 @@ pub struct State {
 pub struct Cluster {
     state: Arc<Mutex<State>>,
     /// Bumped on every change and fault: campaigns and keep-alives look again.
-    epoch: Arc<watch::Sender<u64>>,
+    /// A `Notify`, not a `watch`, so that waiters wake in a fixed order (a
+    /// run replays from its seed).
+    epoch: Arc<Notify>,
     /// Wakes the lease reaper when leases change.
     leases_changed: Arc<Notify>,
 }
@@ -144,11 +149,12 @@ impl Cluster {
             effects: Vec::new(),
             trace: Vec::new(),
             outside_prefix_attempts: Vec::new(),
+            running: BTreeSet::new(),
             start: Instant::now(),
         };
         let cluster = Self {
             state: Arc::new(Mutex::new(state)),
-            epoch: Arc::new(watch::channel(0).0),
+            epoch: Arc::new(Notify::new()),
             leases_changed: Arc::new(Notify::new()),
         };
         tokio::spawn(cluster.clone().reap());
@@ -161,12 +167,13 @@ impl Cluster {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn epoch(&self) -> watch::Receiver<u64> {
-        self.epoch.subscribe()
+    /// Completes at the next change or fault (enable it before looking).
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.epoch.notified()
     }
 
     fn bump(&self) {
-        self.epoch.send_modify(|n| *n += 1);
+        self.epoch.notify_waiters();
         self.leases_changed.notify_one();
     }
 

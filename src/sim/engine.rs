@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::{timeout, Instant};
 
 use crate::container::{Container, Health};
@@ -102,7 +102,9 @@ struct EngineState {
 pub struct SimEngine {
     state: Arc<Mutex<EngineState>>,
     /// Bumped whenever this handle's fault state may have changed.
-    faults: Arc<watch::Sender<u64>>,
+    /// A `Notify`, not a `watch`: tokio's watch wakes its receivers in an
+    /// order it draws at random, and a run must replay from its seed.
+    faults: Arc<Notify>,
     accepted: Arc<watch::Sender<u64>>,
 }
 
@@ -140,7 +142,7 @@ impl SimEngine {
         };
         Self {
             state: Arc::new(Mutex::new(state)),
-            faults: Arc::new(watch::channel(0).0),
+            faults: Arc::new(Notify::new()),
             accepted: Arc::new(watch::channel(0).0),
         }
     }
@@ -268,7 +270,7 @@ impl SimEngine {
             F::DropSubscriptions => drop_subscriptions(&mut state),
         }
         drop(state);
-        self.faults.send_modify(|n| *n += 1);
+        self.faults.notify_waiters();
     }
 
     pub fn heal(&self, id: u64) {
@@ -279,7 +281,7 @@ impl SimEngine {
             delays.remove(&id);
         }
         drop(state);
-        self.faults.send_modify(|n| *n += 1);
+        self.faults.notify_waiters();
     }
 
     pub fn heal_all(&self) {
@@ -288,13 +290,15 @@ impl SimEngine {
         state.hung.clear();
         state.slow_inspects.clear();
         drop(state);
-        self.faults.send_modify(|n| *n += 1);
+        self.faults.notify_waiters();
     }
 
     /// Waits until the engine is not hung; `Err` when it is down.
     async fn answering(&self) -> Result<(), EngineError> {
-        let mut faults = self.faults.subscribe();
         loop {
+            let changed = self.faults.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             {
                 let state = self.lock();
                 if !state.down.is_empty() {
@@ -304,9 +308,7 @@ impl SimEngine {
                     return Ok(());
                 }
             }
-            if faults.changed().await.is_err() {
-                return Err(EngineError::Unreachable("engine gone".into()));
-            }
+            changed.await;
         }
     }
 

@@ -25,6 +25,7 @@ fn a_watch_from_a_compacted_revision_is_created_again() {
         running: vec![true; CONTAINERS],
         require_healthy: false,
         records_on_lease: true,
+        one_machine: false,
         jitter_seed: 5,
         steps: vec![
             at(
@@ -74,6 +75,7 @@ fn a_record_too_large_leaves_no_stale_value() {
         running,
         require_healthy: false,
         records_on_lease: true,
+        one_machine: false,
         jitter_seed: 9,
         steps: vec![Step {
             after: Duration::from_secs(1),
@@ -101,6 +103,7 @@ fn a_stopping_agent_is_reproducible() {
         running: vec![true; CONTAINERS],
         require_healthy: false,
         records_on_lease: true,
+        one_machine: false,
         jitter_seed: 3,
         steps: vec![
             Step {
@@ -133,6 +136,7 @@ fn a_stopped_holder_hands_over_without_a_delete() {
         running: vec![true; CONTAINERS],
         require_healthy: false,
         records_on_lease: true,
+        one_machine: false,
         jitter_seed: 4,
         steps: vec![
             Step {
@@ -186,6 +190,7 @@ fn a_stale_holder_never_writes_beside_the_new_one() {
         running,
         require_healthy: false,
         records_on_lease: false,
+        one_machine: false,
         jitter_seed: 2,
         steps: vec![
             at(
@@ -231,6 +236,7 @@ fn a_dead_holders_records_are_back_within_the_ttl_and_2_s() {
         running: vec![true; CONTAINERS],
         require_healthy: false,
         records_on_lease: true,
+        one_machine: false,
         jitter_seed: 6,
         steps: vec![
             Step {
@@ -281,6 +287,7 @@ fn a_fresh_agent_keeps_the_record_of_a_container_it_cannot_inspect() {
         running,
         require_healthy: false,
         records_on_lease: false,
+        one_machine: false,
         jitter_seed: 0,
         steps: vec![
             Step {
@@ -334,6 +341,7 @@ fn a_flood_beside_a_record_too_large_is_removed_without_a_storm() {
         running,
         require_healthy: false,
         records_on_lease: true,
+        one_machine: false,
         jitter_seed: 3,
         steps: vec![Step {
             after: Duration::ZERO,

@@ -266,9 +266,15 @@ impl World {
         let id = self.processes;
         self.processes += 1;
         let (shutdown, stopped) = oneshot::channel::<()>();
-        let store = SimStore::new(self.cluster.clone(), slot, id, self.prefix.clone());
+        let store = SimStore::new(
+            self.cluster.clone(),
+            slot,
+            id,
+            self.machine(slot),
+            self.prefix.clone(),
+        );
         let seed = self.schedule.jitter_seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let task = tokio::task::spawn_local(run_with(
+        let agent = run_with(
             self.config(),
             self.engine.handle(),
             store,
@@ -278,7 +284,15 @@ impl World {
             async move {
                 let _ = stopped.await;
             },
-        ));
+        );
+        let cluster = self.cluster.clone();
+        cluster.lock().running.insert(id);
+        // A process runs until its agent returns (a stop) or it is killed.
+        let task = tokio::task::spawn_local(async move {
+            let outcome = agent.await;
+            cluster.lock().running.remove(&id);
+            outcome
+        });
         self.cluster
             .trace(format!("Agent({id}) started in slot {slot}"));
         let now = self.now();
@@ -308,9 +322,20 @@ impl World {
     fn kill_agent(&mut self, slot: usize) {
         if let Some(process) = self.agents[slot].take() {
             process.task.abort();
+            self.cluster.lock().running.remove(&process.id);
             self.cluster.trace(format!("Agent({}) killed", process.id));
             self.end_of_life(process.id);
             self.ended.push(process.task);
+        }
+    }
+
+    /// The machine agent slot `slot` runs on: one for both slots (a
+    /// standby beside the holder), or one each.
+    pub(super) fn machine(&self, slot: usize) -> String {
+        if self.schedule.one_machine {
+            "sim-host".to_owned()
+        } else {
+            format!("sim-host-{slot}")
         }
     }
 

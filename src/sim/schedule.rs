@@ -98,6 +98,9 @@ pub enum Action {
     StopAgent(usize),
     /// SIGKILL: it vanishes; its lease expires.
     KillAgent(usize),
+    /// SIGKILL, and its supervisor starts it again at once on the same
+    /// machine (a crash-restart).
+    CrashRestart(usize),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +119,9 @@ pub struct Schedule {
     /// `--ttl 15` (records on the lease); `false`: `--ttl 0` (records on no
     /// lease, the lock on a lease of its own).
     pub records_on_lease: bool,
+    /// Whether both agent slots run on one machine (each sees whether the
+    /// other's process runs) or each on its own (neither can tell).
+    pub one_machine: bool,
     /// Seeds the agents' retry jitter.
     pub jitter_seed: u64,
     pub steps: Vec<Step>,
@@ -189,6 +195,7 @@ fn action() -> impl Strategy<Value = Action> {
         1 => (0..AGENT_SLOTS).prop_map(Action::StartAgent),
         1 => (0..AGENT_SLOTS).prop_map(Action::StopAgent),
         1 => (0..AGENT_SLOTS).prop_map(Action::KillAgent),
+        1 => (0..AGENT_SLOTS).prop_map(Action::CrashRestart),
     ]
 }
 
@@ -204,16 +211,20 @@ pub fn schedule(max_steps: usize) -> impl Strategy<Value = Schedule> {
         proptest::collection::vec(any::<bool>(), CONTAINERS),
         any::<bool>(),
         prop_oneof![3 => Just(true), 1 => Just(false)],
+        any::<bool>(),
         any::<u64>(),
         proptest::collection::vec(step(), 0..=max_steps),
     )
         .prop_map(
-            |(running, require_healthy, records_on_lease, jitter_seed, steps)| Schedule {
-                running,
-                require_healthy,
-                records_on_lease,
-                jitter_seed,
-                steps,
+            |(running, require_healthy, records_on_lease, one_machine, jitter_seed, steps)| {
+                Schedule {
+                    running,
+                    require_healthy,
+                    records_on_lease,
+                    one_machine,
+                    jitter_seed,
+                    steps,
+                }
             },
         )
 }

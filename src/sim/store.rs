@@ -35,15 +35,25 @@ pub struct SimStore {
     client: usize,
     /// This process (one per start of a slot): the author of its writes.
     process: usize,
+    /// The machine it runs on: the host name in its candidate key; a run on
+    /// the same machine can tell whether the holder's process still runs.
+    machine: String,
     prefix: HostPrefix,
 }
 
 impl SimStore {
-    pub fn new(cluster: Cluster, client: usize, process: usize, prefix: HostPrefix) -> Self {
+    pub fn new(
+        cluster: Cluster,
+        client: usize,
+        process: usize,
+        machine: String,
+        prefix: HostPrefix,
+    ) -> Self {
         Self {
             cluster,
             client,
             process,
+            machine,
             prefix,
         }
     }
@@ -248,11 +258,12 @@ impl Store for SimStore {
     ) -> Result<Campaign, StoreError> {
         let (cluster, client, actor) = (self.cluster.clone(), self.client, self.actor());
         let candidates = self.candidates();
-        let engine = engine.clone();
-        Ok(
-            async move { campaign(cluster, client, actor, candidates, lease, &engine).await }
-                .boxed(),
-        )
+        let value = serde_json::json!({
+            "hostname": self.machine,
+            "pid": self.process,
+            "engine": engine.as_str(),
+        });
+        Ok(async move { campaign(cluster, client, actor, candidates, lease, value).await }.boxed())
     }
 
     async fn lock_holder(&mut self) -> Result<Option<Holder>, StoreError> {
@@ -282,10 +293,18 @@ impl Store for SimStore {
         .await
     }
 
-    /// The simulated agents share no process table: what a run on another
-    /// machine (or in a new container) can tell of the holder.
-    fn holder_run(&self, _holder: &Holder) -> HolderRun {
-        HolderRun::Unknown
+    /// A run on the holder's machine sees whether its process still runs;
+    /// one on another machine cannot tell.
+    fn holder_run(&self, holder: &Holder) -> HolderRun {
+        if holder.hostname != self.machine {
+            return HolderRun::Unknown;
+        }
+        let pid = usize::try_from(holder.pid).unwrap_or(usize::MAX);
+        if self.cluster.lock().running.contains(&pid) {
+            HolderRun::AliveHere
+        } else {
+            HolderRun::Gone
+        }
     }
 
     async fn take_over(&mut self, holder: &Holder) -> Result<(), StoreError> {

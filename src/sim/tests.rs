@@ -121,6 +121,7 @@ fn a_quiet_host_is_registered() {
         running: vec![true; CONTAINERS],
         require_healthy: false,
         records_on_lease: true,
+        one_machine: false,
         jitter_seed: 1,
         steps: Vec::new(),
     };

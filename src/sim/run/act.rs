@@ -58,6 +58,10 @@ impl World {
             Action::StartAgent(slot) => self.start_agent(slot),
             Action::StopAgent(slot) => self.stop_agent(slot),
             Action::KillAgent(slot) => self.kill_agent(slot),
+            Action::CrashRestart(slot) => {
+                self.kill_agent(slot);
+                self.start_agent(slot);
+            }
         }
     }
 

@@ -14,17 +14,21 @@ pub(super) fn oldest(cluster: &Cluster, candidates: &str) -> Option<Holder> {
         .range(candidates.to_owned()..)
         .take_while(|(key, _)| key.starts_with(candidates))
         .min_by_key(|(_, kv)| kv.create_revision)
-        .map(|(key, kv)| Holder {
-            engine: serde_json::from_slice::<serde_json::Value>(&kv.value)
-                .ok()
-                .and_then(|v| v["engine"].as_str().and_then(EngineIdentity::parse)),
-            key: key.clone(),
-            lease: kv.lease,
-            hostname: "sim-host".into(),
-            pid: u32::try_from(kv.lease & 0xffff).unwrap_or(0),
-            boot_id: String::new(),
-            started: 0,
-            pid_ns: String::new(),
+        .map(|(key, kv)| {
+            let value = serde_json::from_slice::<serde_json::Value>(&kv.value).unwrap_or_default();
+            Holder {
+                engine: value["engine"].as_str().and_then(EngineIdentity::parse),
+                key: key.clone(),
+                lease: kv.lease,
+                hostname: value["hostname"].as_str().unwrap_or_default().to_owned(),
+                pid: value["pid"]
+                    .as_u64()
+                    .and_then(|pid| u32::try_from(pid).ok())
+                    .unwrap_or(0),
+                boot_id: String::new(),
+                started: 0,
+                pid_ns: String::new(),
+            }
         })
 }
 
@@ -38,22 +42,22 @@ pub(super) async fn campaign(
     actor: Actor,
     candidates: String,
     lease: LeaseId,
-    engine: &EngineIdentity,
+    value: serde_json::Value,
 ) -> Result<Option<LockKey>, StoreError> {
     let key = format!("{candidates}{lease:x}");
     let created = reach_then(&cluster, client, |c| {
         if let Some(kv) = c.lock().kv.get(&key) {
             return Ok(kv.create_revision);
         }
-        let value =
-            serde_json::json!({"hostname": "sim-host", "pid": 1, "engine": engine.as_str()});
         let value = value.to_string().into_bytes();
         let put = c.txn(actor, &[Write::Put(key.clone(), value)], lease, None)?;
         Ok(put.expect("a put always creates a revision"))
     })
     .await?;
-    let mut epoch = cluster.epoch();
     loop {
+        let changed = cluster.changed();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
         if matches!(cluster.reach(client), Reach::Refused | Reach::Blackhole) {
             return Err(StoreError::Failed("connection lost".into()));
         }
@@ -69,11 +73,8 @@ pub(super) async fn campaign(
             break;
         }
         tokio::select! {
-            changed = epoch.changed() => {
-                if changed.is_err() {
-                    return Err(StoreError::StreamEnded("campaign"));
-                }
-            }
+            biased;
+            () = changed => {}
             () = sleep(KEEP_ALIVE_INTERVAL + KEEP_ALIVE_TIMEOUT) => {}
         }
     }
