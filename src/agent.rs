@@ -164,6 +164,8 @@ enum Wake {
     Campaigned(Result<Option<LockKey>, StoreError>),
     Watched(Result<Vec<Change>, StoreError>),
     RetryDue,
+    /// Time to look whether the holder's process on this machine still runs.
+    HolderCheck,
     Shutdown,
 }
 
@@ -284,6 +286,7 @@ impl<S: Store> Agent<S> {
                     self.etcd_failed(error);
                 }
                 Wake::RetryDue => self.retry.clear(),
+                Wake::HolderCheck => self.check_holder().await,
             }
         }
     }
@@ -357,6 +360,7 @@ impl<S: Store> Agent<S> {
             }
         };
         let retry_at = self.retry.at();
+        let holder_check_at = self.announced.check_at;
         // In a fixed order, so that a run is reproducible (the simulator
         // replays it from a seed): the rare wake-ups first, so that a flood
         // of observations never holds them back.
@@ -369,6 +373,7 @@ impl<S: Store> Agent<S> {
             observations = observed => Wake::Observed(observations),
             _ = tick(&mut self.resync) => Wake::Resync,
             () = sleep_until_or_never(retry_at) => Wake::RetryDue,
+            () = sleep_until_or_never(holder_check_at) => Wake::HolderCheck,
         }
     }
 }

@@ -342,6 +342,10 @@ impl Store for Etcd {
         Etcd::resign(self, key).await
     }
 
+    async fn candidate_count(&mut self) -> Result<u64, StoreError> {
+        Etcd::candidate_count(self).await
+    }
+
     async fn deregister(
         &mut self,
         lease: Option<LeaseId>,
@@ -355,7 +359,12 @@ impl Store for Etcd {
     }
 
     async fn take_over(&mut self, holder: &Holder) -> Result<(), StoreError> {
-        Etcd::take_over(self, holder).await
+        Etcd::delete_candidate(self, &holder.key, holder.lease).await
+    }
+
+    async fn withdraw(&mut self, lease: LeaseId) -> Result<(), StoreError> {
+        let key = crate::store::candidate_key(&self.lock_name(), lease);
+        Etcd::delete_candidate(self, &key, lease).await
     }
 }
 

@@ -18,7 +18,8 @@ pub mod paging;
 mod timing;
 pub use batching::apply_in_batches;
 pub use timing::{
-    lock_name, CONNECT_TIMEOUT, KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT, LOCK_ROOT, REQUEST_TIMEOUT,
+    candidate_key, lock_name, CONNECT_TIMEOUT, KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT, LOCK_ROOT,
+    REQUEST_TIMEOUT,
 };
 
 /// Why a request to the store failed, classified by what the agent does
@@ -267,6 +268,10 @@ pub trait Store {
     /// Who holds our host's lock (the oldest candidate), if anyone.
     fn lock_holder(&mut self) -> impl Future<Output = Result<Option<Holder>, StoreError>>;
 
+    /// How many candidates campaign for our host's lock, the holder
+    /// included.
+    fn candidate_count(&mut self) -> impl Future<Output = Result<u64, StoreError>>;
+
     /// Gives the lock up: the next candidate holds it at once.
     fn resign(&mut self, key: LockKey) -> impl Future<Output = Result<(), StoreError>>;
 
@@ -278,6 +283,11 @@ pub trait Store {
     /// Removes the lock key of such a `holder` (if it is still that run's),
     /// so that our campaign holds at once; its records stay where they are.
     fn take_over(&mut self, holder: &Holder) -> impl Future<Output = Result<(), StoreError>>;
+
+    /// Withdraws our candidacy on `lease` (deletes its candidate key, if it
+    /// is still on that lease) without revoking the lease, whose records
+    /// may still wait for the holder to move them.
+    fn withdraw(&mut self, lease: LeaseId) -> impl Future<Output = Result<(), StoreError>>;
 
     /// Removes every record of this host: deletes everything under the
     /// prefix (with a `fence`, only while that lock key exists as it was

@@ -113,11 +113,6 @@ impl Health {
         self.up
     }
 
-    /// Up, and its last request answered: not even one failure since.
-    pub fn answers(&self) -> bool {
-        self.up && self.failures == 0
-    }
-
     pub fn failed(&mut self, error: &dyn std::fmt::Display) {
         self.failures = self.failures.saturating_add(1);
         self.last_error = Some(error.to_string());

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use tokio::time::timeout;
+use tokio::time::{timeout, Instant};
 
 use tracing::{debug, error, info, warn};
 
@@ -23,6 +23,13 @@ use crate::store::{Campaign, Holder, HolderRun, KeptAlive, LockKey, Store, Store
 /// The TTL of a lease that carries only the host lock (`--ttl 0`): how long
 /// a standby waits for a holder that died.
 const LOCK_ONLY_TTL: Duration = Duration::from_secs(10);
+/// How often a standby looks whether the holder's process on this machine
+/// still runs: a look at the process table, nothing asked of etcd.
+const HOLDER_CHECK: Duration = Duration::from_secs(1);
+
+/// How many gone runs in line for the lock one claim takes over at most.
+const TAKE_OVER_ROUNDS: u32 = 8;
+
 /// How long resigning the lock may take at exit: a standby takes over at
 /// once if it comes through, or when the lease expires if not, so it is
 /// kept short (within the 2 s some supervisors grant).
@@ -140,6 +147,9 @@ impl HostLock {
 pub struct Announced {
     /// The holder we last reported standing by for.
     pub holder: Option<Holder>,
+    /// When to look again whether that holder's process still runs: only
+    /// while it runs on this machine, the one case a look can tell.
+    pub check_at: Option<Instant>,
 }
 
 impl<S: Store> Agent<S> {
@@ -178,32 +188,40 @@ impl<S: Store> Agent<S> {
         our_lease: LeaseId,
         engine: &EngineIdentity,
     ) -> Result<Claim, StoreError> {
-        let holder = self
-            .store
-            .lock_holder()
-            .await?
-            .filter(|h| h.lease != our_lease);
-        let run = holder
-            .as_ref()
-            .map_or(HolderRun::Unknown, |h| self.store.holder_run(h));
-        let claim = claim(holder.clone(), engine, run, self.succession);
-        match &claim {
-            Claim::TakeOver(previous) => {
-                info!(
-                    previous_hostname = previous.hostname,
-                    previous_pid = previous.pid,
-                    previous_lease = previous.lease,
-                    gone = run == HolderRun::Gone,
-                    lock = self.store.lock_name(),
-                    "a previous run of this agent holds this host; taking over at once"
-                );
-                self.store.take_over(previous).await?;
-                self.announced.holder = None;
-                return Ok(Claim::Campaign);
+        let mut taken_over = 0;
+        let holder = loop {
+            let holder = self
+                .store
+                .lock_holder()
+                .await?
+                .filter(|h| h.lease != our_lease);
+            let run = holder
+                .as_ref()
+                .map_or(HolderRun::Unknown, |h| self.store.holder_run(h));
+            // Behind a holder we took over, only a run that is gone too (a
+            // standby of this machine that crashed with it) is taken over:
+            // nobody then waits behind its key for its TTL.
+            if taken_over > 0 && (run != HolderRun::Gone || taken_over == TAKE_OVER_ROUNDS) {
+                break holder;
             }
-            Claim::Campaign => {}
-            Claim::Conflict(_) => return Ok(claim),
-        }
+            match claim(holder.clone(), engine, run, self.succession) {
+                Claim::TakeOver(previous) => {
+                    info!(
+                        previous_hostname = previous.hostname,
+                        previous_pid = previous.pid,
+                        previous_lease = previous.lease,
+                        gone = run == HolderRun::Gone,
+                        lock = self.store.lock_name(),
+                        "a previous run of this agent holds this host; taking over at once"
+                    );
+                    self.store.take_over(&previous).await?;
+                    self.announced.holder = None;
+                    taken_over += 1;
+                }
+                Claim::Campaign => break holder,
+                conflict @ Claim::Conflict(_) => return Ok(conflict),
+            }
+        };
         if let Some(holder) = &holder {
             if self.announced.holder.as_ref() != Some(holder) {
                 warn!(
@@ -215,8 +233,45 @@ impl<S: Store> Agent<S> {
                 );
             }
         }
+        self.announced.check_at = holder
+            .as_ref()
+            .filter(|h| self.store.holder_run(h) == HolderRun::AliveHere)
+            .map(|_| Instant::now() + HOLDER_CHECK);
         self.announced.holder = holder;
         Ok(Claim::Campaign)
+    }
+
+    /// Standing by for a holder on this machine: once its process has ended
+    /// (a crash, `kill -9`, an exit that left its key for its next run), its
+    /// key is removed, so that our campaign holds at once instead of after
+    /// its lease's TTL.
+    pub(super) async fn check_holder(&mut self) {
+        self.announced.check_at = None;
+        let (HostLock::Waiting(_), Some(holder)) = (&self.lock, self.announced.holder.clone())
+        else {
+            return;
+        };
+        let retry = Some(Instant::now() + HOLDER_CHECK);
+        match self.store.holder_run(&holder) {
+            HolderRun::AliveHere => self.announced.check_at = retry,
+            HolderRun::Gone => {
+                info!(
+                    holder_hostname = holder.hostname,
+                    holder_pid = holder.pid,
+                    holder_lease = holder.lease,
+                    lock = self.store.lock_name(),
+                    "the holder's process on this machine has ended; taking over at once"
+                );
+                match self.store.take_over(&holder).await {
+                    Ok(()) => self.announced.holder = None,
+                    Err(error) => {
+                        debug!(error = %error, "could not take over yet");
+                        self.announced.check_at = retry;
+                    }
+                }
+            }
+            HolderRun::Unknown => {}
+        }
     }
 
     /// Another engine's agent holds the host: say so loudly, once, and
@@ -321,7 +376,7 @@ impl<S: Store> Agent<S> {
 
     /// At exit: a holder hands the host over (resigns, so that a standby
     /// takes over at once and moves the records onto its lease without a
-    /// delete; not while the engine does not answer), or with `--deregister-on-exit` removes its records; a
+    /// delete; `resign_or_keep`), or with `--deregister-on-exit` removes its records; a
     /// standby withdraws its candidacy.
     pub(super) async fn hand_over(&mut self) {
         let lease = self.lease.last_known_id();
@@ -358,32 +413,24 @@ impl<S: Store> Agent<S> {
                     ),
                 }
             }
-            // The engine does not answer: a standby could not list it
-            // either, and the run that follows ours on this machine (a
-            // restart) takes the host over only from a holder it sees gone.
-            // Keeping our lock key lets it do so at once and keep the
-            // records alive until the engine answers; a standby elsewhere
-            // takes over when our lease expires.
-            HostLock::Held(_) if !self.docker_health.answers() => info!(
-                lock = self.store.lock_name(),
-                "the engine does not answer; keeping the host lock until the lease expires, so that our next run keeps the records alive"
-            ),
-            HostLock::Held(key) => match timeout(HAND_OVER, self.store.resign(key)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    warn!(error = %error, "could not hand over; a standby takes over when the lease expires")
-                }
-                Err(_) => warn!(
-                    budget_ms = HAND_OVER.as_millis() as u64,
-                    "handing over timed out; a standby takes over when the lease expires"
-                ),
-            },
+            HostLock::Held(key) => self.resign_or_keep(key).await,
             // Records ride on the lease; they stay until it expires.
             HostLock::Refused | HostLock::NotWanted => {}
             // The host was taken from us while our lease lives (a new run
             // took over): records may still ride on it until the new holder
-            // has moved them onto its own, so it is left to expire.
-            HostLock::Free | HostLock::Waiting(_) if self.succession == Succession::StandsBy => {}
+            // has moved them onto its own, so it is left to expire; only our
+            // candidacy goes, so that nobody waits behind it.
+            HostLock::Free | HostLock::Waiting(_) if self.succession == Succession::StandsBy => {
+                if let Some(lease) = lease {
+                    match timeout(HAND_OVER, self.store.withdraw(lease)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => {
+                            debug!(error = %error, "could not withdraw our candidacy")
+                        }
+                        Err(_) => debug!("withdrawing our candidacy timed out"),
+                    }
+                }
+            }
             HostLock::Free | HostLock::Waiting(_) | HostLock::Conflict => {
                 // This lease never held the lock, so it carries no record,
                 // only our candidacy, if any.
@@ -397,6 +444,35 @@ impl<S: Store> Agent<S> {
                     }
                 }
             }
+        }
+    }
+
+    /// A holder at exit: resigns if a standby waits, so that it takes over
+    /// at once; else keeps its lock key on the lease, so that our next run
+    /// on this machine sees it gone and takes over at once, keeping the
+    /// records alive even if the engine does not answer it yet (README: One
+    /// agent per host). Resigning for nobody would leave that run to find
+    /// no holder and wait for the engine before it writes anything.
+    async fn resign_or_keep(&mut self, key: LockKey) {
+        let resign = async {
+            if self.store.candidate_count().await? <= 1 {
+                return Ok(false);
+            }
+            self.store.resign(key).await.map(|()| true)
+        };
+        match timeout(HAND_OVER, resign).await {
+            Ok(Ok(true)) => info!("handed the host over to a standby"),
+            Ok(Ok(false)) => info!(
+                lock = self.store.lock_name(),
+                "no standby waits; keeping the host lock on the lease, for our next run to take over"
+            ),
+            Ok(Err(error)) => {
+                warn!(error = %error, "could not hand over; a standby takes over when the lease expires")
+            }
+            Err(_) => warn!(
+                budget_ms = HAND_OVER.as_millis() as u64,
+                "handing over timed out; a standby takes over when the lease expires"
+            ),
         }
     }
 

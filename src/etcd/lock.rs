@@ -75,18 +75,26 @@ impl Etcd {
         }))
     }
 
+    /// How many candidate keys there are under the lock name.
+    pub async fn candidate_count(&mut self) -> Result<u64, StoreError> {
+        let candidates = format!("{}/", self.lock_name());
+        let options = GetOptions::new().with_prefix().with_count_only();
+        let response = self.client().await?.get(candidates, Some(options)).await?;
+        Ok(u64::try_from(response.count()).unwrap_or(0))
+    }
+
     /// What this machine can tell of `holder`'s process (`run.rs`).
     pub fn holder_run(&self, holder: &Holder) -> HolderRun {
         Candidate::this_process().holder_run(holder)
     }
 
-    /// Removes the lock key of `holder`, a previous run of ours that is
-    /// gone, if it is still that run's: our campaign then holds at once.
-    /// Its lease and the records on it stay, to be moved onto ours in place.
-    pub async fn take_over(&mut self, holder: &Holder) -> Result<(), StoreError> {
-        let key = holder.key.as_str();
+    /// Removes the candidate key `key` if it is still on `lease`: a gone
+    /// previous run's (our campaign then holds at once), or our own when we
+    /// withdraw. The lease and the records on it stay, to be moved onto the
+    /// holder's in place.
+    pub async fn delete_candidate(&mut self, key: &str, lease: i64) -> Result<(), StoreError> {
         let txn = Txn::new()
-            .when([Compare::lease(key, CompareOp::Equal, holder.lease)])
+            .when([Compare::lease(key, CompareOp::Equal, lease)])
             .and_then([TxnOp::delete(key, None)]);
         self.client().await?.txn(txn).await?;
         Ok(())

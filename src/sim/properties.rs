@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::cluster::{Actor, Effect};
-use super::run::{Run, CONVERGENCE, TTL};
+use super::run::{Run, CONVERGENCE, RESYNC, TTL};
 use super::store::lock_name;
 
 /// How far back a delete may be explained by a change of its container, a
@@ -36,6 +36,8 @@ pub fn violations(run: &Run) -> Vec<String> {
     no_needless_expiry(run, &mut found);
     handover_without_deletes(run, &mut found);
     one_writer(run, &mut found);
+    restart_without_deletes(run, &mut found);
+    standby_writes_nothing(run, &mut found);
     bounded_write_rate(run, &mut found);
     found
 }
@@ -203,8 +205,13 @@ fn handover_without_deletes(run: &Run, found: &mut Vec<String>) {
                 .store_faults
                 .iter()
                 .any(|(_, a, b)| overlaps((*a, *b), from, to));
+        // A standby waiting in line when the holder stopped (the holder
+        // resigns only for one that is there; `tenure::resign_or_keep`).
         let standby = history.lifetimes.iter().any(|(process, (_, start, end))| {
-            *process != owner && *start <= from && end.is_none_or(|end| end >= to)
+            *process != owner
+                && *start <= from
+                && end.is_none_or(|end| end >= to)
+                && campaigning_at(run, *process, stop)
         });
         if calm && standby && qualified_throughout(run, &effect.key, from, to) {
             found.push(format!(
@@ -213,6 +220,23 @@ fn handover_without_deletes(run: &Run, found: &mut Vec<String>) {
             ));
         }
     }
+}
+
+/// Whether agent `process` had a candidate key in the election at `at`.
+fn campaigning_at(run: &Run, process: usize, at: Duration) -> bool {
+    let candidates = format!("{}/", lock_name(&run.prefix));
+    let mut ours: Option<&str> = None;
+    for effect in run.effects.iter().take_while(|e| e.at <= at) {
+        if !effect.key.starts_with(&candidates) {
+            continue;
+        }
+        match (&effect.value, effect.actor) {
+            (Some(_), Actor::Agent(writer)) if writer == process => ours = Some(&effect.key),
+            (None, _) if ours == Some(effect.key.as_str()) => ours = None,
+            _ => {}
+        }
+    }
+    ours.is_some()
 }
 
 /// No agent writes the host's prefix while another holds the host's lock:
@@ -229,6 +253,106 @@ fn one_writer(run: &Run, found: &mut Vec<String>) {
             "agent {process} wrote {} at {:?} while agent {:?} held the host",
             effect.key, effect.at, effect.holder
         ));
+    }
+}
+
+/// How long a new run may take to take the host over from its previous run
+/// and move the records onto its lease: a few requests, and a listing or an
+/// engine that does not answer (the records are kept alive meanwhile).
+const TAKE_OVER: Duration = Duration::from_secs(3);
+/// How long after something happened a standby may still write (its
+/// candidate key, once, at a campaign's start): the longest retry delay
+/// (5 s), a request lost in a black hole (5 s), and a margin.
+const STANDBY_REASON: Duration = Duration::from_secs(15);
+
+/// No live record is deleted by a restart (README: "One agent per host"):
+/// when a holder crashes or stops and a new run starts on its machine, the
+/// new run sees the old one gone and moves the records onto its own lease
+/// before the old lease expires, whether or not the engine answers.
+fn restart_without_deletes(run: &Run, found: &mut Vec<String>) {
+    let history = &run.history;
+    for effect in &run.effects {
+        let Some((lease, Some(owner), _)) = effect.expired else {
+            continue;
+        };
+        if !run.prefix.contains(&effect.key) {
+            continue;
+        }
+        let Some(&(owner_slot, _, Some(ended))) = history.lifetimes.get(&owner) else {
+            continue;
+        };
+        let to = effect.at;
+        let successor = history.lifetimes.iter().find(|(_, (slot, start, end))| {
+            (run.one_machine || *slot == owner_slot)
+                && *start >= ended
+                && *start + TAKE_OVER <= to
+                && end.is_none_or(|end| end >= to)
+                && !history.store_faults.iter().any(|(s, a, b)| {
+                    (s.is_none() || *s == Some(*slot)) && overlaps((*a, *b), *start, to)
+                })
+        });
+        let Some((successor, _)) = successor else {
+            continue;
+        };
+        // Another agent in line (alive, or stopped with its key left to
+        // expire) may rightly hold the host next; only a restart of the
+        // host's one agent is this property's case.
+        let alone = history.lifetimes.iter().all(|(process, (_, start, end))| {
+            *process == owner
+                || process == successor
+                || end.is_some_and(|end| end + TTL < ended)
+                || *start > to
+        });
+        if !alone {
+            continue;
+        }
+        let from = ended.saturating_sub(EXPLAINED_WITHIN);
+        if qualified_throughout(run, &effect.key, from, to) {
+            found.push(format!(
+                "{} expired with the lease {lease:x} of agent {owner}, ended at {ended:?}, at {to:?}, although agent {successor} was started again on its machine",
+                effect.key
+            ));
+        }
+    }
+}
+
+/// A standby costs etcd nothing while nothing changes: it writes (its
+/// candidate key) only soon after something happened — it started, a
+/// fault began or ended, the holder changed, a resync came.
+fn standby_writes_nothing(run: &Run, found: &mut Vec<String>) {
+    let history = &run.history;
+    let mut reasons: Vec<Duration> = history.stimuli.clone();
+    reasons.extend(history.engine_faults.iter().flat_map(|(a, b)| [*a, *b]));
+    reasons.extend(history.store_faults.iter().flat_map(|(_, a, b)| [*a, *b]));
+    reasons.extend(
+        run.effects
+            .iter()
+            .filter(|e| e.expired.is_some() || !run.prefix.contains(&e.key))
+            .map(|e| e.at),
+    );
+    for effect in &run.effects {
+        let Actor::Agent(process) = effect.actor else {
+            continue;
+        };
+        if effect.holder.is_none_or(|holder| holder == process) {
+            continue;
+        }
+        let at = effect.at;
+        let since = at.saturating_sub(STANDBY_REASON);
+        let explained = reasons.iter().any(|r| *r >= since && *r <= at)
+            || history
+                .lifetimes
+                .get(&process)
+                .is_some_and(|(_, start, _)| {
+                    let age = at.saturating_sub(*start);
+                    age.as_nanos() % RESYNC.as_nanos() <= STANDBY_REASON.as_nanos()
+                });
+        if !explained {
+            found.push(format!(
+                "standby {process} wrote {} at {at:?} (r{}) while agent {:?} held the host and nothing had happened since {since:?}",
+                effect.key, effect.revision, effect.holder
+            ));
+        }
     }
 }
 

@@ -25,6 +25,8 @@ use crate::container::Selection;
 use crate::metrics::{Metrics, Status};
 use crate::record::{self, Desired, HostPrefix};
 
+/// The agents' `--resync`.
+pub const RESYNC: Duration = Duration::from_secs(300);
 /// The agents' `--ttl`.
 pub const TTL: Duration = Duration::from_secs(15);
 /// How long after the faults stop the prefix must equal the truth.
@@ -50,6 +52,8 @@ pub struct Run {
     /// Tasks that panicked.
     pub panics: u32,
     pub prefix: HostPrefix,
+    /// Whether both slots ran on one machine (`Schedule::one_machine`).
+    pub one_machine: bool,
 }
 
 /// What happened when, besides the store's own log.
@@ -184,6 +188,7 @@ async fn simulate(schedule: Schedule) -> Run {
         final_too_large,
         panics,
         prefix: world.prefix.clone(),
+        one_machine: world.schedule.one_machine,
         history: std::mem::take(&mut world.history),
     }
 }
@@ -198,7 +203,7 @@ impl World {
             host: self.prefix.clone(),
             etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
             lease_ttl: self.schedule.records_on_lease.then_some(TTL),
-            resync: Some(Duration::from_secs(300)),
+            resync: Some(RESYNC),
             docker_host: "unix:///var/run/docker.sock".into(),
             selection: self.selection.clone(),
             deregister_on_exit: false,

@@ -62,8 +62,26 @@ impl SimStore {
         Actor::Agent(self.process)
     }
 
-    fn candidates(&self) -> String {
+    fn candidate_prefix(&self) -> String {
         format!("{}/", lock_name(&self.prefix))
+    }
+
+    /// Deletes candidate key `key` if it is still on `lease`.
+    async fn delete_candidate(
+        &self,
+        what: &str,
+        key: String,
+        lease: LeaseId,
+    ) -> Result<(), StoreError> {
+        let actor = self.actor();
+        self.request(what, |c| {
+            let its = c.lock().kv.get(&key).is_some_and(|kv| kv.lease == lease);
+            if its {
+                c.txn(actor, &[Write::Delete(key)], 0, None)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     fn trace(&self, line: String) {
@@ -257,7 +275,7 @@ impl Store for SimStore {
         engine: &EngineIdentity,
     ) -> Result<Campaign, StoreError> {
         let (cluster, client, actor) = (self.cluster.clone(), self.client, self.actor());
-        let candidates = self.candidates();
+        let candidates = self.candidate_prefix();
         let value = serde_json::json!({
             "hostname": self.machine,
             "pid": self.process,
@@ -267,13 +285,27 @@ impl Store for SimStore {
     }
 
     async fn lock_holder(&mut self) -> Result<Option<Holder>, StoreError> {
-        let candidates = self.candidates();
+        let candidates = self.candidate_prefix();
         let holder = self
             .request("lock holder", |c| Ok(oldest(c, &candidates)))
             .await?;
         let lease = holder.as_ref().map(|h| h.lease);
         self.trace(format!("lock holder on {lease:x?}"));
         Ok(holder)
+    }
+
+    async fn candidate_count(&mut self) -> Result<u64, StoreError> {
+        let candidates = self.candidate_prefix();
+        self.request("candidates", |c| {
+            let state = c.lock();
+            let count = state
+                .kv
+                .range(candidates.clone()..)
+                .take_while(|(key, _)| key.starts_with(&candidates))
+                .count();
+            Ok(count as u64)
+        })
+        .await
     }
 
     async fn resign(&mut self, key: LockKey) -> Result<(), StoreError> {
@@ -308,15 +340,13 @@ impl Store for SimStore {
     }
 
     async fn take_over(&mut self, holder: &Holder) -> Result<(), StoreError> {
-        let (actor, key, lease) = (self.actor(), holder.key.clone(), holder.lease);
-        self.request("take over", |c| {
-            let its = c.lock().kv.get(&key).is_some_and(|kv| kv.lease == lease);
-            if its {
-                c.txn(actor, &[Write::Delete(key)], 0, None)?;
-            }
-            Ok(())
-        })
-        .await
+        self.delete_candidate("take over", holder.key.clone(), holder.lease)
+            .await
+    }
+
+    async fn withdraw(&mut self, lease: LeaseId) -> Result<(), StoreError> {
+        let key = crate::store::candidate_key(&lock_name(&self.prefix), lease);
+        self.delete_candidate("withdraw", key, lease).await
     }
 
     async fn deregister(

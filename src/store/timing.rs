@@ -31,3 +31,9 @@ pub fn lock_name(prefix: &HostPrefix) -> String {
     let prefix = prefix.as_str();
     format!("{LOCK_ROOT}{}", prefix.strip_suffix('/').unwrap_or(prefix))
 }
+
+/// The candidate key a campaign on `lease` puts under `lock_name`, as
+/// etcd's election writes it: the lease in hex.
+pub fn candidate_key(lock_name: &str, lease: i64) -> String {
+    format!("{lock_name}/{lease:x}")
+}

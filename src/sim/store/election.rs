@@ -44,7 +44,7 @@ pub(super) async fn campaign(
     lease: LeaseId,
     value: serde_json::Value,
 ) -> Result<Option<LockKey>, StoreError> {
-    let key = format!("{candidates}{lease:x}");
+    let key = crate::store::candidate_key(candidates.trim_end_matches('/'), lease);
     let created = reach_then(&cluster, client, |c| {
         if let Some(kv) = c.lock().kv.get(&key) {
             return Ok(kv.create_revision);
