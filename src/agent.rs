@@ -30,6 +30,7 @@ use crate::docker::Docker;
 use crate::engine::Engine;
 use crate::etcd::Etcd;
 use crate::metrics::{self, Metrics, Status};
+use crate::plan::LeaseId;
 use crate::store::{Change, LeaseEnd, LockKey, PrefixChanges, Store, StoreError};
 use crate::supervise::{Health, RepairBudget, Retry};
 use crate::watcher::{Observation, Watcher};
@@ -92,6 +93,7 @@ pub async fn run(
         &config.etcd_endpoints,
         config.etcd_security.clone(),
         config.host.clone(),
+        config.docker_host.clone(),
     );
     Ok(run_with(config, docker, etcd, metrics, status, None, shutdown).await)
 }
@@ -191,6 +193,10 @@ struct Agent<S: Store> {
     /// previous run's lock key): our lock key names it, and no campaign
     /// starts before it is known.
     engine: EngineSeen,
+    /// The lease of the previous run we took the host over from: until the
+    /// engine has been listed, the records on it are kept alive on ours
+    /// (`plan::as_they_are`), nothing deleted.
+    previous_lease: Option<LeaseId>,
     /// Whether this run takes the host from a run of its engine it cannot
     /// see (`tenure::Succession`).
     succession: Succession,
@@ -234,6 +240,7 @@ impl<S: Store> Agent<S> {
             lock,
             announced: Announced::default(),
             engine: EngineSeen::NotYet,
+            previous_lease: None,
             succession: Succession::TakesOver,
             watch: None,
             resync,
@@ -331,6 +338,9 @@ impl<S: Store> Agent<S> {
     /// engine answers.
     fn may_keep(&self) -> bool {
         !self.wanted.is_listed()
+            && self.previous_lease.is_some()
+            // With --ttl 0 the records carry no lease: nothing expires.
+            && self.config.lease_ttl.is_some()
             && matches!(self.lock, HostLock::Held(_))
             && matches!(self.lease, Lease::Held(_))
     }

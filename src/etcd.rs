@@ -84,15 +84,23 @@ pub struct Etcd {
     /// (HTTP/2 keep-alive).
     campaigns: Connection,
     prefix: HostPrefix,
+    /// The `--docker-host` we follow, for our candidate key.
+    docker_host: String,
 }
 
 impl Etcd {
     /// Nothing is connected yet.
-    pub fn new(endpoints: &[String], security: EtcdSecurity, prefix: HostPrefix) -> Self {
+    pub fn new(
+        endpoints: &[String],
+        security: EtcdSecurity,
+        prefix: HostPrefix,
+        docker_host: String,
+    ) -> Self {
         Self {
             connection: Connection::new(endpoints, security.clone(), Some(REQUEST_TIMEOUT)),
             campaigns: Connection::new(endpoints, security, None),
             prefix,
+            docker_host,
         }
     }
 

@@ -73,17 +73,20 @@ pub fn plan(
 }
 
 /// The records as etcd holds them, as the desired state: what an agent that
-/// holds the host but has not listed its engine yet keeps alive (moved onto
-/// its lease in place, nothing deleted). Only what reads as one of this
-/// host's records is kept: a key outside the layout or a value that is no
-/// record (junk someone wrote beside us) is not adopted onto our lease; it
-/// is deleted once the engine has been listed.
+/// took the host over from its previous run but has not listed its engine
+/// yet keeps alive (moved onto its lease in place, nothing deleted). Only
+/// the previous run's records are kept, those on `previous_lease` that read
+/// as this host's records: a record someone else wrote beside them (on
+/// another lease, or junk) is not adopted onto our lease; it is dealt with
+/// once the engine has been listed.
 pub fn as_they_are(
     host: &HostPrefix,
     observed: &BTreeMap<String, Observed>,
+    previous_lease: LeaseId,
 ) -> BTreeMap<String, String> {
     observed
         .iter()
+        .filter(|(_, record)| record.lease == previous_lease)
         .filter(|(key, record)| {
             host.parse(key).is_some_and(|key| {
                 StoredRecord::parse(&key, &record.value).is_ok_and(|r| !r.bindings.is_empty())
@@ -237,29 +240,46 @@ mod tests {
     }
 
     #[test]
-    fn before_the_engine_is_listed_only_this_hosts_records_are_kept_as_they_are() {
+    fn before_the_engine_is_listed_only_the_previous_runs_records_are_kept_as_they_are() {
         let host = HostPrefix::new("/registered", "10.0.0.5".parse().unwrap());
-        let id = "a".repeat(64);
-        let record = format!(
-            r#"[{{"container":"{id}","image":"web:1","ip":"10.0.0.5","public_port":"8080","private_port":"80","port_type":"tcp"}}]"#
-        );
-        let ours = format!("/registered/10.0.0.5/web:1/{id}");
-        let other_host = format!("/registered/10.0.0.6/web:1/{id}");
-        let junk_value = format!("/registered/10.0.0.5/junk:1/{}", "b".repeat(64));
-        let empty = format!("/registered/10.0.0.5/empty:1/{}", "c".repeat(64));
+        let record_of = |id: &str| {
+            format!(
+                r#"[{{"container":"{id}","image":"web:1","ip":"10.0.0.5","public_port":"8080","private_port":"80","port_type":"tcp"}}]"#
+            )
+        };
+        let (a, b, c) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        let ours = format!("/registered/10.0.0.5/web:1/{a}");
+        let other_host = format!("/registered/10.0.0.6/web:1/{a}");
+        let junk = format!("/registered/10.0.0.5/web:1/{b}");
+        let empty = format!("/registered/10.0.0.5/web:1/{c}");
         let off_layout = "/registered/10.0.0.5/web:1".to_owned();
-        let etcd = observed(&[
-            (&ours, &record, 7),
-            (&other_host, &record, 7),
-            (&junk_value, "   ", 0),
+        let forged = format!("/registered/10.0.0.5/web:1/{c}");
+        let mut etcd = observed(&[
+            (&ours, &record_of(&a), 7),
+            (&other_host, &record_of(&a), 7),
+            (&junk, "   ", 7),
             (&empty, "[]", 7),
-            (&off_layout, &record, 7),
+            (&off_layout, &record_of(&a), 7),
         ]);
-        assert_eq!(as_they_are(&host, &etcd), desired(&[(&ours, &record)]));
-        // Moved onto our lease in place.
         assert_eq!(
-            plan(&as_they_are(&host, &etcd), &etcd, Some(9)).first(),
-            Some(&put(&ours, &record))
+            as_they_are(&host, &etcd, 7),
+            desired(&[(&ours, &record_of(&a))])
         );
+        // Moved onto our lease in place (the agent applies only the puts
+        // before the engine has been listed).
+        assert_eq!(
+            plan(&as_they_are(&host, &etcd, 7), &etcd, Some(9)).first(),
+            Some(&put(&ours, &record_of(&a)))
+        );
+        // A well-formed record someone wrote on a lease of their own is not
+        // adopted.
+        etcd.insert(
+            forged,
+            Observed {
+                value: record_of(&c).into_bytes(),
+                lease: 8,
+            },
+        );
+        assert_eq!(as_they_are(&host, &etcd, 7).len(), 1);
     }
 }

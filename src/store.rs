@@ -171,6 +171,10 @@ pub struct Holder {
     pub started: u64,
     /// The holder's pid namespace; empty when its agent did not say.
     pub pid_ns: String,
+    /// The user it runs as; none when its agent did not say.
+    pub uid: Option<u32>,
+    /// The `--docker-host` it follows; empty when its agent did not say.
+    pub docker_host: String,
     /// The engine the holder follows; none when its agent did not say (an
     /// older version) or said something that is not an identity.
     pub engine: Option<EngineIdentity>,

@@ -29,6 +29,7 @@ fn a_transaction_that_changes_nothing_reports_no_revision_of_its_own() {
         std::slice::from_ref(&endpoint),
         EtcdSecurity::default(),
         host,
+        "unix:///var/run/docker.sock".to_owned(),
     );
     let put = Operation::Put {
         key: key.clone(),

@@ -28,8 +28,9 @@ pub enum EngineSeen {
     /// The engine has not answered yet.
     NotYet,
     /// It has not answered, but the host's holder is a previous run of ours
-    /// on this machine that is gone: its engine is taken for ours, so that
-    /// the host is taken over and its records kept alive meanwhile.
+    /// on this machine (same `--docker-host`) that is gone: its engine is
+    /// taken for ours, so that the host is taken over and the records on
+    /// its lease kept alive meanwhile.
     Assumed(EngineIdentity),
     /// The engine said so.
     Answered(EngineIdentity),
@@ -92,6 +93,8 @@ mod tests {
             boot_id: "b".into(),
             started: 9,
             pid_ns: "pid:[4026531836]".into(),
+            uid: Some(0),
+            docker_host: "unix:///var/run/docker.sock".into(),
             engine: engine.map(|e| EngineIdentity::parse(e).unwrap()),
         }
     }

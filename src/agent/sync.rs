@@ -4,7 +4,9 @@
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use super::claim::Claim;
+use std::collections::BTreeMap;
+
+use super::claim::{Claim, EngineSeen};
 use super::etcd_view::{EtcdView, PrefixWatch};
 use super::tenure::HostLock;
 use super::{Agent, Progress};
@@ -53,9 +55,9 @@ impl<S: Store> Agent<S> {
         // No campaign before the engine has said which one it is (our lock
         // key names it), unless our previous run held the host.
         if let (HostLock::Free, Some(lease)) = (&self.lock, self.lease.held_id()) {
-            let engine = match self.engine.identity() {
-                Some(engine) => engine.clone(),
-                None => match self.assume_previous_engine().await? {
+            let engine = match &self.engine {
+                EngineSeen::Answered(engine) => engine.clone(),
+                _ => match self.assume_previous_engine().await? {
                     Some(engine) => engine,
                     // Looked at again after a backoff (`repair`), or at once
                     // when the engine answers.
@@ -93,7 +95,10 @@ impl<S: Store> Agent<S> {
             self.wanted.by_key(&self.config.host, &snapshot.records)
         } else {
             // Not listed yet: keep every record as it is, on our lease.
-            plan::as_they_are(&self.config.host, &snapshot.records)
+            match self.previous_lease {
+                Some(previous) => plan::as_they_are(&self.config.host, &snapshot.records, previous),
+                None => BTreeMap::new(),
+            }
         };
         let mut operations = plan::plan(&desired, &snapshot.records, self.lease_policy());
         if !self.wanted.is_listed() {

@@ -216,6 +216,9 @@ impl<S: Store> Agent<S> {
                     );
                     self.store.take_over(&previous).await?;
                     self.announced.holder = None;
+                    if taken_over == 0 {
+                        self.previous_lease = Some(previous.lease);
+                    }
                     taken_over += 1;
                 }
                 Claim::Campaign => break holder,
@@ -303,38 +306,51 @@ impl<S: Store> Agent<S> {
 
     /// The engine answered: which one it is, for our lock key.
     pub(super) fn engine_connected(&mut self, identity: EngineIdentity) {
-        match &self.engine {
-            EngineSeen::Answered(known) | EngineSeen::Assumed(known) if *known == identity => {}
-            EngineSeen::Answered(known) | EngineSeen::Assumed(known) => warn!(
+        match self.engine.identity() {
+            Some(known) if *known == identity => {}
+            Some(known) => warn!(
                 previous = %known,
                 now = %identity,
                 "the engine at --docker-host is another one than before"
             ),
             // A campaign held back for it can start now.
-            EngineSeen::NotYet => self.retry.clear(),
+            None => self.retry.clear(),
         }
         self.engine = EngineSeen::Answered(identity);
     }
 
     /// The engine has not answered: if the host's holder is a previous run
-    /// of ours on this machine that is gone, its engine is ours (the same
-    /// agent, restarted while its engine is away), so that we take the host
-    /// over and keep its records alive until the engine answers.
+    /// of ours on this machine that is gone and followed the same
+    /// `--docker-host`, its engine is ours (the same agent, restarted while
+    /// its engine is away), so that we take the host over and keep the
+    /// records on its lease alive until the engine answers. Looked at
+    /// afresh each time the lock is free, so that an assumption outlives
+    /// neither the holder that justified it nor a lost campaign.
     pub(super) async fn assume_previous_engine(
         &mut self,
     ) -> Result<Option<EngineIdentity>, StoreError> {
         let holder = self.store.lock_holder().await?;
-        let previous = holder
-            .filter(|h| self.store.holder_run(h) == HolderRun::Gone)
-            .and_then(|h| h.engine);
-        if let Some(engine) = &previous {
-            info!(
-                engine = %engine,
-                "the engine does not answer yet; taking the host over from our previous run, which followed it"
-            );
-            self.engine = EngineSeen::Assumed(engine.clone());
-        }
-        Ok(previous)
+        let previous = holder.filter(|h| {
+            !h.docker_host.is_empty()
+                && h.docker_host == self.config.docker_host
+                && self.store.holder_run(h) == HolderRun::Gone
+        });
+        self.engine = match previous {
+            Some(Holder {
+                engine: Some(engine),
+                lease,
+                ..
+            }) => {
+                info!(
+                    engine = %engine,
+                    previous_lease = lease,
+                    "the engine does not answer yet; taking the host over from our previous run, which followed it"
+                );
+                EngineSeen::Assumed(engine)
+            }
+            _ => EngineSeen::NotYet,
+        };
+        Ok(self.engine.identity().cloned())
     }
 
     /// A campaign ended: the lock is ours, or we campaign again.
@@ -381,6 +397,17 @@ impl<S: Store> Agent<S> {
     pub(super) async fn hand_over(&mut self) {
         let lease = self.lease.last_known_id();
         match std::mem::replace(&mut self.lock, HostLock::Free) {
+            HostLock::Held(_) | HostLock::Refused
+                if self.config.deregister_on_exit && !self.wanted.is_listed() =>
+            {
+                // What runs was never seen: deleting could take live
+                // containers' records (README: a run never deletes what it
+                // cannot see).
+                warn!(
+                    records_left = self.etcd_view.len(),
+                    "not deregistering: the engine was never listed; the records expire with the lease"
+                );
+            }
             lock @ (HostLock::Held(_) | HostLock::Refused) if self.config.deregister_on_exit => {
                 let deregistered =
                     timeout(DEREGISTER, self.store.deregister(lease, lock.fence())).await;

@@ -37,6 +37,7 @@ impl Etcd {
             engine: engine.as_str().to_owned(),
             host_ip: self.prefix.host_ip().to_string(),
             prefix: self.prefix.as_str().to_owned(),
+            docker_host: self.docker_host.clone(),
             ..Candidate::this_process()
         };
         let value = serde_json::to_vec(&candidate).unwrap_or_default();

@@ -31,6 +31,16 @@ pub(super) struct Candidate {
     /// both pid 1).
     #[serde(default)]
     pub pid_ns: String,
+    /// Who the process runs as: with `hidepid`, another user's process is
+    /// missing from /proc although it runs, so only a missing process of
+    /// our own user counts as gone.
+    #[serde(default)]
+    pub uid: Option<u32>,
+    /// The `--docker-host` this run follows: a run restarted while its
+    /// engine does not answer takes the host over only from a previous run
+    /// that followed the same one (README: One agent per host).
+    #[serde(default)]
+    pub docker_host: String,
     /// The engine this run follows (`engine::EngineIdentity`).
     #[serde(default)]
     pub engine: String,
@@ -52,6 +62,8 @@ impl Candidate {
             boot_id: boot_id(),
             started: started(pid).unwrap_or(0),
             pid_ns: pid_namespace(),
+            uid: uid(),
+            docker_host: String::new(),
             engine: String::new(),
             host_ip: String::new(),
             prefix: String::new(),
@@ -81,6 +93,8 @@ impl Candidate {
             boot_id: text(|c| &c.boot_id),
             started: candidate.as_ref().map_or(0, |c| c.started),
             pid_ns: text(|c| &c.pid_ns),
+            uid: candidate.as_ref().and_then(|c| c.uid),
+            docker_host: text(|c| &c.docker_host),
             engine: candidate
                 .as_ref()
                 .and_then(|c| EngineIdentity::parse(&c.engine)),
@@ -93,7 +107,7 @@ impl Candidate {
     /// process still runs.
     /// This very process on an older lease of ours counts as gone: it is
     /// ours to take over. A process that cannot be looked at (another
-    /// user's, with `hidepid`) is unknown, not gone.
+    /// user's, with `hidepid`: missing or unreadable) is unknown, not gone.
     pub(super) fn holder_run(&self, holder: &Holder) -> HolderRun {
         let known = !holder.boot_id.is_empty()
             && holder.started != 0
@@ -112,7 +126,13 @@ impl Candidate {
         match fs::read_to_string(format!("/proc/{}/stat", holder.pid)) {
             Ok(stat) if parse_started(&stat) == Some(holder.started) => HolderRun::AliveHere,
             Ok(_) => HolderRun::Gone,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => HolderRun::Gone,
+            Err(error)
+                if error.kind() == std::io::ErrorKind::NotFound
+                    && holder.uid.is_some()
+                    && holder.uid == self.uid =>
+            {
+                HolderRun::Gone
+            }
             Err(_) => HolderRun::Unknown,
         }
     }
@@ -125,6 +145,12 @@ fn hostname() -> String {
         .ok()
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The owner of our own /proc entry: our user, without a system call.
+fn uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self").map(|m| m.uid()).ok()
 }
 
 fn pid_namespace() -> String {
@@ -167,6 +193,8 @@ mod tests {
             boot_id: candidate.boot_id.clone(),
             started: candidate.started,
             pid_ns: candidate.pid_ns.clone(),
+            uid: candidate.uid,
+            docker_host: candidate.docker_host.clone(),
             engine: None,
         }
     }

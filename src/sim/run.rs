@@ -25,6 +25,8 @@ use crate::container::Selection;
 use crate::metrics::{Metrics, Status};
 use crate::record::{self, Desired, HostPrefix};
 
+/// The agents' `--docker-host`, which their candidate keys name.
+pub const DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 /// The agents' `--resync`.
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// The agents' `--ttl`.
@@ -204,7 +206,7 @@ impl World {
             etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
             lease_ttl: self.schedule.records_on_lease.then_some(TTL),
             resync: Some(RESYNC),
-            docker_host: "unix:///var/run/docker.sock".into(),
+            docker_host: DOCKER_HOST.into(),
             selection: self.selection.clone(),
             deregister_on_exit: false,
             etcd_security: EtcdSecurity::default(),

@@ -279,6 +279,7 @@ impl Store for SimStore {
         let value = serde_json::json!({
             "hostname": self.machine,
             "pid": self.process,
+            "docker_host": super::run::DOCKER_HOST,
             "engine": engine.as_str(),
         });
         Ok(async move { campaign(cluster, client, actor, candidates, lease, value).await }.boxed())

@@ -28,6 +28,8 @@ pub(super) fn oldest(cluster: &Cluster, candidates: &str) -> Option<Holder> {
                 boot_id: String::new(),
                 started: 0,
                 pid_ns: String::new(),
+                uid: None,
+                docker_host: value["docker_host"].as_str().unwrap_or_default().to_owned(),
             }
         })
 }
