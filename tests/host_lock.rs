@@ -3,8 +3,9 @@
 //! and only the holder writes. A second agent stands by (one WARN naming the
 //! holder, `/healthz` 503 `standby`, `host_lock_held 0`) and writes nothing;
 //! it takes over when the holder exits (records rewritten in place onto its
-//! lease within 2 s, no DELETE seen), when the holder is killed (back within
-//! TTL + 2 s), and with `--ttl 0` (the lock rides on a 10 s lease of its own).
+//! lease within 2 s, no DELETE seen), when the holder is killed (a standby
+//! on the same machine sees its process gone and takes over at once, in
+//! place), and with `--ttl 0` (the lock rides on a 10 s lease of its own).
 //! Independently of the lock, a foreign writer that keeps overwriting a
 //! record is repaired with backoff, not in a tight loop.
 
@@ -224,11 +225,15 @@ fn standby_takes_over_in_place_when_the_holder_exits() {
     standby.assert_running();
 }
 
+/// A standby beside the holder on this machine looks at the holder's
+/// process once a second (the process table, nothing asked of etcd): when
+/// it is killed, the standby takes over at once and moves the records onto
+/// its lease in place, rather than waiting out the dead holder's lease.
 #[test]
-fn standby_takes_over_within_ttl_when_the_holder_is_killed() {
+fn a_standby_on_the_same_machine_takes_over_at_once_when_the_holder_is_killed() {
     let env = TestEnv::new("lock_killed");
     let (addr_a, addr_b) = (metrics_addr(), metrics_addr());
-    let mut holder = spawn_agent(&env, &addr_a, &["--ttl", "3"]);
+    let mut holder = spawn_agent(&env, &addr_a, &["--ttl", "10"]);
     holder.wait_ready();
     with_port(&env);
     with_port(&env);
@@ -237,15 +242,16 @@ fn standby_takes_over_within_ttl_when_the_holder_is_killed() {
     let old_lease = records_lease(&env);
     assert_eq!(candidate_lease(&env, &holder), old_lease);
 
-    let mut standby = spawn_agent(&env, &addr_b, &["--ttl", "3"]);
+    let mut standby = spawn_agent(&env, &addr_b, &["--ttl", "10"]);
     assert_stands_by(&mut standby, &holder, old_lease, &addr_b);
     let new_lease = candidate_lease(&env, &standby);
 
+    let watch = Watch::prefix(&env.endpoint(), &env.host_prefix());
     holder.sigkill();
     let killed = Instant::now();
     holder.wait_exit(Duration::from_secs(5));
     let mut last = Default::default();
-    let back = wait_until(Duration::from_secs(3 + 2), || {
+    let back = wait_until(Duration::from_secs(3), || {
         last = env.records();
         last.len() == expected.len()
             && last
@@ -254,16 +260,14 @@ fn standby_takes_over_within_ttl_when_the_holder_is_killed() {
     });
     assert!(
         back,
-        "the records are not back on the standby's lease {new_lease:x} within TTL + 2 s of the kill ({:?}):\n{last:#?}\nstandby stderr:\n{}",
+        "the records are not on the standby's lease {new_lease:x} within 3 s of the kill ({:?}), long before the TTL of 10 s:\n{last:#?}\nstandby stderr:\n{}",
         killed.elapsed(),
         standby.lines().join("\n")
     );
     eprintln!("records back {:?} after the kill", killed.elapsed());
-    assert_eq!(
-        lease_ttl(&env.endpoint(), old_lease),
-        -1,
-        "the killed holder's lease expired"
-    );
+    assert!(standby.has_log("the holder's process on this machine has ended"));
+    let deletes: Vec<WatchEvent> = watch.events().into_iter().filter(|e| e.delete).collect();
+    assert!(deletes.is_empty(), "records deleted: {deletes:?}");
     assert!(standby.count_log(&[" INFO ", HOLDING]) >= 1);
     wait_healthz(&addr_b, 200, Duration::from_secs(5));
 

@@ -387,3 +387,46 @@ fn a_crash_restart_while_the_engine_is_away_keeps_the_records_alive() {
 fn a_sigterm_restart_while_the_engine_is_away_keeps_the_records_alive() {
     restart_while_the_engine_is_away("tenure_engine_away_term", Agent::sigterm);
 }
+
+/// Two agents on one machine for one host IP, following two engine sockets
+/// (here two relays in front of one dockerd; in life dockerd and Podman):
+/// when the holder is killed and the other one is restarted while its own
+/// engine does not answer, it does not take the host in the name of the
+/// holder's engine — the holder followed another `--docker-host` — and
+/// writes nothing.
+#[test]
+fn a_run_of_another_docker_host_restarted_while_its_engine_is_away_takes_nothing() {
+    let env = TestEnv::new("tenure_other_socket");
+    let holder_relay = DockerRelay::start();
+    let mut other_relay = DockerRelay::start();
+    let holder_socket = ["--docker-host", &holder_relay.docker_host()].map(str::to_owned);
+    let extra: Vec<&str> = holder_socket.iter().map(String::as_str).collect();
+    let mut holder = spawn_agent_with(&env, &env.endpoint(), &metrics_addr(), &extra);
+    holder.wait_ready();
+    env.containers
+        .run(&["-p", "127.0.0.1::80", "busybox", "sleep", "1000"]);
+    let expected = env.expected_now();
+    env.wait_records(REACT, &expected);
+    let holder_lease = records_leases(&env)[0];
+
+    other_relay.cut();
+    holder.sigkill();
+    assert!(holder.wait_exit(Duration::from_secs(10)).is_some());
+    let watch = Watch::prefix(&env.endpoint(), &env.host_prefix());
+    let other_socket = ["--docker-host", &other_relay.docker_host()].map(str::to_owned);
+    let extra: Vec<&str> = other_socket.iter().map(String::as_str).collect();
+    let mut other = spawn_agent_with(&env, &env.endpoint(), &metrics_addr(), &extra);
+    thread::sleep(Duration::from_secs(3));
+    assert!(
+        !other.has_log("taking the host over from our previous run"),
+        "it took the host in the name of another socket's engine:\n{}",
+        other.lines().join("\n")
+    );
+    assert!(
+        watch.events().is_empty(),
+        "it wrote under the host: {:?}",
+        watch.events()
+    );
+    assert!(records_leases(&env).iter().all(|l| *l == holder_lease));
+    other.assert_running();
+}
