@@ -68,6 +68,8 @@ struct SimContainer {
     /// Attached to its network: only then are its ports published.
     networked: bool,
     removed: bool,
+    /// Sent its stop signal and not dead yet: it drains (no record).
+    stopping: bool,
     health: Health,
     /// The host port Docker chose at the last start or network connect.
     host_port: u32,
@@ -126,6 +128,7 @@ impl SimEngine {
                 paused: false,
                 networked: true,
                 removed: false,
+                stopping: false,
                 health: initial_health(kind),
                 host_port: 32768 + index as u32,
             };
@@ -173,6 +176,36 @@ impl SimEngine {
             .collect()
     }
 
+    /// The containers sent their stop signal that still run: draining, so
+    /// the truth holds no record of them.
+    pub fn draining(&self) -> BTreeSet<String> {
+        let state = self.lock();
+        state
+            .containers
+            .iter()
+            .filter(|(_, c)| c.stopping && c.running && !c.removed)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Every stop in progress completes: the containers die.
+    pub fn finish_stops(&self) {
+        let stopping: Vec<usize> = {
+            let state = self.lock();
+            (0..state.containers.len())
+                .filter(|index| {
+                    state
+                        .containers
+                        .get(&container_id(*index))
+                        .is_some_and(|c| c.stopping && c.running)
+                })
+                .collect()
+        };
+        for index in stopping {
+            self.operate(index, super::schedule::ContainerOp::Die);
+        }
+    }
+
     /// Applies one workload operation to container `index`, emitting the
     /// engine's events in its order. Operations that make no sense in the
     /// container's state (pausing a stopped one) change nothing.
@@ -189,6 +222,7 @@ impl SimEngine {
             next.running = true;
             next.paused = false;
             next.removed = false;
+            next.stopping = false;
             next.networked = true;
             next.health = initial_health(next.kind);
             next.host_port = *port;
@@ -202,6 +236,7 @@ impl SimEngine {
             Op::Die if c.running => {
                 next.running = false;
                 next.paused = false;
+                next.stopping = false;
                 events.push(("die", EventKind::Stopped));
                 events.push(("disconnect", EventKind::Started));
             }
@@ -231,6 +266,16 @@ impl SimEngine {
                 next.host_port = port;
                 port += 1;
                 events.push(("connect", EventKind::Started));
+            }
+            Op::Stop if c.running && !c.stopping => {
+                next.stopping = true;
+                events.push(("kill", EventKind::Signalled(15)));
+            }
+            Op::KillRestart if c.running => {
+                events.push(("kill", EventKind::Signalled(2)));
+                events.push(("die", EventKind::Stopped));
+                events.push(("disconnect", EventKind::Started));
+                start(&mut next, &mut events, &mut port);
             }
             Op::HealthFlip if c.running && c.kind == Kind::Checked => {
                 next.health = match c.health {

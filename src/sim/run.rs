@@ -220,9 +220,11 @@ impl World {
     /// The records the containers call for now (but those etcd refuses as
     /// too large: they stay unregistered by design).
     fn truth(&self) -> BTreeMap<String, Vec<u8>> {
+        let draining = self.engine.draining();
         self.engine
             .containers()
             .iter()
+            .filter(|c| !draining.contains(&c.id))
             .filter_map(
                 |c| match record::desired(c, &self.selection, &self.prefix) {
                     Desired::Registered(r) => Some(r),

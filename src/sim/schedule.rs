@@ -25,6 +25,13 @@ pub enum ContainerOp {
     NetworkDisconnect,
     NetworkConnect,
     HealthFlip,
+    /// `docker stop`, first half: the `kill` event with the stop signal
+    /// (SIGTERM); the container runs on, draining, until a later `Die` (or
+    /// the end of the schedule) ends it.
+    Stop,
+    /// `docker kill -s INT` of a container its restart policy starts again:
+    /// `kill`, `die` and a new start at the same instant.
+    KillRestart,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,6 +155,8 @@ fn container_op() -> impl Strategy<Value = ContainerOp> {
         1 => Just(NetworkDisconnect),
         1 => Just(NetworkConnect),
         2 => Just(HealthFlip),
+        1 => Just(Stop),
+        1 => Just(KillRestart),
     ]
 }
 

@@ -5,7 +5,7 @@
 //! the tests run.
 
 use std::process::Stdio;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::process::Command;
 
@@ -127,6 +127,14 @@ impl Engine {
             if restarts > 0 && deadlock::done_before_the_restart(&subcommand, &stderr) {
                 return Ok(String::new());
             }
+            // dockerd is already removing it (a removal that another request
+            // started; seen once with a container of 500 published ports):
+            // done once it is gone.
+            if subcommand == "rm" && stderr.contains("is already in progress") {
+                if self.wait_gone(&args[1..]).await {
+                    return Ok(String::new());
+                }
+            }
             return Err(DockerError::Failed {
                 cli,
                 subcommand,
@@ -134,6 +142,37 @@ impl Engine {
                 stderr,
             });
         }
+    }
+
+    /// Waits up to the CLI timeout for the containers among `args` (those
+    /// that are not flags) to be gone; whether they are.
+    async fn wait_gone(self, args: &[&str]) -> bool {
+        let ids: Vec<&str> = args
+            .iter()
+            .copied()
+            .filter(|a| !a.starts_with('-') && a.parse::<u32>().is_err())
+            .collect();
+        let started = Instant::now();
+        while started.elapsed() < CLI_TIMEOUT {
+            let mut inspect = Command::new(self.cli());
+            inspect
+                .args(["inspect", "--format", "{{.Id}}"])
+                .args(&ids)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            match inspect.output().await {
+                Ok(out) if !out.status.success() && ids.len() == 1 => {
+                    let stderr = String::from_utf8_lossy(&out.stderr);
+                    if stderr.contains("No such") || stderr.contains("no such") {
+                        return true;
+                    }
+                }
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
     }
 
     /// One run of the CLI; `watched`: while it lasts, dockerd's deadlock is

@@ -21,8 +21,8 @@ impl World {
         self.history.stimuli.push(now);
         match action {
             Action::Container { index, op } => {
-                if op == ContainerOp::Restart {
-                    self.engine.operate(index, ContainerOp::Restart);
+                if matches!(op, ContainerOp::Restart | ContainerOp::KillRestart) {
+                    self.engine.operate(index, op);
                     // The record was due to go in between: the truth
                     // passes through its absence.
                     let mut between = self.truth();
@@ -146,6 +146,8 @@ impl World {
 
     pub(super) fn heal_all(&mut self) {
         self.engine.heal_all();
+        self.engine.finish_stops();
+        self.record_truth();
         self.cluster.heal_all();
         let now = self.now();
         for window in &mut self.history.engine_faults {
