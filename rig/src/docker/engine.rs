@@ -130,10 +130,11 @@ impl Engine {
             // dockerd is already removing it (a removal that another request
             // started; seen once with a container of 500 published ports):
             // done once it is gone.
-            if subcommand == "rm" && stderr.contains("is already in progress") {
-                if self.wait_gone(&args[1..]).await {
-                    return Ok(String::new());
-                }
+            if subcommand == "rm"
+                && stderr.contains("is already in progress")
+                && self.wait_gone(&args[1..]).await
+            {
+                return Ok(String::new());
             }
             return Err(DockerError::Failed {
                 cli,
