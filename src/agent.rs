@@ -12,6 +12,8 @@
 
 mod claim;
 mod etcd_view;
+mod hand_over;
+mod holder;
 mod sync;
 mod tenure;
 mod wanted;
@@ -36,13 +38,14 @@ use crate::supervise::{Health, RepairBudget, Retry};
 use crate::watcher::{Observation, Watcher};
 use claim::{EngineSeen, Succession};
 use etcd_view::{EtcdView, PrefixWatch};
-use tenure::{Announced, HostLock, Lease};
+use holder::Announced;
+use tenure::{HostLock, Lease};
 use wanted::Wanted;
 
 /// Observations taken off the watcher in one go when they arrive in a burst.
 const MAX_OBSERVATION_BATCH: usize = 1024;
 /// After SIGTERM, how long the work in flight may take to finish; then the
-/// agent hands the host over (`tenure::HAND_OVER`, `tenure::DEREGISTER`).
+/// agent hands the host over (`hand_over::HAND_OVER`, `hand_over::DEREGISTER`).
 const FINISH_IN_FLIGHT: Duration = Duration::from_millis(1000);
 
 /// How a run ended.

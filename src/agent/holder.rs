@@ -1,0 +1,206 @@
+//! Who holds the host, seen from a candidate (README: One agent per host):
+//! the claim before a campaign (`claim::claim`, the pure rule), taking over
+//! a previous run of ours, a standby watching the holder's process on this
+//! machine, conflicts with another engine's agent, and which engine we
+//! follow.
+
+use tokio::time::{Duration, Instant};
+use tracing::{debug, error, info, warn};
+
+use super::claim::{claim, Claim, EngineSeen};
+use super::tenure::HostLock;
+use super::Agent;
+use crate::engine::EngineIdentity;
+use crate::plan::LeaseId;
+use crate::store::{Holder, HolderRun, Store, StoreError};
+
+/// How often a standby looks whether the holder's process on this machine
+/// still runs: a look at the process table, nothing asked of etcd.
+const HOLDER_CHECK: Duration = Duration::from_secs(1);
+
+/// How many gone runs in line for the lock one claim takes over at most.
+const TAKE_OVER_ROUNDS: u32 = 8;
+
+/// Whom we told the operator about, so that a standby says it once per holder.
+#[derive(Debug, Default)]
+pub struct Announced {
+    /// The holder we last reported standing by for.
+    pub holder: Option<Holder>,
+    /// When to look again whether that holder's process still runs: only
+    /// while it runs on this machine, the one case a look can tell.
+    pub check_at: Option<Instant>,
+}
+impl<S: Store> Agent<S> {
+    /// Before campaigning: who holds the host, and what that means for us
+    /// (`claim`). A holder we wait for is said once; a previous run of ours
+    /// is taken over at once; another engine's is a conflict.
+    pub(super) async fn claim_host(
+        &mut self,
+        our_lease: LeaseId,
+        engine: &EngineIdentity,
+    ) -> Result<Claim, StoreError> {
+        let mut taken_over = 0;
+        let holder = loop {
+            let holder = self
+                .store
+                .lock_holder()
+                .await?
+                .filter(|h| h.lease != our_lease);
+            let run = holder
+                .as_ref()
+                .map_or(HolderRun::Unknown, |h| self.store.holder_run(h));
+            // Behind a holder we took over, only a run that is gone too (a
+            // standby of this machine that crashed with it) is taken over:
+            // nobody then waits behind its key for its TTL.
+            if taken_over > 0 && (run != HolderRun::Gone || taken_over == TAKE_OVER_ROUNDS) {
+                break holder;
+            }
+            match claim(holder.clone(), engine, run, self.succession) {
+                Claim::TakeOver(previous) => {
+                    info!(
+                        previous_hostname = previous.hostname,
+                        previous_pid = previous.pid,
+                        previous_lease = previous.lease,
+                        gone = run == HolderRun::Gone,
+                        lock = self.store.lock_name(),
+                        "a previous run of this agent holds this host; taking over at once"
+                    );
+                    self.store.take_over(&previous).await?;
+                    self.announced.holder = None;
+                    if taken_over == 0 {
+                        self.previous_lease = Some(previous.lease);
+                    }
+                    taken_over += 1;
+                }
+                Claim::Campaign => break holder,
+                conflict @ Claim::Conflict(_) => return Ok(conflict),
+            }
+        };
+        if let Some(holder) = &holder {
+            if self.announced.holder.as_ref() != Some(holder) {
+                warn!(
+                    holder_hostname = holder.hostname,
+                    holder_pid = holder.pid,
+                    holder_lease = holder.lease,
+                    lock = self.store.lock_name(),
+                    "another agent holds this host; standing by until it goes"
+                );
+            }
+        }
+        self.announced.check_at = holder
+            .as_ref()
+            .filter(|h| self.store.holder_run(h) == HolderRun::AliveHere)
+            .map(|_| Instant::now() + HOLDER_CHECK);
+        self.announced.holder = holder;
+        Ok(Claim::Campaign)
+    }
+
+    /// Standing by for a holder on this machine: once its process has ended
+    /// (a crash, `kill -9`, an exit that left its key for its next run), its
+    /// key is removed, so that our campaign holds at once instead of after
+    /// its lease's TTL.
+    pub(super) async fn check_holder(&mut self) {
+        self.announced.check_at = None;
+        let (HostLock::Waiting(_), Some(holder)) = (&self.lock, self.announced.holder.clone())
+        else {
+            return;
+        };
+        let retry = Some(Instant::now() + HOLDER_CHECK);
+        match self.store.holder_run(&holder) {
+            HolderRun::AliveHere => self.announced.check_at = retry,
+            HolderRun::Gone => {
+                info!(
+                    holder_hostname = holder.hostname,
+                    holder_pid = holder.pid,
+                    holder_lease = holder.lease,
+                    lock = self.store.lock_name(),
+                    "the holder's process on this machine has ended; taking over at once"
+                );
+                match self.store.take_over(&holder).await {
+                    Ok(()) => self.announced.holder = None,
+                    Err(error) => {
+                        debug!(error = %error, "could not take over yet");
+                        self.announced.check_at = retry;
+                    }
+                }
+            }
+            HolderRun::Unknown => {}
+        }
+    }
+
+    /// Another engine's agent holds the host: say so loudly, once, and
+    /// never write (README: One agent per host).
+    pub(super) fn conflict(&mut self, holder: Holder, engine: &EngineIdentity) {
+        let holder_engine = holder
+            .engine
+            .as_ref()
+            .map_or("unknown", EngineIdentity::as_str);
+        error!(
+            engine = %engine,
+            holder_engine = %holder_engine,
+            holder_hostname = holder.hostname,
+            holder_pid = holder.pid,
+            lock = self.store.lock_name(),
+            "an agent following another engine holds this host: two engines claim one host IP; writing nothing (give each engine its own --host-ip, then restart this agent)"
+        );
+        self.metrics
+            .set_host_conflict(engine.as_str(), holder_engine, &holder.hostname);
+        self.lock = HostLock::Conflict;
+    }
+
+    /// At a resync: look at the holder again; a conflict that is still there
+    /// is said again only if its holder changed.
+    pub(super) fn conflict_ended(&mut self) {
+        self.metrics.clear_host_conflict();
+        self.lock = HostLock::Free;
+    }
+
+    /// The engine answered: which one it is, for our lock key.
+    pub(super) fn engine_connected(&mut self, identity: EngineIdentity) {
+        match self.engine.identity() {
+            Some(known) if *known == identity => {}
+            Some(known) => warn!(
+                previous = %known,
+                now = %identity,
+                "the engine at --docker-host is another one than before"
+            ),
+            // A campaign held back for it can start now.
+            None => self.retry.clear(),
+        }
+        self.engine = EngineSeen::Answered(identity);
+    }
+
+    /// The engine has not answered: if the host's holder is a previous run
+    /// of ours on this machine that is gone and followed the same
+    /// `--docker-host`, its engine is ours (the same agent, restarted while
+    /// its engine is away), so that we take the host over and keep the
+    /// records on its lease alive until the engine answers. Looked at
+    /// afresh each time the lock is free, so that an assumption outlives
+    /// neither the holder that justified it nor a lost campaign.
+    pub(super) async fn assume_previous_engine(
+        &mut self,
+    ) -> Result<Option<EngineIdentity>, StoreError> {
+        let holder = self.store.lock_holder().await?;
+        let previous = holder.filter(|h| {
+            !h.docker_host.is_empty()
+                && h.docker_host == self.config.docker_host
+                && self.store.holder_run(h) == HolderRun::Gone
+        });
+        self.engine = match previous {
+            Some(Holder {
+                engine: Some(engine),
+                lease,
+                ..
+            }) => {
+                info!(
+                    engine = %engine,
+                    previous_lease = lease,
+                    "the engine does not answer yet; taking the host over from our previous run, which followed it"
+                );
+                EngineSeen::Assumed(engine)
+            }
+            _ => EngineSeen::NotYet,
+        };
+        Ok(self.engine.identity().cloned())
+    }
+}
