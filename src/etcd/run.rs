@@ -124,7 +124,10 @@ impl Candidate {
             return HolderRun::Gone;
         }
         match fs::read_to_string(format!("/proc/{}/stat", holder.pid)) {
-            Ok(stat) if parse_started(&stat) == Some(holder.started) => HolderRun::AliveHere,
+            // A zombie has exited; only its parent has not reaped it yet.
+            Ok(stat) if parse_started(&stat) == Some(holder.started) && !has_exited(&stat) => {
+                HolderRun::AliveHere
+            }
             Ok(_) => HolderRun::Gone,
             Err(error)
                 if error.kind() == std::io::ErrorKind::NotFound
@@ -180,6 +183,15 @@ fn parse_started(stat: &str) -> Option<u64> {
     after_command.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// Whether the process of `stat` has exited (field 3, its state: `Z` a
+/// zombie not reaped yet, `X` dead).
+fn has_exited(stat: &str) -> bool {
+    let state = stat
+        .rfind(')')
+        .and_then(|end| stat[end + 1..].split_whitespace().next());
+    matches!(state, Some("Z" | "X" | "x"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +244,40 @@ mod tests {
         assert_eq!(parse_started(stat), Some(987_654));
         assert_eq!(parse_started("42 (x"), None);
         assert_eq!(parse_started(""), None);
+    }
+
+    #[test]
+    fn a_zombie_has_exited() {
+        let stat = |state: &str| {
+            format!("42 (a) b) {state} 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 1 2")
+        };
+        assert!(has_exited(&stat("Z")) && has_exited(&stat("X")));
+        assert!(!has_exited(&stat("S")) && !has_exited(&stat("R")) && !has_exited(&stat("D")));
+        assert!(!has_exited(""));
+    }
+
+    /// A holder that exited but is not reaped yet (a supervisor slow to
+    /// wait for it) is gone, not alive: a standby beside it takes over.
+    #[test]
+    fn an_exited_process_not_reaped_yet_is_gone() {
+        let here = Candidate::this_process();
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id();
+        let started = started(pid).expect("its start time");
+        let exited = (0..200).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| has_exited(&stat))
+        });
+        assert!(exited, "the child did not become a zombie");
+        let zombie = Candidate {
+            pid,
+            started,
+            ..here.clone()
+        };
+        assert_eq!(here.holder_run(&holder(&zombie)), HolderRun::Gone);
+        child.wait().expect("reap");
     }
 
     #[test]
