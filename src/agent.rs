@@ -18,6 +18,7 @@ mod sync;
 mod tenure;
 mod wanted;
 
+use std::collections::BTreeSet;
 use std::future::{pending, Future};
 use std::sync::Arc;
 use std::time::Duration;
@@ -196,10 +197,13 @@ struct Agent<S: Store> {
     /// previous run's lock key): our lock key names it, and no campaign
     /// starts before it is known.
     engine: EngineSeen,
-    /// The lease of the previous run we took the host over from: until the
-    /// engine has been listed, the records on it are kept alive on ours
-    /// (`plan::as_they_are`), nothing deleted.
-    previous_lease: Option<LeaseId>,
+    /// The leases of the previous runs we took the host over from: until
+    /// the engine has been listed, the records on them are kept alive on
+    /// ours (`plan::as_they_are`), nothing deleted.
+    previous_leases: BTreeSet<LeaseId>,
+    /// The lease on which we held the host lock, if we ever did: records
+    /// may ride on it, so it is never revoked as a mere candidacy at exit.
+    held_on: Option<LeaseId>,
     /// Whether this run takes the host from a run of its engine it cannot
     /// see (`tenure::Succession`).
     succession: Succession,
@@ -243,7 +247,8 @@ impl<S: Store> Agent<S> {
             lock,
             announced: Announced::default(),
             engine: EngineSeen::NotYet,
-            previous_lease: None,
+            previous_leases: BTreeSet::new(),
+            held_on: None,
             succession: Succession::TakesOver,
             watch: None,
             resync,
@@ -341,7 +346,7 @@ impl<S: Store> Agent<S> {
     /// engine answers.
     fn may_keep(&self) -> bool {
         !self.wanted.is_listed()
-            && self.previous_lease.is_some()
+            && !self.previous_leases.is_empty()
             // With --ttl 0 the records carry no lease: nothing expires.
             && self.config.lease_ttl.is_some()
             && matches!(self.lock, HostLock::Held(_))

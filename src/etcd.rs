@@ -350,8 +350,8 @@ impl Store for Etcd {
         Etcd::resign(self, key).await
     }
 
-    async fn candidate_count(&mut self) -> Result<u64, StoreError> {
-        Etcd::candidate_count(self).await
+    async fn next_in_line(&mut self, ours: LeaseId) -> Result<Option<Holder>, StoreError> {
+        Etcd::next_in_line(self, ours).await
     }
 
     async fn deregister(

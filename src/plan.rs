@@ -1,7 +1,7 @@
 //! From desired and observed records to the etcd operations that make them
 //! equal (README: "How it behaves"). Pure: the reconciler's whole decision lives here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::record::{HostPrefix, StoredRecord};
 
@@ -75,18 +75,18 @@ pub fn plan(
 /// The records as etcd holds them, as the desired state: what an agent that
 /// took the host over from its previous run but has not listed its engine
 /// yet keeps alive (moved onto its lease in place, nothing deleted). Only
-/// the previous run's records are kept, those on `previous_lease` that read
+/// the previous runs' records are kept, those on `previous_leases` that read
 /// as this host's records: a record someone else wrote beside them (on
 /// another lease, or junk) is not adopted onto our lease; it is dealt with
 /// once the engine has been listed.
 pub fn as_they_are(
     host: &HostPrefix,
     observed: &BTreeMap<String, Observed>,
-    previous_lease: LeaseId,
+    previous_leases: &BTreeSet<LeaseId>,
 ) -> BTreeMap<String, String> {
     observed
         .iter()
-        .filter(|(_, record)| record.lease == previous_lease)
+        .filter(|(_, record)| previous_leases.contains(&record.lease))
         .filter(|(key, record)| {
             host.parse(key).is_some_and(|key| {
                 StoredRecord::parse(&key, &record.value).is_ok_and(|r| !r.bindings.is_empty())
@@ -262,13 +262,18 @@ mod tests {
             (&off_layout, &record_of(&a), 7),
         ]);
         assert_eq!(
-            as_they_are(&host, &etcd, 7),
+            as_they_are(&host, &etcd, &BTreeSet::from([7])),
             desired(&[(&ours, &record_of(&a))])
         );
         // Moved onto our lease in place (the agent applies only the puts
         // before the engine has been listed).
         assert_eq!(
-            plan(&as_they_are(&host, &etcd, 7), &etcd, Some(9)).first(),
+            plan(
+                &as_they_are(&host, &etcd, &BTreeSet::from([7])),
+                &etcd,
+                Some(9)
+            )
+            .first(),
             Some(&put(&ours, &record_of(&a)))
         );
         // A well-formed record someone wrote on a lease of their own is not
@@ -280,6 +285,6 @@ mod tests {
                 lease: 8,
             },
         );
-        assert_eq!(as_they_are(&host, &etcd, 7).len(), 1);
+        assert_eq!(as_they_are(&host, &etcd, &BTreeSet::from([7])).len(), 1);
     }
 }

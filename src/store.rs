@@ -171,8 +171,6 @@ pub struct Holder {
     pub started: u64,
     /// The holder's pid namespace; empty when its agent did not say.
     pub pid_ns: String,
-    /// The user it runs as; none when its agent did not say.
-    pub uid: Option<u32>,
     /// The `--docker-host` it follows; empty when its agent did not say.
     pub docker_host: String,
     /// The engine the holder follows; none when its agent did not say (an
@@ -272,9 +270,12 @@ pub trait Store {
     /// Who holds our host's lock (the oldest candidate), if anyone.
     fn lock_holder(&mut self) -> impl Future<Output = Result<Option<Holder>, StoreError>>;
 
-    /// How many candidates campaign for our host's lock, the holder
-    /// included.
-    fn candidate_count(&mut self) -> impl Future<Output = Result<u64, StoreError>>;
+    /// The oldest candidate for our host's lock but the one on `ours`: who
+    /// holds it next if we resign.
+    fn next_in_line(
+        &mut self,
+        ours: LeaseId,
+    ) -> impl Future<Output = Result<Option<Holder>, StoreError>>;
 
     /// Gives the lock up: the next candidate holds it at once.
     fn resign(&mut self, key: LockKey) -> impl Future<Output = Result<(), StoreError>>;

@@ -259,3 +259,24 @@ fn dry_run_daemon_logs_what_it_would_do_and_writes_nothing() {
     );
     assert_eq!(snapshot(&env), before, "--dry-run changed etcd");
 }
+
+/// After maintenance: the daemon is stopped (it keeps its lock key for its
+/// next run, no standby being in line), then `--once` reconciles at once
+/// rather than refusing for the key's TTL.
+#[test]
+fn once_right_after_the_daemon_stopped_reconciles() {
+    let env = TestEnv::new("once_after_stop");
+    let mut daemon = env.start_agent(&[]);
+    daemon.wait_ready();
+    daemon.sigterm();
+    assert!(daemon.wait_exit(Duration::from_secs(10)).is_some());
+    assert!(
+        daemon.has_log("keeping the host lock"),
+        "{}",
+        daemon.lines().join("\n")
+    );
+    let id = with_port(&env);
+    let (status, _, agent) = run_once(&env, &["--once"]);
+    assert_code(status, 0, &agent, "--once after the daemon stopped");
+    assert!(env.keys().contains(&env.key(IMAGE, &id)));
+}

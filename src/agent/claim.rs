@@ -93,7 +93,6 @@ mod tests {
             boot_id: "b".into(),
             started: 9,
             pid_ns: "pid:[4026531836]".into(),
-            uid: Some(0),
             docker_host: "unix:///var/run/docker.sock".into(),
             engine: engine.map(|e| EngineIdentity::parse(e).unwrap()),
         }

@@ -8,7 +8,7 @@ use tracing::{debug, info, warn};
 use super::claim::Succession;
 use super::tenure::{records_lease_ttl, HostLock};
 use super::Agent;
-use crate::store::{LockKey, Store, StoreError};
+use crate::store::{HolderRun, LockKey, Store, StoreError};
 
 /// How long resigning the lock may take at exit: a standby takes over at
 /// once if it comes through, or when the lease expires if not, so it is
@@ -74,10 +74,14 @@ impl<S: Store> Agent<S> {
             // Records ride on the lease; they stay until it expires.
             HostLock::Refused | HostLock::NotWanted => {}
             // The host was taken from us while our lease lives (a new run
-            // took over): records may still ride on it until the new holder
-            // has moved them onto its own, so it is left to expire; only our
-            // candidacy goes, so that nobody waits behind it.
-            HostLock::Free | HostLock::Waiting(_) if self.succession == Succession::StandsBy => {
+            // took over), or we may have lost it (no keep-alive answered):
+            // records may still ride on the lease we held it on until the
+            // next holder has moved them onto its own, so it is left to
+            // expire; only our candidacy goes, so that nobody waits behind it.
+            HostLock::Free | HostLock::Waiting(_)
+                if self.succession == Succession::StandsBy
+                    || (lease.is_some() && lease == self.held_on) =>
+            {
                 if let Some(lease) = lease {
                     match timeout(HAND_OVER, self.store.withdraw(lease)).await {
                         Ok(Ok(())) => {}
@@ -104,7 +108,7 @@ impl<S: Store> Agent<S> {
         }
     }
 
-    /// A holder at exit: resigns if a standby waits, so that it takes over
+    /// A holder at exit: resigns if a live standby waits, so that it takes over
     /// at once; else keeps its lock key on the lease, so that our next run
     /// on this machine sees it gone and takes over at once, keeping the
     /// records alive even if the engine does not answer it yet (README: One
@@ -112,7 +116,11 @@ impl<S: Store> Agent<S> {
     /// no holder and wait for the engine before it writes anything.
     async fn resign_or_keep(&mut self, key: LockKey) {
         let resign = async {
-            if self.store.candidate_count().await? <= 1 {
+            // Only a live candidate takes over: one that is gone (a standby
+            // killed, its key waiting for its lease) would hold the host
+            // with nobody behind it.
+            let next = self.store.next_in_line(key.lease).await?;
+            if next.is_none_or(|next| self.store.holder_run(&next) == HolderRun::Gone) {
                 return Ok(false);
             }
             self.store.resign(key).await.map(|()| true)

@@ -49,13 +49,16 @@ impl<S: Store> Agent<S> {
             let run = holder
                 .as_ref()
                 .map_or(HolderRun::Unknown, |h| self.store.holder_run(h));
+            let decided = claim(holder.clone(), engine, run, self.succession);
             // Behind a holder we took over, only a run that is gone too (a
             // standby of this machine that crashed with it) is taken over:
-            // nobody then waits behind its key for its TTL.
-            if taken_over > 0 && (run != HolderRun::Gone || taken_over == TAKE_OVER_ROUNDS) {
+            // nobody then waits behind its key for its TTL. Another
+            // engine's candidate there is a conflict all the same.
+            let more = run == HolderRun::Gone && taken_over < TAKE_OVER_ROUNDS;
+            if taken_over > 0 && !more && !matches!(decided, Claim::Conflict(_)) {
                 break holder;
             }
-            match claim(holder.clone(), engine, run, self.succession) {
+            match decided {
                 Claim::TakeOver(previous) => {
                     info!(
                         previous_hostname = previous.hostname,
@@ -67,9 +70,7 @@ impl<S: Store> Agent<S> {
                     );
                     self.store.take_over(&previous).await?;
                     self.announced.holder = None;
-                    if taken_over == 0 {
-                        self.previous_lease = Some(previous.lease);
-                    }
+                    self.previous_leases.insert(previous.lease);
                     taken_over += 1;
                 }
                 Claim::Campaign => break holder,
@@ -116,10 +117,23 @@ impl<S: Store> Agent<S> {
                     lock = self.store.lock_name(),
                     "the holder's process on this machine has ended; taking over at once"
                 );
-                match self.store.take_over(&holder).await {
-                    Ok(()) => self.announced.holder = None,
+                if let Err(error) = self.store.take_over(&holder).await {
+                    debug!(error = %error, "could not take over yet");
+                    self.announced.check_at = retry;
+                    return;
+                }
+                self.previous_leases.insert(holder.lease);
+                // Whoever is next in line now (it may have resigned to
+                // another standby): looked at the same way, unless it is us.
+                let our_lease = self.lease.held_id();
+                match self.store.lock_holder().await {
+                    Ok(next) => {
+                        let next = next.filter(|h| Some(h.lease) != our_lease);
+                        self.announced.check_at = next.as_ref().and(retry);
+                        self.announced.holder = next;
+                    }
                     Err(error) => {
-                        debug!(error = %error, "could not take over yet");
+                        debug!(error = %error, "could not look at the next holder yet");
                         self.announced.check_at = retry;
                     }
                 }

@@ -4,15 +4,13 @@
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
-use std::collections::BTreeMap;
-
 use super::claim::{Claim, EngineSeen};
 use super::etcd_view::{EtcdView, PrefixWatch};
 use super::tenure::HostLock;
 use super::{Agent, Progress};
 use crate::plan::{self, LeaseId, Operation};
 use crate::record::HostPrefix;
-use crate::store::{Change, Store, StoreError};
+use crate::store::{Change, HolderRun, Store, StoreError};
 use crate::watcher::Observation;
 
 impl<S: Store> Agent<S> {
@@ -95,10 +93,7 @@ impl<S: Store> Agent<S> {
             self.wanted.by_key(&self.config.host, &snapshot.records)
         } else {
             // Not listed yet: keep every record as it is, on our lease.
-            match self.previous_lease {
-                Some(previous) => plan::as_they_are(&self.config.host, &snapshot.records, previous),
-                None => BTreeMap::new(),
-            }
+            plan::as_they_are(&self.config.host, &snapshot.records, &self.previous_leases)
         };
         let mut operations = plan::plan(&desired, &snapshot.records, self.lease_policy());
         if !self.wanted.is_listed() {
@@ -192,6 +187,15 @@ impl<S: Store> Agent<S> {
             self.store.lock_holder().await
         };
         match holder {
+            // The daemon stopped, leaving its key for its next run: nobody
+            // writes beside us.
+            Ok(Some(holder)) if self.store.holder_run(&holder) == HolderRun::Gone => {
+                info!(
+                    holder_pid = holder.pid,
+                    holder_lease = holder.lease,
+                    "the agent that held this host has exited; reconciling"
+                );
+            }
             Ok(Some(holder)) => {
                 error!(
                     holder_hostname = holder.hostname,

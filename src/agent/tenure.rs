@@ -161,6 +161,7 @@ impl<S: Store> Agent<S> {
                     lock = self.store.lock_name(),
                     "holding this host"
                 );
+                self.held_on = Some(key.lease);
                 self.lock = HostLock::Held(key);
                 self.announced.holder = None;
                 // Whatever the previous holder left is re-read and moved

@@ -206,7 +206,7 @@ impl<S: Store> Agent<S> {
                         // What was kept alive before the engine answered is
                         // reconciled by a full repair, which says `ready`.
                         self.etcd_view = EtcdView::Stale;
-                        self.previous_lease = None;
+                        self.previous_leases.clear();
                     }
                     self.wanted.relisted(listed, unknown);
                     relisted = true;

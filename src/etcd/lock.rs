@@ -76,12 +76,23 @@ impl Etcd {
         }))
     }
 
-    /// How many candidate keys there are under the lock name.
-    pub async fn candidate_count(&mut self) -> Result<u64, StoreError> {
+    /// The oldest candidate but the one on `ours` (our own key is one of
+    /// the two oldest while we hold the lock).
+    pub async fn next_in_line(&mut self, ours: i64) -> Result<Option<Holder>, StoreError> {
         let candidates = format!("{}/", self.lock_name());
-        let options = GetOptions::new().with_prefix().with_count_only();
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Create, SortOrder::Ascend)
+            .with_limit(2);
         let response = self.client().await?.get(candidates, Some(options)).await?;
-        Ok(u64::try_from(response.count()).unwrap_or(0))
+        Ok(response
+            .kvs()
+            .iter()
+            .find(|kv| kv.lease() != ours)
+            .map(|kv| {
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                Candidate::holder(key, kv.lease(), kv.value())
+            }))
     }
 
     /// What this machine can tell of `holder`'s process (`run.rs`).

@@ -31,11 +31,6 @@ pub(super) struct Candidate {
     /// both pid 1).
     #[serde(default)]
     pub pid_ns: String,
-    /// Who the process runs as: with `hidepid`, another user's process is
-    /// missing from /proc although it runs, so only a missing process of
-    /// our own user counts as gone.
-    #[serde(default)]
-    pub uid: Option<u32>,
     /// The `--docker-host` this run follows: a run restarted while its
     /// engine does not answer takes the host over only from a previous run
     /// that followed the same one (README: One agent per host).
@@ -62,7 +57,6 @@ impl Candidate {
             boot_id: boot_id(),
             started: started(pid).unwrap_or(0),
             pid_ns: pid_namespace(),
-            uid: uid(),
             docker_host: String::new(),
             engine: String::new(),
             host_ip: String::new(),
@@ -93,7 +87,6 @@ impl Candidate {
             boot_id: text(|c| &c.boot_id),
             started: candidate.as_ref().map_or(0, |c| c.started),
             pid_ns: text(|c| &c.pid_ns),
-            uid: candidate.as_ref().and_then(|c| c.uid),
             docker_host: text(|c| &c.docker_host),
             engine: candidate
                 .as_ref()
@@ -107,7 +100,8 @@ impl Candidate {
     /// process still runs.
     /// This very process on an older lease of ours counts as gone: it is
     /// ours to take over. A process that cannot be looked at (another
-    /// user's, with `hidepid`: missing or unreadable) is unknown, not gone.
+    /// user's, with `hidepid`: missing or unreadable) is unknown, not gone,
+    /// unless the kernel says no such process runs.
     pub(super) fn holder_run(&self, holder: &Holder) -> HolderRun {
         let known = !holder.boot_id.is_empty()
             && holder.started != 0
@@ -129,12 +123,16 @@ impl Candidate {
                 HolderRun::AliveHere
             }
             Ok(_) => HolderRun::Gone,
-            Err(error)
-                if error.kind() == std::io::ErrorKind::NotFound
-                    && holder.uid.is_some()
-                    && holder.uid == self.uid =>
-            {
-                HolderRun::Gone
+            // Missing from /proc: gone, unless /proc hides it (`hidepid`
+            // hides other users' processes, and with `invisible` also some
+            // of our own user's); the kernel's answer to a signal 0 does
+            // not depend on what /proc shows.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                if exists(holder.pid) {
+                    HolderRun::Unknown
+                } else {
+                    HolderRun::Gone
+                }
             }
             Err(_) => HolderRun::Unknown,
         }
@@ -148,12 +146,6 @@ fn hostname() -> String {
         .ok()
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "unknown".to_owned())
-}
-
-/// The owner of our own /proc entry: our user, without a system call.
-fn uid() -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    fs::metadata("/proc/self").map(|m| m.uid()).ok()
 }
 
 fn pid_namespace() -> String {
@@ -183,6 +175,22 @@ fn parse_started(stat: &str) -> Option<u64> {
     after_command.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// Whether process `pid` (of our pid namespace) exists, by `kill(pid, 0)`:
+/// no such process (or a pid none could have), or one we may or may not
+/// signal.
+fn exists(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    !matches!(
+        rustix::process::test_kill_process(pid),
+        Err(rustix::io::Errno::SRCH)
+    )
+}
+
 /// Whether the process of `stat` has exited (field 3, its state: `Z` a
 /// zombie not reaped yet, `X` dead).
 fn has_exited(stat: &str) -> bool {
@@ -205,7 +213,6 @@ mod tests {
             boot_id: candidate.boot_id.clone(),
             started: candidate.started,
             pid_ns: candidate.pid_ns.clone(),
-            uid: candidate.uid,
             docker_host: candidate.docker_host.clone(),
             engine: None,
         }

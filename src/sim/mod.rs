@@ -11,6 +11,7 @@ mod engine;
 mod properties;
 pub(crate) mod records;
 mod regressions;
+mod restarts;
 mod run;
 mod schedule;
 mod store;

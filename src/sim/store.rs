@@ -26,7 +26,7 @@ use crate::store::{
 };
 
 mod election;
-use election::{campaign, oldest};
+use election::{campaign, next_in_line, oldest};
 
 /// Agent process `client`'s store.
 pub struct SimStore {
@@ -295,18 +295,10 @@ impl Store for SimStore {
         Ok(holder)
     }
 
-    async fn candidate_count(&mut self) -> Result<u64, StoreError> {
+    async fn next_in_line(&mut self, ours: LeaseId) -> Result<Option<Holder>, StoreError> {
         let candidates = self.candidate_prefix();
-        self.request("candidates", |c| {
-            let state = c.lock();
-            let count = state
-                .kv
-                .range(candidates.clone()..)
-                .take_while(|(key, _)| key.starts_with(&candidates))
-                .count();
-            Ok(count as u64)
-        })
-        .await
+        self.request("next in line", |c| Ok(next_in_line(c, &candidates, ours)))
+            .await
     }
 
     async fn resign(&mut self, key: LockKey) -> Result<(), StoreError> {

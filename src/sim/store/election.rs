@@ -8,11 +8,17 @@ use tokio::time::sleep;
 
 /// The oldest candidate under `candidates`, as etcd's election sees it.
 pub(super) fn oldest(cluster: &Cluster, candidates: &str) -> Option<Holder> {
+    next_in_line(cluster, candidates, LeaseId::MIN)
+}
+
+/// The oldest candidate under `candidates` but the one on `ours`.
+pub(super) fn next_in_line(cluster: &Cluster, candidates: &str, ours: LeaseId) -> Option<Holder> {
     let state = cluster.lock();
     state
         .kv
         .range(candidates.to_owned()..)
         .take_while(|(key, _)| key.starts_with(candidates))
+        .filter(|(_, kv)| kv.lease != ours)
         .min_by_key(|(_, kv)| kv.create_revision)
         .map(|(key, kv)| {
             let value = serde_json::from_slice::<serde_json::Value>(&kv.value).unwrap_or_default();
@@ -28,7 +34,6 @@ pub(super) fn oldest(cluster: &Cluster, candidates: &str) -> Option<Holder> {
                 boot_id: String::new(),
                 started: 0,
                 pid_ns: String::new(),
-                uid: None,
                 docker_host: value["docker_host"].as_str().unwrap_or_default().to_owned(),
             }
         })
