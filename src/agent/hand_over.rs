@@ -22,21 +22,25 @@ pub const DEREGISTER: Duration = Duration::from_secs(5);
 impl<S: Store> Agent<S> {
     /// At exit: a holder hands the host over (resigns, so that a standby
     /// takes over at once and moves the records onto its lease without a
-    /// delete; `resign_or_keep`), or with `--deregister-on-exit` removes its records; a
-    /// standby withdraws its candidacy.
+    /// delete; `resign_or_keep`), or with `--deregister-on-exit` removes
+    /// its records; a standby withdraws its candidacy.
     pub(super) async fn hand_over(&mut self) {
         let lease = self.lease.last_known_id();
+        let never_listed = !self.wanted.is_listed();
         match std::mem::replace(&mut self.lock, HostLock::Free) {
-            HostLock::Held(_) | HostLock::Refused
-                if self.config.deregister_on_exit && !self.wanted.is_listed() =>
+            lock @ (HostLock::Held(_) | HostLock::Refused)
+                if self.config.deregister_on_exit && never_listed =>
             {
                 // What runs was never seen: deleting could take live
                 // containers' records (README: a run never deletes what it
                 // cannot see).
                 warn!(
                     records_left = self.etcd_view.len(),
-                    "not deregistering: the engine was never listed; the records expire with the lease"
+                    "not deregistering: the engine was never listed; the records stay, on the lease if they have one"
                 );
+                if let HostLock::Held(key) = lock {
+                    self.resign_or_keep(key).await;
+                }
             }
             lock @ (HostLock::Held(_) | HostLock::Refused) if self.config.deregister_on_exit => {
                 let deregistered =
