@@ -39,6 +39,17 @@ fn spawn_agent_with(env: &TestEnv, endpoint: &str, metrics_addr: &str, extra: &[
     Agent::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[])
 }
 
+/// An agent of `env` that follows the engine through `relay`.
+fn spawn_agent_on(env: &TestEnv, relay: &DockerRelay) -> Agent {
+    let docker_host = relay.docker_host();
+    spawn_agent_with(
+        env,
+        &env.endpoint(),
+        &metrics_addr(),
+        &["--docker-host", &docker_host],
+    )
+}
+
 fn signal(agent: &Agent, signal: &str) {
     let status = Command::new("kill")
         .args([&format!("-{signal}"), &agent.pid().to_string()])
@@ -335,9 +346,7 @@ fn another_engine_with_the_same_host_ip_is_a_conflict_never_a_hand_over() {
 fn restart_while_the_engine_is_away(name: &str, stop: fn(&Agent)) {
     let env = TestEnv::new(name);
     let mut relay = DockerRelay::start();
-    let via_relay = ["--docker-host", &relay.docker_host()].map(str::to_owned);
-    let extra: Vec<&str> = via_relay.iter().map(String::as_str).collect();
-    let mut old = spawn_agent_with(&env, &env.endpoint(), &metrics_addr(), &extra);
+    let mut old = spawn_agent_on(&env, &relay);
     old.wait_ready();
     env.containers
         .run(&["-p", "127.0.0.1::80", "busybox", "sleep", "1000"]);
@@ -353,7 +362,7 @@ fn restart_while_the_engine_is_away(name: &str, stop: fn(&Agent)) {
     stop(&old);
     assert!(old.wait_exit(Duration::from_secs(10)).is_some());
     let watch = Watch::prefix(&env.endpoint(), &env.host_prefix());
-    let mut new = spawn_agent_with(&env, &env.endpoint(), &metrics_addr(), &extra);
+    let mut new = spawn_agent_on(&env, &relay);
     // Longer than the old lease (4 s) lives.
     thread::sleep(Duration::from_secs(9));
     let records = env.records();
@@ -399,9 +408,7 @@ fn a_run_of_another_docker_host_restarted_while_its_engine_is_away_takes_nothing
     let env = TestEnv::new("tenure_other_socket");
     let holder_relay = DockerRelay::start();
     let mut other_relay = DockerRelay::start();
-    let holder_socket = ["--docker-host", &holder_relay.docker_host()].map(str::to_owned);
-    let extra: Vec<&str> = holder_socket.iter().map(String::as_str).collect();
-    let mut holder = spawn_agent_with(&env, &env.endpoint(), &metrics_addr(), &extra);
+    let mut holder = spawn_agent_on(&env, &holder_relay);
     holder.wait_ready();
     env.containers
         .run(&["-p", "127.0.0.1::80", "busybox", "sleep", "1000"]);
@@ -413,9 +420,7 @@ fn a_run_of_another_docker_host_restarted_while_its_engine_is_away_takes_nothing
     holder.sigkill();
     assert!(holder.wait_exit(Duration::from_secs(10)).is_some());
     let watch = Watch::prefix(&env.endpoint(), &env.host_prefix());
-    let other_socket = ["--docker-host", &other_relay.docker_host()].map(str::to_owned);
-    let extra: Vec<&str> = other_socket.iter().map(String::as_str).collect();
-    let mut other = spawn_agent_with(&env, &env.endpoint(), &metrics_addr(), &extra);
+    let mut other = spawn_agent_on(&env, &other_relay);
     thread::sleep(Duration::from_secs(3));
     assert!(
         !other.has_log("taking the host over from our previous run"),

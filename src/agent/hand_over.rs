@@ -2,6 +2,8 @@
 //! Faults): a holder hands the host over or keeps it for its next run, or
 //! deregisters; a standby withdraws.
 
+use std::future::Future;
+
 use tokio::time::{timeout, Duration};
 use tracing::{debug, info, warn};
 
@@ -87,26 +89,15 @@ impl<S: Store> Agent<S> {
                     || (lease.is_some() && lease == self.held_on) =>
             {
                 if let Some(lease) = lease {
-                    match timeout(HAND_OVER, self.store.withdraw(lease)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(error)) => {
-                            debug!(error = %error, "could not withdraw our candidacy")
-                        }
-                        Err(_) => debug!("withdrawing our candidacy timed out"),
-                    }
+                    within_budget("withdraw our candidacy", self.store.withdraw(lease)).await;
                 }
             }
             HostLock::Free | HostLock::Waiting(_) | HostLock::Conflict => {
                 // This lease never held the lock, so it carries no record,
                 // only our candidacy, if any.
                 if let Some(lease) = lease {
-                    match timeout(HAND_OVER, self.store.revoke_lease(lease)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(error)) => {
-                            debug!(error = %error, "could not revoke the standby's lease")
-                        }
-                        Err(_) => debug!("revoking the standby's lease timed out"),
-                    }
+                    within_budget("revoke the standby's lease", self.store.revoke_lease(lease))
+                        .await;
                 }
             }
         }
@@ -143,5 +134,15 @@ impl<S: Store> Agent<S> {
                 "handing over timed out; a standby takes over when the lease expires"
             ),
         }
+    }
+}
+
+/// One request at exit, within [`HAND_OVER`]; a failure only costs a wait
+/// for the lease to expire, so it is logged at debug.
+async fn within_budget(what: &'static str, request: impl Future<Output = Result<(), StoreError>>) {
+    match timeout(HAND_OVER, request).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => debug!(error = %error, what, "could not finish at exit"),
+        Err(_) => debug!(what, "timed out at exit"),
     }
 }

@@ -64,16 +64,8 @@ impl Etcd {
 
     /// Who holds our host's lock (the oldest candidate), if anyone.
     pub async fn lock_holder(&mut self) -> Result<Option<Holder>, StoreError> {
-        let candidates = format!("{}/", self.lock_name());
-        let options = GetOptions::new()
-            .with_prefix()
-            .with_sort(SortTarget::Create, SortOrder::Ascend)
-            .with_limit(1);
-        let response = self.client().await?.get(candidates, Some(options)).await?;
-        Ok(response.kvs().first().map(|kv| {
-            let key = String::from_utf8_lossy(kv.key()).into_owned();
-            Candidate::holder(key, kv.lease(), kv.value())
-        }))
+        // No candidate is on a lease etcd never grants.
+        self.next_in_line(i64::MIN).await
     }
 
     /// The oldest candidate but the one on `ours` (our own key is one of
