@@ -59,16 +59,22 @@ pub enum Claim {
 }
 
 /// The rules of who owns a host (README: One agent per host), pure.
+/// `docker_host` is ours: a gone run of this machine that followed it is a
+/// previous run of ours even if the engine there is another one now (a
+/// reinstalled dockerd with a new ID).
 pub fn claim(
     holder: Option<Holder>,
     ours: &EngineIdentity,
+    docker_host: &str,
     run: HolderRun,
     succession: Succession,
 ) -> Claim {
     let Some(holder) = holder else {
         return Claim::Campaign;
     };
+    let our_socket = !holder.docker_host.is_empty() && holder.docker_host == docker_host;
     match (&holder.engine, run) {
+        (Some(_), HolderRun::Gone) if our_socket => Claim::TakeOver(holder),
         (Some(engine), _) if engine != ours => Claim::Conflict(holder),
         (_, HolderRun::Gone) => Claim::TakeOver(holder),
         (_, HolderRun::AliveHere) => Claim::Campaign,
@@ -104,9 +110,40 @@ mod tests {
         claim(
             holder,
             &EngineIdentity::parse(OURS).unwrap(),
+            "unix:///run/podman/podman.sock",
             run,
             succession,
         )
+    }
+
+    #[test]
+    fn a_gone_run_on_our_socket_is_ours_whatever_engine_it_named() {
+        let reinstalled = holder(Some("docker:BBBB"));
+        let ours = EngineIdentity::parse(OURS).unwrap();
+        let socket = reinstalled.docker_host.clone();
+        assert_eq!(
+            claim(
+                Some(reinstalled.clone()),
+                &ours,
+                &socket,
+                HolderRun::Gone,
+                Succession::TakesOver
+            ),
+            Claim::TakeOver(reinstalled.clone())
+        );
+        for run in [HolderRun::AliveHere, HolderRun::Unknown] {
+            assert_eq!(
+                claim(
+                    Some(reinstalled.clone()),
+                    &ours,
+                    &socket,
+                    run,
+                    Succession::TakesOver
+                ),
+                Claim::Conflict(reinstalled.clone()),
+                "{run:?}: alive, or not to be seen, it is another engine's"
+            );
+        }
     }
 
     #[test]

@@ -49,7 +49,13 @@ impl<S: Store> Agent<S> {
             let run = holder
                 .as_ref()
                 .map_or(HolderRun::Unknown, |h| self.store.holder_run(h));
-            let decided = claim(holder.clone(), engine, run, self.succession);
+            let decided = claim(
+                holder.clone(),
+                engine,
+                &self.config.docker_host,
+                run,
+                self.succession,
+            );
             // Behind a holder we took over, only a run that is gone too (a
             // standby of this machine that crashed with it) is taken over:
             // nobody then waits behind its key for its TTL. Another
