@@ -8,8 +8,9 @@ use proptest::prelude::*;
 
 /// How many catalog containers a run has (see `engine::KINDS`).
 pub const CONTAINERS: usize = 7;
-/// Agent processes that may run for the one host.
-pub const AGENT_SLOTS: usize = 2;
+/// Agent processes that may run for the one host: a holder and two
+/// standbys, so that a hand-over leaves someone in line.
+pub const AGENT_SLOTS: usize = 3;
 
 /// What happens to one container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,8 +127,8 @@ pub struct Schedule {
     /// `--ttl 15` (records on the lease); `false`: `--ttl 0` (records on no
     /// lease, the lock on a lease of its own).
     pub records_on_lease: bool,
-    /// Whether both agent slots run on one machine (each sees whether the
-    /// other's process runs) or each on its own (neither can tell).
+    /// Whether the agent slots run on one machine (each sees whether the
+    /// others' processes run) or each on its own (none can tell).
     pub one_machine: bool,
     /// Seeds the agents' retry jitter.
     pub jitter_seed: u64,
