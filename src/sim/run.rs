@@ -54,7 +54,7 @@ pub struct Run {
     /// Tasks that panicked.
     pub panics: u32,
     pub prefix: HostPrefix,
-    /// Whether both slots ran on one machine (`Schedule::one_machine`).
+    /// Whether the slots ran on one machine (`Schedule::one_machine`).
     pub one_machine: bool,
 }
 
@@ -338,7 +338,7 @@ impl World {
         }
     }
 
-    /// The machine agent slot `slot` runs on: one for both slots (a
+    /// The machine agent slot `slot` runs on: one for all slots (a
     /// standby beside the holder), or one each.
     pub(super) fn machine(&self, slot: usize) -> String {
         if self.schedule.one_machine {
