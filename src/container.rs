@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 
 use crate::record::{Name, NameError};
 
+mod network;
+pub use network::{Attachment, ExposedPort, NetworkMode};
+
 /// The facts of one container that decide its record.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Container {
@@ -23,6 +26,13 @@ pub struct Container {
     /// Docker's verdict on its HEALTHCHECK (`State.Health.Status`).
     pub health: Health,
     pub bindings: Vec<PortBinding>,
+    /// `HostConfig.NetworkMode`.
+    pub network_mode: NetworkMode,
+    /// The networks it is attached to, with its addresses there
+    /// (`NetworkSettings.Networks`, the only place API 1.52 reports them).
+    pub networks: Vec<Attachment>,
+    /// The ports it serves on, published or not.
+    pub exposed: Vec<ExposedPort>,
     /// `Config.StopSignal` as a number; `None`: the engine's default,
     /// SIGTERM (also when the name is not one we know).
     pub stop_signal: Option<i32>,

@@ -13,7 +13,7 @@ use futures_util::{FutureExt, StreamExt};
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::watch;
 
-use crate::container::{parse_signal, Container, Health, PortBinding, StopTimeout};
+use crate::container::{parse_signal, Container, Health, NetworkMode, PortBinding, StopTimeout};
 use crate::engine::{ContainerEvent, Engine, EngineError, EngineIdentity, EventKind, EventStream};
 
 mod dialect;
@@ -309,13 +309,18 @@ fn container_from(response: ContainerInspectResponse) -> Result<Container, Engin
     // still reports the owner's bindings on it, which would register one
     // port under two containers. The owner (a pod's infra container) has
     // the record.
-    let shares_network = response
-        .host_config
-        .and_then(|host| host.network_mode)
-        .is_some_and(|mode| mode.starts_with("container:"));
-    let bindings = response
-        .network_settings
-        .and_then(|settings| settings.ports)
+    let network_mode = network::network_mode(
+        response
+            .host_config
+            .as_ref()
+            .and_then(|host| host.network_mode.as_deref()),
+    );
+    let shares_network = network_mode == NetworkMode::Shared;
+    let settings = response.network_settings.unwrap_or_default();
+    let exposed = network::exposed(config.exposed_ports.as_deref(), settings.ports.as_ref());
+    let networks = network::attachments(settings.networks);
+    let bindings = settings
+        .ports
         .filter(|_| !shares_network)
         .unwrap_or_default()
         .into_iter()
@@ -332,6 +337,9 @@ fn container_from(response: ContainerInspectResponse) -> Result<Container, Engin
         paused,
         health,
         bindings,
+        network_mode,
+        networks,
+        exposed,
         stop_signal,
         stop_timeout,
     })
@@ -354,6 +362,7 @@ fn port_bindings(
     })
 }
 
+mod network;
 #[cfg(test)]
 mod tests;
 

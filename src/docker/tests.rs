@@ -224,3 +224,53 @@ fn a_health_verdict_counts_once_stored_after_its_event() {
     let no_log = serde_json::from_value(serde_json::json!({"Id": CONTAINER_ID})).unwrap();
     assert!(!health::verdict_stored(&no_log, announced));
 }
+
+#[test]
+fn networks_addresses_and_exposed_ports_are_read_from_the_inspect() {
+    use crate::container::{ExposedPort, NetworkMode};
+    let container = inspect(serde_json::json!({
+        "Id": CONTAINER_ID, "State": {"Running": true},
+        "Config": {"ExposedPorts": {"80/tcp": {}, "53/udp": {}, "bogus": {}}},
+        "HostConfig": {"NetworkMode": "backend"},
+        "NetworkSettings": {
+            // The top-level fields API 1.52 drops are never read.
+            "IPAddress": "10.9.9.9",
+            "Ports": {"8080/tcp": null, "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "32768"}]},
+            "Networks": {
+                "frontend": {"IPAddress": "172.19.0.3", "GlobalIPv6Address": ""},
+                "backend": {"IPAddress": "172.18.0.2", "GlobalIPv6Address": "fd00::2"},
+            },
+        },
+    }));
+    assert_eq!(container.network_mode, NetworkMode::Own);
+    let names: Vec<&str> = container
+        .networks
+        .iter()
+        .map(|a| a.network.as_str())
+        .collect();
+    assert_eq!(names, ["backend", "frontend"]);
+    assert_eq!(
+        container.networks[0].ipv4,
+        Some("172.18.0.2".parse().unwrap())
+    );
+    assert_eq!(container.networks[0].ipv6, Some("fd00::2".parse().unwrap()));
+    assert_eq!(container.networks[1].ipv6, None);
+    let exposed: Vec<ExposedPort> = ["53/udp", "80/tcp", "8080/tcp"]
+        .iter()
+        .map(|p| ExposedPort::from_engine(p).unwrap())
+        .collect();
+    let mut sorted = container.exposed.clone();
+    sorted.sort();
+    assert_eq!(container.exposed, sorted);
+    assert_eq!(container.exposed.len(), 3);
+    for port in exposed {
+        assert!(container.exposed.contains(&port), "{port:?}");
+    }
+    let host = inspect(serde_json::json!({
+        "Id": CONTAINER_ID, "State": {"Running": true},
+        "HostConfig": {"NetworkMode": "host"},
+        "NetworkSettings": {"Networks": {"host": {"IPAddress": ""}}},
+    }));
+    assert_eq!(host.network_mode, NetworkMode::Host);
+    assert_eq!(host.networks[0].ipv4, None);
+}

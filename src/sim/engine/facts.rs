@@ -43,6 +43,9 @@ pub(super) fn facts(id: &str, c: &SimContainer) -> Container {
             _ => Health::NoCheck,
         },
         bindings,
+        network_mode: Default::default(),
+        networks: Vec::new(),
+        exposed: Vec::new(),
         stop_signal: None,
         stop_timeout: Default::default(),
     }
