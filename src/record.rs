@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::container::{Container, PortBinding, Selection, Verdict, Withheld};
 use crate::image;
 
+pub mod address;
 pub mod field;
 pub mod name;
 pub mod stored;

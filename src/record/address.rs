@@ -1,0 +1,262 @@
+//! Which address reaches a container, by address mode (README: Addresses):
+//! the host's published ports (the default, the original's records), the
+//! container's own address on a network with the ports it exposes, or, for
+//! a container on the host's network, its exposed ports on the host's
+//! address. Pure: the facts were parsed at the engine's edge.
+
+use std::net::IpAddr;
+
+use crate::container::{Container, ExposedPort, NetworkMode};
+
+/// The label that chooses a container's address mode, overriding
+/// `--address-mode`: `published` or `network`.
+pub const ADDRESS_MODE_LABEL: &str = "docker-etcd-register.address-mode";
+/// The label that names the network whose address a container is
+/// registered with, overriding `--network`.
+pub const NETWORK_LABEL: &str = "docker-etcd-register.network";
+
+/// How an agent (or a container, by label) is reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AddressMode {
+    /// Host-published ports, on `--host-ip` for a wildcard binding.
+    #[default]
+    Published,
+    /// The container's own address on a network and its exposed ports;
+    /// nothing needs publishing.
+    Network(NetworkChoice),
+}
+
+/// Which network's address, in the network mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkChoice {
+    /// `--network NAME`: the container's address on that network; a
+    /// container not attached to it has no record.
+    Named(String),
+    /// No `--network`: the container's only network (one on several has no
+    /// record: which one reaches it is the operator's choice).
+    Only,
+    /// `--network host`: containers on the host's network, their exposed
+    /// ports on the host's address.
+    Host,
+}
+
+impl AddressMode {
+    /// The mode for `container`: its labels override the agent's. A label
+    /// value outside the grammar is an error, for a WARN naming it.
+    pub fn for_container(&self, container: &Container) -> Result<AddressMode, String> {
+        let network = container.labels.get(NETWORK_LABEL).map(String::as_str);
+        let choice = |agent: Option<&NetworkChoice>| match network {
+            Some("host") => Ok(NetworkChoice::Host),
+            Some(name) if is_network_name(name) => Ok(NetworkChoice::Named(name.to_owned())),
+            Some(other) => Err(format!("{NETWORK_LABEL}={other:?} is not a network name")),
+            None => Ok(agent.cloned().unwrap_or(NetworkChoice::Only)),
+        };
+        let agent_choice = match self {
+            AddressMode::Network(choice) => Some(choice),
+            AddressMode::Published => None,
+        };
+        match container.labels.get(ADDRESS_MODE_LABEL).map(String::as_str) {
+            Some("published") => Ok(AddressMode::Published),
+            Some("network") => choice(agent_choice).map(AddressMode::Network),
+            Some(other) => Err(format!(
+                "{ADDRESS_MODE_LABEL}={other:?} is neither published nor network"
+            )),
+            None if network.is_some() && agent_choice.is_some() => {
+                choice(agent_choice).map(AddressMode::Network)
+            }
+            None => Ok(self.clone()),
+        }
+    }
+}
+
+/// A network name as the engines allow them: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`,
+/// at most 255 characters.
+fn is_network_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 255
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// The addresses and ports a container is reached on in the network mode
+/// `choice`, each address with every exposed port; `host` (and `host6`)
+/// for a container on the host's network. Empty when the container is not
+/// on the chosen network, or has no address or exposed port there.
+pub fn network_endpoints(
+    container: &Container,
+    choice: &NetworkChoice,
+    host: IpAddr,
+    host6: Option<IpAddr>,
+) -> Vec<(IpAddr, ExposedPort)> {
+    let addresses: Vec<IpAddr> = match (choice, container.network_mode) {
+        (NetworkChoice::Host, NetworkMode::Host) => {
+            [Some(host), host6].into_iter().flatten().collect()
+        }
+        (NetworkChoice::Host, _)
+        | (_, NetworkMode::Host | NetworkMode::Shared | NetworkMode::None) => Vec::new(),
+        (NetworkChoice::Named(name), NetworkMode::Own) => container
+            .networks
+            .iter()
+            .filter(|a| a.network == *name)
+            .flat_map(|a| [a.ipv4.map(IpAddr::V4), a.ipv6.map(IpAddr::V6)])
+            .flatten()
+            .collect(),
+        (NetworkChoice::Only, NetworkMode::Own) => match container.networks.as_slice() {
+            [only] => [only.ipv4.map(IpAddr::V4), only.ipv6.map(IpAddr::V6)]
+                .into_iter()
+                .flatten()
+                .collect(),
+            _ => Vec::new(),
+        },
+    };
+    addresses
+        .iter()
+        .flat_map(|ip| container.exposed.iter().map(move |port| (*ip, *port)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::Attachment;
+
+    fn on(networks: &[(&str, &str, &str)], exposed: &[&str]) -> Container {
+        Container {
+            networks: networks
+                .iter()
+                .map(|(n, v4, v6)| Attachment::from_engine(n, v4, v6))
+                .collect(),
+            exposed: exposed
+                .iter()
+                .map(|p| ExposedPort::from_engine(p).unwrap())
+                .collect(),
+            ..Container::default()
+        }
+    }
+
+    fn ips(endpoints: &[(IpAddr, ExposedPort)]) -> Vec<String> {
+        endpoints
+            .iter()
+            .map(|(ip, p)| format!("{ip} {}/{}", p.port, p.protocol.as_str()))
+            .collect()
+    }
+
+    const HOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 5));
+
+    #[test]
+    fn the_named_network_gives_the_address_and_every_exposed_port() {
+        let c = on(
+            &[
+                ("backend", "172.18.0.2", "fd00::2"),
+                ("frontend", "172.19.0.3", ""),
+            ],
+            &["80/tcp", "53/udp"],
+        );
+        let named = NetworkChoice::Named("backend".into());
+        assert_eq!(
+            ips(&network_endpoints(&c, &named, HOST, None)),
+            [
+                "172.18.0.2 80/tcp",
+                "172.18.0.2 53/udp",
+                "fd00::2 80/tcp",
+                "fd00::2 53/udp"
+            ]
+        );
+        let frontend = NetworkChoice::Named("frontend".into());
+        assert_eq!(
+            ips(&network_endpoints(&c, &frontend, HOST, None)),
+            ["172.19.0.3 80/tcp", "172.19.0.3 53/udp"]
+        );
+        let absent = NetworkChoice::Named("other".into());
+        assert!(network_endpoints(&c, &absent, HOST, None).is_empty());
+        // On two networks and none named: no guess.
+        assert!(network_endpoints(&c, &NetworkChoice::Only, HOST, None).is_empty());
+    }
+
+    #[test]
+    fn the_only_network_is_chosen_when_none_is_named() {
+        let c = on(&[("bridge", "172.17.0.4", "")], &["8080/tcp"]);
+        assert_eq!(
+            ips(&network_endpoints(&c, &NetworkChoice::Only, HOST, None)),
+            ["172.17.0.4 8080/tcp"]
+        );
+        let no_port = on(&[("bridge", "172.17.0.4", "")], &[]);
+        assert!(network_endpoints(&no_port, &NetworkChoice::Only, HOST, None).is_empty());
+        let no_address = on(&[("bridge", "", "")], &["80/tcp"]);
+        assert!(network_endpoints(&no_address, &NetworkChoice::Only, HOST, None).is_empty());
+    }
+
+    #[test]
+    fn a_host_network_container_is_reached_on_the_hosts_addresses_only_when_chosen() {
+        let c = Container {
+            network_mode: NetworkMode::Host,
+            ..on(&[("host", "", "")], &["9100/tcp"])
+        };
+        let host6: IpAddr = "2001:db8::5".parse().unwrap();
+        assert_eq!(
+            ips(&network_endpoints(
+                &c,
+                &NetworkChoice::Host,
+                HOST,
+                Some(host6)
+            )),
+            ["10.0.0.5 9100/tcp", "2001:db8::5 9100/tcp"]
+        );
+        assert!(network_endpoints(&c, &NetworkChoice::Only, HOST, None).is_empty());
+        let bridged = on(&[("bridge", "172.17.0.4", "")], &["80/tcp"]);
+        assert!(network_endpoints(&bridged, &NetworkChoice::Host, HOST, None).is_empty());
+        let shared = Container {
+            network_mode: NetworkMode::Shared,
+            ..bridged.clone()
+        };
+        assert!(network_endpoints(&shared, &NetworkChoice::Only, HOST, None).is_empty());
+    }
+
+    #[test]
+    fn labels_override_the_agents_mode() {
+        let labelled = |pairs: &[(&str, &str)]| Container {
+            labels: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Container::default()
+        };
+        let agent = AddressMode::Network(NetworkChoice::Named("backend".into()));
+        assert_eq!(agent.for_container(&labelled(&[])), Ok(agent.clone()));
+        assert_eq!(
+            agent.for_container(&labelled(&[(ADDRESS_MODE_LABEL, "published")])),
+            Ok(AddressMode::Published)
+        );
+        assert_eq!(
+            agent.for_container(&labelled(&[(NETWORK_LABEL, "frontend")])),
+            Ok(AddressMode::Network(NetworkChoice::Named(
+                "frontend".into()
+            )))
+        );
+        let published = AddressMode::Published;
+        assert_eq!(
+            published.for_container(&labelled(&[(ADDRESS_MODE_LABEL, "network")])),
+            Ok(AddressMode::Network(NetworkChoice::Only))
+        );
+        assert_eq!(
+            published.for_container(&labelled(&[
+                (ADDRESS_MODE_LABEL, "network"),
+                (NETWORK_LABEL, "host")
+            ])),
+            Ok(AddressMode::Network(NetworkChoice::Host))
+        );
+        // A network label alone does not leave the published mode.
+        assert_eq!(
+            published.for_container(&labelled(&[(NETWORK_LABEL, "backend")])),
+            Ok(AddressMode::Published)
+        );
+        for bad in [
+            vec![(ADDRESS_MODE_LABEL, "NETWORK!")],
+            vec![(ADDRESS_MODE_LABEL, "network"), (NETWORK_LABEL, "a b")],
+            vec![(ADDRESS_MODE_LABEL, "network"), (NETWORK_LABEL, "-x")],
+            vec![(NETWORK_LABEL, "x\n")],
+        ] {
+            assert!(agent.for_container(&labelled(&bad)).is_err(), "{bad:?}");
+        }
+    }
+}
