@@ -11,6 +11,7 @@ mod etcd;
 mod list;
 mod render;
 
+use crate::record::address::AddressMode;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::num::IntErrorKind;
@@ -105,6 +106,19 @@ pub struct Cli {
         action = clap::ArgAction::SetTrue
     )]
     require_healthy: bool,
+
+    /// Which address registers a container: `published` (its published ports, on --host-ip for a wildcard) or `network` (its own address on --network, with its exposed ports).
+    #[arg(
+        long,
+        env = "REGISTER_ADDRESS_MODE",
+        value_name = "MODE",
+        default_value = "published"
+    )]
+    address_mode: String,
+
+    /// With --address-mode network: the network whose address is registered (`host`: containers on the host's network, on --host-ip); unset: each container's only network.
+    #[arg(long, env = "REGISTER_NETWORK", value_name = "NAME")]
+    network: Option<String>,
 
     /// On SIGTERM/SIGINT, remove this host's records (revoke the lease) before exiting.
     #[arg(
@@ -299,6 +313,8 @@ impl Cli {
                 })
             })
             .collect::<Result<_, _>>()?;
+        let address_mode = AddressMode::from_flags(&self.address_mode, self.network.as_deref())
+            .map_err(|p| error("--address-mode", "REGISTER_ADDRESS_MODE", p))?;
         Ok(Config {
             host: HostPrefix::new(&self.etcd.prefix, host_ip),
             etcd_endpoints,
@@ -308,6 +324,7 @@ impl Cli {
             selection: Selection {
                 required_labels,
                 require_healthy: self.require_healthy,
+                address_mode,
             },
             deregister_on_exit: self.deregister_on_exit,
             etcd_security,

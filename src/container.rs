@@ -166,12 +166,15 @@ impl Withheld {
 }
 
 /// Which containers this agent registers (`--require-label`,
-/// `--require-healthy`, the ignore label).
+/// `--require-healthy`, the ignore label), and on which address
+/// (`--address-mode`, `--network`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Selection {
     pub required_labels: Vec<LabelRequirement>,
     /// Containers with a HEALTHCHECK count only while `healthy`.
     pub require_healthy: bool,
+    /// The agent's address mode; a container's labels may override it.
+    pub address_mode: crate::record::address::AddressMode,
 }
 
 /// What the selection says of one container.

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::container::{Container, PortBinding, Selection, Verdict, Withheld};
 use crate::image;
+use address::AddressMode;
 
 pub mod address;
 pub mod field;
@@ -198,7 +199,10 @@ pub fn desired(container: &Container, selection: &Selection, prefix: &HostPrefix
     if verdict == Verdict::NotSelected {
         return Desired::Nothing;
     }
-    match (desired_record(container, prefix), verdict) {
+    match (
+        record_in(container, prefix, &selection.address_mode),
+        verdict,
+    ) {
         (None, _) => Desired::Nothing,
         (Some(_), Verdict::Withheld(reason)) => Desired::Withheld(reason),
         (Some(record), _) => Desired::Registered(record),
@@ -209,7 +213,14 @@ pub fn desired(container: &Container, selection: &Selection, prefix: &HostPrefix
 /// that the record can carry (see [`rejections`] for what it cannot).
 /// Whether the container is selected at all is [`desired`]'s question.
 pub fn desired_record(container: &Container, prefix: &HostPrefix) -> Option<Record> {
-    let (segment, value) = unlimited_record(container, prefix)?;
+    record_in(container, prefix, &AddressMode::Published)
+}
+
+/// The record a container should have in the address mode `mode` (which
+/// its labels may override; a label outside the grammar gives no record).
+pub fn record_in(container: &Container, prefix: &HostPrefix, mode: &AddressMode) -> Option<Record> {
+    let mode = mode.for_container(container).ok()?;
+    let (segment, value) = unlimited_record(container, prefix, &mode)?;
     (value.len() <= MAX_RECORD_BYTES).then(|| Record {
         key: prefix.key(segment.as_str(), &container.id),
         value,
@@ -218,21 +229,42 @@ pub fn desired_record(container: &Container, prefix: &HostPrefix) -> Option<Reco
 
 /// The key's service segment and the value of `container`'s record, of any
 /// size.
-fn unlimited_record(container: &Container, prefix: &HostPrefix) -> Option<(Name, String)> {
+fn unlimited_record(
+    container: &Container,
+    prefix: &HostPrefix,
+    mode: &AddressMode,
+) -> Option<(Name, String)> {
     let image = image_name(container).ok()?;
-    let mut endpoints: Vec<Endpoint> = container
-        .bindings
-        .iter()
-        .filter_map(|binding| published(binding, prefix.host_ip()).ok().flatten())
-        .map(|published| Endpoint {
-            container: Cow::Borrowed(&container.id),
-            image: Cow::Borrowed(image.as_str()),
-            ip: Cow::Owned(published.ip),
-            public_port: Cow::Borrowed(&published.binding.host_port),
-            private_port: Cow::Borrowed(&published.binding.private_port),
-            port_type: Cow::Borrowed(&published.binding.protocol),
-        })
-        .collect();
+    let mut endpoints: Vec<Endpoint> = match mode {
+        AddressMode::Published => container
+            .bindings
+            .iter()
+            .filter_map(|binding| published(binding, prefix.host_ip()).ok().flatten())
+            .map(|published| Endpoint {
+                container: Cow::Borrowed(&container.id),
+                image: Cow::Borrowed(image.as_str()),
+                ip: Cow::Owned(published.ip),
+                public_port: Cow::Borrowed(&published.binding.host_port),
+                private_port: Cow::Borrowed(&published.binding.private_port),
+                port_type: Cow::Borrowed(&published.binding.protocol),
+            })
+            .collect(),
+        // The container's own address serves its own ports: the public
+        // port is the container port.
+        AddressMode::Network(choice) => {
+            address::network_endpoints(container, choice, prefix.host_ip(), None)
+                .into_iter()
+                .map(|(ip, port)| Endpoint {
+                    container: Cow::Borrowed(&container.id),
+                    image: Cow::Borrowed(image.as_str()),
+                    ip: Cow::Owned(ip.to_string()),
+                    public_port: Cow::Owned(port.port.to_string()),
+                    private_port: Cow::Owned(port.port.to_string()),
+                    port_type: Cow::Borrowed(port.protocol.as_str()),
+                })
+                .collect()
+        }
+    };
     if endpoints.is_empty() {
         return None;
     }
@@ -382,7 +414,9 @@ pub fn rejections(container: &Container, prefix: &HostPrefix) -> Vec<Rejection> 
             reject("port", &text, format!("{error}; binding skipped"));
         }
     }
-    if let Some((_, value)) = unlimited_record(container, prefix) {
+    // TODO(issue 19): the rejections of the network mode (an unknown
+    // network, a label outside the grammar) are not reported yet.
+    if let Some((_, value)) = unlimited_record(container, prefix, &AddressMode::Published) {
         if value.len() > MAX_RECORD_BYTES {
             reject(
                 "ports",

@@ -112,6 +112,7 @@ fn labels_only(texts: &[&str]) -> Selection {
     Selection {
         required_labels: require(texts),
         require_healthy: false,
+        ..Selection::default()
     }
 }
 
@@ -119,6 +120,7 @@ fn healthy_only() -> Selection {
     Selection {
         required_labels: Vec::new(),
         require_healthy: true,
+        ..Selection::default()
     }
 }
 
@@ -252,6 +254,7 @@ fn label_rules_come_before_health() {
     let rules = Selection {
         required_labels: require(&["a=2"]),
         require_healthy: true,
+        ..Selection::default()
     };
     assert_eq!(c.verdict(&rules), Verdict::NotSelected);
 }

@@ -41,6 +41,22 @@ pub enum NetworkChoice {
 }
 
 impl AddressMode {
+    /// `--address-mode` and `--network`, checked.
+    pub fn from_flags(mode: &str, network: Option<&str>) -> Result<AddressMode, String> {
+        let network = network.filter(|name| !name.is_empty());
+        match (mode, network) {
+            ("published", None) => Ok(AddressMode::Published),
+            ("published", Some(_)) => Err("--network needs --address-mode network".into()),
+            ("network", None) => Ok(AddressMode::Network(NetworkChoice::Only)),
+            ("network", Some("host")) => Ok(AddressMode::Network(NetworkChoice::Host)),
+            ("network", Some(name)) if is_network_name(name) => {
+                Ok(AddressMode::Network(NetworkChoice::Named(name.to_owned())))
+            }
+            ("network", Some(name)) => Err(format!("--network {name:?} is not a network name")),
+            (other, _) => Err(format!("{other:?} is neither published nor network")),
+        }
+    }
+
     /// The mode for `container`: its labels override the agent's. A label
     /// value outside the grammar is an error, for a WARN naming it.
     pub fn for_container(&self, container: &Container) -> Result<AddressMode, String> {
@@ -258,5 +274,53 @@ mod tests {
         ] {
             assert!(agent.for_container(&labelled(&bad)).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_flags_are_checked() {
+        assert_eq!(
+            AddressMode::from_flags("published", None),
+            Ok(AddressMode::Published)
+        );
+        assert_eq!(
+            AddressMode::from_flags("network", Some("backend")),
+            Ok(AddressMode::Network(NetworkChoice::Named("backend".into())))
+        );
+        assert_eq!(
+            AddressMode::from_flags("network", Some("host")),
+            Ok(AddressMode::Network(NetworkChoice::Host))
+        );
+        assert_eq!(
+            AddressMode::from_flags("network", Some("")),
+            Ok(AddressMode::Network(NetworkChoice::Only))
+        );
+        assert!(AddressMode::from_flags("published", Some("backend")).is_err());
+        assert!(AddressMode::from_flags("network", Some("a/b")).is_err());
+        assert!(AddressMode::from_flags("Network", None).is_err());
+    }
+
+    #[test]
+    fn a_network_mode_record_carries_the_containers_own_address_and_ports() {
+        use crate::record::{record_in, HostPrefix};
+        let prefix = HostPrefix::new("/registered", HOST);
+        let c = Container {
+            id: "c".repeat(64),
+            configured_image: "web:1".into(),
+            image_id: format!("sha256:{}", "1".repeat(64)),
+            running: true,
+            ..on(&[("backend", "172.18.0.2", "")], &["8080/tcp"])
+        };
+        let mode = AddressMode::Network(NetworkChoice::Named("backend".into()));
+        let record = record_in(&c, &prefix, &mode).expect("a record");
+        assert_eq!(record.key, format!("/registered/10.0.0.5/web:1/{}", c.id));
+        assert_eq!(
+            record.value,
+            format!(
+                r#"[{{"container":"{}","image":"web:1","ip":"172.18.0.2","public_port":"8080","private_port":"8080","port_type":"tcp"}}]"#,
+                c.id
+            )
+        );
+        // The published mode of the same container: it publishes nothing.
+        assert_eq!(record_in(&c, &prefix, &AddressMode::Published), None);
     }
 }

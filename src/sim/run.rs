@@ -141,6 +141,7 @@ async fn simulate(schedule: Schedule) -> Run {
     let selection = Selection {
         required_labels: Vec::new(),
         require_healthy: schedule.require_healthy,
+        ..Selection::default()
     };
     let mut world = World {
         engine,
