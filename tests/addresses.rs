@@ -29,6 +29,67 @@ impl Drop for Network {
     }
 }
 
+/// The container's address on `network`, per `docker inspect`.
+fn address_on(id: &str, network: &str) -> String {
+    let template = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
+    docker(&["inspect", "-f", &template, id])
+}
+
+/// A record of one TCP port on `ip`, as the network mode writes it.
+fn one_port(id: &str, ip: &str, port: u16) -> String {
+    format!(
+        r#"[{{"container":"{id}","image":"{IMAGE}","ip":"{ip}","public_port":"{port}","private_port":"{port}","port_type":"tcp"}}]"#
+    )
+}
+
+#[test]
+fn on_two_networks_the_named_one_is_chosen() {
+    let pid = std::process::id();
+    let (front, back) = (
+        Network::create(&format!("der-front-{pid}")),
+        Network::create(&format!("der-back-{pid}")),
+    );
+    let env = TestEnv::new("addresses_two");
+    let _agent = env.start_agent(&["--address-mode", "network", "--network", &back.0]);
+    let id = env.containers.run(&[
+        "--network",
+        &front.0,
+        "--expose",
+        "8080",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    docker(&["network", "connect", &back.0, &id]);
+    let ip = address_on(&id, &back.0);
+    let record = env.wait_key(REACT, &env.key(IMAGE, &id));
+    assert_eq!(record.value, one_port(&id, &ip, 8080));
+    assert_ne!(ip, address_on(&id, &front.0));
+    // It leaves the chosen network: its record goes.
+    docker(&["network", "disconnect", &back.0, &id]);
+    env.wait_gone(REACT, &env.key(IMAGE, &id));
+}
+
+/// With `--network host`, a container on the host's network is registered
+/// with its exposed ports on `--host-ip`.
+#[test]
+fn a_host_network_container_is_registered_on_the_host_ip() {
+    let env = TestEnv::new("addresses_host");
+    let _agent = env.start_agent(&["--address-mode", "network", "--network", "host"]);
+    let port = rig::ports::next_run(1);
+    let id = env.containers.run(&[
+        "--network",
+        "host",
+        "--expose",
+        &port.to_string(),
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let record = env.wait_key(REACT, &env.key(IMAGE, &id));
+    assert_eq!(record.value, one_port(&id, &env.host_ip, port));
+}
+
 #[test]
 fn the_network_mode_registers_the_containers_own_address_on_the_named_network() {
     let name = format!("der-{}", std::process::id());
