@@ -4,41 +4,42 @@
 
 mod common;
 
+use common::podman::podman_host;
 use common::*;
+use rig::docker::Engine;
 
-/// A user-defined bridge network for one test, removed when dropped (after
-/// the test's containers, which are declared after it).
-struct Network(String);
+/// A user-defined bridge network of one engine for one test, removed when
+/// dropped (after the test's containers, which are declared after it).
+struct Network(String, Engine);
 
 impl Network {
     fn create(name: &str) -> Network {
-        docker(&[
-            "network",
-            "create",
-            "--label",
-            "docker-etcd-register.test=1",
-            name,
-        ]);
-        Network(name.to_owned())
+        Network::create_on(Engine::Docker, name)
+    }
+
+    fn create_on(engine: Engine, name: &str) -> Network {
+        let label = "docker-etcd-register.test=1";
+        engine.cli_out(&["network", "create", "--label", label, name]);
+        Network(name.to_owned(), engine)
     }
 }
 
 impl Drop for Network {
     fn drop(&mut self) {
-        let _ = rig::docker::Engine::Docker.try_cli(&["network", "rm", &self.0]);
+        let _ = self.1.try_cli(&["network", "rm", &self.0]);
     }
 }
 
-/// The container's address on `network`, per `docker inspect`.
-fn address_on(id: &str, network: &str) -> String {
+/// The container's address on `network`, per the engine's `inspect`.
+fn address_on(engine: Engine, id: &str, network: &str) -> String {
     let template = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
-    docker(&["inspect", "-f", &template, id])
+    engine.cli_out(&["inspect", "-f", &template, id])
 }
 
 /// A record of one TCP port on `ip`, as the network mode writes it.
-fn one_port(id: &str, ip: &str, port: u16) -> String {
+fn one_port(id: &str, image: &str, ip: &str, port: u16) -> String {
     format!(
-        r#"[{{"container":"{id}","image":"{IMAGE}","ip":"{ip}","public_port":"{port}","private_port":"{port}","port_type":"tcp"}}]"#
+        r#"[{{"container":"{id}","image":"{image}","ip":"{ip}","public_port":"{port}","private_port":"{port}","port_type":"tcp"}}]"#
     )
 }
 
@@ -61,10 +62,10 @@ fn on_two_networks_the_named_one_is_chosen() {
         "1000",
     ]);
     docker(&["network", "connect", &back.0, &id]);
-    let ip = address_on(&id, &back.0);
+    let ip = address_on(Engine::Docker, &id, &back.0);
     let record = env.wait_key(REACT, &env.key(IMAGE, &id));
-    assert_eq!(record.value, one_port(&id, &ip, 8080));
-    assert_ne!(ip, address_on(&id, &front.0));
+    assert_eq!(record.value, one_port(&id, IMAGE, &ip, 8080));
+    assert_ne!(ip, address_on(Engine::Docker, &id, &front.0));
     // It leaves the chosen network: its record goes.
     docker(&["network", "disconnect", &back.0, &id]);
     env.wait_gone(REACT, &env.key(IMAGE, &id));
@@ -87,7 +88,7 @@ fn a_host_network_container_is_registered_on_the_host_ip() {
         "1000",
     ]);
     let record = env.wait_key(REACT, &env.key(IMAGE, &id));
-    assert_eq!(record.value, one_port(&id, &env.host_ip, port));
+    assert_eq!(record.value, one_port(&id, IMAGE, &env.host_ip, port));
 }
 
 #[test]
@@ -116,4 +117,29 @@ fn the_network_mode_registers_the_containers_own_address_on_the_named_network() 
         r#"[{{"container":"{id}","image":"{IMAGE}","ip":"{ip}","public_port":"80","private_port":"80","port_type":"tcp"}}]"#
     );
     assert_eq!(record.value, expected);
+}
+
+/// Podman's Docker-compatible inspect reports its networks the same way.
+#[test]
+fn the_network_mode_works_on_podman() {
+    let name = format!("der-podman-{}", std::process::id());
+    let network = Network::create_on(Engine::Podman, &name);
+    let env = TestEnv::on(Engine::Podman, "addresses_podman");
+    let _agent = env.start_podman_agent(
+        &podman_host(),
+        &["--address-mode", "network", "--network", &network.0],
+    );
+    let id = env.containers.run(&[
+        "--network",
+        &network.0,
+        "--expose",
+        "80",
+        env.image(),
+        "sleep",
+        "1000",
+    ]);
+    let ip = address_on(Engine::Podman, &id, &network.0);
+    assert!(!ip.is_empty(), "no address on {}", network.0);
+    let record = env.wait_key(REACT, &env.key(env.record_image(), &id));
+    assert_eq!(record.value, one_port(&id, env.record_image(), &ip, 80));
 }
