@@ -57,6 +57,10 @@ pub struct Cli {
     #[arg(long, env = "HOST_IP", value_name = "IP")]
     host_ip: Option<String>,
 
+    /// This host's IPv6 address: replaces `::` wildcard bindings (which --host-ip replaces when unset) and serves host-network containers too.
+    #[arg(long, env = "HOST_IP6", value_name = "IPV6")]
+    host_ip6: Option<String>,
+
     /// Lifetime of the agent's etcd lease in seconds; 0 = records without lease.
     #[arg(
         long,
@@ -268,6 +272,7 @@ impl Cli {
 
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let host_ip = parse_host_ip(self.host_ip.as_deref())?;
+        let host_ip6 = parse_host_ip6(self.host_ip6.as_deref())?;
         let EtcdTarget {
             endpoints: etcd_endpoints,
             security: etcd_security,
@@ -325,6 +330,7 @@ impl Cli {
                 required_labels,
                 require_healthy: self.require_healthy,
                 address_mode,
+                host_ip6,
             },
             deregister_on_exit: self.deregister_on_exit,
             etcd_security,
@@ -366,6 +372,27 @@ fn parse_host_ip(text: Option<&str>) -> Result<IpAddr, ConfigError> {
         ));
     }
     Ok(ip)
+}
+
+/// `--host-ip6`: an IPv6 address other hosts can reach, or none.
+fn parse_host_ip6(text: Option<&str>) -> Result<Option<std::net::Ipv6Addr>, ConfigError> {
+    let text = text.map(str::trim).unwrap_or_default();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let fail = |problem: String| error("--host-ip6", "HOST_IP6", problem);
+    let ip: std::net::Ipv6Addr = text
+        .parse()
+        .map_err(|_| fail(format!("{text:?} is not an IPv6 address")))?;
+    let reachable = !ip.is_unspecified()
+        && ip.to_ipv4_mapped().is_none()
+        && crate::record::offerable(IpAddr::V6(ip), IpAddr::V6(ip));
+    if !reachable {
+        return Err(fail(format!(
+            "{ip} is a wildcard, an IPv4 address, multicast or link-local: no host is reached there"
+        )));
+    }
+    Ok(Some(ip))
 }
 
 /// A whole number of seconds from 0 to `max` (named `max_name` in the

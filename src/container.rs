@@ -175,6 +175,8 @@ pub struct Selection {
     pub require_healthy: bool,
     /// The agent's address mode; a container's labels may override it.
     pub address_mode: crate::record::address::AddressMode,
+    /// `--host-ip6`: replaces `::` wildcards; `None`: `--host-ip` does.
+    pub host_ip6: Option<std::net::Ipv6Addr>,
 }
 
 /// What the selection says of one container.

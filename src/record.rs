@@ -216,11 +216,30 @@ pub fn desired_record(container: &Container, prefix: &HostPrefix) -> Option<Reco
     record_in(container, prefix, &AddressMode::Published)
 }
 
-/// The record a container should have in the address mode `mode` (which
-/// its labels may override; a label outside the grammar gives no record).
+/// The record a container should have in the address mode `mode`, without
+/// an IPv6 host address.
 pub fn record_in(container: &Container, prefix: &HostPrefix, mode: &AddressMode) -> Option<Record> {
-    let mode = mode.for_container(container).ok()?;
-    let (segment, value) = unlimited_record(container, prefix, &mode)?;
+    let selection = Selection {
+        address_mode: mode.clone(),
+        ..Selection::default()
+    };
+    record_with(container, prefix, &selection)
+}
+
+/// The record a container should have under `selection`'s address mode
+/// (which its labels may override; a label outside the grammar gives no
+/// record) and host addresses.
+pub fn record_with(
+    container: &Container,
+    prefix: &HostPrefix,
+    selection: &Selection,
+) -> Option<Record> {
+    let mode = selection.address_mode.for_container(container).ok()?;
+    let hosts = Hosts {
+        v4: prefix.host_ip(),
+        v6: selection.host_ip6.map(IpAddr::V6),
+    };
+    let (segment, value) = unlimited_record(container, &mode, hosts)?;
     (value.len() <= MAX_RECORD_BYTES).then(|| Record {
         key: prefix.key(segment.as_str(), &container.id),
         value,
@@ -231,15 +250,15 @@ pub fn record_in(container: &Container, prefix: &HostPrefix, mode: &AddressMode)
 /// size.
 fn unlimited_record(
     container: &Container,
-    prefix: &HostPrefix,
     mode: &AddressMode,
+    hosts: Hosts,
 ) -> Option<(Name, String)> {
     let image = image_name(container).ok()?;
     let mut endpoints: Vec<Endpoint> = match mode {
         AddressMode::Published => container
             .bindings
             .iter()
-            .filter_map(|binding| published(binding, prefix.host_ip()).ok().flatten())
+            .filter_map(|binding| published(binding, hosts).ok().flatten())
             .map(|published| Endpoint {
                 container: Cow::Borrowed(&container.id),
                 image: Cow::Borrowed(image.as_str()),
@@ -252,7 +271,7 @@ fn unlimited_record(
         // The container's own address serves its own ports: the public
         // port is the container port.
         AddressMode::Network(choice) => {
-            address::network_endpoints(container, choice, prefix.host_ip(), None)
+            address::network_endpoints(container, choice, hosts.v4, hosts.v6)
                 .into_iter()
                 .map(|(ip, port)| Endpoint {
                     container: Cow::Borrowed(&container.id),
@@ -292,6 +311,14 @@ fn image_name(container: &Container) -> Result<Name, NameError> {
     ))
 }
 
+/// The host's addresses a wildcard binding is reached on: `--host-ip`, and
+/// `--host-ip6` for `::` if set.
+#[derive(Debug, Clone, Copy)]
+struct Hosts {
+    v4: IpAddr,
+    v6: Option<IpAddr>,
+}
+
 /// A binding that the record carries, with the address it is reached on.
 struct Published<'a> {
     binding: &'a PortBinding,
@@ -302,7 +329,8 @@ struct Published<'a> {
 /// published (no host port) or only on loopback while the host's address is
 /// not (README "Trust boundary": another host would reach its own loopback);
 /// `Err` when the engine reported something that is no port binding.
-fn published(binding: &PortBinding, host_ip: IpAddr) -> Result<Option<Published<'_>>, String> {
+fn published(binding: &PortBinding, hosts: Hosts) -> Result<Option<Published<'_>>, String> {
+    let host_ip = hosts.v4;
     if binding.host_port.is_empty() {
         return Ok(None);
     }
@@ -325,7 +353,9 @@ fn published(binding: &PortBinding, host_ip: IpAddr) -> Result<Option<Published<
             .host_ip
             .parse()
             .map_err(|_| "its host address is not an IP address".to_owned())?;
-        if ip.to_canonical().is_unspecified() {
+        if ip.is_ipv6() && ip.is_unspecified() && hosts.v6.is_some() {
+            hosts.v6.unwrap_or(host_ip)
+        } else if ip.to_canonical().is_unspecified() {
             host_ip
         } else if offerable(ip, host_ip) {
             // One address, one spelling: `::ffff:10.0.0.1` is `10.0.0.1`.
@@ -403,7 +433,13 @@ pub fn rejections(container: &Container, prefix: &HostPrefix) -> Vec<Rejection> 
         );
     }
     for binding in &container.bindings {
-        if let Err(error) = published(binding, prefix.host_ip()) {
+        if let Err(error) = published(
+            binding,
+            Hosts {
+                v4: prefix.host_ip(),
+                v6: None,
+            },
+        ) {
             let PortBinding {
                 private_port,
                 protocol,
@@ -416,7 +452,11 @@ pub fn rejections(container: &Container, prefix: &HostPrefix) -> Vec<Rejection> 
     }
     // TODO(issue 19): the rejections of the network mode (an unknown
     // network, a label outside the grammar) are not reported yet.
-    if let Some((_, value)) = unlimited_record(container, prefix, &AddressMode::Published) {
+    let hosts = Hosts {
+        v4: prefix.host_ip(),
+        v6: None,
+    };
+    if let Some((_, value)) = unlimited_record(container, &AddressMode::Published, hosts) {
         if value.len() > MAX_RECORD_BYTES {
             reject(
                 "ports",

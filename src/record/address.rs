@@ -323,4 +323,41 @@ mod tests {
         // The published mode of the same container: it publishes nothing.
         assert_eq!(record_in(&c, &prefix, &AddressMode::Published), None);
     }
+
+    #[test]
+    fn the_ipv6_wildcard_is_the_hosts_ipv6_address_when_there_is_one() {
+        use crate::container::{PortBinding, Selection};
+        use crate::record::{record_with, HostPrefix};
+        let prefix = HostPrefix::new("/registered", HOST);
+        let binding = |host_ip: &str| PortBinding {
+            private_port: "80".into(),
+            protocol: "tcp".into(),
+            host_ip: host_ip.into(),
+            host_port: "32768".into(),
+        };
+        let c = Container {
+            id: "c".repeat(64),
+            configured_image: "web:1".into(),
+            image_id: format!("sha256:{}", "1".repeat(64)),
+            running: true,
+            bindings: vec![binding("0.0.0.0"), binding("::")],
+            ..Container::default()
+        };
+        let ips = |selection: &Selection| {
+            let record = record_with(&c, &prefix, selection).expect("a record");
+            crate::record::Endpoint::decode(record.value.as_bytes())
+                .unwrap()
+                .iter()
+                .map(|e| e.ip.to_string())
+                .collect::<Vec<_>>()
+        };
+        // Without --host-ip6 both wildcards are --host-ip: one binding, as
+        // the records always were.
+        assert_eq!(ips(&Selection::default()), ["10.0.0.5"]);
+        let v6 = Selection {
+            host_ip6: Some("2001:db8::5".parse().unwrap()),
+            ..Selection::default()
+        };
+        assert_eq!(ips(&v6), ["10.0.0.5", "2001:db8::5"]);
+    }
 }
