@@ -18,8 +18,19 @@ impl Network {
     }
 
     fn create_on(engine: Engine, name: &str) -> Network {
-        let label = "docker-etcd-register.test=1";
-        engine.cli_out(&["network", "create", "--label", label, name]);
+        Network::create_with(engine, name, &[])
+    }
+
+    fn create_with(engine: Engine, name: &str, extra: &[&str]) -> Network {
+        let mut args = vec![
+            "network",
+            "create",
+            "--label",
+            "docker-etcd-register.test=1",
+        ];
+        args.extend_from_slice(extra);
+        args.push(name);
+        engine.cli_out(&args);
         Network(name.to_owned(), engine)
     }
 }
@@ -142,4 +153,43 @@ fn the_network_mode_works_on_podman() {
     assert!(!ip.is_empty(), "no address on {}", network.0);
     let record = env.wait_key(REACT, &env.key(env.record_image(), &id));
     assert_eq!(record.value, one_port(&id, env.record_image(), &ip, 80));
+}
+
+/// An IPv6-enabled user network: the container is registered on both of
+/// its addresses there, the IPv6 one as plain text.
+#[test]
+fn a_dual_stack_container_is_registered_on_both_addresses() {
+    let pid = std::process::id();
+    let subnet = format!("fd00:de:{:x}::/64", pid & 0xffff);
+    let name = format!("der-v6-{pid}");
+    let network = Network::create_with(Engine::Docker, &name, &["--ipv6", "--subnet", &subnet]);
+    let env = TestEnv::new("addresses_ipv6");
+    let _agent = env.start_agent(&["--address-mode", "network", "--network", &network.0]);
+    let id = env.containers.run(&[
+        "--network",
+        &network.0,
+        "--expose",
+        "80",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let v4 = address_on(Engine::Docker, &id, &network.0);
+    let template = format!(
+        "{{{{(index .NetworkSettings.Networks \"{}\").GlobalIPv6Address}}}}",
+        network.0
+    );
+    let v6 = docker(&["inspect", "-f", &template, &id]);
+    assert!(v6.contains(':'), "no IPv6 address: {v6:?}");
+    let record = env.wait_key(REACT, &env.key(IMAGE, &id));
+    let endpoints: Vec<serde_json::Value> = serde_json::from_str(&record.value).unwrap();
+    let ips: Vec<&str> = endpoints
+        .iter()
+        .map(|e| e["ip"].as_str().unwrap())
+        .collect();
+    assert_eq!(ips.len(), 2, "{}", record.value);
+    assert!(
+        ips.contains(&v4.as_str()) && ips.contains(&v6.as_str()),
+        "{ips:?} vs {v4} {v6}"
+    );
 }
