@@ -193,3 +193,71 @@ fn a_dual_stack_container_is_registered_on_both_addresses() {
         "{ips:?} vs {v4} {v6}"
     );
 }
+
+/// An interface of its own for one test, a macvlan network's parent,
+/// removed when dropped: a bridge with no port, which reaches nothing (a
+/// `dummy` link would do, but not every kernel has that driver).
+struct ParentLink(String);
+
+impl ParentLink {
+    fn create(name: &str) -> ParentLink {
+        let run = |args: &[&str]| {
+            let status = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .expect("run ip");
+            assert!(status.success(), "ip {args:?}");
+        };
+        run(&["link", "add", name, "type", "bridge"]);
+        let link = ParentLink(name.to_owned());
+        run(&["link", "set", name, "up"]);
+        link
+    }
+}
+
+impl Drop for ParentLink {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .status();
+    }
+}
+
+/// A macvlan network on a parent of its own: the container is registered with
+/// its macvlan address, which the engine's bridge knows nothing of.
+#[test]
+fn a_macvlan_container_is_registered_with_its_macvlan_address() {
+    let pid = std::process::id();
+    // Interface names are at most 15 bytes.
+    let parent = ParentLink::create(&format!("derd{:x}", pid & 0xffff_ffff));
+    let subnet = format!("10.{}.{}.0/24", 200 + (pid >> 8) % 50, pid % 256);
+    let name = format!("der-macvlan-{pid}");
+    let network = Network::create_with(
+        Engine::Docker,
+        &name,
+        &[
+            "-d",
+            "macvlan",
+            "--subnet",
+            &subnet,
+            "-o",
+            &format!("parent={}", parent.0),
+        ],
+    );
+    let env = TestEnv::new("addresses_macvlan");
+    let _agent = env.start_agent(&["--address-mode", "network", "--network", &network.0]);
+    let id = env.containers.run(&[
+        "--network",
+        &network.0,
+        "--expose",
+        "80",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let ip = address_on(Engine::Docker, &id, &network.0);
+    let prefix = subnet.trim_end_matches("0/24");
+    assert!(ip.starts_with(prefix), "{ip} is not in {subnet}");
+    let record = env.wait_key(REACT, &env.key(IMAGE, &id));
+    assert_eq!(record.value, one_port(&id, IMAGE, &ip, 80));
+}
