@@ -229,7 +229,7 @@ impl Drop for ParentLink {
 fn a_macvlan_container_is_registered_with_its_macvlan_address() {
     let pid = std::process::id();
     // Interface names are at most 15 bytes.
-    let parent = ParentLink::create(&format!("derd{:x}", pid & 0xffff_ffff));
+    let parent = ParentLink::create(&format!("derd{pid:x}"));
     let subnet = format!("10.{}.{}.0/24", 200 + (pid >> 8) % 50, pid % 256);
     let name = format!("der-macvlan-{pid}");
     let network = Network::create_with(
