@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::lb::*;
 use common::podman::podman_host;
 use common::*;
 use rig::docker::Engine;
@@ -260,4 +261,51 @@ fn a_macvlan_container_is_registered_with_its_macvlan_address() {
     assert!(ip.starts_with(prefix), "{ip} is not in {subnet}");
     let record = env.wait_key(REACT, &env.key(IMAGE, &id));
     assert_eq!(record.value, one_port(&id, IMAGE, &ip, 80));
+}
+
+/// End to end in the network mode: `render` feeds haproxy on the host from
+/// the records, and haproxy reaches the backends on their own addresses
+/// on a user-defined bridge network, nothing published.
+#[test]
+fn haproxy_serves_network_mode_backends_on_their_own_addresses() {
+    let name = format!("der-lb-{}", std::process::id());
+    let network = Network::create(&name);
+    let env = TestEnv::new("addresses_haproxy");
+    let _agent = env.start_agent(&["--address-mode", "network", "--network", &network.0]);
+    let port = private_port();
+    let script =
+        format!("mkdir -p /www; hostname > /www/index.html; exec httpd -f -p {port} -h /www");
+    let id = env.containers.run(&[
+        "--network",
+        &network.0,
+        "--expose",
+        &port.to_string(),
+        "busybox",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let ip = address_on(Engine::Docker, &id, &network.0);
+    env.wait_key(REACT, &env.key(IMAGE, &id));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("haproxy.cfg");
+    let pidfile = dir.path().join("haproxy.pid");
+    let _render = spawn_render(
+        &env.endpoint(),
+        &example("haproxy/haproxy.cfg.j2"),
+        &out,
+        &["--check", "haproxy -c -q -f {}"],
+    );
+    assert!(
+        wait_until(REACT, || read(&out).contains(&format!("{ip}:{port}"))),
+        "the file never named {ip}:{port}:\n{}",
+        read(&out)
+    );
+    let _haproxy = haproxy(&out, &pidfile);
+    assert!(
+        wait_served_by(port, &hostname_of(&id), REACT).is_some(),
+        "haproxy never served {id} at {ip}:{port}:\n{}",
+        read(&out)
+    );
 }
