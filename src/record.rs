@@ -397,7 +397,9 @@ pub fn offerable(ip: IpAddr, host: IpAddr) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     /// Which input: `service_label` (`docker-etcd-register.service`),
-    /// `image`, `port` (one binding) or `ports` (all of them).
+    /// `image`, `address_label` (`docker-etcd-register.address-mode`,
+    /// `docker-etcd-register.network`), `port` (one binding) or `ports`
+    /// (all of them).
     pub field: &'static str,
     /// The offending value, quoted and escaped, at most 80 characters of it.
     pub value: String,
@@ -431,6 +433,17 @@ pub fn rejections(container: &Container, prefix: &HostPrefix) -> Vec<Rejection> 
             &container.configured_image,
             format!("{error}: not an image name; no record"),
         );
+    }
+    // Checked as the network mode reads them, whatever the agent's mode:
+    // a label outside the grammar is the owner's mistake either way.
+    let strictest = AddressMode::Network(address::NetworkChoice::Only);
+    if let Err(error) = strictest.for_container(container) {
+        let labels = [address::ADDRESS_MODE_LABEL, address::NETWORK_LABEL]
+            .iter()
+            .filter_map(|label| Some(format!("{label}={}", container.labels.get(*label)?)))
+            .collect::<Vec<_>>()
+            .join(" ");
+        reject("address_label", &labels, format!("{error}; no record"));
     }
     for binding in &container.bindings {
         if let Err(error) = published(

@@ -360,4 +360,25 @@ mod tests {
         };
         assert_eq!(ips(&v6), ["10.0.0.5", "2001:db8::5"]);
     }
+
+    #[test]
+    fn a_bad_address_label_is_a_rejection() {
+        use crate::record::{rejections, HostPrefix};
+        let prefix = HostPrefix::new("/registered", HOST);
+        let c = Container {
+            id: "c".repeat(64),
+            configured_image: "web:1".into(),
+            image_id: format!("sha256:{}", "1".repeat(64)),
+            labels: [(NETWORK_LABEL.to_owned(), "a b\n".to_owned())].into(),
+            ..Container::default()
+        };
+        let found = rejections(&c, &prefix);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].field, "address_label");
+        assert!(
+            !found[0].value.contains('\n'),
+            "quoted: {:?}",
+            found[0].value
+        );
+    }
 }
