@@ -412,6 +412,10 @@ pub struct Rejection {
 /// service), an image outside it, bindings that are no port bindings, a
 /// record over [`MAX_RECORD_BYTES`] (no record).
 pub fn rejections(container: &Container, prefix: &HostPrefix) -> Vec<Rejection> {
+    let hosts = Hosts {
+        v4: prefix.host_ip(),
+        v6: None,
+    };
     let mut found = Vec::new();
     let mut reject = |field, value: &str, reason: String| {
         found.push(Rejection {
@@ -446,13 +450,7 @@ pub fn rejections(container: &Container, prefix: &HostPrefix) -> Vec<Rejection> 
         reject("address_label", &labels, format!("{error}; no record"));
     }
     for binding in &container.bindings {
-        if let Err(error) = published(
-            binding,
-            Hosts {
-                v4: prefix.host_ip(),
-                v6: None,
-            },
-        ) {
+        if let Err(error) = published(binding, hosts) {
             let PortBinding {
                 private_port,
                 protocol,
@@ -465,10 +463,6 @@ pub fn rejections(container: &Container, prefix: &HostPrefix) -> Vec<Rejection> 
     }
     // TODO(issue 19): the rejections of the network mode (an unknown
     // network, a label outside the grammar) are not reported yet.
-    let hosts = Hosts {
-        v4: prefix.host_ip(),
-        v6: None,
-    };
     if let Some((_, value)) = unlimited_record(container, &AddressMode::Published, hosts) {
         if value.len() > MAX_RECORD_BYTES {
             reject(

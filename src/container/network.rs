@@ -49,6 +49,13 @@ pub struct Attachment {
 }
 
 impl Attachment {
+    /// Its addresses, IPv4 first.
+    pub fn addresses(&self) -> impl Iterator<Item = std::net::IpAddr> + '_ {
+        [self.ipv4.map(Into::into), self.ipv6.map(Into::into)]
+            .into_iter()
+            .flatten()
+    }
+
     /// The engine's fields, parsed: an empty or unparsable address is none.
     pub fn from_engine(network: &str, ipv4: &str, ipv6: &str) -> Self {
         Attachment {

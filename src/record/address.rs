@@ -114,14 +114,10 @@ pub fn network_endpoints(
             .networks
             .iter()
             .filter(|a| a.network == *name)
-            .flat_map(|a| [a.ipv4.map(IpAddr::V4), a.ipv6.map(IpAddr::V6)])
-            .flatten()
+            .flat_map(|a| a.addresses())
             .collect(),
         (NetworkChoice::Only, NetworkMode::Own) => match container.networks.as_slice() {
-            [only] => [only.ipv4.map(IpAddr::V4), only.ipv6.map(IpAddr::V6)]
-                .into_iter()
-                .flatten()
-                .collect(),
+            [only] => only.addresses().collect(),
             _ => Vec::new(),
         },
     };
@@ -271,6 +267,10 @@ mod tests {
             vec![(ADDRESS_MODE_LABEL, "network"), (NETWORK_LABEL, "a b")],
             vec![(ADDRESS_MODE_LABEL, "network"), (NETWORK_LABEL, "-x")],
             vec![(NETWORK_LABEL, "x\n")],
+            vec![
+                (ADDRESS_MODE_LABEL, "network"),
+                (NETWORK_LABEL, &"n".repeat(256)),
+            ],
         ] {
             assert!(agent.for_container(&labelled(&bad)).is_err(), "{bad:?}");
         }
