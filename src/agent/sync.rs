@@ -92,7 +92,8 @@ impl<S: Store> Agent<S> {
         let desired = if self.wanted.is_listed() {
             self.wanted.by_key(&self.config.host, &snapshot.records)
         } else {
-            // Not listed yet: keep every record as it is, on our lease.
+            // Not listed yet: keep the records of the runs we took the host
+            // over from as they are, on our lease.
             plan::as_they_are(&self.config.host, &snapshot.records, &self.previous_leases)
         };
         let mut operations = plan::plan(&desired, &snapshot.records, self.lease_policy());
