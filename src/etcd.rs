@@ -350,6 +350,10 @@ impl Store for Etcd {
         Etcd::resign(self, key).await
     }
 
+    async fn candidates(&mut self) -> Result<Vec<Holder>, StoreError> {
+        Etcd::candidates(self).await
+    }
+
     async fn next_in_line(&mut self, ours: LeaseId) -> Result<Option<Holder>, StoreError> {
         Etcd::next_in_line(self, ours).await
     }

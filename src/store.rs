@@ -221,6 +221,11 @@ pub trait RecordSource {
     ) -> impl Future<Output = Result<Self::Watch, StoreError>>;
 }
 
+/// How many candidates for a host's lock a run looks at, oldest first, for
+/// gone runs of its machine waiting in line: two agents per host is the
+/// rule, so a line longer than this is a crowd of its own.
+pub const CANDIDATES_LOOKED_AT: usize = 16;
+
 /// The store, confined to one host's prefix, as the agent loop uses it.
 pub trait Store {
     type Watch: PrefixChanges;
@@ -269,6 +274,10 @@ pub trait Store {
 
     /// Who holds our host's lock (the oldest candidate), if anyone.
     fn lock_holder(&mut self) -> impl Future<Output = Result<Option<Holder>, StoreError>>;
+
+    /// The candidates for our host's lock, oldest (the holder) first; at
+    /// most [`CANDIDATES_LOOKED_AT`] of them.
+    fn candidates(&mut self) -> impl Future<Output = Result<Vec<Holder>, StoreError>>;
 
     /// The oldest candidate for our host's lock but the one on `ours`: who
     /// holds it next if we resign.

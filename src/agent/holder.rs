@@ -39,6 +39,7 @@ impl<S: Store> Agent<S> {
         our_lease: LeaseId,
         engine: &EngineIdentity,
     ) -> Result<Claim, StoreError> {
+        self.remove_gone_in_line(our_lease).await?;
         let mut taken_over = 0;
         let holder = loop {
             let holder = self
@@ -100,6 +101,34 @@ impl<S: Store> Agent<S> {
             .map(|_| Instant::now() + HOLDER_CHECK);
         self.announced.holder = holder;
         Ok(Claim::Campaign)
+    }
+
+    /// Runs of this machine that are gone but still wait in line behind the
+    /// holder (a standby killed with its agent, a run crashed while another
+    /// held): their keys are removed, so that when the holder hands over, it
+    /// hands over to a live run instead of a key nobody will use until its
+    /// lease expires. The holder itself is left to `claim`.
+    async fn remove_gone_in_line(&mut self, our_lease: LeaseId) -> Result<(), StoreError> {
+        let line = self.store.candidates().await?;
+        let gone_runs: Vec<Holder> = line
+            .into_iter()
+            .skip(1)
+            .filter(|candidate| {
+                candidate.lease != our_lease && self.store.holder_run(candidate) == HolderRun::Gone
+            })
+            .collect();
+        for gone in &gone_runs {
+            info!(
+                gone_hostname = gone.hostname,
+                gone_pid = gone.pid,
+                gone_lease = gone.lease,
+                lock = self.store.lock_name(),
+                "a run of this machine that is gone waits in line for this host; removing its candidacy"
+            );
+            self.store.take_over(gone).await?;
+            self.previous_leases.insert(gone.lease);
+        }
+        Ok(())
     }
 
     /// Standing by for a holder on this machine: once its process has ended

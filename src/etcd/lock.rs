@@ -18,6 +18,7 @@ use super::run::Candidate;
 use super::{Campaign, Etcd, Holder, HolderRun, LockKey, StoreError};
 use crate::engine::EngineIdentity;
 use crate::plan::LeaseId;
+use crate::store::CANDIDATES_LOOKED_AT;
 
 impl Etcd {
     /// The election name of our host.
@@ -85,6 +86,24 @@ impl Etcd {
                 let key = String::from_utf8_lossy(kv.key()).into_owned();
                 Candidate::holder(key, kv.lease(), kv.value())
             }))
+    }
+
+    /// The candidates, oldest first (at most `CANDIDATES_LOOKED_AT`).
+    pub async fn candidates(&mut self) -> Result<Vec<Holder>, StoreError> {
+        let candidates = format!("{}/", self.lock_name());
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Create, SortOrder::Ascend)
+            .with_limit(CANDIDATES_LOOKED_AT as i64);
+        let response = self.client().await?.get(candidates, Some(options)).await?;
+        Ok(response
+            .kvs()
+            .iter()
+            .map(|kv| {
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                Candidate::holder(key, kv.lease(), kv.value())
+            })
+            .collect())
     }
 
     /// What this machine can tell of `holder`'s process (`run.rs`).

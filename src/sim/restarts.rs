@@ -87,3 +87,56 @@ fn a_dead_standby_in_line_is_not_handed_the_host() {
     ]);
     assert_kept(&schedule, Duration::from_secs(4), Duration::from_secs(124));
 }
+
+/// A run crash-restarted on its machine while its previous run's key still
+/// waits in line behind another holder (found by the simulator): the new
+/// run removes that dead key, so that when the holder stops it hands the
+/// host to a live standby instead of a key nobody uses until its lease
+/// expires, and no record expires.
+#[test]
+fn a_crash_restarted_run_clears_its_dead_key_from_the_line() {
+    use super::schedule::{ContainerOp, StoreFault};
+    let schedule = Schedule {
+        running: vec![false; CONTAINERS],
+        require_healthy: false,
+        records_on_lease: true,
+        one_machine: false,
+        jitter_seed: 16_516_901_870,
+        steps: vec![
+            at(
+                0,
+                Action::Container {
+                    index: 1,
+                    op: ContainerOp::Start,
+                },
+            ),
+            at(0, Action::CrashRestart(2)),
+            at(0, Action::Foreign(Foreign::Overwrite { container: 0 })),
+            at(
+                0,
+                Action::Store {
+                    fault: StoreFault::RevokeLease { agent: 0 },
+                    lasting: Duration::from_millis(100),
+                },
+            ),
+            at(200, Action::StartAgent(1)),
+            at(
+                0,
+                Action::Container {
+                    index: 0,
+                    op: ContainerOp::Start,
+                },
+            ),
+            at(121, Action::CrashRestart(2)),
+            at(145, Action::StopAgent(1)),
+        ],
+    };
+    let run = run(&schedule);
+    let found = violations(&run);
+    assert!(
+        found.is_empty(),
+        "{}\n{}",
+        found.join("\n"),
+        describe(&run.effects)
+    );
+}

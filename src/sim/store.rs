@@ -26,7 +26,7 @@ use crate::store::{
 };
 
 mod election;
-use election::{campaign, next_in_line, oldest};
+use election::{campaign, in_line, next_in_line, oldest};
 
 /// Agent process `client`'s store.
 pub struct SimStore {
@@ -293,6 +293,14 @@ impl Store for SimStore {
         let lease = holder.as_ref().map(|h| h.lease);
         self.trace(format!("lock holder on {lease:x?}"));
         Ok(holder)
+    }
+
+    async fn candidates(&mut self) -> Result<Vec<Holder>, StoreError> {
+        let candidates = self.candidate_prefix();
+        self.request("candidates", |c| {
+            Ok(in_line(c, &candidates, crate::store::CANDIDATES_LOOKED_AT))
+        })
+        .await
     }
 
     async fn next_in_line(&mut self, ours: LeaseId) -> Result<Option<Holder>, StoreError> {

@@ -13,13 +13,22 @@ pub(super) fn oldest(cluster: &Cluster, candidates: &str) -> Option<Holder> {
 
 /// The oldest candidate under `candidates` but the one on `ours`.
 pub(super) fn next_in_line(cluster: &Cluster, candidates: &str, ours: LeaseId) -> Option<Holder> {
+    in_line(cluster, candidates, usize::MAX)
+        .into_iter()
+        .find(|holder| holder.lease != ours)
+}
+
+/// The first `limit` candidates under `candidates`, oldest first.
+pub(super) fn in_line(cluster: &Cluster, candidates: &str, limit: usize) -> Vec<Holder> {
     let state = cluster.lock();
-    state
+    let mut line: Vec<_> = state
         .kv
         .range(candidates.to_owned()..)
         .take_while(|(key, _)| key.starts_with(candidates))
-        .filter(|(_, kv)| kv.lease != ours)
-        .min_by_key(|(_, kv)| kv.create_revision)
+        .collect();
+    line.sort_by_key(|(_, kv)| kv.create_revision);
+    line.into_iter()
+        .take(limit)
         .map(|(key, kv)| {
             let value = serde_json::from_slice::<serde_json::Value>(&kv.value).unwrap_or_default();
             Holder {
@@ -37,6 +46,7 @@ pub(super) fn next_in_line(cluster: &Cluster, candidates: &str, ours: LeaseId) -
                 docker_host: value["docker_host"].as_str().unwrap_or_default().to_owned(),
             }
         })
+        .collect()
 }
 
 /// etcd's concurrency election: put our key if absent, then wait until
