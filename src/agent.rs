@@ -277,7 +277,7 @@ impl<S: Store> Agent<S> {
                         // Maybe granted meanwhile.
                         HostLock::Refused => self.lock = HostLock::Free,
                         // The other engine's agent may be gone for good.
-                        HostLock::Conflict => self.conflict_ended(),
+                        HostLock::Conflict => self.lock = HostLock::Free,
                         // A campaign on a member that lost its quorum never
                         // ends by itself: one new candidate key per resync.
                         HostLock::Waiting(_) => self.lock = HostLock::Free,

@@ -18,6 +18,11 @@ use crate::store::{Holder, HolderRun, Store, StoreError};
 /// still runs: a look at the process table, nothing asked of etcd.
 const HOLDER_CHECK: Duration = Duration::from_secs(1);
 
+/// How often an agent in conflict with another engine's looks at the
+/// holder again: one read, so that it takes the host within this once the
+/// other agent's key is gone (its lease expired, or it resigned).
+const CONFLICT_CHECK: Duration = Duration::from_secs(10);
+
 /// How many gone runs in line for the lock one claim takes over at most.
 const TAKE_OVER_ROUNDS: u32 = 8;
 
@@ -27,8 +32,12 @@ pub struct Announced {
     /// The holder we last reported standing by for.
     pub holder: Option<Holder>,
     /// When to look again whether that holder's process still runs: only
-    /// while it runs on this machine, the one case a look can tell.
+    /// while it runs on this machine, the one case a look can tell; or, in
+    /// a conflict, whether the other engine's agent still holds.
     pub check_at: Option<Instant>,
+    /// The other engine's agent we last reported a conflict with: said
+    /// once, however often it is looked at again.
+    pub conflict: Option<Holder>,
 }
 impl<S: Store> Agent<S> {
     /// Before campaigning: who holds the host, and what that means for us
@@ -137,6 +146,12 @@ impl<S: Store> Agent<S> {
     /// its lease's TTL.
     pub(super) async fn check_holder(&mut self) {
         self.announced.check_at = None;
+        if matches!(self.lock, HostLock::Conflict) {
+            // Claimed again at the next turn's repair: a conflict again if
+            // the other engine's agent still holds.
+            self.lock = HostLock::Free;
+            return;
+        }
         let (HostLock::Waiting(_), Some(holder)) = (&self.lock, self.announced.holder.clone())
         else {
             return;
@@ -184,6 +199,13 @@ impl<S: Store> Agent<S> {
             .engine
             .as_ref()
             .map_or("unknown", EngineIdentity::as_str);
+        self.metrics
+            .set_host_conflict(engine.as_str(), holder_engine, &holder.hostname);
+        self.lock = HostLock::Conflict;
+        self.announced.check_at = Some(Instant::now() + CONFLICT_CHECK);
+        if self.announced.conflict.as_ref() == Some(&holder) {
+            return;
+        }
         error!(
             engine = %engine,
             holder_engine = %holder_engine,
@@ -192,16 +214,19 @@ impl<S: Store> Agent<S> {
             lock = self.store.lock_name(),
             "an agent following another engine holds this host: two engines claim one host IP; writing nothing (give each engine its own --host-ip, then restart this agent)"
         );
-        self.metrics
-            .set_host_conflict(engine.as_str(), holder_engine, &holder.hostname);
-        self.lock = HostLock::Conflict;
+        self.announced.conflict = Some(holder);
     }
 
-    /// At a resync: look at the holder again; a conflict that is still there
-    /// is said again only if its holder changed.
-    pub(super) fn conflict_ended(&mut self) {
-        self.metrics.clear_host_conflict();
-        self.lock = HostLock::Free;
+    /// The holder is not another engine's agent (any more): a conflict
+    /// we reported is over.
+    pub(super) fn no_conflict(&mut self) {
+        if self.announced.conflict.take().is_some() {
+            self.metrics.clear_host_conflict();
+            info!(
+                lock = self.store.lock_name(),
+                "the other engine's agent no longer holds this host; claiming it"
+            );
+        }
     }
 
     /// The engine answered: which one it is, for our lock key.

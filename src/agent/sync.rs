@@ -65,6 +65,7 @@ impl<S: Store> Agent<S> {
             match self.claim_host(lease, &engine).await {
                 Ok(Claim::Conflict(holder)) => self.conflict(holder, &engine),
                 Ok(_) => {
+                    self.no_conflict();
                     let campaign = self.store.campaign(lease, &engine).await?;
                     self.lock = HostLock::Waiting(campaign);
                 }

@@ -108,7 +108,16 @@ pub struct SimEngine {
     /// order it draws at random, and a run must replay from its seed.
     faults: Arc<Notify>,
     accepted: Arc<watch::Sender<u64>>,
+    /// The engine's ID as `/info` would say it: a handle may present the
+    /// same containers as another engine (a cloned machine's), so that
+    /// two engines claim one host IP.
+    id: &'static str,
 }
+
+/// The ID of the simulated engine, and of the other engine a schedule may
+/// give one agent slot (`Schedule::other_engine`).
+pub const ENGINE_ID: &str = "engine";
+pub const OTHER_ENGINE_ID: &str = "clone";
 
 /// The container id of catalog slot `index`: 64 hex digits.
 pub fn container_id(index: usize) -> String {
@@ -147,16 +156,23 @@ impl SimEngine {
             state: Arc::new(Mutex::new(state)),
             faults: Arc::new(Notify::new()),
             accepted: Arc::new(watch::channel(0).0),
+            id: ENGINE_ID,
         }
     }
 
-    /// Another process's handle on the same engine.
-    pub fn handle(&self) -> Self {
+    /// Another process's handle on the same engine, which says its ID is
+    /// `id`.
+    pub fn handle(&self, id: &'static str) -> Self {
         Self {
             state: Arc::clone(&self.state),
             faults: Arc::clone(&self.faults),
             accepted: Arc::new(watch::channel(0).0),
+            id,
         }
+    }
+
+    pub fn id(&self) -> &'static str {
+        self.id
     }
 
     fn lock(&self) -> MutexGuard<'_, EngineState> {

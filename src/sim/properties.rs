@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::cluster::{Actor, Effect};
-use super::run::{Run, CONVERGENCE, RESYNC, TTL};
+use super::run::{engine_of, Run, CONVERGENCE, RESYNC, TTL};
 use super::store::lock_name;
 
 /// How far back a delete may be explained by a change of its container, a
@@ -38,6 +38,7 @@ pub fn violations(run: &Run) -> Vec<String> {
     one_writer(run, &mut found);
     restart_without_deletes(run, &mut found);
     standby_writes_nothing(run, &mut found);
+    no_hand_over_between_engines(run, &mut found);
     bounded_write_rate(run, &mut found);
     found
 }
@@ -351,6 +352,59 @@ fn standby_writes_nothing(run: &Run, found: &mut Vec<String>) {
             found.push(format!(
                 "standby {process} wrote {} at {at:?} (r{}) while agent {:?} held the host and nothing had happened since {since:?}",
                 effect.key, effect.revision, effect.holder
+            ));
+        }
+    }
+}
+
+/// Two engines under one host IP are a conflict, never a hand-over
+/// (README: One agent per host): no agent overwrites or deletes a record
+/// that an agent of the other engine wrote and that agent still runs.
+/// (The simulated engines show the same containers, so the records agree;
+/// between real engines such a write would delete the other's records.)
+fn no_hand_over_between_engines(run: &Run, found: &mut Vec<String>) {
+    if !run.other_engine {
+        return;
+    }
+    let history = &run.history;
+    let life = |process: usize| history.lifetimes.get(&process).copied();
+    let engine = |process: usize| life(process).map(|(slot, _, _)| engine_of(true, slot));
+    // Per record key, the agent whose value it holds now.
+    let mut written_by: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut written_at: BTreeMap<&str, Duration> = BTreeMap::new();
+    for effect in &run.effects {
+        if !run.prefix.contains(&effect.key) {
+            continue;
+        }
+        let Actor::Agent(writer) = effect.actor else {
+            written_by.remove(effect.key.as_str());
+            continue;
+        };
+        let at = effect.at;
+        let previous = match effect.value {
+            Some(_) => written_by.insert(&effect.key, writer),
+            None => written_by.remove(effect.key.as_str()),
+        };
+        let since = written_at.insert(&effect.key, at).unwrap_or(at);
+        let Some(rival) = previous else {
+            continue;
+        };
+        let Some((slot, _, end)) = life(rival) else {
+            continue;
+        };
+        // A rival whose store failed may have lost its lease and with it
+        // the host (README: a lease lost to the other engine's agent).
+        let lost = history
+            .store_faults
+            .iter()
+            .any(|(s, a, b)| s.is_none_or(|s| s == slot) && overlaps((*a, *b), since, at));
+        let running = end.is_none_or(|end| end > at);
+        if running && !lost && engine(rival) != engine(writer) {
+            found.push(format!(
+                "agent {writer} ({}) wrote {} at {at:?} over the record of agent {rival} ({}), which still ran",
+                engine(writer).unwrap_or_default(),
+                effect.key,
+                engine(rival).unwrap_or_default(),
             ));
         }
     }

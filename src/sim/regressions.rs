@@ -26,6 +26,7 @@ fn a_watch_from_a_compacted_revision_is_created_again() {
         require_healthy: false,
         records_on_lease: true,
         one_machine: false,
+        other_engine: false,
         jitter_seed: 5,
         steps: vec![
             at(
@@ -76,6 +77,7 @@ fn a_record_too_large_leaves_no_stale_value() {
         require_healthy: false,
         records_on_lease: true,
         one_machine: false,
+        other_engine: false,
         jitter_seed: 9,
         steps: vec![Step {
             after: Duration::from_secs(1),
@@ -104,6 +106,7 @@ fn a_stopping_agent_is_reproducible() {
         require_healthy: false,
         records_on_lease: true,
         one_machine: false,
+        other_engine: false,
         jitter_seed: 3,
         steps: vec![
             Step {
@@ -137,6 +140,7 @@ fn a_stopped_holder_hands_over_without_a_delete() {
         require_healthy: false,
         records_on_lease: true,
         one_machine: false,
+        other_engine: false,
         jitter_seed: 4,
         steps: vec![
             Step {
@@ -191,6 +195,7 @@ fn a_stale_holder_never_writes_beside_the_new_one() {
         require_healthy: false,
         records_on_lease: false,
         one_machine: false,
+        other_engine: false,
         jitter_seed: 2,
         steps: vec![
             at(
@@ -237,6 +242,7 @@ fn a_dead_holders_records_are_back_within_the_ttl_and_2_s() {
         require_healthy: false,
         records_on_lease: true,
         one_machine: false,
+        other_engine: false,
         jitter_seed: 6,
         steps: vec![
             Step {
@@ -288,6 +294,7 @@ fn a_fresh_agent_keeps_the_record_of_a_container_it_cannot_inspect() {
         require_healthy: false,
         records_on_lease: false,
         one_machine: false,
+        other_engine: false,
         jitter_seed: 0,
         steps: vec![
             Step {
@@ -342,6 +349,7 @@ fn a_flood_beside_a_record_too_large_is_removed_without_a_storm() {
         require_healthy: false,
         records_on_lease: true,
         one_machine: false,
+        other_engine: false,
         jitter_seed: 3,
         steps: vec![Step {
             after: Duration::ZERO,

@@ -22,6 +22,7 @@ fn on_one_machine(steps: Vec<Step>) -> Schedule {
         require_healthy: false,
         records_on_lease: true,
         one_machine: true,
+        other_engine: false,
         jitter_seed: 1,
         steps,
     }
@@ -101,6 +102,7 @@ fn a_crash_restarted_run_clears_its_dead_key_from_the_line() {
         require_healthy: false,
         records_on_lease: true,
         one_machine: false,
+        other_engine: false,
         jitter_seed: 16_516_901_870,
         steps: vec![
             at(

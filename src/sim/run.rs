@@ -16,7 +16,7 @@ use tokio::task::{JoinHandle, LocalSet};
 use tokio::time::{sleep, timeout, Instant};
 
 use super::cluster::{Cluster, Effect};
-use super::engine::SimEngine;
+use super::engine::{SimEngine, ENGINE_ID, OTHER_ENGINE_ID};
 use super::schedule::{Schedule, AGENT_SLOTS, CONTAINERS};
 use super::store::SimStore;
 use crate::agent::{run_with, Outcome};
@@ -56,6 +56,8 @@ pub struct Run {
     pub prefix: HostPrefix,
     /// Whether the slots ran on one machine (`Schedule::one_machine`).
     pub one_machine: bool,
+    /// Whether the last slot followed another engine (`Schedule::other_engine`).
+    pub other_engine: bool,
 }
 
 /// What happened when, besides the store's own log.
@@ -164,7 +166,11 @@ async fn simulate(schedule: Schedule) -> Run {
         world.act(step.action);
     }
     world.heal_all();
-    if world.agents.iter().all(Option::is_none) {
+    // Convergence is the engine's agents' to reach: an agent of the other
+    // engine only says it is in conflict.
+    let following = (0..AGENT_SLOTS)
+        .any(|slot| world.agents[slot].is_some() && world.engine_of(slot) == ENGINE_ID);
+    if !following {
         world.start_agent(0);
     }
     sleep(CONVERGENCE).await;
@@ -192,6 +198,7 @@ async fn simulate(schedule: Schedule) -> Run {
         panics,
         prefix: world.prefix.clone(),
         one_machine: world.schedule.one_machine,
+        other_engine: world.schedule.other_engine,
         history: std::mem::take(&mut world.history),
     }
 }
@@ -286,7 +293,7 @@ impl World {
         let seed = self.schedule.jitter_seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let agent = run_with(
             self.config(),
-            self.engine.handle(),
+            self.engine.handle(self.engine_of(slot)),
             store,
             Metrics::new(),
             tokio::sync::watch::channel(Status::default()).0,
@@ -339,6 +346,12 @@ impl World {
         }
     }
 
+    /// The engine agent slot `slot` follows: the one engine, but for the
+    /// last slot in a schedule that gives it another (`other_engine`).
+    pub(super) fn engine_of(&self, slot: usize) -> &'static str {
+        engine_of(self.schedule.other_engine, slot)
+    }
+
     /// The machine agent slot `slot` runs on: one for all slots (a
     /// standby beside the holder), or one each.
     pub(super) fn machine(&self, slot: usize) -> String {
@@ -352,5 +365,14 @@ impl World {
     fn fault_id(&mut self) -> u64 {
         self.next_fault += 1;
         self.next_fault
+    }
+}
+
+/// The engine ID agent slot `slot` follows (see `Schedule::other_engine`).
+pub fn engine_of(other_engine: bool, slot: usize) -> &'static str {
+    if other_engine && slot == AGENT_SLOTS - 1 {
+        OTHER_ENGINE_ID
+    } else {
+        ENGINE_ID
     }
 }

@@ -130,6 +130,10 @@ pub struct Schedule {
     /// Whether the agent slots run on one machine (each sees whether the
     /// others' processes run) or each on its own (none can tell).
     pub one_machine: bool,
+    /// Whether the last agent slot's runs follow another engine that says
+    /// it has the same containers (a cloned machine's, with its own engine
+    /// ID) under the same host IP: a conflict, never a hand-over.
+    pub other_engine: bool,
     /// Seeds the agents' retry jitter.
     pub jitter_seed: u64,
     pub steps: Vec<Step>,
@@ -222,16 +226,26 @@ pub fn schedule(max_steps: usize) -> impl Strategy<Value = Schedule> {
         any::<bool>(),
         prop_oneof![3 => Just(true), 1 => Just(false)],
         any::<bool>(),
+        prop_oneof![4 => Just(false), 1 => Just(true)],
         any::<u64>(),
         proptest::collection::vec(step(), 0..=max_steps),
     )
         .prop_map(
-            |(running, require_healthy, records_on_lease, one_machine, jitter_seed, steps)| {
+            |(
+                running,
+                require_healthy,
+                records_on_lease,
+                one_machine,
+                other_engine,
+                jitter_seed,
+                steps,
+            )| {
                 Schedule {
                     running,
                     require_healthy,
                     records_on_lease,
                     one_machine,
+                    other_engine,
                     jitter_seed,
                     steps,
                 }

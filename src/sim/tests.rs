@@ -122,6 +122,7 @@ fn a_quiet_host_is_registered() {
         require_healthy: false,
         records_on_lease: true,
         one_machine: false,
+        other_engine: false,
         jitter_seed: 1,
         steps: Vec::new(),
     };

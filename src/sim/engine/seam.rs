@@ -13,7 +13,7 @@ use crate::engine::{Engine, EngineError, EngineIdentity, EventStream};
 impl Engine for SimEngine {
     async fn connect(&mut self) -> Result<EngineIdentity, EngineError> {
         self.request().await?;
-        Ok(EngineIdentity::new("sim", &["engine"]))
+        Ok(EngineIdentity::new("sim", &[self.id()]))
     }
 
     fn subscriptions_accepted(&self) -> watch::Receiver<u64> {
