@@ -374,6 +374,15 @@ impl Store for Etcd {
         Etcd::delete_candidate(self, &holder.key, holder.lease).await
     }
 
+    async fn take_over_for(
+        &mut self,
+        holder: &Holder,
+        lease: LeaseId,
+        engine: &crate::engine::EngineIdentity,
+    ) -> Result<(), StoreError> {
+        Etcd::take_over_for(self, holder, lease, engine).await
+    }
+
     async fn withdraw(&mut self, lease: LeaseId) -> Result<(), StoreError> {
         let key = crate::store::candidate_key(&self.lock_name(), lease);
         Etcd::delete_candidate(self, &key, lease).await

@@ -298,6 +298,16 @@ pub trait Store {
     /// so that our campaign holds at once; its records stay where they are.
     fn take_over(&mut self, holder: &Holder) -> impl Future<Output = Result<(), StoreError>>;
 
+    /// Like `take_over`, and in the same transaction puts our candidate key
+    /// on `lease` for `engine`: the lock is never free between the two, so
+    /// that no other engine's agent can take it in between.
+    fn take_over_for(
+        &mut self,
+        holder: &Holder,
+        lease: LeaseId,
+        engine: &EngineIdentity,
+    ) -> impl Future<Output = Result<(), StoreError>>;
+
     /// Withdraws our candidacy on `lease` (deletes its candidate key, if it
     /// is still on that lease) without revoking the lease, whose records
     /// may still wait for the holder to move them.

@@ -84,7 +84,9 @@ impl<S: Store> Agent<S> {
                         lock = self.store.lock_name(),
                         "a previous run of this agent holds this host; taking over at once"
                     );
-                    self.store.take_over(&previous).await?;
+                    self.store
+                        .take_over_for(&previous, our_lease, engine)
+                        .await?;
                     self.announced.holder = None;
                     self.previous_leases.insert(previous.lease);
                     taken_over += 1;

@@ -9,7 +9,8 @@
 //! on its machine takes it over first (`run.rs`).
 
 use etcd_client::{
-    Compare, CompareOp, GetOptions, LeaderKey, ResignOptions, SortOrder, SortTarget, Txn, TxnOp,
+    Compare, CompareOp, GetOptions, LeaderKey, PutOptions, ResignOptions, SortOrder, SortTarget,
+    Txn, TxnOp,
 };
 use futures_util::FutureExt;
 use tonic::Code;
@@ -34,14 +35,7 @@ impl Etcd {
     ) -> Result<Campaign, StoreError> {
         let mut election = self.campaigns.client().await?.election_client();
         let name = self.lock_name();
-        let candidate = Candidate {
-            engine: engine.as_str().to_owned(),
-            host_ip: self.prefix.host_ip().to_string(),
-            prefix: self.prefix.as_str().to_owned(),
-            docker_host: self.docker_host.clone(),
-            ..Candidate::this_process()
-        };
-        let value = serde_json::to_vec(&candidate).unwrap_or_default();
+        let value = self.candidate_value(engine);
         Ok(async move {
             match election.campaign(name, value, lease).await {
                 Ok(mut response) => Ok(response.take_leader().map(|leader| LockKey {
@@ -61,6 +55,44 @@ impl Etcd {
             }
         }
         .boxed())
+    }
+
+    /// What our candidate key says of us.
+    fn candidate_value(&self, engine: &EngineIdentity) -> Vec<u8> {
+        let candidate = Candidate {
+            engine: engine.as_str().to_owned(),
+            host_ip: self.prefix.host_ip().to_string(),
+            prefix: self.prefix.as_str().to_owned(),
+            docker_host: self.docker_host.clone(),
+            ..Candidate::this_process()
+        };
+        serde_json::to_vec(&candidate).unwrap_or_default()
+    }
+
+    /// Removes `holder`'s key if it is still on its lease and puts our
+    /// candidate key on `lease` in the same transaction, as etcd's
+    /// election would (`{name}/{lease in hex}`), so that the campaign that
+    /// follows finds it and holds once no older key is left.
+    pub async fn take_over_for(
+        &mut self,
+        holder: &Holder,
+        lease: i64,
+        engine: &EngineIdentity,
+    ) -> Result<(), StoreError> {
+        let ours = crate::store::candidate_key(&self.lock_name(), lease);
+        let put = PutOptions::new().with_lease(lease);
+        let txn = Txn::new()
+            .when([Compare::lease(
+                holder.key.as_str(),
+                CompareOp::Equal,
+                holder.lease,
+            )])
+            .and_then([
+                TxnOp::delete(holder.key.as_str(), None),
+                TxnOp::put(ours, self.candidate_value(engine), Some(put)),
+            ]);
+        self.client().await?.txn(txn).await?;
+        Ok(())
     }
 
     /// Who holds our host's lock (the oldest candidate), if anyone.

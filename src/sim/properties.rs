@@ -372,6 +372,14 @@ fn no_hand_over_between_engines(run: &Run, found: &mut Vec<String>) {
     // Per record key, the agent whose value it holds now.
     let mut written_by: BTreeMap<&str, usize> = BTreeMap::new();
     let mut written_at: BTreeMap<&str, Duration> = BTreeMap::new();
+    let candidates = format!("{}/", lock_name(&run.prefix));
+    let lock_keys_lost: Vec<Duration> = run
+        .effects
+        .iter()
+        .filter(|e| e.key.starts_with(&candidates) && e.value.is_none())
+        .filter(|e| !matches!(e.actor, Actor::Agent(_)))
+        .map(|e| e.at)
+        .collect();
     for effect in &run.effects {
         if !run.prefix.contains(&effect.key) {
             continue;
@@ -392,12 +400,16 @@ fn no_hand_over_between_engines(run: &Run, found: &mut Vec<String>) {
         let Some((slot, _, end)) = life(rival) else {
             continue;
         };
-        // A rival whose store failed may have lost its lease and with it
-        // the host (README: a lease lost to the other engine's agent).
+        // A rival whose store failed, or a holder whose lock key was lost
+        // (its lease revoked or expired), may have lost the host to the
+        // other engine's agent (README: One agent per host).
         let lost = history
             .store_faults
             .iter()
-            .any(|(s, a, b)| s.is_none_or(|s| s == slot) && overlaps((*a, *b), since, at));
+            .any(|(s, a, b)| s.is_none_or(|s| s == slot) && overlaps((*a, *b), since, at))
+            || lock_keys_lost
+                .iter()
+                .any(|lost| *lost >= since && *lost <= at);
         let running = end.is_none_or(|end| end > at);
         if running && !lost && engine(rival) != engine(writer) {
             found.push(format!(

@@ -62,6 +62,16 @@ impl SimStore {
         Actor::Agent(self.process)
     }
 
+    /// What our candidate key says of us, as the adapter's says it.
+    fn candidate_value(&self, engine: &EngineIdentity) -> serde_json::Value {
+        serde_json::json!({
+            "hostname": self.machine,
+            "pid": self.process,
+            "docker_host": super::run::DOCKER_HOST,
+            "engine": engine.as_str(),
+        })
+    }
+
     fn candidate_prefix(&self) -> String {
         format!("{}/", lock_name(&self.prefix))
     }
@@ -276,12 +286,7 @@ impl Store for SimStore {
     ) -> Result<Campaign, StoreError> {
         let (cluster, client, actor) = (self.cluster.clone(), self.client, self.actor());
         let candidates = self.candidate_prefix();
-        let value = serde_json::json!({
-            "hostname": self.machine,
-            "pid": self.process,
-            "docker_host": super::run::DOCKER_HOST,
-            "engine": engine.as_str(),
-        });
+        let value = self.candidate_value(engine);
         Ok(async move { campaign(cluster, client, actor, candidates, lease, value).await }.boxed())
     }
 
@@ -343,6 +348,27 @@ impl Store for SimStore {
     async fn take_over(&mut self, holder: &Holder) -> Result<(), StoreError> {
         self.delete_candidate("take over", holder.key.clone(), holder.lease)
             .await
+    }
+
+    async fn take_over_for(
+        &mut self,
+        holder: &Holder,
+        lease: LeaseId,
+        engine: &EngineIdentity,
+    ) -> Result<(), StoreError> {
+        let actor = self.actor();
+        let ours = crate::store::candidate_key(&lock_name(&self.prefix), lease);
+        let value = self.candidate_value(engine).to_string().into_bytes();
+        let (key, previous) = (holder.key.clone(), holder.lease);
+        self.request("take over", |c| {
+            let its = c.lock().kv.get(&key).is_some_and(|kv| kv.lease == previous);
+            if its {
+                let writes = [Write::Delete(key), Write::Put(ours, value)];
+                c.txn(actor, &writes, lease, None)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn withdraw(&mut self, lease: LeaseId) -> Result<(), StoreError> {
