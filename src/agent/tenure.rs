@@ -102,7 +102,8 @@ pub enum HostLock {
     /// An agent of another engine holds this host: two engines claim one
     /// host IP. A conflict, never a hand-over (taking the host would delete
     /// the records of the other engine's live containers): this run writes
-    /// nothing and campaigns no more, for as long as it runs.
+    /// nothing and does not campaign; it looks at the holder again every
+    /// 10 s (`holder::check_holder`) and at each resync.
     Conflict,
 }
 

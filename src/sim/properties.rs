@@ -214,13 +214,49 @@ fn handover_without_deletes(run: &Run, found: &mut Vec<String>) {
                 && end.is_none_or(|end| end >= to)
                 && campaigning_at(run, *process, stop)
         });
-        if calm && standby && qualified_throughout(run, &effect.key, from, to) {
+        // A killed agent's key ahead in line: the holder cannot tell it
+        // from a live one on another machine, and it holds until its lease
+        // expires (README: a standby that cannot see the holder's process
+        // waits for its lease).
+        let dead_next = next_in_line_at(run, owner, stop).is_some_and(|next| {
+            history
+                .lifetimes
+                .get(&next)
+                .is_some_and(|(_, _, end)| end.is_some_and(|end| end <= stop))
+        });
+        if calm && standby && !dead_next && qualified_throughout(run, &effect.key, from, to) {
             found.push(format!(
                 "{} expired with the lease {lease:x} of agent {owner}, stopped at {stop:?}, at {to:?}, although a standby was up",
                 effect.key
             ));
         }
     }
+}
+
+/// The agent whose candidate key came next after `owner`'s in the line at
+/// `at` (the oldest other one): who held the host once `owner` resigned.
+fn next_in_line_at(run: &Run, owner: usize, at: Duration) -> Option<usize> {
+    let candidates = format!("{}/", lock_name(&run.prefix));
+    // Per candidate key: its creation revision and its writer.
+    let mut line: BTreeMap<&str, (i64, usize)> = BTreeMap::new();
+    for effect in run.effects.iter().take_while(|e| e.at <= at) {
+        if !effect.key.starts_with(&candidates) {
+            continue;
+        }
+        match (&effect.value, effect.actor) {
+            (Some(_), Actor::Agent(writer)) => {
+                line.entry(&effect.key).or_insert((effect.revision, writer));
+            }
+            (None, _) => {
+                line.remove(effect.key.as_str());
+            }
+            _ => {}
+        }
+    }
+    line.values()
+        .filter(|(_, writer)| *writer != owner)
+        .min_by_key(|(created, _)| *created)
+        .map(|(_, writer)| *writer)
 }
 
 /// Whether agent `process` had a candidate key in the election at `at`.
