@@ -19,7 +19,7 @@ use crate::store::{Holder, HolderRun, Store, StoreError};
 const HOLDER_CHECK: Duration = Duration::from_secs(1);
 
 /// How often an agent in conflict with another engine's looks at the
-/// holder again: one read, so that it takes the host within this once the
+/// holder again: two reads, no write, so that it takes the host within this once the
 /// other agent's key is gone (its lease expired, or it resigned).
 const CONFLICT_CHECK: Duration = Duration::from_secs(10);
 
@@ -92,7 +92,15 @@ impl<S: Store> Agent<S> {
                     taken_over += 1;
                 }
                 Claim::Campaign => break holder,
-                conflict @ Claim::Conflict(_) => return Ok(conflict),
+                conflict @ Claim::Conflict(_) => {
+                    if taken_over > 0 {
+                        // Our candidate key went in with the take-over; an
+                        // agent in conflict has no candidacy, so that
+                        // nobody resigns the host to it.
+                        self.store.withdraw(our_lease).await?;
+                    }
+                    return Ok(conflict);
+                }
             }
         };
         if let Some(holder) = &holder {
@@ -114,18 +122,23 @@ impl<S: Store> Agent<S> {
         Ok(Claim::Campaign)
     }
 
-    /// Runs of this machine that are gone but still wait in line behind the
-    /// holder (a standby killed with its agent, a run crashed while another
-    /// held): their keys are removed, so that when the holder hands over, it
+    /// Previous runs of ours (this machine, our `--docker-host`) that are
+    /// gone but still wait in line behind the holder (a standby killed
+    /// with its agent, a run crashed while another held): their keys are
+    /// removed, so that when the holder hands over, it
     /// hands over to a live run instead of a key nobody will use until its
     /// lease expires. The holder itself is left to `claim`.
     async fn remove_gone_in_line(&mut self, our_lease: LeaseId) -> Result<(), StoreError> {
         let line = self.store.candidates().await?;
+        let docker_host = &self.config.docker_host;
         let gone_runs: Vec<Holder> = line
             .into_iter()
             .skip(1)
             .filter(|candidate| {
-                candidate.lease != our_lease && self.store.holder_run(candidate) == HolderRun::Gone
+                candidate.lease != our_lease
+                    && !candidate.docker_host.is_empty()
+                    && candidate.docker_host == *docker_host
+                    && self.store.holder_run(candidate) == HolderRun::Gone
             })
             .collect();
         for gone in &gone_runs {
@@ -136,8 +149,14 @@ impl<S: Store> Agent<S> {
                 lock = self.store.lock_name(),
                 "a run of this machine that is gone waits in line for this host; removing its candidacy"
             );
-            self.store.take_over(gone).await?;
-            self.previous_leases.insert(gone.lease);
+            // A key we may not remove only waits for its lease: no reason
+            // to fail the claim (or to take a refusal for the lock's).
+            match self.store.take_over(gone).await {
+                Ok(()) => {
+                    self.previous_leases.insert(gone.lease);
+                }
+                Err(error) => debug!(error = %error, "could not remove a gone run's candidacy"),
+            }
         }
         Ok(())
     }
@@ -201,20 +220,22 @@ impl<S: Store> Agent<S> {
             .engine
             .as_ref()
             .map_or("unknown", EngineIdentity::as_str);
-        self.metrics
-            .set_host_conflict(engine.as_str(), holder_engine, &holder.hostname);
         self.lock = HostLock::Conflict;
         self.announced.check_at = Some(Instant::now() + CONFLICT_CHECK);
         if self.announced.conflict.as_ref() == Some(&holder) {
             return;
         }
+        // Another holder than the one reported: its series replaces the old.
+        self.metrics.clear_host_conflict();
+        self.metrics
+            .set_host_conflict(engine.as_str(), holder_engine, &holder.hostname);
         error!(
             engine = %engine,
             holder_engine = %holder_engine,
             holder_hostname = holder.hostname,
             holder_pid = holder.pid,
             lock = self.store.lock_name(),
-            "an agent following another engine holds this host: two engines claim one host IP; writing nothing (give each engine its own --host-ip, then restart this agent)"
+            "an agent following another engine holds this host: two engines claim one host IP; writing nothing (give each engine its own --host-ip)"
         );
         self.announced.conflict = Some(holder);
     }

@@ -187,6 +187,7 @@ impl<S: Store> Agent<S> {
             error = %error,
             "etcd refuses this agent the host lock; writing without it (grant the role readwrite on the lock's prefix, see the README)"
         );
+        self.no_conflict();
         self.lock = HostLock::Refused;
         self.etcd_view = EtcdView::Stale;
     }
