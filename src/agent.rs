@@ -40,7 +40,7 @@ use crate::watcher::{Observation, Watcher};
 use claim::{EngineSeen, Succession};
 use etcd_view::{EtcdView, PrefixWatch};
 use holder::Announced;
-use tenure::{HostLock, Lease};
+use tenure::{HostLock, Lease, Tenure};
 use wanted::Wanted;
 
 /// Observations taken off the watcher in one go when they arrive in a burst.
@@ -189,8 +189,8 @@ struct Agent<S: Store> {
     wanted: Wanted,
     /// What we believe etcd holds under our prefix.
     etcd_view: EtcdView,
-    lease: Lease,
-    lock: HostLock,
+    /// Our lease and our hold on the host lock, or neither.
+    tenure: Tenure,
     /// The holder a standby last reported, so that it says so once.
     announced: Announced,
     /// The engine we follow, once it has answered (or is assumed from our
@@ -232,7 +232,7 @@ impl<S: Store> Agent<S> {
         jitter_seed: Option<u64>,
     ) -> Self {
         let resync = config.resync.map(periodic);
-        let (lease, lock) = tenure::initial_tenure(&config);
+        let tenure = Tenure::initial(&config);
         Self {
             lease_ttl: tenure::lease_ttl(&config),
             docker_health: Health::new("docker", Arc::clone(&metrics)),
@@ -243,8 +243,7 @@ impl<S: Store> Agent<S> {
             store,
             wanted: Wanted::NotListed,
             etcd_view: EtcdView::Stale,
-            lease,
-            lock,
+            tenure,
             announced: Announced::default(),
             engine: EngineSeen::NotYet,
             previous_leases: BTreeSet::new(),
@@ -273,15 +272,15 @@ impl<S: Store> Agent<S> {
                     debug!("periodic resync");
                     self.watcher.relist();
                     self.etcd_view = EtcdView::Stale;
-                    match self.lock {
-                        // Maybe granted meanwhile.
-                        HostLock::Refused => self.lock = HostLock::Free,
-                        // The other engine's agent may be gone for good.
-                        HostLock::Conflict => self.lock = HostLock::Free,
-                        // A campaign on a member that lost its quorum never
-                        // ends by itself: one new candidate key per resync.
-                        HostLock::Waiting(_) => self.lock = HostLock::Free,
-                        _ => {}
+                    // Maybe granted meanwhile; the other engine's agent may
+                    // be gone for good; a campaign on a member that lost its
+                    // quorum never ends by itself (one new candidate key per
+                    // resync).
+                    if matches!(
+                        self.tenure.lock(),
+                        Some(HostLock::Refused | HostLock::Conflict | HostLock::Waiting(_))
+                    ) {
+                        self.tenure.set_lock(HostLock::Free);
                     }
                 }
                 Wake::LeaseEnded(LeaseEnd::Expired) => {
@@ -289,8 +288,8 @@ impl<S: Store> Agent<S> {
                 }
                 Wake::LeaseEnded(LeaseEnd::Unanswered) => self.lease_unanswered(),
                 Wake::LeaseEnded(LeaseEnd::Broken(error)) => {
-                    if let Some(id) = self.lease.held_id() {
-                        self.lease = Lease::Broken(id);
+                    if let Some(id) = self.tenure.held_id() {
+                        self.tenure.set_lease(Lease::Broken(id));
                     }
                     self.etcd_failed(error);
                 }
@@ -312,12 +311,13 @@ impl<S: Store> Agent<S> {
             docker_connected: self.docker_health.is_up(),
             etcd_connected: self.etcd_health.is_up(),
             reconciled: self.progress == Progress::Exact,
-            standby: matches!(self.lock, HostLock::Waiting(_)) && self.announced.holder.is_some(),
-            conflict: matches!(self.lock, HostLock::Conflict),
+            standby: matches!(self.tenure.lock(), Some(HostLock::Waiting(_)))
+                && self.announced.holder.is_some(),
+            conflict: matches!(self.tenure.lock(), Some(HostLock::Conflict)),
         };
         // Derived here, from the one state that knows, after every turn.
         self.metrics
-            .set_host_lock_held(matches!(self.lock, HostLock::Held(_)));
+            .set_host_lock_held(matches!(self.tenure.lock(), Some(HostLock::Held(_))));
         self.status.send_if_modified(|published| {
             let changed = *published != status;
             *published = status;
@@ -328,17 +328,14 @@ impl<S: Store> Agent<S> {
     /// Whether etcd needs work before the loop can wait: a lease, a
     /// campaign, or (while we may write) a reconcile.
     fn needs_repair(&self) -> bool {
-        self.lease.needs_work()
-            || matches!(self.lock, HostLock::Free)
+        self.tenure.needs_work()
             || ((self.may_write() || self.may_keep())
                 && (!self.etcd_view.is_current() || self.watch.is_none()))
     }
 
     /// Docker was listed, and we hold the host (or need not).
     fn may_write(&self) -> bool {
-        self.wanted.is_listed()
-            && self.lock.permits_writes()
-            && matches!(self.lease, Lease::Held(_) | Lease::NotWanted)
+        self.wanted.is_listed() && self.tenure.permits_writes()
     }
 
     /// We hold the host but the engine has not been listed: what etcd holds
@@ -349,8 +346,13 @@ impl<S: Store> Agent<S> {
             && !self.previous_leases.is_empty()
             // With --ttl 0 the records carry no lease: nothing expires.
             && self.config.lease_ttl.is_some()
-            && matches!(self.lock, HostLock::Held(_))
-            && matches!(self.lease, Lease::Held(_))
+            && matches!(
+                self.tenure,
+                Tenure::Kept {
+                    lease: Lease::Held(_),
+                    lock: HostLock::Held(_)
+                }
+            )
     }
 
     /// Waits for the next thing to do; all of the agent's waiting is here.
@@ -359,15 +361,16 @@ impl<S: Store> Agent<S> {
             return Wake::Shutdown;
         }
         let observed = next_observations(&mut self.watcher);
+        let (lease, lock) = self.tenure.parts_mut();
         let lease_ended = async {
-            match &mut self.lease {
-                Lease::Held(kept) => kept.ended().await,
+            match lease {
+                Some(Lease::Held(kept)) => kept.ended().await,
                 _ => pending().await,
             }
         };
         let campaigned = async {
-            match &mut self.lock {
-                HostLock::Waiting(campaign) => campaign.await,
+            match lock {
+                Some(HostLock::Waiting(campaign)) => campaign.await,
                 _ => pending().await,
             }
         };

@@ -27,9 +27,13 @@ impl<S: Store> Agent<S> {
     /// delete; `resign_or_keep`), or with `--deregister-on-exit` removes
     /// its records; a standby withdraws its candidacy.
     pub(super) async fn hand_over(&mut self) {
-        let lease = self.lease.last_known_id();
+        let lease = self.tenure.last_known_id();
         let never_listed = !self.wanted.is_listed();
-        match std::mem::replace(&mut self.lock, HostLock::Free) {
+        let Some(lock) = self.tenure.take_lock() else {
+            // --once, --dry-run: no lease, no lock, nothing to hand over.
+            return;
+        };
+        match lock {
             lock @ (HostLock::Held(_) | HostLock::Refused)
                 if self.config.deregister_on_exit && never_listed =>
             {
@@ -78,7 +82,7 @@ impl<S: Store> Agent<S> {
             }
             HostLock::Held(key) => self.resign_or_keep(key).await,
             // Records ride on the lease; they stay until it expires.
-            HostLock::Refused | HostLock::NotWanted => {}
+            HostLock::Refused => {}
             // The host was taken from us while our lease lives (a new run
             // took over), or we may have lost it (no keep-alive answered):
             // records may still ride on the lease we held it on until the

@@ -167,13 +167,14 @@ impl<S: Store> Agent<S> {
     /// its lease's TTL.
     pub(super) async fn check_holder(&mut self) {
         self.announced.check_at = None;
-        if matches!(self.lock, HostLock::Conflict) {
+        if matches!(self.tenure.lock(), Some(HostLock::Conflict)) {
             // Claimed again at the next turn's repair: a conflict again if
             // the other engine's agent still holds.
-            self.lock = HostLock::Free;
+            self.tenure.set_lock(HostLock::Free);
             return;
         }
-        let (HostLock::Waiting(_), Some(holder)) = (&self.lock, self.announced.holder.clone())
+        let (Some(HostLock::Waiting(_)), Some(holder)) =
+            (self.tenure.lock(), self.announced.holder.clone())
         else {
             return;
         };
@@ -196,7 +197,7 @@ impl<S: Store> Agent<S> {
                 self.previous_leases.insert(holder.lease);
                 // Whoever is next in line now (it may have resigned to
                 // another standby): looked at the same way, unless it is us.
-                let our_lease = self.lease.held_id();
+                let our_lease = self.tenure.held_id();
                 match self.store.lock_holder().await {
                     Ok(next) => {
                         let next = next.filter(|h| Some(h.lease) != our_lease);
@@ -220,7 +221,7 @@ impl<S: Store> Agent<S> {
             .engine
             .as_ref()
             .map_or("unknown", EngineIdentity::as_str);
-        self.lock = HostLock::Conflict;
+        self.tenure.set_lock(HostLock::Conflict);
         self.announced.check_at = Some(Instant::now() + CONFLICT_CHECK);
         if self.announced.conflict.as_ref() == Some(&holder) {
             return;

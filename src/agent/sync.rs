@@ -6,7 +6,7 @@ use tracing::{debug, error, info, warn};
 
 use super::claim::{Claim, EngineSeen};
 use super::etcd_view::{EtcdView, PrefixWatch};
-use super::tenure::HostLock;
+use super::tenure::{HostLock, Lease};
 use super::{Agent, Progress};
 use crate::plan::{self, LeaseId, Operation};
 use crate::record::HostPrefix;
@@ -30,7 +30,7 @@ impl<S: Store> Agent<S> {
                 return;
             }
         }
-        if matches!(self.lock, HostLock::Free) && self.engine.identity().is_none() {
+        if matches!(self.tenure.lock(), Some(HostLock::Free)) && self.engine.identity().is_none() {
             // Waiting for the engine to say which one it is: the holder is
             // looked at again after a backoff, not in a loop.
             self.retry.schedule();
@@ -47,12 +47,12 @@ impl<S: Store> Agent<S> {
     }
 
     pub(super) async fn repair_etcd(&mut self) -> Result<(), StoreError> {
-        if self.lease.needs_work() {
+        if self.tenure.lease().is_some_and(Lease::needs_work) {
             self.resume_or_grant_lease().await?;
         }
         // No campaign before the engine has said which one it is (our lock
         // key names it), unless our previous run held the host.
-        if let (HostLock::Free, Some(lease)) = (&self.lock, self.lease.held_id()) {
+        if let (Some(HostLock::Free), Some(lease)) = (self.tenure.lock(), self.tenure.held_id()) {
             let engine = match &self.engine {
                 EngineSeen::Answered(engine) => engine.clone(),
                 _ => match self.assume_previous_engine().await? {
@@ -67,7 +67,7 @@ impl<S: Store> Agent<S> {
                 Ok(_) => {
                     self.no_conflict();
                     let campaign = self.store.campaign(lease, &engine).await?;
-                    self.lock = HostLock::Waiting(campaign);
+                    self.tenure.set_lock(HostLock::Waiting(campaign));
                 }
                 Err(error) if error.is_permission_denied() => self.lock_refused(&error),
                 Err(error) => return Err(error),
@@ -248,7 +248,7 @@ impl<S: Store> Agent<S> {
         }
         let applied = self
             .store
-            .apply(operations, lease, self.lock.fence())
+            .apply(operations, lease, self.tenure.fence())
             .await?;
         self.record(applied.done, applied.revisions, lease);
         for (operation, reason) in &applied.rejected {
@@ -277,7 +277,7 @@ impl<S: Store> Agent<S> {
             })
             .collect();
         if !stale.is_empty() {
-            let removed = self.store.apply(&stale, lease, self.lock.fence()).await?;
+            let removed = self.store.apply(&stale, lease, self.tenure.fence()).await?;
             self.record(removed.done, removed.revisions, lease);
         }
         Ok(())

@@ -40,19 +40,126 @@ pub fn records_lease_ttl(config: &Config) -> Option<Duration> {
     config.lease_ttl.filter(|_| takes_lease(config))
 }
 
-/// The lease and lock a run starts with.
-pub fn initial_tenure(config: &Config) -> (Lease, HostLock) {
-    if takes_lease(config) {
-        (Lease::Missing, HostLock::Free)
-    } else {
-        (Lease::NotWanted, HostLock::NotWanted)
+/// The agent's tenure in etcd: whether it takes a lease and the host lock
+/// at all, and if so, both. One type, because the two are wanted or not
+/// together (a run that writes nothing lasting takes neither).
+pub enum Tenure {
+    /// `--once`, `--dry-run`: this run holds no lease and takes no lock;
+    /// what it writes (`--once`) is unfenced and on no lease.
+    NotWanted,
+    /// A lease, and the hold on the host lock that rides on it.
+    Kept { lease: Lease, lock: HostLock },
+}
+
+impl Tenure {
+    /// The tenure a run starts with.
+    pub fn initial(config: &Config) -> Self {
+        if takes_lease(config) {
+            Tenure::Kept {
+                lease: Lease::Missing,
+                lock: HostLock::Free,
+            }
+        } else {
+            Tenure::NotWanted
+        }
+    }
+
+    pub fn lease(&self) -> Option<&Lease> {
+        match self {
+            Tenure::NotWanted => None,
+            Tenure::Kept { lease, .. } => Some(lease),
+        }
+    }
+
+    pub fn lock(&self) -> Option<&HostLock> {
+        match self {
+            Tenure::NotWanted => None,
+            Tenure::Kept { lock, .. } => Some(lock),
+        }
+    }
+
+    pub fn lease_mut(&mut self) -> Option<&mut Lease> {
+        match self {
+            Tenure::NotWanted => None,
+            Tenure::Kept { lease, .. } => Some(lease),
+        }
+    }
+
+    pub fn lock_mut(&mut self) -> Option<&mut HostLock> {
+        match self {
+            Tenure::NotWanted => None,
+            Tenure::Kept { lock, .. } => Some(lock),
+        }
+    }
+
+    /// The lease and the lock apart, to wait on both at once.
+    pub fn parts_mut(&mut self) -> (Option<&mut Lease>, Option<&mut HostLock>) {
+        match self {
+            Tenure::NotWanted => (None, None),
+            Tenure::Kept { lease, lock } => (Some(lease), Some(lock)),
+        }
+    }
+
+    /// Sets the lease, for a run that keeps one (else nothing to set).
+    pub fn set_lease(&mut self, to: Lease) {
+        if let Some(lease) = self.lease_mut() {
+            *lease = to;
+        }
+    }
+
+    /// Sets the hold on the lock, for a run that takes it.
+    pub fn set_lock(&mut self, to: HostLock) {
+        if let Some(lock) = self.lock_mut() {
+            *lock = to;
+        }
+    }
+
+    /// The lock as it was, leaving it `Free` (at exit).
+    pub fn take_lock(&mut self) -> Option<HostLock> {
+        self.lock_mut()
+            .map(|lock| std::mem::replace(lock, HostLock::Free))
+    }
+
+    /// Our lease, while its keep-alive runs.
+    pub fn held_id(&self) -> Option<LeaseId> {
+        self.lease().and_then(Lease::held_id)
+    }
+
+    /// The lease that may still carry our keys (for deregistering).
+    pub fn last_known_id(&self) -> Option<LeaseId> {
+        self.lease().and_then(Lease::last_known_id)
+    }
+
+    /// The key our writes are fenced by: none when we hold no lock.
+    pub fn fence(&self) -> Option<&LockKey> {
+        self.lock().and_then(HostLock::fence)
+    }
+
+    /// Whether this agent may write the host's prefix: it holds the host
+    /// on a live lease (or writes without the lock, refused it), or takes
+    /// neither.
+    pub fn permits_writes(&self) -> bool {
+        match self {
+            Tenure::NotWanted => true,
+            Tenure::Kept { lease, lock } => {
+                matches!(lease, Lease::Held(_))
+                    && matches!(lock, HostLock::Held(_) | HostLock::Refused)
+            }
+        }
+    }
+
+    /// Whether a lease must be granted or resumed, or the lock claimed,
+    /// before anything else.
+    pub fn needs_work(&self) -> bool {
+        match self {
+            Tenure::NotWanted => false,
+            Tenure::Kept { lease, lock } => lease.needs_work() || matches!(lock, HostLock::Free),
+        }
     }
 }
 
 /// The agent's lease.
 pub enum Lease {
-    /// `--once`, `--dry-run`: this run holds no lease and takes no lock.
-    NotWanted,
     /// None held: grant one.
     Missing,
     /// Its keep-alive broke but the lease may be alive: resume it before
@@ -75,7 +182,7 @@ impl Lease {
         match self {
             Lease::Held(kept) => Some(kept.id()),
             Lease::Broken(id) => Some(*id),
-            Lease::NotWanted | Lease::Missing => None,
+            Lease::Missing => None,
         }
     }
 
@@ -87,8 +194,6 @@ impl Lease {
 
 /// The agent's hold on its host's lock.
 pub enum HostLock {
-    /// `--once`, `--dry-run`: this run takes no lock.
-    NotWanted,
     /// Not held and not campaigning: campaign once the lease is held.
     Free,
     /// Campaigning on our lease: waiting for the holder, if any, to go.
@@ -115,14 +220,6 @@ impl HostLock {
             _ => None,
         }
     }
-
-    /// Whether this agent may write the host's prefix.
-    pub fn permits_writes(&self) -> bool {
-        matches!(
-            self,
-            HostLock::NotWanted | HostLock::Held(_) | HostLock::Refused
-        )
-    }
 }
 
 impl<S: Store> Agent<S> {
@@ -131,10 +228,10 @@ impl<S: Store> Agent<S> {
     /// record moves onto it in place, once the lock is ours again).
     pub(super) async fn resume_or_grant_lease(&mut self) -> Result<(), StoreError> {
         let keep_alive_period = (self.lease_ttl / 3).max(Duration::from_millis(500));
-        if let Lease::Broken(id) = self.lease {
+        if let Some(&Lease::Broken(id)) = self.tenure.lease() {
             match self.store.keep_alive(id, keep_alive_period).await {
                 Ok(kept) => {
-                    self.lease = Lease::Held(kept);
+                    self.tenure.set_lease(Lease::Held(kept));
                     debug!(lease = id, "lease keep-alive resumed");
                     return Ok(());
                 }
@@ -143,7 +240,8 @@ impl<S: Store> Agent<S> {
             }
         }
         let id = self.store.grant_lease(self.lease_ttl).await?;
-        self.lease = Lease::Held(self.store.keep_alive(id, keep_alive_period).await?);
+        let kept = self.store.keep_alive(id, keep_alive_period).await?;
+        self.tenure.set_lease(Lease::Held(kept));
         info!(
             lease = id,
             ttl_secs = self.lease_ttl.as_secs(),
@@ -163,16 +261,16 @@ impl<S: Store> Agent<S> {
                     "holding this host"
                 );
                 self.held_on = Some(key.lease);
-                self.lock = HostLock::Held(key);
+                self.tenure.set_lock(HostLock::Held(key));
                 self.announced.holder = None;
                 // Whatever the previous holder left is re-read and moved
                 // onto our lease in place.
                 self.etcd_view = EtcdView::Stale;
             }
-            Ok(None) => self.lock = HostLock::Free,
+            Ok(None) => self.tenure.set_lock(HostLock::Free),
             Err(error) if error.is_permission_denied() => self.lock_refused(&error),
             Err(error) => {
-                self.lock = HostLock::Free;
+                self.tenure.set_lock(HostLock::Free);
                 self.etcd_failed(error);
                 self.retry.schedule();
             }
@@ -188,26 +286,26 @@ impl<S: Store> Agent<S> {
             "etcd refuses this agent the host lock; writing without it (grant the role readwrite on the lock's prefix, see the README)"
         );
         self.no_conflict();
-        self.lock = HostLock::Refused;
+        self.tenure.set_lock(HostLock::Refused);
         self.etcd_view = EtcdView::Stale;
     }
 
     /// The lease is gone and the lock and records on it with it: a new lease
     /// must win the lock and carry every record again.
     pub(super) fn lease_lost(&mut self, reason: &str) {
-        if matches!(self.lease, Lease::NotWanted) {
+        let Tenure::Kept { lease, lock } = &mut self.tenure else {
             return;
-        }
-        if let Some(lease) = self.lease.last_known_id() {
+        };
+        if let Some(lease) = lease.last_known_id() {
             warn!(
                 lease,
                 reason, "etcd lease lost; taking the host again on a new one"
             );
         }
-        self.lease = Lease::Missing;
-        // A conflict lasts for the run; it never campaigned on this lease.
-        if !matches!(self.lock, HostLock::Conflict) {
-            self.lock = HostLock::Free;
+        *lease = Lease::Missing;
+        // A conflict stays one; it never campaigned on this lease.
+        if !matches!(lock, HostLock::Conflict) {
+            *lock = HostLock::Free;
         }
         self.etcd_view = EtcdView::Stale;
     }
@@ -218,16 +316,16 @@ impl<S: Store> Agent<S> {
     /// alive (etcd may only have been slow to answer), so that our records
     /// stay on it, and our own lock key, if it is still there, holds again.
     pub(super) fn lease_unanswered(&mut self) {
-        if let Some(id) = self.lease.held_id() {
+        if let Some(id) = self.tenure.held_id() {
             warn!(
                 lease = id,
                 lock = self.store.lock_name(),
                 "etcd answered no keep-alive for the lease's TTL; the host lock may be gone, writing nothing until it is ours again"
             );
-            self.lease = Lease::Broken(id);
+            self.tenure.set_lease(Lease::Broken(id));
         }
-        if !matches!(self.lock, HostLock::Conflict) {
-            self.lock = HostLock::Free;
+        if !matches!(self.tenure.lock(), Some(HostLock::Conflict)) {
+            self.tenure.set_lock(HostLock::Free);
         }
         self.etcd_failed(StoreError::Failed(
             "no answer to the lease keep-alive within the lease's TTL".into(),
@@ -242,31 +340,31 @@ impl<S: Store> Agent<S> {
             lock = self.store.lock_name(),
             "the host lock is no longer ours; taking it again or standing by"
         );
-        self.lock = HostLock::Free;
+        self.tenure.set_lock(HostLock::Free);
         // Whoever holds it now, if it is a run of our engine, keeps it.
         self.succession = Succession::StandsBy;
         self.etcd_view = EtcdView::Stale;
         // Most likely the lease went with the key (revoked, expired) before
         // its keep-alive could tell: check it at once, resuming it if it is
         // alive, instead of campaigning on a dead lease.
-        if let Some(id) = self.lease.held_id() {
-            self.lease = Lease::Broken(id);
+        if let Some(id) = self.tenure.held_id() {
+            self.tenure.set_lease(Lease::Broken(id));
         }
     }
 
     /// Which lease a record must ride on to count as right: ours, or, when
     /// this run holds none (`--once`, `--dry-run`), any.
     pub(super) fn lease_policy(&self) -> Option<LeaseId> {
-        match self.lease {
-            Lease::NotWanted => None,
-            _ => Some(self.records_lease()),
+        match self.tenure {
+            Tenure::NotWanted => None,
+            Tenure::Kept { .. } => Some(self.records_lease()),
         }
     }
 
     /// The lease our records ride on: ours with `--ttl` > 0, else none (`0`).
     pub(super) fn records_lease(&self) -> LeaseId {
         if self.config.lease_ttl.is_some() {
-            self.lease.held_id().unwrap_or(0)
+            self.tenure.held_id().unwrap_or(0)
         } else {
             0
         }
