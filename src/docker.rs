@@ -14,7 +14,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::watch;
 
 use crate::container::{parse_signal, Container, Health, NetworkMode, PortBinding, StopTimeout};
-use crate::engine::{ContainerEvent, Engine, EngineError, EngineIdentity, EventKind, EventStream};
+use crate::engine::{
+    ContainerEvent, Engine, EngineError, EngineIdentity, EventAction, EventStream,
+};
 
 mod dialect;
 mod health;
@@ -252,27 +254,29 @@ where
 /// register (a network's own `destroy`, say, which the action filter lets
 /// through).
 fn container_event(message: EventMessage, dialect: Dialect) -> Option<ContainerEvent> {
-    use EventKind::{Signalled, Started, Stopped};
+    use EventAction::{
+        Connect, Destroy, Die, Disconnect, HealthStatus, Kill, Pause, Start, Unpause,
+    };
     use EventMessageTypeEnum::{CONTAINER, NETWORK};
     let typ = message.typ?;
     let signal = || {
         let attributes = message.actor.as_ref()?.attributes.as_ref()?;
         attributes.get("signal")?.parse::<i32>().ok()
     };
-    let (kind, action) = match (typ, message.action.as_deref()?) {
-        (CONTAINER, "start") => (Started, "start"),
-        (CONTAINER, "pause") => (Started, "pause"),
-        (CONTAINER, "unpause") => (Started, "unpause"),
-        (CONTAINER, "die") => (Stopped, "die"),
+    let action = match (typ, message.action.as_deref()?) {
+        (CONTAINER, "start") => Start,
+        (CONTAINER, "pause") => Pause,
+        (CONTAINER, "unpause") => Unpause,
+        (CONTAINER, "die") => Die,
         // dockerd's `kill` names the signal by number; without one there is
         // nothing to decide.
-        (CONTAINER, "kill") => (Signalled(signal()?), "kill"),
+        (CONTAINER, "kill") => Kill(signal()?),
         // Podman's compat stream renames its `died` to `die` but keeps
         // `remove`, which is Docker's `destroy`.
-        (CONTAINER, "destroy" | "remove") => (Stopped, "destroy"),
-        (CONTAINER, action) if action.starts_with("health_status") => (Started, "health_status"),
-        (NETWORK, "connect") => (Started, "connect"),
-        (NETWORK, "disconnect") => (Started, "disconnect"),
+        (CONTAINER, "destroy" | "remove") => Destroy,
+        (CONTAINER, action) if action.starts_with("health_status") => HealthStatus,
+        (NETWORK, "connect") => Connect,
+        (NETWORK, "disconnect") => Disconnect,
         _ => return None,
     };
     let actor = message.actor?;
@@ -285,7 +289,6 @@ fn container_event(message: EventMessage, dialect: Dialect) -> Option<ContainerE
     };
     Some(ContainerEvent {
         container_id,
-        kind,
         action,
     })
 }

@@ -49,11 +49,13 @@ impl EngineError {
 /// What a container event means for its record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
-    /// The container (re)started, was paused or unpaused, joined or left a
-    /// network, or its health changed: inspect it, and its inspect decides
-    /// whether it has a record (a paused one, or one left without
-    /// published ports, has none).
+    /// The container (re)started: inspect it; a start also ends its drain.
     Started,
+    /// It was paused or unpaused, joined or left a network, or its health
+    /// changed: inspect it again, and its inspect decides whether it has a
+    /// record (a paused one, or one left without published ports, has
+    /// none).
+    Changed,
     /// It stopped or is gone: its record goes.
     Stopped,
     /// It was sent this signal (`docker kill`, and `docker stop` before it
@@ -62,14 +64,65 @@ pub enum EventKind {
     Signalled(i32),
 }
 
+/// The engine's actions on a container that the agent follows, in the
+/// seam's (Docker's) words; the adapter maps each engine's names to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventAction {
+    Start,
+    Pause,
+    Unpause,
+    Die,
+    /// `docker kill`, and `docker stop` before it waits: with the signal.
+    Kill(i32),
+    Destroy,
+    HealthStatus,
+    /// A network's `connect` / `disconnect` of the container.
+    Connect,
+    Disconnect,
+}
+
+impl EventAction {
+    /// The action's name, for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventAction::Start => "start",
+            EventAction::Pause => "pause",
+            EventAction::Unpause => "unpause",
+            EventAction::Die => "die",
+            EventAction::Kill(_) => "kill",
+            EventAction::Destroy => "destroy",
+            EventAction::HealthStatus => "health_status",
+            EventAction::Connect => "connect",
+            EventAction::Disconnect => "disconnect",
+        }
+    }
+
+    /// What it means for the container's record.
+    pub fn kind(self) -> EventKind {
+        match self {
+            EventAction::Start => EventKind::Started,
+            EventAction::Die | EventAction::Destroy => EventKind::Stopped,
+            EventAction::Kill(signal) => EventKind::Signalled(signal),
+            EventAction::Pause
+            | EventAction::Unpause
+            | EventAction::HealthStatus
+            | EventAction::Connect
+            | EventAction::Disconnect => EventKind::Changed,
+        }
+    }
+}
+
 /// One event of the engine about one container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerEvent {
     pub container_id: String,
-    pub kind: EventKind,
-    /// The engine's action: `start`, `die`, `destroy`, `kill`, `pause`,
-    /// `unpause`, `health_status`, or a network's `connect` / `disconnect`.
-    pub action: &'static str,
+    pub action: EventAction,
+}
+
+impl ContainerEvent {
+    pub fn kind(&self) -> EventKind {
+        self.action.kind()
+    }
 }
 
 /// Which engine an agent follows, as its lock key tells other agents of the

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::container_event;
 use super::dialect::{ended_after, Dialect};
-use crate::engine::{ContainerEvent, EngineError, EventStream};
+use crate::engine::{ContainerEvent, EngineError, EventAction, EventStream};
 
 /// A check's own limit when the container sets none (Docker's and Podman's
 /// default `--health-timeout`).
@@ -51,7 +51,9 @@ pub(super) fn with_verdicts(
             };
             let announced_nanos = message.time_nano;
             let event = container_event(message, dialect)?;
-            if let ("health_status", Some(announced_nanos)) = (event.action, announced_nanos) {
+            if let (EventAction::HealthStatus, Some(announced_nanos)) =
+                (event.action, announced_nanos)
+            {
                 let check = follow_check(client, event.clone(), announced_nanos, verdicts_sender);
                 tokio::spawn(check);
             }

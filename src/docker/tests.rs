@@ -2,6 +2,7 @@
 //! dockerd 20.10 and Podman 4.3.
 
 use super::*;
+use crate::engine::EventKind;
 
 const CONTAINER_ID: &str = "4a5202296e8cd40d576f422beefc5f36da420270e566d7c6b26fd5babb633467";
 const NETWORK_ID: &str = "4daf07e404a4461687223b599970919f8a1f2af738dc29ebecec919df81aef7d";
@@ -33,7 +34,7 @@ fn network_message(action: &str) -> EventMessage {
 fn mapped(message: EventMessage) -> Option<(EventKind, &'static str)> {
     container_event(message, Dialect::Docker).map(|event| {
         assert_eq!(event.container_id, CONTAINER_ID);
-        (event.kind, event.action)
+        (event.kind(), event.action.as_str())
     })
 }
 
@@ -41,13 +42,13 @@ fn mapped(message: EventMessage) -> Option<(EventKind, &'static str)> {
 fn container_actions() {
     let cases = [
         ("start", EventKind::Started, "start"),
-        ("pause", EventKind::Started, "pause"),
-        ("unpause", EventKind::Started, "unpause"),
+        ("pause", EventKind::Changed, "pause"),
+        ("unpause", EventKind::Changed, "unpause"),
         ("die", EventKind::Stopped, "die"),
         ("destroy", EventKind::Stopped, "destroy"),
         (
             "health_status: healthy",
-            EventKind::Started,
+            EventKind::Changed,
             "health_status",
         ),
     ];
@@ -84,11 +85,11 @@ fn a_kill_names_its_signal_and_one_without_is_ignored() {
 fn network_connect_and_disconnect_reinspect_the_container_they_name() {
     assert_eq!(
         mapped(network_message("connect")),
-        Some((EventKind::Started, "connect"))
+        Some((EventKind::Changed, "connect"))
     );
     assert_eq!(
         mapped(network_message("disconnect")),
-        Some((EventKind::Started, "disconnect"))
+        Some((EventKind::Changed, "disconnect"))
     );
 }
 
@@ -143,7 +144,7 @@ fn podman_message(typ: &str, action: &str) -> EventMessage {
 fn podman_mapped(typ: &str, action: &str) -> Option<(EventKind, &'static str)> {
     container_event(podman_message(typ, action), Dialect::Podman).map(|event| {
         assert_eq!(event.container_id, CONTAINER_ID);
-        (event.kind, event.action)
+        (event.kind(), event.action.as_str())
     })
 }
 
@@ -153,15 +154,15 @@ fn podman_events_in_the_seams_words() {
         ("container", "start", EventKind::Started, "start"),
         ("container", "die", EventKind::Stopped, "die"),
         ("container", "remove", EventKind::Stopped, "destroy"),
-        ("container", "pause", EventKind::Started, "pause"),
+        ("container", "pause", EventKind::Changed, "pause"),
         (
             "container",
             "health_status",
-            EventKind::Started,
+            EventKind::Changed,
             "health_status",
         ),
-        ("network", "connect", EventKind::Started, "connect"),
-        ("network", "disconnect", EventKind::Started, "disconnect"),
+        ("network", "connect", EventKind::Changed, "connect"),
+        ("network", "disconnect", EventKind::Changed, "disconnect"),
     ];
     for (typ, action, kind, label) in cases {
         assert_eq!(podman_mapped(typ, action), Some((kind, label)), "{action}");

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::{timeout, Instant};
 
 use crate::container::{Container, Health};
-use crate::engine::{ContainerEvent, EngineError, EventKind, EventStream};
+use crate::engine::{ContainerEvent, EngineError, EventAction, EventStream};
 
 mod facts;
 mod seam;
@@ -232,7 +232,7 @@ impl SimEngine {
         let Some(c) = state.containers.get(&id).cloned() else {
             return;
         };
-        let mut events: Vec<(&'static str, EventKind)> = Vec::new();
+        let mut events: Vec<EventAction> = Vec::new();
         let mut next = c.clone();
         let start = |next: &mut SimContainer, events: &mut Vec<_>, port: &mut u32| {
             next.running = true;
@@ -243,8 +243,8 @@ impl SimEngine {
             next.health = initial_health(next.kind);
             next.host_port = *port;
             *port += 1;
-            events.push(("connect", EventKind::Started));
-            events.push(("start", EventKind::Started));
+            events.push(EventAction::Connect);
+            events.push(EventAction::Start);
         };
         let mut port = state.next_host_port;
         match op {
@@ -253,44 +253,44 @@ impl SimEngine {
                 next.running = false;
                 next.paused = false;
                 next.stopping = false;
-                events.push(("die", EventKind::Stopped));
-                events.push(("disconnect", EventKind::Started));
+                events.push(EventAction::Die);
+                events.push(EventAction::Disconnect);
             }
             Op::Restart if c.running => {
-                events.push(("die", EventKind::Stopped));
-                events.push(("disconnect", EventKind::Started));
+                events.push(EventAction::Die);
+                events.push(EventAction::Disconnect);
                 start(&mut next, &mut events, &mut port);
             }
             Op::Remove if !c.running && !c.removed => {
                 next.removed = true;
-                events.push(("destroy", EventKind::Stopped));
+                events.push(EventAction::Destroy);
             }
             Op::Pause if c.running && !c.paused => {
                 next.paused = true;
-                events.push(("pause", EventKind::Started));
+                events.push(EventAction::Pause);
             }
             Op::Unpause if c.paused => {
                 next.paused = false;
-                events.push(("unpause", EventKind::Started));
+                events.push(EventAction::Unpause);
             }
             Op::NetworkDisconnect if c.running && c.networked => {
                 next.networked = false;
-                events.push(("disconnect", EventKind::Started));
+                events.push(EventAction::Disconnect);
             }
             Op::NetworkConnect if c.running && !c.networked => {
                 next.networked = true;
                 next.host_port = port;
                 port += 1;
-                events.push(("connect", EventKind::Started));
+                events.push(EventAction::Connect);
             }
             Op::Stop if c.running && !c.stopping => {
                 next.stopping = true;
-                events.push(("kill", EventKind::Signalled(15)));
+                events.push(EventAction::Kill(15));
             }
             Op::KillRestart if c.running => {
-                events.push(("kill", EventKind::Signalled(2)));
-                events.push(("die", EventKind::Stopped));
-                events.push(("disconnect", EventKind::Started));
+                events.push(EventAction::Kill(2));
+                events.push(EventAction::Die);
+                events.push(EventAction::Disconnect);
                 start(&mut next, &mut events, &mut port);
             }
             Op::HealthFlip if c.running && c.kind == Kind::Checked => {
@@ -298,14 +298,14 @@ impl SimEngine {
                     Health::Healthy => Health::Unhealthy,
                     _ => Health::Healthy,
                 };
-                events.push(("health_status", EventKind::Started));
+                events.push(EventAction::HealthStatus);
             }
             _ => {}
         }
         state.next_host_port = port;
         state.containers.insert(id.clone(), next);
-        for (action, kind) in events {
-            emit(&mut state, &id, action, kind);
+        for action in events {
+            emit(&mut state, &id, action);
         }
     }
 
@@ -389,7 +389,7 @@ impl SimEngine {
         let now = Instant::now();
         for (at, event) in &state.log {
             let recent = now.duration_since(*at) <= replay;
-            if recent && (health || event.action != "health_status") {
+            if recent && (health || event.action != EventAction::HealthStatus) {
                 let _ = sender.send(Ok(event.clone()));
             }
         }
@@ -417,10 +417,9 @@ fn initial_health(kind: Kind) -> Health {
     }
 }
 
-fn emit(state: &mut EngineState, id: &str, action: &'static str, kind: EventKind) {
+fn emit(state: &mut EngineState, id: &str, action: EventAction) {
     let event = ContainerEvent {
         container_id: id.to_owned(),
-        kind,
         action,
     };
     if state.log.len() == REPLAY_LOG {
@@ -428,7 +427,7 @@ fn emit(state: &mut EngineState, id: &str, action: &'static str, kind: EventKind
     }
     state.log.push_back((Instant::now(), event.clone()));
     state.subscribers.retain(|subscriber| {
-        if !subscriber.health && action == "health_status" {
+        if !subscriber.health && action == EventAction::HealthStatus {
             return true;
         }
         subscriber.sender.send(Ok(event.clone())).is_ok()

@@ -33,25 +33,62 @@ type Listing = BoxFuture<'static, Result<Listed, EngineError>>;
 /// event that asked for it, and what it found.
 type Inspection = BoxFuture<'static, (String, u64, EventKind, Inspected)>;
 
-/// Which of a container's inspects answer for it.
+/// Everything the follower keeps of one container, in one place, so that
+/// it is dropped in one place (`forget_if_idle`) once nothing is left.
 #[derive(Debug, Default)]
-struct Generation {
+struct Tracked {
+    /// An event not looked at yet (the last one decides).
+    pending: Option<EventKind>,
     /// Bumped by each event of the container: only an inspect started
-    /// after the latest event answers for it.
-    latest: u64,
+    /// after the latest event answers for it. A newer event never waits
+    /// for an older inspect (an engine sends a network `connect` just
+    /// before each `start`); the older answer is discarded when it comes.
+    generation: u64,
     /// Its inspects in flight.
     in_flight: u32,
+    /// Its inspect failed: when to try again, and the delays after
+    /// further failures.
+    retry: Option<(Instant, ExponentialBackoff)>,
 }
 
+impl Tracked {
+    fn is_idle(&self) -> bool {
+        self.pending.is_none() && self.in_flight == 0 && self.retry.is_none()
+    }
+}
+
+/// Where the follower is with the engine; the event subscription lives in
+/// the phases that have one.
 enum Phase {
     /// Not connected: connect when the reconnect retry is due.
     Disconnected,
     /// Subscribed; waiting for the engine to accept it before listing.
-    Subscribing,
-    /// Listing every running container; events wait in `pending`.
-    Listing(Listing),
+    Subscribing { events: EventStream },
+    /// Listing every running container; events wait as pending.
+    Listing {
+        events: EventStream,
+        listing: Listing,
+    },
     /// Following events.
-    Following,
+    Following { events: EventStream },
+}
+
+impl Phase {
+    /// The subscription, leaving `Disconnected` behind.
+    fn take_events(&mut self) -> Option<EventStream> {
+        match std::mem::replace(self, Phase::Disconnected) {
+            Phase::Disconnected => None,
+            Phase::Subscribing { events }
+            | Phase::Listing { events, .. }
+            | Phase::Following { events } => Some(events),
+        }
+    }
+}
+
+/// What the engine said next: the listing's answer, or an event.
+enum FromEngine {
+    Listed(Result<Listed, EngineError>),
+    Event(Option<Result<ContainerEvent, EngineError>>),
 }
 
 pub(super) struct Follower<E> {
@@ -66,21 +103,10 @@ pub(super) struct Follower<E> {
     reconnect: Retry,
     /// Changes whenever the engine accepts a subscription.
     accepted: watch::Receiver<u64>,
-    /// The event subscription; `None` while disconnected.
-    events: Option<EventStream>,
-    /// Containers to look at, with their last event (the last one decides).
-    pending: BTreeMap<String, EventKind>,
+    /// The containers with an event not looked at yet, an inspect in
+    /// flight or a failed inspect to try again.
+    tracked: BTreeMap<String, Tracked>,
     inspections: FuturesUnordered<Inspection>,
-    /// Per container with an event not yet answered or an inspect in flight:
-    /// which inspect answers for it. A newer event never waits for an older
-    /// inspect (an engine sends a network `connect` just before each
-    /// `start`); the older answer is discarded when it comes.
-    generations: BTreeMap<String, Generation>,
-    /// Inspects in flight, of all containers.
-    in_flight: usize,
-    /// Containers whose inspect failed: when to try again, and the delays
-    /// after further failures.
-    retries: BTreeMap<String, (Instant, ExponentialBackoff)>,
     /// Containers asked to stop that have not stopped yet: no record.
     drains: Drains,
 }
@@ -101,12 +127,8 @@ impl<E: Engine> Follower<E> {
             observations,
             phase: Phase::Disconnected,
             reconnect,
-            events: None,
-            pending: BTreeMap::new(),
+            tracked: BTreeMap::new(),
             inspections: FuturesUnordered::new(),
-            generations: BTreeMap::new(),
-            in_flight: 0,
-            retries: BTreeMap::new(),
             drains: Drains::default(),
         }
     }
@@ -114,7 +136,11 @@ impl<E: Engine> Follower<E> {
     pub(super) async fn run(mut self, mut relist_requests: mpsc::UnboundedReceiver<()>) {
         loop {
             self.start_inspections();
-            let next_retry = self.retries.values().map(|(at, _)| *at).min();
+            let next_retry = self
+                .tracked
+                .values()
+                .filter_map(|tracked| tracked.retry.as_ref().map(|(at, _)| *at))
+                .min();
             let drain_ends = self.drains.next_deadline();
             let reconnect_at = matches!(self.phase, Phase::Disconnected)
                 .then(|| self.reconnect.at().unwrap_or_else(Instant::now));
@@ -126,14 +152,16 @@ impl<E: Engine> Follower<E> {
                     Some(()) => self.relist(),
                     None => return,
                 },
-                Ok(()) = self.accepted.changed(), if matches!(self.phase, Phase::Subscribing) => {
+                Ok(()) = self.accepted.changed(), if matches!(self.phase, Phase::Subscribing { .. }) => {
                     self.list();
                 }
-                listed = poll_listing(&mut self.phase) => self.on_listed(listed),
                 Some((id, generation, kind, inspected)) = self.inspections.next(), if !self.inspections.is_empty() => {
                     self.on_inspected(id, generation, kind, inspected);
                 }
-                event = next_event(&mut self.events) => self.on_event(event),
+                said = next_from_engine(&mut self.phase) => match said {
+                    FromEngine::Listed(listed) => self.on_listed(listed),
+                    FromEngine::Event(event) => self.on_event(event),
+                },
                 () = sleep_until_some(reconnect_at) => self.connect().await,
                 () = sleep_until_some(next_retry) => self.retry_due(),
                 () = sleep_until_some(drain_ends) => self.drains_ran_out(),
@@ -153,35 +181,30 @@ impl<E: Engine> Follower<E> {
         }
         self.accepted.borrow_and_update();
         match self.engine.events(EVENT_REPLAY, self.health) {
-            Ok(events) => {
-                self.events = Some(events);
-                self.phase = Phase::Subscribing;
-            }
+            Ok(events) => self.phase = Phase::Subscribing { events },
             Err(error) => self.disconnected(error),
         }
     }
 
     fn disconnected(&mut self, error: EngineError) {
-        self.events = None;
         self.phase = Phase::Disconnected;
         self.inspections = FuturesUnordered::new();
-        self.generations.clear();
-        self.in_flight = 0;
-        self.pending.clear();
-        self.retries.clear();
+        self.tracked.clear();
         self.reconnect.schedule();
         self.send(Observation::EngineDown(error));
     }
 
     fn relist(&mut self) {
-        if matches!(self.phase, Phase::Following) {
+        if matches!(self.phase, Phase::Following { .. }) {
             self.list();
         }
     }
 
     fn list(&mut self) {
-        let engine = self.engine.clone();
-        self.phase = Phase::Listing(list(engine).boxed());
+        let listing = list(self.engine.clone()).boxed();
+        if let Some(events) = self.phase.take_events() {
+            self.phase = Phase::Listing { events, listing };
+        }
     }
 
     fn on_listed(&mut self, listed: Result<Listed, EngineError>) {
@@ -191,9 +214,11 @@ impl<E: Engine> Follower<E> {
                 unknown,
             }) => {
                 self.reconnect.reset();
-                self.phase = Phase::Following;
+                if let Some(events) = self.phase.take_events() {
+                    self.phase = Phase::Following { events };
+                }
                 for id in &unknown {
-                    self.schedule_retry(id);
+                    self.schedule_retry(id.clone());
                 }
                 // A draining container is as good as stopped.
                 let containers = containers
@@ -215,54 +240,45 @@ impl<E: Engine> Follower<E> {
             Some(Err(error)) => return self.disconnected(error),
             None => return self.disconnected(EngineError::StreamEnded),
         };
-        self.metrics.docker_event(event.action);
+        self.metrics.docker_event(event.action.as_str());
         debug!(
             container_id = event.container_id,
-            action = event.action,
+            action = event.action.as_str(),
             "docker event"
         );
-        self.generations
-            .entry(event.container_id.clone())
-            .or_default()
-            .latest += 1;
-        self.retries.remove(&event.container_id);
-        if event.kind == EventKind::Stopped || event.action == "start" {
+        let kind = event.kind();
+        if matches!(kind, EventKind::Stopped | EventKind::Started) {
             self.drains.end(&event.container_id);
         }
+        let tracked = self.tracked.entry(event.container_id).or_default();
+        tracked.generation += 1;
+        tracked.retry = None;
         // A signal's inspect decides on a drain: another event that only
         // asks to look again (health, network) must not take its place.
-        let kind = match (self.pending.get(&event.container_id), event.kind) {
-            (Some(&signalled @ EventKind::Signalled(_)), EventKind::Started)
-                if event.action != "start" =>
-            {
-                signalled
-            }
-            (_, kind) => kind,
+        tracked.pending = match (tracked.pending, kind) {
+            (Some(signalled @ EventKind::Signalled(_)), EventKind::Changed) => Some(signalled),
+            (_, kind) => Some(kind),
         };
-        self.pending.insert(event.container_id, kind);
     }
 
     fn on_inspected(&mut self, id: String, generation: u64, kind: EventKind, inspected: Inspected) {
-        self.in_flight -= 1;
-        let Some(known) = self.generations.get_mut(&id) else {
+        let Some(tracked) = self.tracked.get_mut(&id) else {
             return; // from before a reconnect
         };
-        known.in_flight -= 1;
-        let current = known.latest == generation;
-        if known.in_flight == 0 && !self.pending.contains_key(&id) {
-            self.generations.remove(&id);
-        }
-        if !current {
+        tracked.in_flight -= 1;
+        if tracked.generation != generation {
+            self.forget_if_idle(&id);
             return; // a newer event came; its own inspect answers
         }
-        if matches!(self.phase, Phase::Listing(_)) {
+        if matches!(self.phase, Phase::Listing { .. }) {
             // The listing may have seen an older state: look again after it.
-            self.pending.entry(id).or_insert(kind);
+            tracked.pending.get_or_insert(kind);
             return;
         }
         match inspected {
             Inspected::Facts(container) => {
-                self.retries.remove(&id);
+                tracked.retry = None;
+                self.forget_if_idle(&id);
                 if self.starts_draining(kind, container.as_ref()) {
                     self.send(Observation::Draining { id });
                 } else {
@@ -271,7 +287,7 @@ impl<E: Engine> Follower<E> {
                 }
             }
             Inspected::Failed(error) => {
-                self.schedule_retry(&id);
+                self.schedule_retry(id.clone());
                 self.send(Observation::InspectFailed { id, error });
             }
             Inspected::EngineDown(error) => self.disconnected(error),
@@ -282,29 +298,32 @@ impl<E: Engine> Follower<E> {
     /// once, anything else is inspected, at most [`INSPECT_CONCURRENCY`] at a
     /// time.
     fn start_inspections(&mut self) {
-        if !matches!(self.phase, Phase::Following) {
+        if !matches!(self.phase, Phase::Following { .. }) {
             return;
         }
-        let ids: Vec<String> = self.pending.keys().cloned().collect();
-        for id in ids {
-            let kind = self.pending[&id];
+        let pending: Vec<(String, EventKind)> = self
+            .tracked
+            .iter()
+            .filter_map(|(id, tracked)| Some((id.clone(), tracked.pending?)))
+            .collect();
+        for (id, kind) in pending {
+            if kind != EventKind::Stopped && self.inspections.len() >= INSPECT_CONCURRENCY {
+                continue;
+            }
+            let Some(tracked) = self.tracked.get_mut(&id) else {
+                continue;
+            };
+            tracked.pending = None;
             if kind == EventKind::Stopped {
-                self.pending.remove(&id);
-                self.forget_unless_in_flight(&id);
+                self.forget_if_idle(&id);
                 self.send(Observation::Changed {
                     id,
                     container: None,
                 });
                 continue;
             }
-            if self.in_flight >= INSPECT_CONCURRENCY {
-                continue;
-            }
-            self.pending.remove(&id);
-            let known = self.generations.entry(id.clone()).or_default();
-            known.in_flight += 1;
-            let generation = known.latest;
-            self.in_flight += 1;
+            tracked.in_flight += 1;
+            let generation = tracked.generation;
             let engine = self.engine.clone();
             self.inspections.push(
                 async move {
@@ -336,56 +355,59 @@ impl<E: Engine> Follower<E> {
                 container_id = id,
                 "container survived its stop signal; looking at it again"
             );
-            self.pending.insert(id, EventKind::Started);
+            self.tracked.entry(id).or_default().pending = Some(EventKind::Changed);
         }
     }
 
-    fn forget_unless_in_flight(&mut self, id: &str) {
-        if self.generations.get(id).is_some_and(|g| g.in_flight == 0) {
-            self.generations.remove(id);
+    /// The one place a container stops being tracked: nothing pending, no
+    /// inspect in flight, no retry due.
+    fn forget_if_idle(&mut self, id: &str) {
+        if self.tracked.get(id).is_some_and(Tracked::is_idle) {
+            self.tracked.remove(id);
         }
     }
 
-    fn schedule_retry(&mut self, id: &str) {
-        let (at, delays) = self.retries.entry(id.to_owned()).or_insert_with(|| {
-            (
-                Instant::now(),
-                doubling(INSPECT_RETRY_FIRST, INSPECT_RETRY_MAX),
-            )
-        });
-        *at = Instant::now() + delays.next().unwrap_or(INSPECT_RETRY_MAX);
+    fn schedule_retry(&mut self, id: String) {
+        let now = Instant::now();
+        let tracked = self.tracked.entry(id).or_default();
+        let (at, delays) = tracked
+            .retry
+            .get_or_insert_with(|| (now, doubling(INSPECT_RETRY_FIRST, INSPECT_RETRY_MAX)));
+        *at = now + delays.next().unwrap_or(INSPECT_RETRY_MAX);
     }
 
     fn retry_due(&mut self) {
         let now = Instant::now();
-        for (id, (at, _)) in &self.retries {
-            if *at <= now && !self.pending.contains_key(id) {
-                self.pending.insert(id.clone(), EventKind::Started);
+        for tracked in self.tracked.values_mut() {
+            let Some((at, _)) = &mut tracked.retry else {
+                continue;
+            };
+            if *at > now {
+                continue;
             }
-        }
-        // Keep their delays; push the due ones out of the way until their
-        // inspect answers (and schedules the next attempt, or ends them).
-        for (at, _) in self.retries.values_mut() {
-            if *at <= now {
-                *at = now + INSPECT_RETRY_MAX;
-            }
+            tracked.pending.get_or_insert(EventKind::Changed);
+            // Keep its delays; push it out of the way until its inspect
+            // answers (and schedules the next attempt, or ends it).
+            *at = now + INSPECT_RETRY_MAX;
         }
     }
 }
 
-async fn next_event(
-    events: &mut Option<EventStream>,
-) -> Option<Result<ContainerEvent, EngineError>> {
-    match events {
-        Some(events) => events.next().await,
-        None => pending().await,
-    }
-}
-
-async fn poll_listing(phase: &mut Phase) -> Result<Listed, EngineError> {
+/// The next thing the engine says: while listing, the listing's answer
+/// first; an event in any phase with a subscription.
+async fn next_from_engine(phase: &mut Phase) -> FromEngine {
     match phase {
-        Phase::Listing(listing) => listing.await,
-        _ => pending().await,
+        Phase::Disconnected => pending().await,
+        Phase::Listing { events, listing } => {
+            tokio::select! {
+                biased;
+                listed = listing => FromEngine::Listed(listed),
+                event = events.next() => FromEngine::Event(event),
+            }
+        }
+        Phase::Subscribing { events } | Phase::Following { events } => {
+            FromEngine::Event(events.next().await)
+        }
     }
 }
 
