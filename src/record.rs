@@ -199,10 +199,7 @@ pub fn desired(container: &Container, selection: &Selection, prefix: &HostPrefix
     if verdict == Verdict::NotSelected {
         return Desired::Nothing;
     }
-    match (
-        record_in(container, prefix, &selection.address_mode),
-        verdict,
-    ) {
+    match (record_with(container, prefix, selection), verdict) {
         (None, _) => Desired::Nothing,
         (Some(_), Verdict::Withheld(reason)) => Desired::Withheld(reason),
         (Some(record), _) => Desired::Registered(record),
@@ -227,18 +224,15 @@ pub fn record_in(container: &Container, prefix: &HostPrefix, mode: &AddressMode)
 }
 
 /// The record a container should have under `selection`'s address mode
-/// (which its labels may override; a label outside the grammar gives no
-/// record) and host addresses.
+/// (as its labels narrow it; see `AddressMode::for_container`) and host
+/// addresses.
 pub fn record_with(
     container: &Container,
     prefix: &HostPrefix,
     selection: &Selection,
 ) -> Option<Record> {
-    let mode = selection.address_mode.for_container(container).ok()?;
-    let hosts = Hosts {
-        v4: prefix.host_ip(),
-        v6: selection.host_ip6.map(IpAddr::V6),
-    };
+    let (mode, _) = selection.address_mode.for_container(container);
+    let hosts = Hosts::of(prefix, selection);
     let (segment, value) = unlimited_record(container, &mode, hosts)?;
     (value.len() <= MAX_RECORD_BYTES).then(|| Record {
         key: prefix.key(segment.as_str(), &container.id),
@@ -317,6 +311,16 @@ fn image_name(container: &Container) -> Result<Name, NameError> {
 struct Hosts {
     v4: IpAddr,
     v6: Option<IpAddr>,
+}
+
+impl Hosts {
+    /// The host's addresses: `--host-ip` (the prefix's) and `--host-ip6`.
+    fn of(prefix: &HostPrefix, selection: &Selection) -> Hosts {
+        Hosts {
+            v4: prefix.host_ip(),
+            v6: selection.host_ip6.map(IpAddr::V6),
+        }
+    }
 }
 
 /// A binding that the record carries, with the address it is reached on.
@@ -411,11 +415,12 @@ pub struct Rejection {
 /// boundary"): a service label outside the name grammar (the image is the
 /// service), an image outside it, bindings that are no port bindings, a
 /// record over [`MAX_RECORD_BYTES`] (no record).
-pub fn rejections(container: &Container, prefix: &HostPrefix) -> Vec<Rejection> {
-    let hosts = Hosts {
-        v4: prefix.host_ip(),
-        v6: None,
-    };
+pub fn rejections(
+    container: &Container,
+    prefix: &HostPrefix,
+    selection: &Selection,
+) -> Vec<Rejection> {
+    let hosts = Hosts::of(prefix, selection);
     let mut found = Vec::new();
     let mut reject = |field, value: &str, reason: String| {
         found.push(Rejection {
@@ -438,16 +443,14 @@ pub fn rejections(container: &Container, prefix: &HostPrefix) -> Vec<Rejection> 
             format!("{error}: not an image name; no record"),
         );
     }
-    // Checked as the network mode reads them, whatever the agent's mode:
-    // a label outside the grammar is the owner's mistake either way.
-    let strictest = AddressMode::Network(address::NetworkChoice::Only);
-    if let Err(error) = strictest.for_container(container) {
+    let (mode, refused) = selection.address_mode.for_container(container);
+    if let Some(why) = refused {
         let labels = [address::ADDRESS_MODE_LABEL, address::NETWORK_LABEL]
             .iter()
             .filter_map(|label| Some(format!("{label}={}", container.labels.get(*label)?)))
             .collect::<Vec<_>>()
             .join(" ");
-        reject("address_label", &labels, format!("{error}; no record"));
+        reject("address_label", &labels, why);
     }
     for binding in &container.bindings {
         if let Err(error) = published(binding, hosts) {
@@ -461,9 +464,18 @@ pub fn rejections(container: &Container, prefix: &HostPrefix) -> Vec<Rejection> 
             reject("port", &text, format!("{error}; binding skipped"));
         }
     }
-    // TODO(issue 19): the rejections of the network mode (an unknown
-    // network, a label outside the grammar) are not reported yet.
-    if let Some((_, value)) = unlimited_record(container, &AddressMode::Published, hosts) {
+    if let AddressMode::Network(_) = &mode {
+        for address in container.networks.iter().flat_map(|a| a.addresses()) {
+            if !offerable(address, hosts.v4) {
+                reject(
+                    "address",
+                    &address.to_string(),
+                    "no other host reaches it (loopback, link-local, multicast); skipped".into(),
+                );
+            }
+        }
+    }
+    if let Some((_, value)) = unlimited_record(container, &mode, hosts) {
         if value.len() > MAX_RECORD_BYTES {
             reject(
                 "ports",

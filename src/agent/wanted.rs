@@ -267,7 +267,9 @@ impl<S: Store> Agent<S> {
     pub(super) fn desired_for(&self, container: &Container) -> Desired {
         let desired = record::desired(container, &self.config.selection, &self.config.host);
         if container.verdict(&self.config.selection) != Verdict::NotSelected {
-            for rejection in record::rejections(container, &self.config.host) {
+            for rejection in
+                record::rejections(container, &self.config.host, &self.config.selection)
+            {
                 self.metrics.rejected_input(rejection.field);
                 warn!(
                     container_id = container.id,

@@ -396,3 +396,63 @@ impl Drop for TempFile {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+#[test]
+fn the_address_mode_flags() {
+    use crate::record::address::{AddressMode, NetworkChoice};
+    let base = ["--host-ip", "10.0.0.5"];
+    let mode = |more: &[&str]| {
+        let args: Vec<&str> = base.iter().chain(more).copied().collect();
+        config(&args).unwrap().selection.address_mode
+    };
+    assert_eq!(mode(&[]), AddressMode::Published);
+    assert_eq!(
+        mode(&["--address-mode", "network"]),
+        AddressMode::Network(NetworkChoice::Only)
+    );
+    assert_eq!(
+        mode(&["--address-mode", "network", "--network", "backend"]),
+        AddressMode::Network(NetworkChoice::Named("backend".into()))
+    );
+    assert_eq!(
+        mode(&["--address-mode", "network", "--network", "host"]),
+        AddressMode::Network(NetworkChoice::Host)
+    );
+    let ip6 = |value: &str| {
+        config(&["--host-ip", "10.0.0.5", "--host-ip6", value]).map(|c| c.selection.host_ip6)
+    };
+    assert_eq!(
+        ip6("2001:DB8::5").unwrap(),
+        Some("2001:db8::5".parse().unwrap())
+    );
+    assert_eq!(ip6("").unwrap(), None);
+    for refused in [
+        "10.0.0.5",
+        "::",
+        "::ffff:10.0.0.5",
+        "fe80::1",
+        "ff02::1",
+        "x",
+    ] {
+        let problem = ip6(refused).expect_err(refused).to_string();
+        assert!(
+            problem.contains("--host-ip6") && problem.contains("HOST_IP6"),
+            "{problem}"
+        );
+    }
+    for (args, flag) in [
+        (&["--address-mode", "both"][..], "--address-mode"),
+        (&["--network", "backend"][..], "--network"),
+        (
+            &["--address-mode", "network", "--network", "a/b"][..],
+            "--network",
+        ),
+    ] {
+        let all: Vec<&str> = base.iter().chain(args).copied().collect();
+        assert!(
+            problem_of(&all).contains(flag),
+            "{args:?}: {}",
+            problem_of(&all)
+        );
+    }
+}

@@ -7,6 +7,7 @@
 use std::net::IpAddr;
 
 use crate::container::{Container, ExposedPort, NetworkMode};
+use crate::record::offerable;
 
 /// The label that chooses a container's address mode, overriding
 /// `--address-mode`: `published` or `network`.
@@ -57,30 +58,58 @@ impl AddressMode {
         }
     }
 
-    /// The mode for `container`: its labels override the agent's. A label
-    /// value outside the grammar is an error, for a WARN naming it.
-    pub fn for_container(&self, container: &Container) -> Result<AddressMode, String> {
-        let network = container.labels.get(NETWORK_LABEL).map(String::as_str);
-        let choice = |agent: Option<&NetworkChoice>| match network {
-            Some("host") => Ok(NetworkChoice::Host),
-            Some(name) if is_network_name(name) => Ok(NetworkChoice::Named(name.to_owned())),
-            Some(other) => Err(format!("{NETWORK_LABEL}={other:?} is not a network name")),
-            None => Ok(agent.cloned().unwrap_or(NetworkChoice::Only)),
-        };
-        let agent_choice = match self {
-            AddressMode::Network(choice) => Some(choice),
-            AddressMode::Published => None,
-        };
-        match container.labels.get(ADDRESS_MODE_LABEL).map(String::as_str) {
-            Some("published") => Ok(AddressMode::Published),
-            Some("network") => choice(agent_choice).map(AddressMode::Network),
-            Some(other) => Err(format!(
-                "{ADDRESS_MODE_LABEL}={other:?} is neither published nor network"
-            )),
-            None if network.is_some() && agent_choice.is_some() => {
-                choice(agent_choice).map(AddressMode::Network)
+    /// The mode for `container`: the agent's, as its labels narrow it, and
+    /// what was wrong with them (for a WARN). Labels may choose the
+    /// published mode, or, on an agent in the network mode, another network
+    /// than the agent's; they never widen what the operator allowed (README:
+    /// Addresses): the network mode on an agent in the published mode
+    /// (container networks are not known to reach other hosts), or the
+    /// host's network on an agent that did not choose it (exposed ports are
+    /// no proof of a listener, and the host's own ports are not the
+    /// container's to offer). A label outside the grammar or beyond that
+    /// leaves the agent's mode.
+    pub fn for_container(&self, container: &Container) -> (AddressMode, Option<String>) {
+        let mode_label = container.labels.get(ADDRESS_MODE_LABEL).map(String::as_str);
+        let network_label = container.labels.get(NETWORK_LABEL).map(String::as_str);
+        let refused = |why: String| (self.clone(), Some(why));
+        let wants_network = match mode_label {
+            None => None,
+            Some("published") => return (AddressMode::Published, None),
+            Some("network") => Some(()),
+            Some(_) => {
+                return refused(format!(
+                "{ADDRESS_MODE_LABEL} is neither published nor network; the agent's mode applies"
+            ))
             }
-            None => Ok(self.clone()),
+        };
+        let named = match network_label {
+            None => None,
+            Some("host") => Some(NetworkChoice::Host),
+            Some(name) if is_network_name(name) => Some(NetworkChoice::Named(name.to_owned())),
+            Some(_) => {
+                return refused(format!(
+                    "{NETWORK_LABEL} is not a network name; the agent's mode applies"
+                ))
+            }
+        };
+        match (self, wants_network, named) {
+            (AddressMode::Published, Some(()), _) => refused(format!(
+                "{ADDRESS_MODE_LABEL}=network: the network mode is the operator's choice (--address-mode network); published instead"
+            )),
+            // A network label alone leaves the published mode as it is.
+            (AddressMode::Published, None, _) | (AddressMode::Network(_), _, None) => {
+                (self.clone(), None)
+            }
+            (AddressMode::Network(NetworkChoice::Host), _, Some(NetworkChoice::Host)) => {
+                (self.clone(), None)
+            }
+            (AddressMode::Network(NetworkChoice::Host), _, Some(_)) => refused(format!(
+                "{NETWORK_LABEL}: this agent registers containers on the host's network only (--network host)"
+            )),
+            (AddressMode::Network(_), _, Some(NetworkChoice::Host)) => refused(format!(
+                "{NETWORK_LABEL}=host: the host's network is the operator's choice (--network host); the agent's network instead"
+            )),
+            (AddressMode::Network(_), _, Some(choice)) => (AddressMode::Network(choice), None),
         }
     }
 }
@@ -121,11 +150,25 @@ pub fn network_endpoints(
             _ => Vec::new(),
         },
     };
+    // An address no other host reaches (loopback, link-local, multicast)
+    // is never offered, as in the published mode; one address, one
+    // spelling.
+    let addresses: Vec<IpAddr> = addresses
+        .into_iter()
+        .map(|ip| ip.to_canonical())
+        .filter(|ip| offerable(*ip, host))
+        .collect();
     addresses
         .iter()
         .flat_map(|ip| container.exposed.iter().map(move |port| (*ip, *port)))
+        .take(MAX_ENDPOINTS)
         .collect()
 }
+
+/// More endpoints than any record can carry (each takes more than 64 bytes
+/// of JSON): a container exposing every port is refused as too large after
+/// this much work, not after building all of them.
+const MAX_ENDPOINTS: usize = crate::record::MAX_RECORD_BYTES / 64 + 1;
 
 #[cfg(test)]
 mod tests {
@@ -225,7 +268,7 @@ mod tests {
     }
 
     #[test]
-    fn labels_override_the_agents_mode() {
+    fn labels_narrow_the_agents_mode_and_never_widen_it() {
         let labelled = |pairs: &[(&str, &str)]| Container {
             labels: pairs
                 .iter()
@@ -233,47 +276,126 @@ mod tests {
                 .collect(),
             ..Container::default()
         };
-        let agent = AddressMode::Network(NetworkChoice::Named("backend".into()));
-        assert_eq!(agent.for_container(&labelled(&[])), Ok(agent.clone()));
+        let named = |name: &str| AddressMode::Network(NetworkChoice::Named(name.into()));
+        let allowed = |agent: &AddressMode, labels: &[(&str, &str)]| {
+            let (mode, refused) = agent.for_container(&labelled(labels));
+            assert_eq!(refused, None, "{labels:?}");
+            mode
+        };
+        let refused = |agent: &AddressMode, labels: &[(&str, &str)]| {
+            let (mode, refused) = agent.for_container(&labelled(labels));
+            assert!(refused.is_some(), "{labels:?}");
+            assert_eq!(mode, *agent, "the agent's mode applies: {labels:?}");
+        };
+        // An agent in the network mode: published, or another network.
+        let agent = named("backend");
+        assert_eq!(allowed(&agent, &[]), agent);
         assert_eq!(
-            agent.for_container(&labelled(&[(ADDRESS_MODE_LABEL, "published")])),
-            Ok(AddressMode::Published)
+            allowed(&agent, &[(ADDRESS_MODE_LABEL, "published")]),
+            AddressMode::Published
         );
         assert_eq!(
-            agent.for_container(&labelled(&[(NETWORK_LABEL, "frontend")])),
-            Ok(AddressMode::Network(NetworkChoice::Named(
-                "frontend".into()
-            )))
+            allowed(&agent, &[(NETWORK_LABEL, "frontend")]),
+            named("frontend")
         );
+        assert_eq!(
+            allowed(
+                &agent,
+                &[(ADDRESS_MODE_LABEL, "network"), (NETWORK_LABEL, "frontend")]
+            ),
+            named("frontend")
+        );
+        // The host's network only where the operator chose it.
+        refused(&agent, &[(NETWORK_LABEL, "host")]);
+        let host = AddressMode::Network(NetworkChoice::Host);
+        assert_eq!(allowed(&host, &[(NETWORK_LABEL, "host")]), host);
+        refused(&host, &[(NETWORK_LABEL, "backend")]);
+        // An agent in the published mode: the network mode is not the
+        // container's to choose; a network label alone changes nothing.
         let published = AddressMode::Published;
-        assert_eq!(
-            published.for_container(&labelled(&[(ADDRESS_MODE_LABEL, "network")])),
-            Ok(AddressMode::Network(NetworkChoice::Only))
+        refused(&published, &[(ADDRESS_MODE_LABEL, "network")]);
+        refused(
+            &published,
+            &[(ADDRESS_MODE_LABEL, "network"), (NETWORK_LABEL, "host")],
         );
         assert_eq!(
-            published.for_container(&labelled(&[
-                (ADDRESS_MODE_LABEL, "network"),
-                (NETWORK_LABEL, "host")
-            ])),
-            Ok(AddressMode::Network(NetworkChoice::Host))
+            allowed(&published, &[(NETWORK_LABEL, "backend")]),
+            AddressMode::Published
         );
-        // A network label alone does not leave the published mode.
-        assert_eq!(
-            published.for_container(&labelled(&[(NETWORK_LABEL, "backend")])),
-            Ok(AddressMode::Published)
-        );
+        // Outside the grammar: the agent's mode, and a complaint that does
+        // not repeat the value (the rejection quotes it, cut).
+        let huge = "n".repeat(100_000);
         for bad in [
             vec![(ADDRESS_MODE_LABEL, "NETWORK!")],
+            vec![(ADDRESS_MODE_LABEL, huge.as_str())],
             vec![(ADDRESS_MODE_LABEL, "network"), (NETWORK_LABEL, "a b")],
             vec![(ADDRESS_MODE_LABEL, "network"), (NETWORK_LABEL, "-x")],
             vec![(NETWORK_LABEL, "x\n")],
             vec![
                 (ADDRESS_MODE_LABEL, "network"),
-                (NETWORK_LABEL, &"n".repeat(256)),
+                (NETWORK_LABEL, &huge[..256]),
             ],
         ] {
-            assert!(agent.for_container(&labelled(&bad)).is_err(), "{bad:?}");
+            refused(&agent, &bad);
+            let (_, why) = agent.for_container(&labelled(&bad));
+            assert!(why.unwrap().len() < 200);
         }
+    }
+
+    #[test]
+    fn addresses_no_other_host_reaches_are_never_offered() {
+        let c = on(
+            &[
+                ("a", "169.254.1.2", ""),
+                ("b", "127.0.0.2", "::ffff:172.18.0.9"),
+                ("c", "224.0.0.1", "fe80::1"),
+            ],
+            &["80/tcp"],
+        );
+        let at = |network: &str| {
+            ips(&network_endpoints(
+                &c,
+                &NetworkChoice::Named(network.into()),
+                HOST,
+                None,
+            ))
+        };
+        assert!(at("a").is_empty());
+        // A mapped address in its one (IPv4) spelling; loopback not offered.
+        assert_eq!(at("b"), ["172.18.0.9 80/tcp"]);
+        assert!(at("c").is_empty());
+    }
+
+    #[test]
+    fn a_container_exposing_every_port_is_too_large_after_bounded_work() {
+        use crate::container::Selection;
+        use crate::record::{rejections, HostPrefix};
+        let prefix = HostPrefix::new("/registered", HOST);
+        let all: Vec<String> = (1..=65535).map(|p| format!("{p}/tcp")).collect();
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let c = Container {
+            id: "c".repeat(64),
+            configured_image: "web:1".into(),
+            image_id: format!("sha256:{}", "1".repeat(64)),
+            running: true,
+            ..on(&[("backend", "172.18.0.2", "fd00::2")], &all)
+        };
+        let choice = NetworkChoice::Named("backend".into());
+        assert_eq!(
+            network_endpoints(&c, &choice, HOST, None).len(),
+            MAX_ENDPOINTS
+        );
+        let selection = Selection {
+            address_mode: AddressMode::Network(choice),
+            ..Selection::default()
+        };
+        assert_eq!(
+            crate::record::desired(&c, &selection, &prefix),
+            crate::record::Desired::Nothing
+        );
+        let found = rejections(&c, &prefix, &selection);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].field, "ports");
     }
 
     #[test]
@@ -327,7 +449,7 @@ mod tests {
     #[test]
     fn the_ipv6_wildcard_is_the_hosts_ipv6_address_when_there_is_one() {
         use crate::container::{PortBinding, Selection};
-        use crate::record::{record_with, HostPrefix};
+        use crate::record::HostPrefix;
         let prefix = HostPrefix::new("/registered", HOST);
         let binding = |host_ip: &str| PortBinding {
             private_port: "80".into(),
@@ -343,8 +465,14 @@ mod tests {
             bindings: vec![binding("0.0.0.0"), binding("::")],
             ..Container::default()
         };
+        // Through `desired`, the agent's own path, which once lost
+        // --host-ip6 on the way.
         let ips = |selection: &Selection| {
-            let record = record_with(&c, &prefix, selection).expect("a record");
+            let crate::record::Desired::Registered(record) =
+                crate::record::desired(&c, selection, &prefix)
+            else {
+                panic!("a record");
+            };
             crate::record::Endpoint::decode(record.value.as_bytes())
                 .unwrap()
                 .iter()
@@ -372,7 +500,7 @@ mod tests {
             labels: [(NETWORK_LABEL.to_owned(), "a b\n".to_owned())].into(),
             ..Container::default()
         };
-        let found = rejections(&c, &prefix);
+        let found = rejections(&c, &prefix, &crate::container::Selection::default());
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].field, "address_label");
         assert!(

@@ -308,7 +308,7 @@ fn a_service_label_outside_the_grammar_falls_back_to_the_image_and_is_reported()
     let record = desired_record(&container, &host()).unwrap();
     let key = RecordKey::parse("/registered/", &record.key).unwrap();
     assert_eq!(key.service, "busybox:latest");
-    let rejections = rejections(&container, &host());
+    let rejections = rejections(&container, &host(), &Selection::default());
     assert_eq!(rejections.len(), 1, "{rejections:?}");
     assert_eq!(rejections[0].field, "service_label");
     assert!(!rejections[0].value.contains('\n'), "{:?}", rejections[0]);
@@ -332,7 +332,7 @@ fn loopback_bindings_are_offered_only_by_a_loopback_host() {
     let endpoints = Endpoint::decode(record.value.as_bytes()).unwrap();
     let ports: Vec<&str> = endpoints.iter().map(|e| &*e.private_port).collect();
     assert_eq!(ports, ["82"], "only the wildcard binding");
-    assert!(rejections(&busybox(bindings.clone()), &host()).is_empty());
+    assert!(rejections(&busybox(bindings.clone()), &host(), &Selection::default()).is_empty());
 
     let only_loopback = busybox(bindings[..1].to_vec());
     assert_eq!(desired_record(&only_loopback, &host()), None);
@@ -400,7 +400,7 @@ fn bindings_that_are_no_port_bindings_are_skipped_and_reported() {
     let endpoints = Endpoint::decode(record.value.as_bytes()).unwrap();
     assert_eq!(endpoints.len(), 1);
     assert_eq!(endpoints[0].public_port, "8443");
-    let rejections = rejections(&container, &host());
+    let rejections = rejections(&container, &host(), &Selection::default());
     assert_eq!(rejections.len(), bad.len(), "{rejections:?}");
     assert!(rejections
         .iter()
@@ -414,7 +414,7 @@ fn a_record_over_the_limit_is_not_written_and_is_reported() {
         .collect();
     let container = busybox(bindings);
     assert_eq!(desired_record(&container, &host()), None);
-    let rejections = rejections(&container, &host());
+    let rejections = rejections(&container, &host(), &Selection::default());
     assert_eq!(rejections.len(), 1, "{rejections:?}");
     assert_eq!(rejections[0].field, "ports");
     assert_eq!(rejections[0].value, "\"5000\"");
@@ -433,6 +433,6 @@ fn an_image_outside_the_grammar_gets_no_record() {
         ..busybox(vec![binding("80", "tcp", "", "1")])
     };
     assert_eq!(desired_record(&container, &host()), None);
-    let rejections = rejections(&container, &host());
+    let rejections = rejections(&container, &host(), &Selection::default());
     assert_eq!(rejections[0].field, "image", "{rejections:?}");
 }
