@@ -309,3 +309,59 @@ fn haproxy_serves_network_mode_backends_on_their_own_addresses() {
         read(&out)
     );
 }
+
+/// Labels never widen the operator's choice (README: Addresses): on an
+/// agent in the published mode, a container asking for the network mode is
+/// registered as published, with one WARN; a host-network container asking
+/// for the host's network gets no record, however many ports it exposes.
+#[test]
+fn labels_never_widen_the_operators_mode() {
+    let env = TestEnv::new("addresses_labels");
+    let agent = env.start_agent(&[]);
+    let exposed = rig::ports::next_run(1).to_string();
+    let host_net = env.containers.run(&[
+        "--network",
+        "host",
+        "--expose",
+        &exposed,
+        "--label",
+        "docker-etcd-register.address-mode=network",
+        "--label",
+        "docker-etcd-register.network=host",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let published = env.containers.run(&[
+        "-p",
+        "80",
+        "--label",
+        "docker-etcd-register.address-mode=network",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let port = env.host_port(&published, "80/tcp", "0.0.0.0");
+    let image = env.record_image();
+    let record = env.wait_key(REACT, &env.key(image, &published));
+    assert_eq!(
+        record.value,
+        expected_value(&published, image, &[(&env.host_ip, &port, "80", "tcp")])
+    );
+    // One WARN each; once the host-network container's is out, its turn
+    // (and any write of it) is done.
+    for id in [&published, &host_net] {
+        assert!(
+            wait_until(REACT, || agent.count_log(&["address_label", id.as_str()])
+                == 1),
+            "{id}: {:#?}",
+            agent.lines()
+        );
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        !env.keys().iter().any(|key| key.ends_with(&host_net)),
+        "{:?}",
+        env.keys()
+    );
+}
