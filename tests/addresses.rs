@@ -365,3 +365,26 @@ fn labels_never_widen_the_operators_mode() {
         env.keys()
     );
 }
+
+/// `--host-ip6` replaces the `::` wildcard instead of folding it into
+/// `--host-ip` (Podman reports a `[::]` binding as such; Debian's dockerd
+/// without IPv6 publishes none).
+#[test]
+fn the_ipv6_wildcard_is_registered_on_host_ip6() {
+    let env = TestEnv::on(Engine::Podman, "addresses_host_ip6");
+    let _agent = env.start_podman_agent(&podman_host(), &["--host-ip6", "fd00:db8::5"]);
+    let port = rig::ports::next_run(1).to_string();
+    let id = env.containers.run(&[
+        "-p",
+        &format!("[::]:{port}:80"),
+        env.image(),
+        "sleep",
+        "1000",
+    ]);
+    let image = env.record_image();
+    let record = env.wait_key(REACT, &env.key(image, &id));
+    assert_eq!(
+        record.value,
+        expected_value(&id, image, &[("fd00:db8::5", &port, "80", "tcp")])
+    );
+}
