@@ -229,6 +229,15 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_only_container_is_reached_on_its_ipv6_address() {
+        let c = on(&[("v6", "", "fd00:de::7")], &["80/tcp"]);
+        assert_eq!(
+            ips(&network_endpoints(&c, &NetworkChoice::Only, HOST, None)),
+            ["fd00:de::7 80/tcp"]
+        );
+    }
+
+    #[test]
     fn the_only_network_is_chosen_when_none_is_named() {
         let c = on(&[("bridge", "172.17.0.4", "")], &["8080/tcp"]);
         assert_eq!(
