@@ -272,7 +272,7 @@ impl Cli {
 
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let host_ip = parse_host_ip(self.host_ip.as_deref())?;
-        let host_ip6 = parse_host_ip6(self.host_ip6.as_deref())?;
+        let host_ip6 = parse_host_ip6(self.host_ip6.as_deref(), host_ip)?;
         let EtcdTarget {
             endpoints: etcd_endpoints,
             security: etcd_security,
@@ -375,7 +375,10 @@ fn parse_host_ip(text: Option<&str>) -> Result<IpAddr, ConfigError> {
 }
 
 /// `--host-ip6`: an IPv6 address other hosts can reach, or none.
-fn parse_host_ip6(text: Option<&str>) -> Result<Option<std::net::Ipv6Addr>, ConfigError> {
+fn parse_host_ip6(
+    text: Option<&str>,
+    host_ip: IpAddr,
+) -> Result<Option<std::net::Ipv6Addr>, ConfigError> {
     let text = text.map(str::trim).unwrap_or_default();
     if text.is_empty() {
         return Ok(None);
@@ -384,12 +387,15 @@ fn parse_host_ip6(text: Option<&str>) -> Result<Option<std::net::Ipv6Addr>, Conf
     let ip: std::net::Ipv6Addr = text
         .parse()
         .map_err(|_| fail(format!("{text:?} is not an IPv6 address")))?;
+    // Judged as the records' addresses are, against --host-ip: a loopback
+    // address only beside a loopback --host-ip, or list and render would
+    // refuse every record it is in.
     let reachable = !ip.is_unspecified()
         && ip.to_ipv4_mapped().is_none()
-        && crate::record::offerable(IpAddr::V6(ip), IpAddr::V6(ip));
+        && crate::record::offerable(IpAddr::V6(ip), host_ip);
     if !reachable {
         return Err(fail(format!(
-            "{ip} is a wildcard, an IPv4 address, multicast or link-local: no host is reached there"
+            "{ip} is a wildcard, an IPv4 address, multicast, link-local, or loopback beside a --host-ip that is not: no other host is reached there"
         )));
     }
     Ok(Some(ip))

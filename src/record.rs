@@ -464,8 +464,8 @@ pub fn rejections(
             reject("port", &text, format!("{error}; binding skipped"));
         }
     }
-    if let AddressMode::Network(_) = &mode {
-        for address in container.networks.iter().flat_map(|a| a.addresses()) {
+    if let AddressMode::Network(choice) = &mode {
+        for address in address::chosen_addresses(container, choice, hosts.v4, hosts.v6) {
             if !offerable(address, hosts.v4) {
                 reject(
                     "address",
@@ -477,11 +477,16 @@ pub fn rejections(
     }
     if let Some((_, value)) = unlimited_record(container, &mode, hosts) {
         if value.len() > MAX_RECORD_BYTES {
+            // How many ports the mode reads: bindings, or exposed ports.
+            let ports = match &mode {
+                AddressMode::Published => container.bindings.len(),
+                AddressMode::Network(_) => container.exposed.len(),
+            };
             reject(
                 "ports",
-                &container.bindings.len().to_string(),
+                &ports.to_string(),
                 format!(
-                    "a record of {} bytes, more than {MAX_RECORD_BYTES}; no record",
+                    "a record of {} bytes or more, beyond {MAX_RECORD_BYTES}; no record",
                     value.len()
                 ),
             );

@@ -426,12 +426,16 @@ fn the_address_mode_flags() {
         Some("2001:db8::5".parse().unwrap())
     );
     assert_eq!(ip6("").unwrap(), None);
+    // Loopback beside a loopback --host-ip (a test rig, one machine).
+    let lo = config(&["--host-ip", "127.0.0.1", "--host-ip6", "::1"]).unwrap();
+    assert_eq!(lo.selection.host_ip6, Some(std::net::Ipv6Addr::LOCALHOST));
     for refused in [
         "10.0.0.5",
         "::",
         "::ffff:10.0.0.5",
         "fe80::1",
         "ff02::1",
+        "::1",
         "x",
     ] {
         let problem = ip6(refused).expect_err(refused).to_string();

@@ -109,7 +109,20 @@ impl AddressMode {
             (AddressMode::Network(_), _, Some(NetworkChoice::Host)) => refused(format!(
                 "{NETWORK_LABEL}=host: the host's network is the operator's choice (--network host); the agent's network instead"
             )),
-            (AddressMode::Network(_), _, Some(choice)) => (AddressMode::Network(choice), None),
+            // Which of its networks reaches it, when the operator left that
+            // to each container (no --network); never away from the one the
+            // operator named.
+            (AddressMode::Network(NetworkChoice::Only), _, Some(choice)) => {
+                (AddressMode::Network(choice), None)
+            }
+            (AddressMode::Network(NetworkChoice::Named(agents)), _, Some(NetworkChoice::Named(name)))
+                if *agents == name =>
+            {
+                (self.clone(), None)
+            }
+            (AddressMode::Network(NetworkChoice::Named(_)), _, Some(_)) => refused(format!(
+                "{NETWORK_LABEL}: the network is the operator's choice (--network); the agent's network instead"
+            )),
         }
     }
 }
@@ -133,7 +146,31 @@ pub fn network_endpoints(
     host: IpAddr,
     host6: Option<IpAddr>,
 ) -> Vec<(IpAddr, ExposedPort)> {
-    let addresses: Vec<IpAddr> = match (choice, container.network_mode) {
+    // An address no other host reaches (loopback, link-local, multicast)
+    // is never offered, as in the published mode; one address, one
+    // spelling.
+    let addresses: Vec<IpAddr> = chosen_addresses(container, choice, host, host6)
+        .into_iter()
+        .map(|ip| ip.to_canonical())
+        .filter(|ip| offerable(*ip, host))
+        .collect();
+    addresses
+        .iter()
+        .flat_map(|ip| container.exposed.iter().map(move |port| (*ip, *port)))
+        .take(MAX_ENDPOINTS)
+        .collect()
+}
+
+/// The addresses of `container` that the network mode `choice` looks at,
+/// before any is judged: its addresses on the chosen network, or the
+/// host's for a container on the host's network.
+pub fn chosen_addresses(
+    container: &Container,
+    choice: &NetworkChoice,
+    host: IpAddr,
+    host6: Option<IpAddr>,
+) -> Vec<IpAddr> {
+    match (choice, container.network_mode) {
         (NetworkChoice::Host, NetworkMode::Host) => {
             [Some(host), host6].into_iter().flatten().collect()
         }
@@ -149,20 +186,7 @@ pub fn network_endpoints(
             [only] => only.addresses().collect(),
             _ => Vec::new(),
         },
-    };
-    // An address no other host reaches (loopback, link-local, multicast)
-    // is never offered, as in the published mode; one address, one
-    // spelling.
-    let addresses: Vec<IpAddr> = addresses
-        .into_iter()
-        .map(|ip| ip.to_canonical())
-        .filter(|ip| offerable(*ip, host))
-        .collect();
-    addresses
-        .iter()
-        .flat_map(|ip| container.exposed.iter().map(move |port| (*ip, *port)))
-        .take(MAX_ENDPOINTS)
-        .collect()
+    }
 }
 
 /// More endpoints than any record can carry (each takes more than 64 bytes
@@ -296,24 +320,28 @@ mod tests {
             assert!(refused.is_some(), "{labels:?}");
             assert_eq!(mode, *agent, "the agent's mode applies: {labels:?}");
         };
-        // An agent in the network mode: published, or another network.
+        // An agent on the operator's network: published, or that network;
+        // never another one (the default bridge is on every host).
         let agent = named("backend");
         assert_eq!(allowed(&agent, &[]), agent);
         assert_eq!(
             allowed(&agent, &[(ADDRESS_MODE_LABEL, "published")]),
             AddressMode::Published
         );
+        assert_eq!(allowed(&agent, &[(NETWORK_LABEL, "backend")]), agent);
+        refused(&agent, &[(NETWORK_LABEL, "bridge")]);
+        refused(
+            &agent,
+            &[(ADDRESS_MODE_LABEL, "network"), (NETWORK_LABEL, "frontend")],
+        );
+        // An agent that leaves the network to each container: the label
+        // says which of its networks reaches it.
+        let each = AddressMode::Network(NetworkChoice::Only);
         assert_eq!(
-            allowed(&agent, &[(NETWORK_LABEL, "frontend")]),
+            allowed(&each, &[(NETWORK_LABEL, "frontend")]),
             named("frontend")
         );
-        assert_eq!(
-            allowed(
-                &agent,
-                &[(ADDRESS_MODE_LABEL, "network"), (NETWORK_LABEL, "frontend")]
-            ),
-            named("frontend")
-        );
+        refused(&each, &[(NETWORK_LABEL, "host")]);
         // The host's network only where the operator chose it.
         refused(&agent, &[(NETWORK_LABEL, "host")]);
         let host = AddressMode::Network(NetworkChoice::Host);
