@@ -219,36 +219,25 @@ fn step() -> impl Strategy<Value = Step> {
     (after, action()).prop_map(|(after, action)| Step { after, action })
 }
 
-/// Schedules of up to `max_steps` steps.
-pub fn schedule(max_steps: usize) -> impl Strategy<Value = Schedule> {
-    (
-        proptest::collection::vec(any::<bool>(), CONTAINERS),
-        any::<bool>(),
-        prop_oneof![3 => Just(true), 1 => Just(false)],
-        any::<bool>(),
-        prop_oneof![4 => Just(false), 1 => Just(true)],
-        any::<u64>(),
-        proptest::collection::vec(step(), 0..=max_steps),
-    )
-        .prop_map(
-            |(
-                running,
-                require_healthy,
-                records_on_lease,
-                one_machine,
-                other_engine,
-                jitter_seed,
-                steps,
-            )| {
-                Schedule {
-                    running,
-                    require_healthy,
-                    records_on_lease,
-                    one_machine,
-                    other_engine,
-                    jitter_seed,
-                    steps,
-                }
-            },
-        )
+prop_compose! {
+    /// Schedules of up to `max_steps` steps.
+    pub fn schedule(max_steps: usize)(
+        running in proptest::collection::vec(any::<bool>(), CONTAINERS),
+        require_healthy in any::<bool>(),
+        records_on_lease in prop_oneof![3 => Just(true), 1 => Just(false)],
+        one_machine in any::<bool>(),
+        other_engine in prop_oneof![4 => Just(false), 1 => Just(true)],
+        jitter_seed in any::<u64>(),
+        steps in proptest::collection::vec(step(), 0..=max_steps),
+    ) -> Schedule {
+        Schedule {
+            running,
+            require_healthy,
+            records_on_lease,
+            one_machine,
+            other_engine,
+            jitter_seed,
+            steps,
+        }
+    }
 }
