@@ -371,7 +371,7 @@ impl Store for Etcd {
     }
 
     async fn take_over(&mut self, holder: &Holder) -> Result<(), StoreError> {
-        Etcd::delete_candidate(self, &holder.key, holder.lease).await
+        Etcd::delete_candidate(self, &holder.key, holder.lease, None).await
     }
 
     async fn take_over_for(
@@ -380,12 +380,12 @@ impl Store for Etcd {
         lease: LeaseId,
         engine: &crate::engine::EngineIdentity,
     ) -> Result<(), StoreError> {
-        Etcd::take_over_for(self, holder, lease, engine).await
+        Etcd::delete_candidate(self, &holder.key, holder.lease, Some((lease, engine))).await
     }
 
     async fn withdraw(&mut self, lease: LeaseId) -> Result<(), StoreError> {
         let key = crate::store::candidate_key(&self.lock_name(), lease);
-        Etcd::delete_candidate(self, &key, lease).await
+        Etcd::delete_candidate(self, &key, lease, None).await
     }
 }
 

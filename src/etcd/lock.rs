@@ -69,32 +69,6 @@ impl Etcd {
         serde_json::to_vec(&candidate).unwrap_or_default()
     }
 
-    /// Removes `holder`'s key if it is still on its lease and puts our
-    /// candidate key on `lease` in the same transaction, as etcd's
-    /// election would (`{name}/{lease in hex}`), so that the campaign that
-    /// follows finds it and holds once no older key is left.
-    pub async fn take_over_for(
-        &mut self,
-        holder: &Holder,
-        lease: i64,
-        engine: &EngineIdentity,
-    ) -> Result<(), StoreError> {
-        let ours = crate::store::candidate_key(&self.lock_name(), lease);
-        let put = PutOptions::new().with_lease(lease);
-        let txn = Txn::new()
-            .when([Compare::lease(
-                holder.key.as_str(),
-                CompareOp::Equal,
-                holder.lease,
-            )])
-            .and_then([
-                TxnOp::delete(holder.key.as_str(), None),
-                TxnOp::put(ours, self.candidate_value(engine), Some(put)),
-            ]);
-        self.client().await?.txn(txn).await?;
-        Ok(())
-    }
-
     /// Who holds our host's lock (the oldest candidate), if anyone.
     pub async fn lock_holder(&mut self) -> Result<Option<Holder>, StoreError> {
         // No candidate is on a lease etcd never grants.
@@ -104,29 +78,25 @@ impl Etcd {
     /// The oldest candidate but the one on `ours` (our own key is one of
     /// the two oldest while we hold the lock).
     pub async fn next_in_line(&mut self, ours: i64) -> Result<Option<Holder>, StoreError> {
-        let candidates = format!("{}/", self.lock_name());
-        let options = GetOptions::new()
-            .with_prefix()
-            .with_sort(SortTarget::Create, SortOrder::Ascend)
-            .with_limit(2);
-        let response = self.client().await?.get(candidates, Some(options)).await?;
-        Ok(response
-            .kvs()
-            .iter()
-            .find(|kv| kv.lease() != ours)
-            .map(|kv| {
-                let key = String::from_utf8_lossy(kv.key()).into_owned();
-                Candidate::holder(key, kv.lease(), kv.value())
-            }))
+        Ok(self
+            .line(2)
+            .await?
+            .into_iter()
+            .find(|holder| holder.lease != ours))
     }
 
     /// The candidates, oldest first (at most `CANDIDATES_LOOKED_AT`).
     pub async fn candidates(&mut self) -> Result<Vec<Holder>, StoreError> {
+        self.line(CANDIDATES_LOOKED_AT as i64).await
+    }
+
+    /// The `limit` oldest candidates, oldest first.
+    async fn line(&mut self, limit: i64) -> Result<Vec<Holder>, StoreError> {
         let candidates = format!("{}/", self.lock_name());
         let options = GetOptions::new()
             .with_prefix()
             .with_sort(SortTarget::Create, SortOrder::Ascend)
-            .with_limit(CANDIDATES_LOOKED_AT as i64);
+            .with_limit(limit);
         let response = self.client().await?.get(candidates, Some(options)).await?;
         Ok(response
             .kvs()
@@ -146,11 +116,26 @@ impl Etcd {
     /// Removes the candidate key `key` if it is still on `lease`: a gone
     /// previous run's (our campaign then holds at once), or our own when we
     /// withdraw. The lease and the records on it stay, to be moved onto the
-    /// holder's in place.
-    pub async fn delete_candidate(&mut self, key: &str, lease: i64) -> Result<(), StoreError> {
+    /// holder's in place. With `ours` (our lease and engine), puts our own
+    /// candidate key in the same transaction, as etcd's election would
+    /// (`{name}/{lease in hex}`): a take-over never leaves the lock free
+    /// for another engine's agent, and the campaign that follows finds the
+    /// key and holds once no older one is left.
+    pub async fn delete_candidate(
+        &mut self,
+        key: &str,
+        lease: i64,
+        ours: Option<(i64, &EngineIdentity)>,
+    ) -> Result<(), StoreError> {
+        let mut operations = vec![TxnOp::delete(key, None)];
+        if let Some((our_lease, engine)) = ours {
+            let our_key = crate::store::candidate_key(&self.lock_name(), our_lease);
+            let put = PutOptions::new().with_lease(our_lease);
+            operations.push(TxnOp::put(our_key, self.candidate_value(engine), Some(put)));
+        }
         let txn = Txn::new()
             .when([Compare::lease(key, CompareOp::Equal, lease)])
-            .and_then([TxnOp::delete(key, None)]);
+            .and_then(operations);
         self.client().await?.txn(txn).await?;
         Ok(())
     }

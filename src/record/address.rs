@@ -59,30 +59,28 @@ impl AddressMode {
     }
 
     /// The mode for `container`: the agent's, as its labels narrow it, and
-    /// what was wrong with them (for a WARN). Labels may choose the
-    /// published mode, or, on an agent in the network mode, another network
-    /// than the agent's; they never widen what the operator allowed (README:
-    /// Addresses): the network mode on an agent in the published mode
-    /// (container networks are not known to reach other hosts), or the
-    /// host's network on an agent that did not choose it (exposed ports are
-    /// no proof of a listener, and the host's own ports are not the
-    /// container's to offer). A label outside the grammar or beyond that
-    /// leaves the agent's mode.
+    /// what was wrong with them (for a WARN). Labels never widen what the
+    /// operator allowed (README: Addresses): a container may always choose
+    /// the published mode; it may name one of its networks only where the
+    /// operator left that to each container (no `--network`); never the
+    /// network mode on an agent in the published mode (container networks
+    /// are not known to reach other hosts), nor the host's network on an
+    /// agent that did not choose it (exposed ports are no proof of a
+    /// listener, and the host's own ports are not the container's to
+    /// offer). A label outside the grammar or beyond that leaves the
+    /// agent's mode.
     pub fn for_container(&self, container: &Container) -> (AddressMode, Option<String>) {
-        let mode_label = container.labels.get(ADDRESS_MODE_LABEL).map(String::as_str);
-        let network_label = container.labels.get(NETWORK_LABEL).map(String::as_str);
+        let label = |name: &str| container.labels.get(name).map(String::as_str);
         let refused = |why: String| (self.clone(), Some(why));
-        let wants_network = match mode_label {
-            None => None,
+        let asks_network = match label(ADDRESS_MODE_LABEL) {
+            None => false,
             Some("published") => return (AddressMode::Published, None),
-            Some("network") => Some(()),
-            Some(_) => {
-                return refused(format!(
+            Some("network") => true,
+            Some(_) => return refused(format!(
                 "{ADDRESS_MODE_LABEL} is neither published nor network; the agent's mode applies"
-            ))
-            }
+            )),
         };
-        let named = match network_label {
+        let named = match label(NETWORK_LABEL) {
             None => None,
             Some("host") => Some(NetworkChoice::Host),
             Some(name) if is_network_name(name) => Some(NetworkChoice::Named(name.to_owned())),
@@ -92,35 +90,33 @@ impl AddressMode {
                 ))
             }
         };
-        match (self, wants_network, named) {
-            (AddressMode::Published, Some(()), _) => refused(format!(
-                "{ADDRESS_MODE_LABEL}=network: the network mode is the operator's choice (--address-mode network); published instead"
-            )),
+        let AddressMode::Network(agents) = self else {
             // A network label alone leaves the published mode as it is.
-            (AddressMode::Published, None, _) | (AddressMode::Network(_), _, None) => {
-                (self.clone(), None)
-            }
-            (AddressMode::Network(NetworkChoice::Host), _, Some(NetworkChoice::Host)) => {
-                (self.clone(), None)
-            }
-            (AddressMode::Network(NetworkChoice::Host), _, Some(_)) => refused(format!(
+            return match asks_network {
+                false => (AddressMode::Published, None),
+                true => refused(format!(
+                    "{ADDRESS_MODE_LABEL}=network: the network mode is the operator's choice (--address-mode network); published instead"
+                )),
+            };
+        };
+        match (agents, named) {
+            (_, None) => (self.clone(), None),
+            (NetworkChoice::Host, Some(NetworkChoice::Host)) => (self.clone(), None),
+            (NetworkChoice::Host, Some(_)) => refused(format!(
                 "{NETWORK_LABEL}: this agent registers containers on the host's network only (--network host)"
             )),
-            (AddressMode::Network(_), _, Some(NetworkChoice::Host)) => refused(format!(
+            (_, Some(NetworkChoice::Host)) => refused(format!(
                 "{NETWORK_LABEL}=host: the host's network is the operator's choice (--network host); the agent's network instead"
             )),
-            // Which of its networks reaches it, when the operator left that
-            // to each container (no --network); never away from the one the
-            // operator named.
-            (AddressMode::Network(NetworkChoice::Only), _, Some(choice)) => {
-                (AddressMode::Network(choice), None)
-            }
-            (AddressMode::Network(NetworkChoice::Named(agents)), _, Some(NetworkChoice::Named(name)))
-                if *agents == name =>
+            // Which of its networks reaches it, where the operator left
+            // that to each container.
+            (NetworkChoice::Only, Some(choice)) => (AddressMode::Network(choice), None),
+            (NetworkChoice::Named(operators), Some(NetworkChoice::Named(name)))
+                if *operators == name =>
             {
                 (self.clone(), None)
             }
-            (AddressMode::Network(NetworkChoice::Named(_)), _, Some(_)) => refused(format!(
+            (NetworkChoice::Named(_), Some(_)) => refused(format!(
                 "{NETWORK_LABEL}: the network is the operator's choice (--network); the agent's network instead"
             )),
         }

@@ -76,18 +76,29 @@ impl SimStore {
         format!("{}/", lock_name(&self.prefix))
     }
 
-    /// Deletes candidate key `key` if it is still on `lease`.
+    /// Deletes candidate key `key` if it is still on `lease`; with `ours`
+    /// (our lease and engine), puts our candidate key in the same
+    /// transaction, as the adapter does for a take-over.
     async fn delete_candidate(
         &self,
         what: &str,
         key: String,
         lease: LeaseId,
+        ours: Option<(LeaseId, &EngineIdentity)>,
     ) -> Result<(), StoreError> {
         let actor = self.actor();
+        let mut writes = vec![Write::Delete(key.clone())];
+        let mut put_lease = 0;
+        if let Some((our_lease, engine)) = ours {
+            let our_key = crate::store::candidate_key(&lock_name(&self.prefix), our_lease);
+            let value = self.candidate_value(engine).to_string().into_bytes();
+            writes.push(Write::Put(our_key, value));
+            put_lease = our_lease;
+        }
         self.request(what, |c| {
             let its = c.lock().kv.get(&key).is_some_and(|kv| kv.lease == lease);
             if its {
-                c.txn(actor, &[Write::Delete(key)], 0, None)?;
+                c.txn(actor, &writes, put_lease, None)?;
             }
             Ok(())
         })
@@ -346,7 +357,7 @@ impl Store for SimStore {
     }
 
     async fn take_over(&mut self, holder: &Holder) -> Result<(), StoreError> {
-        self.delete_candidate("take over", holder.key.clone(), holder.lease)
+        self.delete_candidate("take over", holder.key.clone(), holder.lease, None)
             .await
     }
 
@@ -356,24 +367,14 @@ impl Store for SimStore {
         lease: LeaseId,
         engine: &EngineIdentity,
     ) -> Result<(), StoreError> {
-        let actor = self.actor();
-        let ours = crate::store::candidate_key(&lock_name(&self.prefix), lease);
-        let value = self.candidate_value(engine).to_string().into_bytes();
-        let (key, previous) = (holder.key.clone(), holder.lease);
-        self.request("take over", |c| {
-            let its = c.lock().kv.get(&key).is_some_and(|kv| kv.lease == previous);
-            if its {
-                let writes = [Write::Delete(key), Write::Put(ours, value)];
-                c.txn(actor, &writes, lease, None)?;
-            }
-            Ok(())
-        })
-        .await
+        let ours = Some((lease, engine));
+        self.delete_candidate("take over", holder.key.clone(), holder.lease, ours)
+            .await
     }
 
     async fn withdraw(&mut self, lease: LeaseId) -> Result<(), StoreError> {
         let key = crate::store::candidate_key(&lock_name(&self.prefix), lease);
-        self.delete_candidate("withdraw", key, lease).await
+        self.delete_candidate("withdraw", key, lease, None).await
     }
 
     async fn deregister(
