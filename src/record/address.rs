@@ -76,9 +76,11 @@ impl AddressMode {
             None => false,
             Some("published") => return (AddressMode::Published, None),
             Some("network") => true,
-            Some(_) => return refused(format!(
+            Some(_) => {
+                return refused(format!(
                 "{ADDRESS_MODE_LABEL} is neither published nor network; the agent's mode applies"
-            )),
+            ))
+            }
         };
         let named = match label(NETWORK_LABEL) {
             None => None,

@@ -233,11 +233,10 @@ fn handover_without_deletes(run: &Run, found: &mut Vec<String>) {
     }
 }
 
-/// The agent whose candidate key came next after `owner`'s in the line at
-/// `at` (the oldest other one): who held the host once `owner` resigned.
-fn next_in_line_at(run: &Run, owner: usize, at: Duration) -> Option<usize> {
+/// The candidate keys in the election at `at`: each with the revision that
+/// created it and the agent that wrote it.
+fn line_at(run: &Run, at: Duration) -> BTreeMap<&str, (i64, usize)> {
     let candidates = format!("{}/", lock_name(&run.prefix));
-    // Per candidate key: its creation revision and its writer.
     let mut line: BTreeMap<&str, (i64, usize)> = BTreeMap::new();
     for effect in run.effects.iter().take_while(|e| e.at <= at) {
         if !effect.key.starts_with(&candidates) {
@@ -253,27 +252,24 @@ fn next_in_line_at(run: &Run, owner: usize, at: Duration) -> Option<usize> {
             _ => {}
         }
     }
-    line.values()
+    line
+}
+
+/// The agent whose candidate key came next after `owner`'s in the line at
+/// `at` (the oldest other one): who held the host once `owner` resigned.
+fn next_in_line_at(run: &Run, owner: usize, at: Duration) -> Option<usize> {
+    line_at(run, at)
+        .into_values()
         .filter(|(_, writer)| *writer != owner)
         .min_by_key(|(created, _)| *created)
-        .map(|(_, writer)| *writer)
+        .map(|(_, writer)| writer)
 }
 
 /// Whether agent `process` had a candidate key in the election at `at`.
 fn campaigning_at(run: &Run, process: usize, at: Duration) -> bool {
-    let candidates = format!("{}/", lock_name(&run.prefix));
-    let mut ours: Option<&str> = None;
-    for effect in run.effects.iter().take_while(|e| e.at <= at) {
-        if !effect.key.starts_with(&candidates) {
-            continue;
-        }
-        match (&effect.value, effect.actor) {
-            (Some(_), Actor::Agent(writer)) if writer == process => ours = Some(&effect.key),
-            (None, _) if ours == Some(effect.key.as_str()) => ours = None,
-            _ => {}
-        }
-    }
-    ours.is_some()
+    line_at(run, at)
+        .values()
+        .any(|(_, writer)| *writer == process)
 }
 
 /// No agent writes the host's prefix while another holds the host's lock:
