@@ -78,8 +78,9 @@ impl AddressMode {
             Some("network") => true,
             Some(_) => {
                 return refused(format!(
-                "{ADDRESS_MODE_LABEL} is neither published nor network; the agent's mode applies"
-            ))
+                    "{ADDRESS_MODE_LABEL} is neither published nor network; \
+                     the agent's mode applies"
+                ))
             }
         };
         let named = match label(NETWORK_LABEL) {
@@ -97,7 +98,8 @@ impl AddressMode {
             return match asks_network {
                 false => (AddressMode::Published, None),
                 true => refused(format!(
-                    "{ADDRESS_MODE_LABEL}=network: the network mode is the operator's choice (--address-mode network); published instead"
+                    "{ADDRESS_MODE_LABEL}=network: the network mode is the operator's \
+                     choice (--address-mode network); published instead"
                 )),
             };
         };
@@ -105,10 +107,12 @@ impl AddressMode {
             (_, None) => (self.clone(), None),
             (NetworkChoice::Host, Some(NetworkChoice::Host)) => (self.clone(), None),
             (NetworkChoice::Host, Some(_)) => refused(format!(
-                "{NETWORK_LABEL}: this agent registers containers on the host's network only (--network host)"
+                "{NETWORK_LABEL}: this agent registers containers on the host's network \
+                 only (--network host)"
             )),
             (_, Some(NetworkChoice::Host)) => refused(format!(
-                "{NETWORK_LABEL}=host: the host's network is the operator's choice (--network host); the agent's network instead"
+                "{NETWORK_LABEL}=host: the host's network is the operator's choice \
+                 (--network host); the agent's network instead"
             )),
             // Which of its networks reaches it, where the operator left
             // that to each container.
@@ -119,7 +123,8 @@ impl AddressMode {
                 (self.clone(), None)
             }
             (NetworkChoice::Named(_), Some(_)) => refused(format!(
-                "{NETWORK_LABEL}: the network is the operator's choice (--network); the agent's network instead"
+                "{NETWORK_LABEL}: the network is the operator's choice (--network); \
+                 the agent's network instead"
             )),
         }
     }
