@@ -7,6 +7,7 @@
 //! (or a seed) replays exactly.
 
 pub(crate) mod cluster;
+mod conflicts;
 mod engine;
 mod properties;
 pub(crate) mod records;
