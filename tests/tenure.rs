@@ -322,7 +322,10 @@ fn another_engine_with_the_same_host_ip_is_a_conflict_never_a_hand_over() {
     let mut next = spawn_agent_via(&env, &env.endpoint(), &metrics_addr());
     next.wait_ready();
     env.wait_records(REACT, &expected);
-    std::thread::sleep(Duration::from_secs(2));
+    // Past the conflicting agent's next look at the holder (every 10 s): it
+    // finds the restarted holder, the same agent, and stays in conflict
+    // without saying it again.
+    std::thread::sleep(Duration::from_secs(12));
     for event in watch.events() {
         assert!(
             !event.delete,
@@ -331,6 +334,8 @@ fn another_engine_with_the_same_host_ip_is_a_conflict_never_a_hand_over() {
     }
     env.wait_records(REACT, &expected);
     assert_eq!(other.count_log(&[CONFLICT]), 1, "said once");
+    let (_, body) = wait_healthz(&addr, 503, Duration::from_secs(5));
+    assert!(body.starts_with("conflict"), "/healthz: {body:?}");
     other.assert_running();
     next.assert_running();
 }

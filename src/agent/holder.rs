@@ -36,7 +36,8 @@ pub struct Announced {
     /// a conflict, whether the other engine's agent still holds.
     pub check_at: Option<Instant>,
     /// The other engine's agent we last reported a conflict with: said
-    /// once, however often it is looked at again.
+    /// once, however often it is looked at again and however often it
+    /// restarts.
     pub conflict: Option<Holder>,
 }
 impl<S: Store> Agent<S> {
@@ -223,10 +224,13 @@ impl<S: Store> Agent<S> {
             .map_or("unknown", EngineIdentity::as_str);
         self.tenure.set_lock(HostLock::Conflict);
         self.announced.check_at = Some(Instant::now() + CONFLICT_CHECK);
-        if self.announced.conflict.as_ref() == Some(&holder) {
+        // Said once per other agent (its engine and machine), not per run of
+        // it: a restart of the other agent is the same conflict.
+        let same = |said: &Holder| said.engine == holder.engine && said.hostname == holder.hostname;
+        if self.announced.conflict.as_ref().is_some_and(same) {
             return;
         }
-        // Another holder than the one reported: its series replaces the old.
+        // Another agent than the one reported: its series replaces the old.
         self.metrics.clear_host_conflict();
         self.metrics
             .set_host_conflict(engine.as_str(), holder_engine, &holder.hostname);
