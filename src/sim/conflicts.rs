@@ -8,15 +8,8 @@ use super::cluster::Actor;
 use super::properties::{describe, violations};
 use super::run::{run, Run, TTL};
 use super::schedule::{
-    Action, ContainerOp, Foreign, Schedule, Step, StoreFault, AGENT_SLOTS, CONTAINERS,
+    at, Action, ContainerOp, Foreign, Schedule, Step, StoreFault, AGENT_SLOTS, CONTAINERS,
 };
-
-fn at(millis: u64, action: Action) -> Step {
-    Step {
-        after: Duration::from_millis(millis),
-        action,
-    }
-}
 
 /// The last agent slot follows the other engine; one machine each.
 fn two_engines(steps: Vec<Step>) -> Schedule {

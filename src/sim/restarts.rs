@@ -6,14 +6,7 @@ use std::time::Duration;
 
 use super::properties::{describe, violations};
 use super::run::{run, Run};
-use super::schedule::{Action, EngineFault, Foreign, Schedule, Step, CONTAINERS};
-
-fn at(millis: u64, action: Action) -> Step {
-    Step {
-        after: Duration::from_millis(millis),
-        action,
-    }
-}
+use super::schedule::{at, Action, EngineFault, Foreign, Schedule, Step, CONTAINERS};
 
 /// Both agent slots on one machine, every container running.
 fn on_one_machine(steps: Vec<Step>) -> Schedule {

@@ -111,6 +111,14 @@ pub enum Action {
     CrashRestart(usize),
 }
 
+/// A step `millis` after the previous one, for scripted schedules.
+pub fn at(millis: u64, action: Action) -> Step {
+    Step {
+        after: Duration::from_millis(millis),
+        action,
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Step {
     /// Simulated time since the previous step.
