@@ -16,7 +16,7 @@
 //!   that owns all state, [`supervise`] its retry and health bookkeeping,
 //!   [`metrics`] the Prometheus endpoint.
 //! - The consumers: [`list`], [`render`] (load balancers' configuration),
-//!   both following the records with [`follow`].
+//!   both following the records with the [`informer`].
 //! - [`config`]: flags and environment variables, validated.
 
 pub mod agent;
@@ -25,8 +25,8 @@ pub mod container;
 pub mod docker;
 pub mod engine;
 pub mod etcd;
-pub mod follow;
 pub mod image;
+pub mod informer;
 pub mod list;
 pub mod listing;
 pub mod metrics;

@@ -1,17 +1,19 @@
 //! `docker-etcd-register list`: what is registered across the cluster, read
 //! from etcd and printed as a table or JSON; with `--watch`, printed again
-//! whenever it changes. Reads only; writes nothing.
+//! whenever it changes (the informer applies the watch's changes; nothing is
+//! read again). Reads only; writes nothing.
 
+use std::cell::Cell;
 use std::future::Future;
-use std::io::Write as _;
+use std::io::{BufWriter, Write as _};
 
 use anyhow::Context as _;
-use futures_util::FutureExt as _;
 
 use crate::config::ListConfig;
-use crate::etcd::{PrefixWatch, RecordsReader, StoreError};
-use crate::follow::{self, Listing, Source};
-use crate::listing;
+use crate::etcd::RecordsReader;
+use crate::informer::{self, Informer, Source};
+use crate::listing::{self, admit, Admission, Index, JsonRows, Row, Unreadable, Unreadables};
+use crate::store::RecordSource;
 
 /// Prints the list once, or with `--watch` until `shutdown`.
 pub async fn run(config: ListConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -21,52 +23,123 @@ pub async fn run(config: ListConfig, shutdown: impl Future<Output = ()>) -> anyh
         prefix: &config.read_prefix,
         filter: &config.filter,
     };
+    let reading = || format!("reading {} from etcd", config.read_prefix);
     if !config.watch {
-        let listing = follow::read(&mut reader, &source)
+        if config.json {
+            return stream_json(&mut reader, &source).await.with_context(reading);
+        }
+        let listing = informer::read(&mut reader, &source)
             .await
-            .with_context(|| format!("reading {} from etcd", config.read_prefix))?;
-        return print(&config, listing, false);
+            .with_context(reading)?;
+        listing::warn_unreadable(&listing.index.unreadables());
+        return write(&listing::table(listing.index.rows()));
     }
-    let show = async |listing: Listing| print(&config, listing, true);
     tokio::pin!(shutdown);
+    let follow = async {
+        let mut informer = Informer::start(reader, source).await;
+        loop {
+            let index = informer.index();
+            listing::warn_unreadable(&index.unreadables());
+            write(&watched(&config, index, informer.revision()))?;
+            informer.next_update().await;
+        }
+    };
     tokio::select! {
-        error = follow::follow(&mut reader, &source, show, next_changes) => Err(error),
+        result = follow => result,
         () = &mut shutdown => Ok(()),
     }
 }
 
-/// Any change: every change that is already waiting with it, so that a
-/// burst is printed once.
-async fn next_changes(changes: &mut PrefixWatch) -> Result<(), StoreError> {
-    changes.next_changes().await?;
-    loop {
-        match changes.next_changes().now_or_never() {
-            None => return Ok(()),
-            Some(Ok(_)) => continue,
-            Some(Err(error)) => return Err(error),
-        }
+/// The whole list as `--watch` prints it after each change.
+fn watched(config: &ListConfig, index: &Index, revision: i64) -> String {
+    if config.json {
+        listing::json(index.rows())
+    } else {
+        format!(
+            "# etcd revision {revision}\n{}\n",
+            listing::table(index.rows())
+        )
     }
 }
 
-fn print(config: &ListConfig, listing: Listing, watching: bool) -> anyhow::Result<()> {
-    let Listing {
-        rows,
-        unreadable,
-        revision,
-    } = listing;
-    listing::warn_unreadable(&unreadable);
-    let text = if config.json {
-        format!("{}\n", listing::json(&rows))
-    } else if watching {
-        format!("# etcd revision {revision}\n{}\n", listing::table(&rows))
-    } else {
-        listing::table(&rows)
-    };
-    // The rows are no longer needed while the text is written.
-    drop(rows);
+fn write(text: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
         .context("writing to stdout")
+}
+
+/// Why a streamed list stopped short.
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error("writing to stdout: {0}")]
+    Write(#[from] std::io::Error),
+    #[error(
+        "etcd compacted the revision being read after rows were printed; \
+         the output is incomplete: run the command again"
+    )]
+    Restarted,
+}
+
+/// `list --json` without `--watch`: each page's rows are printed as it
+/// arrives, in etcd's key order, so that a million records are printed in
+/// the memory of one page. A read that etcd makes start over (a compaction
+/// in the middle of it) cannot take back what was printed: the command
+/// fails instead.
+async fn stream_json(
+    reader: &mut impl RecordSource,
+    source: &Source<'_>,
+) -> anyhow::Result<()> {
+    let started = Cell::new(false);
+    let start = || Stream {
+        out: JsonRows::new(BufWriter::new(std::io::stdout().lock())),
+        unreadable: Unreadables::default(),
+        restarted: started.replace(true),
+    };
+    let fold = |stream: &mut Stream<'_>, entry: crate::store::paging::Entry<'_>| {
+        if stream.restarted {
+            return;
+        }
+        match admit(source.root, source.filter, entry.key, entry.value) {
+            Admission::Record(record) => {
+                let place = (
+                    record.host,
+                    &record.service,
+                    &record.container,
+                    entry.key,
+                );
+                for binding in &record.bindings {
+                    stream.out.row(&Row::of(place, binding));
+                }
+            }
+            Admission::Unreadable(problem) => stream.unreadable.add(Unreadable {
+                key: entry.key.to_owned(),
+                problem,
+            }),
+            Admission::Skipped => {}
+        }
+    };
+    let read = reader.read(source.prefix, start, fold).await?;
+    let stream = read.content;
+    if stream.restarted {
+        return Err(StreamError::Restarted.into());
+    }
+    listing::warn_unreadable(&stream.unreadable);
+    stream
+        .out
+        .finish()
+        .and_then(|mut out| out.flush())
+        .map_err(StreamError::Write)?;
+    Ok(())
+}
+
+/// The state of a streamed list.
+struct Stream<'a> {
+    /// The JSON array being written.
+    out: JsonRows<BufWriter<std::io::StdoutLock<'a>>>,
+    /// The keys that are no records, said after the rows.
+    unreadable: Unreadables,
+    /// Whether the read started over: nothing more is printed.
+    restarted: bool,
 }

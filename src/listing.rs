@@ -10,22 +10,24 @@ use tracing::warn;
 
 use crate::image;
 use crate::record::field::address_as_text;
-use crate::record::{ContainerId, Name, PortNumber, Protocol, RecordKey, StoredRecord};
+use crate::record::{ContainerId, Name, PortNumber, Protocol, StoredBinding};
 
 /// One published binding of one registered container, parsed (README
 /// "Trust boundary"): nothing in it can be other than what an agent writes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Row {
+/// Borrowed from the index that holds the record, so that listing or
+/// rendering a hundred thousand records copies none of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Row<'a> {
     /// The key's host segment: the `--host-ip` of the agent that wrote it.
     #[serde(serialize_with = "address_as_text")]
     pub host: IpAddr,
     /// The key's service segment, as the agent wrote it (`/` as `::`): the
     /// `docker-etcd-register.service` label, else the image.
-    pub service: Name,
+    pub service: &'a Name,
     /// The record's image (`/` as `::`), whatever the service.
-    pub image: Name,
+    pub image: &'a Name,
     /// The key's container segment, the full id.
-    pub container: ContainerId,
+    pub container: &'a ContainerId,
     /// The binding's address, as load balancers use it.
     #[serde(serialize_with = "address_as_text")]
     pub ip: IpAddr,
@@ -36,7 +38,28 @@ pub struct Row {
     /// `tcp`, `udp` or `sctp`.
     pub port_type: Protocol,
     /// The record's key, for `etcdctl` and scripts.
-    pub key: String,
+    pub key: &'a str,
+}
+
+impl<'a> Row<'a> {
+    /// The row of one binding of the record at (host, service, container,
+    /// key).
+    pub fn of(
+        (host, service, container, key): (IpAddr, &'a Name, &'a ContainerId, &'a str),
+        binding: &'a StoredBinding,
+    ) -> Self {
+        Row {
+            host,
+            service,
+            image: &binding.image,
+            container,
+            ip: binding.ip,
+            public_port: binding.public_port,
+            private_port: binding.private_port,
+            port_type: binding.protocol,
+            key,
+        }
+    }
 }
 
 /// A key under the root that is not a record this agent writes (say, one an
@@ -62,7 +85,7 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn admits_host(&self, host_segment: &str) -> bool {
+    pub(crate) fn admits_host(&self, host_segment: &str) -> bool {
         self.host.is_none_or(|wanted| {
             host_segment
                 .parse::<IpAddr>()
@@ -70,7 +93,7 @@ impl Filter {
         })
     }
 
-    fn admits_service(&self, service_segment: &str) -> bool {
+    pub(crate) fn admits_service(&self, service_segment: &str) -> bool {
         self.services.is_empty()
             || self
                 .services
@@ -78,7 +101,7 @@ impl Filter {
                 .any(|wanted| wanted.trim().replace('/', "::") == service_segment)
     }
 
-    fn admits_image(&self, image: &Name) -> bool {
+    pub(crate) fn admits_image(&self, image: &Name) -> bool {
         self.image
             .as_deref()
             .is_none_or(|wanted| image::segment_matches(image.as_str(), wanted))
@@ -87,7 +110,7 @@ impl Filter {
 
 /// How many keys that are no records [`Rows`] names; the others are only
 /// counted, so that a root full of foreign keys costs no memory.
-const NAMED_UNREADABLE: usize = 10;
+pub(crate) const NAMED_UNREADABLE: usize = 10;
 
 /// The keys under the root that are no records: the first few by name, and
 /// how many there are in all.
@@ -100,95 +123,12 @@ pub struct Unreadables {
 }
 
 impl Unreadables {
-    fn add(&mut self, unreadable: Unreadable) {
+    /// Counts one more, named if it is among the first few.
+    pub fn add(&mut self, unreadable: Unreadable) {
         if self.named.len() < NAMED_UNREADABLE {
             self.named.push(unreadable);
         }
         self.count += 1;
-    }
-}
-
-/// The rows of the records under a root (`/registered/`, with the trailing
-/// `/`) that a filter admits, built one key-value at a time as the pages of
-/// a read arrive: it keeps the rows it will print and nothing else.
-pub struct Rows<'a> {
-    /// Stripped from every key to find its host, image and container.
-    root: &'a str,
-    /// Decides which records become rows.
-    filter: &'a Filter,
-    /// The rows so far, in the order the keys came.
-    rows: Vec<Row>,
-    /// The keys so far that are no records.
-    unreadable: Unreadables,
-}
-
-impl<'a> Rows<'a> {
-    pub fn new(root: &'a str, filter: &'a Filter) -> Self {
-        Self {
-            root,
-            filter,
-            rows: Vec::new(),
-            unreadable: Unreadables::default(),
-        }
-    }
-
-    /// Takes one key and its value.
-    pub fn add(&mut self, key: &str, value: &[u8]) {
-        let unreadable_because = |problem| Unreadable {
-            key: key.to_owned(),
-            problem,
-        };
-        let host = key
-            .strip_prefix(self.root)
-            .unwrap_or(key)
-            .split('/')
-            .next()
-            .unwrap_or_default();
-        if !self.filter.admits_host(host) {
-            return;
-        }
-        let Some(record) = RecordKey::parse(self.root, key) else {
-            self.unreadable.add(unreadable_because(
-                "not {prefix}/{host}/{image}/{container}",
-            ));
-            return;
-        };
-        if !self.filter.admits_service(record.service) {
-            return;
-        }
-        let stored = match StoredRecord::parse(&record, value) {
-            Ok(stored) => stored,
-            Err(problem) => return self.unreadable.add(unreadable_because(problem)),
-        };
-        let admitted = stored
-            .bindings
-            .into_iter()
-            .filter(|b| self.filter.admits_image(&b.image));
-        self.rows.extend(admitted.map(|b| Row {
-            host: stored.host,
-            service: stored.service.clone(),
-            image: b.image,
-            container: stored.container.clone(),
-            ip: b.ip,
-            public_port: b.public_port,
-            private_port: b.private_port,
-            port_type: b.protocol,
-            key: key.to_owned(),
-        }));
-    }
-
-    /// The rows sorted by host (by address: `10.0.0.2` before `10.0.0.10`),
-    /// service, container, then as the record orders
-    /// its bindings (etcd's key order differs where one segment extends
-    /// another: `app:1/` sorts after `app:1.2/`); and the keys that are no
-    /// records.
-    pub fn finish(self) -> (Vec<Row>, Unreadables) {
-        let mut rows = self.rows;
-        // Stable: the bindings of one record keep the record's own order.
-        rows.sort_by(|a, b| {
-            (&a.host, &a.service, &a.container).cmp(&(&b.host, &b.service, &b.container))
-        });
-        (rows, self.unreadable)
     }
 }
 
@@ -213,10 +153,10 @@ pub fn warn_unreadable(unreadable: &Unreadables) {
 }
 
 /// A table with a header line, columns aligned; `(none)` when empty.
-pub fn table(rows: &[Row]) -> String {
+pub fn table<'a>(rows: impl IntoIterator<Item = Row<'a>>) -> String {
     const HEADER: [&str; 6] = ["HOST", "SERVICE", "IMAGE", "CONTAINER", "IP", "PORT"];
     let cells: Vec<[String; 6]> = rows
-        .iter()
+        .into_iter()
         .map(|row| {
             [
                 row.host.to_string(),
@@ -251,16 +191,74 @@ pub fn table(rows: &[Row]) -> String {
         text.push_str(out.trim_end());
         text.push('\n');
     }
-    if rows.is_empty() {
+    if cells.is_empty() {
         text.push_str("(none)\n");
     }
     text
 }
 
 /// The rows as one compact JSON array (one line).
-pub fn json(rows: &[Row]) -> String {
-    serde_json::to_string(rows).unwrap_or_else(|_| "[]".to_owned())
+pub fn json<'a>(rows: impl IntoIterator<Item = Row<'a>>) -> String {
+    let mut out = JsonRows::new(Vec::new());
+    for row in rows {
+        out.row(&row);
+    }
+    String::from_utf8(out.finish().unwrap_or_default()).unwrap_or_else(|_| "[]".to_owned())
 }
+
+/// One compact JSON array of rows written as they come, so that printing a
+/// million rows holds none of them: `[`, the rows separated by `,`, `]`.
+pub struct JsonRows<W: std::io::Write> {
+    /// Where the text goes.
+    out: W,
+    /// Whether a row was written (the next one needs a `,`).
+    any: bool,
+    /// The first write that failed: the rest are not attempted.
+    failed: Option<std::io::Error>,
+}
+
+impl<W: std::io::Write> JsonRows<W> {
+    pub fn new(out: W) -> Self {
+        Self {
+            out,
+            any: false,
+            failed: None,
+        }
+    }
+
+    pub fn row(&mut self, row: &Row<'_>) {
+        if self.failed.is_some() {
+            return;
+        }
+        let open = if std::mem::replace(&mut self.any, true) {
+            b","
+        } else {
+            b"["
+        };
+        let written = self
+            .out
+            .write_all(open)
+            .and_then(|()| serde_json::to_writer(&mut self.out, row).map_err(Into::into));
+        if let Err(error) = written {
+            self.failed = Some(error);
+        }
+    }
+
+    /// Closes the array (`[]` when no row came) and gives the writer back,
+    /// or the first failed write.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        if let Some(error) = self.failed {
+            return Err(error);
+        }
+        let close: &[u8] = if self.any { b"]\n" } else { b"[]\n" };
+        self.out.write_all(close)?;
+        Ok(self.out)
+    }
+}
+
+mod index;
+
+pub use index::{admit, Admission, Index, Update};
 
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 //! `docker-etcd-register render`: a load balancer's configuration rendered
 //! from the records of every host (README "Load balancers: render"). Reads
-//! the root in pages through `etcd::RecordsReader`, watches it, and after
-//! each change (debounced) renders the template and replaces the file if its
+//! the root once through the informer, which applies the watch's changes,
+//! and after each change of the rows (debounced) renders the template and replaces the file if its
 //! bytes changed, checked by `--check`, followed by `--reload`.
 
 mod context;
@@ -12,12 +12,10 @@ mod hostile;
 mod output;
 mod template;
 
-use std::cell::Cell;
 use std::future::Future;
-use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 pub use context::{Backend, Catalog, Contest, Context, Port, Refused, Service};
 pub use debounce::Debounce;
@@ -26,9 +24,9 @@ pub use output::{CommandError, Output, OutputError, Published};
 pub use template::{ident, Template, TemplateError};
 
 use crate::config::RenderConfig;
-use crate::etcd::{PrefixWatch, RecordsReader, StoreError};
-use crate::follow::{self, Listing, Source};
-use crate::listing::{self, Row, Unreadables};
+use crate::etcd::{RecordsReader, StoreError};
+use crate::informer::{self, Informer, Source};
+use crate::listing::{self, Index, Unreadables};
 
 /// Why `render` stopped.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +56,7 @@ pub async fn run(
         template,
         contested: Vec::new(),
         refused: Vec::new(),
+        unreadable: Unreadables::default(),
     };
     let source = Source {
         root: &config.root,
@@ -66,73 +65,54 @@ pub async fn run(
     };
     let out = config.out.display().to_string();
     if config.once {
-        let listing = follow::read(&mut reader, &source).await?;
-        note_unreadable(&listing, &mut Unreadables::default());
-        renderer.render(&listing.rows).await?;
+        let listing = informer::read(&mut reader, &source).await?;
+        renderer.note_unreadable(&listing.index);
+        renderer.render(&listing.index).await?;
         return Ok(());
     }
-    // A refused check or a failed reload owes a retry: the wait for the
-    // next change ends then too, and the rendering is published again.
-    let retry_at: Cell<Option<Instant>> = Cell::new(None);
-    let mut skipped = Unreadables::default();
-    let show = async |listing: Listing| {
-        note_unreadable(&listing, &mut skipped);
-        renderer.render_logging(&listing.rows, &out).await;
-        retry_at.set(renderer.output.next_retry());
-        Ok::<(), std::convert::Infallible>(())
-    };
-    let settle = async |watch: &mut PrefixWatch| {
-        let retry = async {
-            match retry_at.get() {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
+    tokio::pin!(shutdown);
+    let follow = async {
+        let mut informer = Informer::start(reader, source).await;
+        renderer.note_unreadable(informer.index());
+        renderer.render_logging(informer.index(), &out).await;
+        let mut debounce = Debounce::new(config.debounce);
+        loop {
+            // A refused check or a failed reload owes a retry: the rendering
+            // is published again then, changed or not.
+            let retry_at = renderer.output.next_retry();
+            let due = debounce.due().into_iter().chain(retry_at).min();
+            // The timer first: a cluster that changes all the time is still
+            // rendered once per window.
+            tokio::select! {
+                biased;
+                () = sleep_until_some(due) => {
+                    let now = Instant::now();
+                    let retry_due = retry_at.is_some_and(|at| at <= now);
+                    if debounce.take_if_due(now) || retry_due {
+                        renderer.render_logging(informer.index(), &out).await;
+                    }
+                }
+                update = informer.next_update() => {
+                    if update.unreadable {
+                        renderer.note_unreadable(informer.index());
+                    }
+                    if update.rows {
+                        debounce.changed(Instant::now());
+                    }
+                }
             }
-        };
-        tokio::select! {
-            changed = next_change(watch, config.debounce) => changed,
-            () = retry => Ok(()),
         }
     };
-    tokio::pin!(shutdown);
     tokio::select! {
-        _ = follow::follow(&mut reader, &source, show, settle) => Ok(()),
+        () = follow => Ok(()),
         () = &mut shutdown => Ok(()),
     }
 }
 
-/// Keys that are no records (README "Trust boundary") are skipped, and
-/// named in a WARN when they differ from the last rendering's, so that a
-/// stray key is said once, not at every change.
-fn note_unreadable(listing: &Listing, last: &mut Unreadables) {
-    if listing.unreadable != *last {
-        listing::warn_unreadable(&listing.unreadable);
-        *last = listing.unreadable.clone();
-    }
-}
-
-/// Waits for a change, then for the debounce window to close.
-async fn next_change(watch: &mut PrefixWatch, window: Duration) -> Result<(), StoreError> {
-    let mut debounce = Debounce::new(window);
-    loop {
-        let due = debounce.due();
-        let window_closes = async {
-            match due {
-                Some(due) => tokio::time::sleep_until(due).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            biased;
-            changes = watch.next_changes() => {
-                changes?;
-                debounce.changed(Instant::now());
-            }
-            () = window_closes => {
-                if debounce.take_if_due(Instant::now()) {
-                    return Ok(());
-                }
-            }
-        }
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -150,12 +130,25 @@ struct Renderer {
     /// The ports outside `--frontend-port` at the last rendering, said
     /// again only when they change.
     refused: Vec<Refused>,
+    /// The keys that are no records (README "Trust boundary"), skipped and
+    /// named in a WARN when they differ from the last ones said, so that a
+    /// stray key is said once, not at every change.
+    unreadable: Unreadables,
 }
 
 impl Renderer {
-    /// Renders `rows` and publishes the text.
-    async fn render(&mut self, rows: &[Row]) -> Result<Published, RenderError> {
-        let context = self.catalog.context(rows);
+    fn note_unreadable(&mut self, index: &Index) {
+        let unreadable = index.unreadables();
+        if unreadable != self.unreadable {
+            listing::warn_unreadable(&unreadable);
+            self.unreadable = unreadable;
+        }
+    }
+
+    /// Renders the records of `index` and publishes the text.
+    async fn render(&mut self, index: &Index) -> Result<Published, RenderError> {
+        let started = std::time::Instant::now();
+        let context = self.catalog.context(index.rows());
         if context.contested != self.contested {
             warn_contested(&context.contested);
             self.contested.clone_from(&context.contested);
@@ -165,12 +158,19 @@ impl Renderer {
             self.refused.clone_from(&context.refused);
         }
         let text = self.template.render(&context)?;
+        // The template's cost, for an operator sizing --debounce.
+        debug!(
+            records = index.len(),
+            bytes = text.len(),
+            render_ms = started.elapsed().as_secs_f64() * 1e3,
+            "rendered"
+        );
         Ok(self.output.publish(text).await?)
     }
 
     /// Like `render`; a failure keeps the old file at `out` and is logged.
-    async fn render_logging(&mut self, rows: &[Row], out: &str) {
-        if let Err(failure) = self.render(rows).await {
+    async fn render_logging(&mut self, index: &Index, out: &str) {
+        if let Err(failure) = self.render(index).await {
             error!(error = %failure, out, "keeping the old file");
         }
     }

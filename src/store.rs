@@ -79,13 +79,21 @@ pub struct Applied {
     pub revisions: Vec<i64>,
 }
 
-/// A change under our prefix, as the watch reports it.
+/// A change under a watched prefix, as the watch reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     pub key: String,
     /// The revision of the write that made the change.
     pub revision: i64,
-    pub deleted: bool,
+    /// The value it put; `None`: the key was deleted. The agent looks only
+    /// at whose change it is; the consumers' index applies the value.
+    pub value: Option<Vec<u8>>,
+}
+
+impl Change {
+    pub fn deleted(&self) -> bool {
+        self.value.is_none()
+    }
 }
 
 /// Why a lease's keep-alive ended.

@@ -88,7 +88,7 @@ impl EtcdView {
         };
         let mut records = records;
         for change in changes {
-            if change.deleted {
+            if change.deleted() {
                 records.remove(&change.key);
             } else {
                 let unknown = Observed {

@@ -135,7 +135,7 @@ impl<S: Store> Agent<S> {
             debug!(
                 key = change.key,
                 revision = change.revision,
-                deleted = change.deleted,
+                deleted = change.deleted(),
                 "foreign change"
             );
         }
@@ -150,7 +150,7 @@ impl<S: Store> Agent<S> {
             info!(
                 key = last.key,
                 revision = last.revision,
-                deleted = last.deleted,
+                deleted = last.deleted(),
                 "record changed by someone else; reconciling"
             );
             self.etcd_view = EtcdView::Stale;

@@ -181,7 +181,8 @@ impl PrefixWatch {
                     Some(Change {
                         key: String::from_utf8_lossy(kv.key()).into_owned(),
                         revision: kv.mod_revision(),
-                        deleted: event.event_type() == EventType::Delete,
+                        value: (event.event_type() != EventType::Delete)
+                            .then(|| kv.value().to_vec()),
                     })
                 })
                 .collect();

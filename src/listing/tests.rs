@@ -43,18 +43,21 @@ fn store() -> Vec<(String, Vec<u8>)> {
     ]
 }
 
+/// The rows and unreadable keys of an index of `records`; the index is
+/// leaked so that the rows, which borrow from it, can be returned.
 fn rows_of<'a>(
     records: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     filter: &Filter,
-) -> (Vec<Row>, Unreadables) {
-    let mut rows = Rows::new("/registered/", filter);
+) -> (Vec<Row<'static>>, Unreadables) {
+    let mut index = Index::new("/registered/", filter.clone());
     for (key, value) in records {
-        rows.add(key, value);
+        index.put(key, value);
     }
-    rows.finish()
+    let index: &'static Index = Box::leak(Box::new(index));
+    (index.rows().collect(), index.unreadables())
 }
 
-fn listed(filter: &Filter) -> (Vec<Row>, Unreadables) {
+fn listed(filter: &Filter) -> (Vec<Row<'static>>, Unreadables) {
     let store = store();
     rows_of(
         store.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
@@ -181,7 +184,7 @@ fn rows_sort_by_segment_where_key_order_differs() {
 #[test]
 fn table_is_aligned_with_short_ids_and_arrows() {
     let (rows, _) = listed(&Filter::default());
-    let text = table(&rows);
+    let text = table(rows);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
         lines,
@@ -193,7 +196,7 @@ fn table_is_aligned_with_short_ids_and_arrows() {
         ]
     );
     assert_eq!(
-        table(&[]),
+        table([]),
         "HOST  SERVICE  IMAGE  CONTAINER  IP  PORT\n(none)\n"
     );
 }
@@ -205,12 +208,12 @@ fn json_is_one_line_with_every_field() {
         ..Filter::default()
     });
     assert_eq!(
-        json(&rows),
+        json(rows),
         format!(
             r#"[{{"host":"10.0.0.2","service":"nginx:1.25","image":"nginx:1.25","container":"{B}","ip":"10.0.0.2","public_port":"8080","private_port":"80","port_type":"tcp","key":"/registered/10.0.0.2/nginx:1.25/{B}"}}]"#
-        )
+        ) + "\n"
     );
-    assert_eq!(json(&[]), "[]");
+    assert_eq!(json([]), "[]\n");
 }
 
 #[test]

@@ -5,15 +5,20 @@
 //! `[A-Za-z0-9._:@-]`, so no name can end a line, a quoted string, a comment
 //! or a block of any consumer's configuration.
 
+use std::borrow::Borrow;
+use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 
 /// The longest name: Docker's limit on a repository name.
 pub const MAX_NAME_LEN: usize = 255;
 
 /// A key segment (service or image) in the grammar: 1 to [`MAX_NAME_LEN`]
 /// characters of `[A-Za-z0-9._:@-]`, the first a letter or digit.
+/// Shared, not copied: the consumers keep one copy of each name however
+/// many records carry it (see [`Names`]).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Name(String);
+pub struct Name(Arc<str>);
 
 /// Why a text is no [`Name`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,7 +45,7 @@ impl Name {
         if !first.is_ascii_alphanumeric() {
             return Err(NameError::Start);
         }
-        Ok(Self(text.to_owned()))
+        Ok(Self(Arc::from(text)))
     }
 
     /// The service a `docker-etcd-register.service` label names: its value
@@ -56,6 +61,50 @@ impl Name {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+impl Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The names the records of a cluster share (a service runs on many hosts,
+/// an image in many containers), each kept once: the consumers' index holds
+/// a hundred thousand records in the memory of a few thousand names.
+#[derive(Debug, Default)]
+pub struct Names {
+    /// Every name handed out and maybe still held by a record.
+    shared: HashSet<Name>,
+    /// How many were held at the last sweep: the next comes when the set
+    /// has doubled, so that sweeping costs O(1) per name handed out.
+    held_at_sweep: usize,
+}
+
+impl Names {
+    /// `name`, or the copy of it already shared.
+    pub fn share(&mut self, name: Name) -> Name {
+        if let Some(shared) = self.shared.get(name.as_str()) {
+            return shared.clone();
+        }
+        if self.shared.len() >= 2 * self.held_at_sweep + 1024 {
+            // Names no record holds any more (old image tags, services
+            // gone) would otherwise stay for the life of the process.
+            self.shared.retain(|name| Arc::strong_count(&name.0) > 1);
+            self.held_at_sweep = self.shared.len();
+        }
+        self.shared.insert(name.clone());
+        name
+    }
+
+    /// How many names are kept.
+    pub fn len(&self) -> usize {
+        self.shared.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shared.is_empty()
     }
 }
 

@@ -153,13 +153,13 @@ impl Catalog {
     }
 
     /// The context of `rows` (any order); remembers their services.
-    pub fn context(&mut self, rows: &[Row]) -> Context {
+    pub fn context<'a>(&mut self, rows: impl IntoIterator<Item = Row<'a>>) -> Context {
         let mut by_service: BTreeMap<&Name, Vec<Backend>> = BTreeMap::new();
         for row in rows {
             by_service
-                .entry(&row.service)
+                .entry(row.service)
                 .or_default()
-                .push(backend(row));
+                .push(backend(&row));
         }
         let mut refused = BTreeSet::new();
         for (name, backends) in &mut by_service {
@@ -337,16 +337,19 @@ mod tests {
         public: &str,
         private: &str,
         proto: &str,
-    ) -> Row {
+    ) -> Row<'static> {
         let container = ContainerId::parse(container)
             .or_else(|| ContainerId::parse(&container.repeat(64)))
             .unwrap();
+        // Leaked: a row borrows its names from the index that holds them.
+        let name: &'static Name = Box::leak(Box::new(Name::parse(image).unwrap()));
+        let key = format!("/registered/{host}/{image}/{container}");
         Row {
             host: host.parse().unwrap(),
-            service: Name::parse(image).unwrap(),
-            image: Name::parse(image).unwrap(),
-            key: format!("/registered/{host}/{image}/{container}"),
-            container,
+            service: name,
+            image: name,
+            key: Box::leak(key.into_boxed_str()),
+            container: Box::leak(Box::new(container)),
             ip: host.parse().unwrap(),
             public_port: PortNumber::parse(public).unwrap(),
             private_port: PortNumber::parse(private).unwrap(),
@@ -386,7 +389,7 @@ mod tests {
             row("10.0.0.1", "dns:1", "d", "8053", "53", "tcp"),
             row("10.0.0.1", "quay.io::a::b:2", "e", "81", "443", "tcp"),
         ];
-        let context = Catalog::default().context(&rows);
+        let context = Catalog::default().context(rows.clone());
         assert_eq!(
             summary(&context),
             [
@@ -418,19 +421,19 @@ mod tests {
             row("10.0.0.1", "web:1", "a", "10000", "8080", "tcp"),
             row("10.0.0.1", "api:1", "c", "9999", "80", "tcp"),
         ];
-        let first = Catalog::default().context(&rows);
+        let first = Catalog::default().context(rows.clone());
         rows.reverse();
-        assert_eq!(Catalog::default().context(&rows), first);
+        assert_eq!(Catalog::default().context(rows.clone()), first);
     }
 
     #[test]
     fn a_service_whose_last_backend_went_away_stays_with_no_backends() {
         let mut catalog = Catalog::default();
-        catalog.context(&[
+        catalog.context([
             row("10.0.0.1", "web:1", "a", "9000", "80", "tcp"),
             row("10.0.0.1", "api:1", "b", "9001", "81", "tcp"),
         ]);
-        let context = catalog.context(&[row("10.0.0.1", "api:1", "b", "9001", "81", "tcp")]);
+        let context = catalog.context([row("10.0.0.1", "api:1", "b", "9001", "81", "tcp")]);
         assert_eq!(
             summary(&context),
             [
@@ -440,7 +443,7 @@ mod tests {
         );
         assert!(context.services[1].backends.is_empty());
         // A fresh run knows only what is registered.
-        let fresh = Catalog::default().context(&[]);
+        let fresh = Catalog::default().context([]);
         assert!(fresh.services.is_empty());
     }
 
@@ -458,12 +461,12 @@ mod tests {
             twice,
             // The same address under another image's key: one server.
             Row {
-                image: Name::parse("web:2").unwrap(),
+                image: Box::leak(Box::new(Name::parse("web:2").unwrap())),
                 ..row("10.0.0.1", "web", &a, "8080", "80", "tcp")
             },
             row("10.0.0.1", "web", &id('b'), "8080", "80", "tcp"),
         ];
-        let context = Catalog::default().context(&rows);
+        let context = Catalog::default().context(rows.clone());
         let names: Vec<&str> = context.services[0].ports[0]
             .backends
             .iter()
@@ -483,8 +486,8 @@ mod tests {
         let web = row("10.0.0.1", "web", &id('a'), "8080", "80", "tcp");
         let intruder = row("10.0.0.2", "aaa", &id('b'), "8080", "80", "tcp");
         let mut catalog = Catalog::default();
-        catalog.context(std::slice::from_ref(&web));
-        let context = catalog.context(&[web.clone(), intruder.clone()]);
+        catalog.context([web]);
+        let context = catalog.context([web.clone(), intruder.clone()]);
         assert_eq!(
             summary(&context),
             [
@@ -501,18 +504,18 @@ mod tests {
             }]
         );
         // While web has no backend, the port serves the other; then web's again.
-        let context = catalog.context(std::slice::from_ref(&intruder));
+        let context = catalog.context([intruder]);
         assert_eq!(
             summary(&context)[0],
             ("aaa".into(), vec!["80/tcp=8080".into()])
         );
-        let context = catalog.context(&[web, intruder]);
+        let context = catalog.context([web, intruder]);
         assert_eq!(
             summary(&context)[1],
             ("web".into(), vec!["80/tcp=8080".into()])
         );
         // Gone, the other no longer holds it: web's frontend stays, empty.
-        let context = catalog.context(&[]);
+        let context = catalog.context([]);
         assert_eq!(
             summary(&context),
             [
@@ -524,7 +527,7 @@ mod tests {
 
     #[test]
     fn in_one_reading_the_first_name_holds_a_contested_port() {
-        let context = Catalog::default().context(&[
+        let context = Catalog::default().context([
             row("10.0.0.1", "web", &id('a'), "8080", "80", "tcp"),
             row("10.0.0.1", "api", &id('b'), "8081", "80", "tcp"),
         ]);
@@ -535,7 +538,7 @@ mod tests {
     fn only_the_operators_ports_become_frontends() {
         let frontends = FrontendPorts::parse(&["80", "8000-8999"]).unwrap();
         let mut catalog = Catalog::new(frontends);
-        let context = catalog.context(&[
+        let context = catalog.context([
             row("10.0.0.1", "web", &id('a'), "8080", "80", "tcp"),
             row("10.0.0.1", "web", &id('a'), "8081", "8443", "tcp"),
             row("10.0.0.1", "gitea", &id('b'), "2222", "22", "tcp"),

@@ -16,8 +16,8 @@ use proptest::prelude::*;
 
 use super::{Catalog, Template};
 use crate::container::{Container, PortBinding, SERVICE_LABEL};
-use crate::follow::{self, Source};
-use crate::listing::{Filter, Row};
+use crate::informer::{self, Source};
+use crate::listing::{Filter, Index};
 use crate::record::{desired_record, HostPrefix};
 use crate::sim::cluster::{Actor, Cluster, Write};
 use crate::sim::records::SimRecords;
@@ -62,9 +62,9 @@ fn shapes(text: &str) -> BTreeSet<String> {
     text.lines().map(shape).collect()
 }
 
-/// The rows of `records` (key, value) as `list` and `render` read them:
-/// written to the simulated cluster, read through `follow` in pages.
-fn rows(records: &[(String, Vec<u8>)]) -> Vec<Row> {
+/// The index of `records` (key, value) as `list` and `render` read it:
+/// written to the simulated cluster, read through the informer in pages.
+fn index(records: &[(String, Vec<u8>)]) -> Index {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -82,7 +82,7 @@ fn rows(records: &[(String, Vec<u8>)]) -> Vec<Row> {
             filter: &filter,
         };
         let mut records = SimRecords::new(cluster, 0);
-        follow::read(&mut records, &source).await.unwrap().rows
+        informer::read(&mut records, &source).await.unwrap().index
     })
 }
 
@@ -129,8 +129,8 @@ fn ordinary_shapes() -> BTreeMap<&'static str, BTreeSet<String>> {
         ),
     ];
     let mut catalog = Catalog::default();
-    catalog.context(&rows(&first));
-    let context = catalog.context(&rows(&then));
+    catalog.context(index(&first).rows());
+    let context = catalog.context(index(&then).rows());
     templates()
         .into_iter()
         .map(|(name, template)| (name, shapes(&template.render(&context).unwrap())))
@@ -239,7 +239,7 @@ fn render_hostile(
         })
         .collect();
     records.extend(written);
-    let context = Catalog::default().context(&rows(&records));
+    let context = Catalog::default().context(index(&records).rows());
     let ordinary = ordinary_shapes();
     templates()
         .into_iter()

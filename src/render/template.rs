@@ -72,7 +72,7 @@ impl Template {
             environment,
             path: path.to_owned(),
         };
-        template.render(&Catalog::default().context(&[]))?;
+        template.render(&Catalog::default().context([]))?;
         template.render(&example())?;
         Ok(template)
     }
@@ -119,14 +119,16 @@ fn invalid(path: &Path, error: &minijinja::Error) -> TemplateError {
 /// The service used to try a template at load.
 fn example() -> Context {
     let container = "0".repeat(64);
-    let name = || Name::parse("example:latest").expect("a name");
+    let name = Name::parse("example:latest").expect("a name");
     let host = IpAddr::from([192, 0, 2, 1]);
-    Catalog::default().context(&[Row {
+    let key = format!("/registered/{host}/example:latest/{container}");
+    let container = ContainerId::parse(&container).expect("an id");
+    Catalog::default().context([Row {
         host,
-        service: name(),
-        image: name(),
-        key: format!("/registered/{host}/example:latest/{container}"),
-        container: ContainerId::parse(&container).expect("an id"),
+        service: &name,
+        image: &name,
+        key: &key,
+        container: &container,
         ip: host,
         public_port: PortNumber::parse("32768").expect("a port"),
         private_port: PortNumber::parse("80").expect("a port"),

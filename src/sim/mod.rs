@@ -9,6 +9,7 @@
 pub(crate) mod cluster;
 mod conflicts;
 mod engine;
+mod informer;
 mod properties;
 pub(crate) mod records;
 mod regressions;

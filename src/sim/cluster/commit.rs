@@ -92,7 +92,7 @@ impl State {
             let change = Change {
                 key: key.clone(),
                 revision,
-                deleted: value.is_none(),
+                value: value.clone(),
             };
             for (index, watch) in self.watches.iter().enumerate() {
                 if key.starts_with(&watch.prefix) {
