@@ -121,7 +121,10 @@ impl<'a, R: RecordSource> Informer<'a, R> {
                     continue;
                 }
             };
-            while let Some(outcome) = self.watch.as_mut().and_then(|w| w.next_changes().now_or_never())
+            while let Some(outcome) = self
+                .watch
+                .as_mut()
+                .and_then(|w| w.next_changes().now_or_never())
             {
                 match outcome {
                     Ok(changes) => update = update.and(self.apply(&changes)),

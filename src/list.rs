@@ -26,7 +26,9 @@ pub async fn run(config: ListConfig, shutdown: impl Future<Output = ()>) -> anyh
     let reading = || format!("reading {} from etcd", config.read_prefix);
     if !config.watch {
         if config.json {
-            return stream_json(&mut reader, &source).await.with_context(reading);
+            return stream_json(&mut reader, &source)
+                .await
+                .with_context(reading);
         }
         let listing = informer::read(&mut reader, &source)
             .await
@@ -87,10 +89,7 @@ enum StreamError {
 /// the memory of one page. A read that etcd makes start over (a compaction
 /// in the middle of it) cannot take back what was printed: the command
 /// fails instead.
-async fn stream_json(
-    reader: &mut impl RecordSource,
-    source: &Source<'_>,
-) -> anyhow::Result<()> {
+async fn stream_json(reader: &mut impl RecordSource, source: &Source<'_>) -> anyhow::Result<()> {
     let started = Cell::new(false);
     let start = || Stream {
         out: JsonRows::new(BufWriter::new(std::io::stdout().lock())),
@@ -103,12 +102,7 @@ async fn stream_json(
         }
         match admit(source.root, source.filter, entry.key, entry.value) {
             Admission::Record(record) => {
-                let place = (
-                    record.host,
-                    &record.service,
-                    &record.container,
-                    entry.key,
-                );
+                let place = (record.host, &record.service, &record.container, entry.key);
                 for binding in &record.bindings {
                     stream.out.row(&Row::of(place, binding));
                 }

@@ -11,13 +11,14 @@ use crate::store::paging::{self, Entry, Page, PageFailure, PageRequest, PrefixRe
 use crate::store::{RecordSource, REQUEST_TIMEOUT};
 
 /// The largest range or watch response we accept (the gRPC decoding limit;
-/// tonic's default is 4 MiB). One key-value can be as large as the cluster's
-/// `--max-request-bytes` (1.5 MiB by default; etcd warns above 10 MiB), and
-/// a page must be able to hold one, so: 16 MiB. It costs nothing when unused:
-/// tonic refuses a larger response by its length prefix, before buffering
-/// it, and the page is then asked for again with half the keys. Pages
-/// normally stay near `paging::TARGET_PAGE_BYTES` (1 MiB).
-const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// tonic's default is 4 MiB). Pages aim at `paging::TARGET_PAGE_BYTES`
+/// (8 MiB) from the average size of the values seen so far; this leaves
+/// room for values several times larger than that average, and for one
+/// key-value as large as etcd allows (`--max-request-bytes`, 1.5 MiB by
+/// default; etcd warns above 10 MiB). It costs nothing when unused: tonic
+/// refuses a larger response by its length prefix, before buffering it, and
+/// the page is then asked for again with half the keys.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 impl Connection {
     /// Every key (that is UTF-8) under `prefix`, folded into what `start`

@@ -132,7 +132,9 @@ impl Index {
     /// record's own order of its bindings.
     pub fn rows(&self) -> impl Iterator<Item = Row<'_>> {
         self.records.iter().flat_map(|(place, bindings)| {
-            bindings.iter().map(move |binding| Row::of(place_parts(place), binding))
+            bindings
+                .iter()
+                .map(move |binding| Row::of(place_parts(place), binding))
         })
     }
 

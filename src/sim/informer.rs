@@ -52,7 +52,12 @@ async fn fresh(cluster: &Cluster, filter: &Filter) -> Vec<String> {
         filter,
     };
     let mut records = SimRecords::new(cluster.clone(), 9);
-    keys(&crate::informer::read(&mut records, &source).await.unwrap().index)
+    keys(
+        &crate::informer::read(&mut records, &source)
+            .await
+            .unwrap()
+            .index,
+    )
 }
 
 /// Waits (simulated time) for the next update, or says there was none.
