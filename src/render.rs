@@ -11,6 +11,7 @@ mod frontends;
 mod hostile;
 mod output;
 mod template;
+mod view;
 
 use std::future::Future;
 
@@ -157,7 +158,7 @@ impl Renderer {
             warn_refused(&context.refused);
             self.refused.clone_from(&context.refused);
         }
-        let text = self.template.render(&context)?;
+        let text = self.template.render(context)?;
         // The template's cost, for an operator sizing --debounce.
         debug!(
             records = index.len(),

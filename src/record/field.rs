@@ -6,12 +6,15 @@
 
 use std::fmt;
 use std::num::NonZeroU16;
+use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
 
 /// A full container id: 64 lowercase hex digits, as both engines give it.
+/// Shared, not copied: a consumer's index holds it once per record, however
+/// many backends of a rendering name it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ContainerId(String);
+pub struct ContainerId(Arc<str>);
 
 /// Length of a short container id, as `docker ps` shows it.
 pub const SHORT_ID: usize = 12;
@@ -19,7 +22,7 @@ pub const SHORT_ID: usize = 12;
 impl ContainerId {
     pub fn parse(text: &str) -> Option<Self> {
         let hex = |b: u8| matches!(b, b'0'..=b'9' | b'a'..=b'f');
-        (text.len() == 64 && text.bytes().all(hex)).then(|| Self(text.to_owned()))
+        (text.len() == 64 && text.bytes().all(hex)).then(|| Self(Arc::from(text)))
     }
 
     pub fn as_str(&self) -> &str {

@@ -7,27 +7,22 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use serde::Serialize;
-
 use super::frontends::FrontendPorts;
 use super::template::ident;
 use crate::listing::Row;
-use crate::record::field::address_as_text;
 use crate::record::{ContainerId, Name, PortNumber, Protocol};
 
 /// The whole context of one rendering. Nothing in it depends on time, so an
 /// unchanged cluster renders identical bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Context {
     /// Every service, sorted by name.
     pub services: Vec<Service>,
     /// The ports that more than one service claims, and who is left out:
     /// for render's log, not for templates.
-    #[serde(skip)]
     pub contested: Vec<Contest>,
     /// The container ports outside `--frontend-port` that records claim,
     /// sorted: for render's log.
-    #[serde(skip)]
     pub refused: Vec<Refused>,
 }
 
@@ -41,7 +36,7 @@ pub struct Refused {
 
 /// The containers registered under one service (the key's middle segment:
 /// the `docker-etcd-register.service` label, else the image), on any host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
     /// The key's service segment as stored (`/` as `::`), e.g. `web` or
     /// `quay.io::coreos::etcd:v3.5`; the `ident` filter makes it an
@@ -57,7 +52,7 @@ pub struct Service {
 }
 
 /// One container port of a service and the bindings that reach it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Port {
     /// The port inside the containers, e.g. `80`.
     pub private_port: PortNumber,
@@ -69,24 +64,18 @@ pub struct Port {
     pub backends: Vec<Backend>,
 }
 
-/// One published binding: where a load balancer sends traffic.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One published binding: where a load balancer sends traffic. Compact (no
+/// text of its own): a rendering of a hundred thousand records holds two of
+/// these per binding, and the template reads its `name` and `address`,
+/// made when asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
-    /// A server name unique among the backends of its port, made of
-    /// letters, digits and `_`: the container id's first 12 digits, the
-    /// address (`ident`) and the port, e.g. `0123456789ab_10_2e0_2e0_2e1_32768`.
-    pub name: String,
     /// The `--host-ip` of the agent that registered it.
-    #[serde(serialize_with = "address_as_text")]
     pub host: IpAddr,
     /// The binding's address.
-    #[serde(serialize_with = "address_as_text")]
     pub ip: IpAddr,
     /// The binding's port on the host: what traffic is sent to.
     pub public_port: PortNumber,
-    /// `ip:public_port`, an IPv6 address in brackets: what haproxy's
-    /// `server` and nginx's `server` take.
-    pub address: String,
     /// The container's port it forwards to.
     pub private_port: PortNumber,
     /// `tcp`, `udp` or `sctp`.
@@ -96,6 +85,26 @@ pub struct Backend {
     /// The record's image (`/` as `::`), which differs between the
     /// backends of a service during a rolling upgrade.
     pub image: Name,
+}
+
+impl Backend {
+    /// A server name unique among the backends of its port, made of
+    /// letters, digits and `_`: the container id's first 12 digits, the
+    /// address (`ident`) and the port, e.g. `0123456789ab_10_2e0_2e0_2e1_32768`.
+    pub fn name(&self) -> String {
+        format!(
+            "{}_{}_{}",
+            self.container.short(),
+            ident(&self.ip.to_string()),
+            self.public_port
+        )
+    }
+
+    /// `ip:public_port`, an IPv6 address in brackets: what haproxy's
+    /// `server` and nginx's `server` take.
+    pub fn address(&self) -> String {
+        address(self.ip, self.public_port)
+    }
 }
 
 /// A container port that several services claim: a load balancer with one
@@ -277,16 +286,9 @@ fn one_per_address(sorted: Vec<Backend>) -> Vec<Backend> {
 
 fn backend(row: &Row) -> Backend {
     Backend {
-        name: format!(
-            "{}_{}_{}",
-            row.container.short(),
-            ident(&row.ip.to_string()),
-            row.public_port
-        ),
         host: row.host,
         ip: row.ip,
         public_port: row.public_port,
-        address: address(row.ip, row.public_port),
         private_port: row.private_port,
         port_type: row.port_type,
         container: row.container.clone(),
@@ -389,7 +391,7 @@ mod tests {
             row("10.0.0.1", "dns:1", "d", "8053", "53", "tcp"),
             row("10.0.0.1", "quay.io::a::b:2", "e", "81", "443", "tcp"),
         ];
-        let context = Catalog::default().context(rows.clone());
+        let context = Catalog::default().context(rows);
         assert_eq!(
             summary(&context),
             [
@@ -404,7 +406,7 @@ mod tests {
         let web = &context.services[2];
         let hosts: Vec<String> = web.backends.iter().map(|b| b.host.to_string()).collect();
         assert_eq!(hosts, ["10.0.0.1", "10.0.0.1", "10.0.0.2"]);
-        assert_eq!(web.backends[0].address, "10.0.0.1:9999");
+        assert_eq!(web.backends[0].address(), "10.0.0.1:9999");
     }
 
     #[test]
@@ -466,11 +468,11 @@ mod tests {
             },
             row("10.0.0.1", "web", &id('b'), "8080", "80", "tcp"),
         ];
-        let context = Catalog::default().context(rows.clone());
-        let names: Vec<&str> = context.services[0].ports[0]
+        let context = Catalog::default().context(rows);
+        let names: Vec<String> = context.services[0].ports[0]
             .backends
             .iter()
-            .map(|b| b.name.as_str())
+            .map(|b| b.name())
             .collect();
         assert_eq!(
             names,
@@ -487,7 +489,7 @@ mod tests {
         let intruder = row("10.0.0.2", "aaa", &id('b'), "8080", "80", "tcp");
         let mut catalog = Catalog::default();
         catalog.context([web]);
-        let context = catalog.context([web.clone(), intruder.clone()]);
+        let context = catalog.context([web, intruder]);
         assert_eq!(
             summary(&context),
             [

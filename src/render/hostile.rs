@@ -133,7 +133,7 @@ fn ordinary_shapes() -> BTreeMap<&'static str, BTreeSet<String>> {
     let context = catalog.context(index(&then).rows());
     templates()
         .into_iter()
-        .map(|(name, template)| (name, shapes(&template.render(&context).unwrap())))
+        .map(|(name, template)| (name, shapes(&template.render(context.clone()).unwrap())))
         .collect()
 }
 
@@ -244,7 +244,7 @@ fn render_hostile(
     templates()
         .into_iter()
         .map(|(name, template)| {
-            let text = template.render(&context).unwrap();
+            let text = template.render(context.clone()).unwrap();
             let new = shapes(&text).difference(&ordinary[name]).cloned().collect();
             (name, text, new)
         })

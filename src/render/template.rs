@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use minijinja::{Environment, UndefinedBehavior, Value};
+use minijinja::{Environment, UndefinedBehavior};
+
+use super::view;
 
 use super::context::{Catalog, Context};
 use crate::listing::Row;
@@ -72,16 +74,16 @@ impl Template {
             environment,
             path: path.to_owned(),
         };
-        template.render(&Catalog::default().context([]))?;
-        template.render(&example())?;
+        template.render(Catalog::default().context([]))?;
+        template.render(example())?;
         Ok(template)
     }
 
     /// The text for `context`.
-    pub fn render(&self, context: &Context) -> Result<String, TemplateError> {
+    pub fn render(&self, context: Context) -> Result<String, TemplateError> {
         self.environment
             .get_template(NAME)
-            .and_then(|template| template.render(Value::from_serialize(context)))
+            .and_then(|template| template.render(view::root(context)))
             .map_err(|error| invalid(&self.path, &error))
     }
 }
@@ -186,11 +188,54 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            t.render(&example()).unwrap(),
+            t.render(example()).unwrap(),
             "example_3alatest:\n 192.0.2.1:32768\n"
         );
         // The same context, the same bytes.
-        assert_eq!(t.render(&example()).unwrap(), t.render(&example()).unwrap());
+        assert_eq!(t.render(example()).unwrap(), t.render(example()).unwrap());
+    }
+
+    /// What templates do with the context beyond loops: filters, tests,
+    /// indexing, a backend's fields in order; every field is the record's
+    /// text.
+    #[test]
+    fn the_context_answers_filters_as_plain_values_would() {
+        let cases = [
+            ("{{ services | length }}", "1"),
+            ("{{ services[0].name }}", "example:latest"),
+            ("{{ (services | first).ports[0].private_port }}", "80"),
+            (
+                "{{ services[0].backends | map(attribute='address') | join(',') }}",
+                "192.0.2.1:32768",
+            ),
+            (
+                "{{ services | selectattr('name', 'equalto', 'example:latest') | list | length }}",
+                "1",
+            ),
+            ("{{ services[0].ports[0].private_port == '80' }}", "True"),
+            ("{{ services[0].ports[0].backends[0].port_type }}", "tcp"),
+            (
+                "{% for k, v in services[0].backends[0] | items %}{{ k }}={{ v }} {% endfor %}",
+                concat!(
+                    "name=000000000000_192_2e0_2e2_2e1_32768 host=192.0.2.1 ip=192.0.2.1 ",
+                    "public_port=32768 address=192.0.2.1:32768 private_port=80 port_type=tcp ",
+                    "container=0000000000000000000000000000000000000000000000000000000000000000 ",
+                    "image=example:latest "
+                ),
+            ),
+            (
+                "{% for key, value in services[0].ports[0] | items %}{{ key }} {% endfor %}",
+                "private_port port_type backends ",
+            ),
+            ("{{ services[1] is defined }}", "False"),
+        ];
+        for (source, expected) in cases {
+            // Guarded: a template is also rendered with no services at load.
+            let t = template(&format!("{{% if services %}}{source}{{% endif %}}")).unwrap();
+            assert_eq!(t.render(example()).unwrap(), expected, "{source}");
+        }
+        let misspelt = template("{% for s in services %}{{ s.backends[0].adress }}{% endfor %}");
+        assert!(misspelt.is_err(), "an unknown field is an error");
     }
 
     #[test]
@@ -254,16 +299,16 @@ mod tests {
             ("nginx", include_str!("../../examples/nginx/nginx.conf.j2")),
         ] {
             let t = template(source).unwrap_or_else(|e| panic!("{name}: {e}"));
-            let text = t.render(&example()).unwrap();
+            let text = t.render(example()).unwrap();
             assert!(text.contains(":80"), "{name}:\n{text}");
             assert!(text.contains("192.0.2.1:32768"), "{name}:\n{text}");
-            assert_eq!(t.render(&example()).unwrap(), text, "{name}");
+            assert_eq!(t.render(example()).unwrap(), text, "{name}");
         }
     }
 
     #[test]
     fn env_has_a_default() {
         let t = template("{{ env(\"DOCKER_ETCD_REGISTER_SURELY_UNSET\", \"0.0.0.0\") }}").unwrap();
-        assert_eq!(t.render(&example()).unwrap(), "0.0.0.0");
+        assert_eq!(t.render(example()).unwrap(), "0.0.0.0");
     }
 }

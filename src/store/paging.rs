@@ -260,7 +260,7 @@ mod tests {
         let mut size = PageSize::first();
         size.after_page(4, 4 * 512 * 1024);
         assert_eq!(size.keys(), 16);
-        size.after_page(2, 3 * 1024 * 1024);
+        size.after_page(2, 20 * 1024 * 1024);
         assert_eq!(size.keys(), 1, "a value above the target: one per page");
         size.after_page(0, 0);
         assert_eq!(size.keys(), 1, "an empty page tells nothing");
