@@ -142,12 +142,14 @@ fn agent_clears_junk(env: &TestEnv, junk: &[(String, Vec<u8>)]) -> Agent {
     agent
 }
 
-/// 20 MiB in all: the first page (32 keys) exceeds the agent's decoding
-/// limit of 16 MiB and is asked for again with fewer keys.
+/// 80 MiB in all, in values of 4 MiB (which etcd takes with a
+/// `--max-request-bytes` of 5 MiB): the first page (32 keys) exceeds the
+/// agent's decoding limit of 64 MiB and is asked for again with fewer keys.
 #[test]
-fn values_of_a_mebibyte_under_the_host_prefix_are_cleared() {
-    let env = TestEnv::new("large-values");
-    let agent = agent_clears_junk(&env, &junk(&env, 20, 1024 * 1024));
+fn values_of_several_mebibytes_under_the_host_prefix_are_cleared() {
+    let etcd = Etcd::start_with_flags(&["--max-request-bytes", "5242880"]);
+    let env = TestEnv::with_etcd("large-values", etcd);
+    let agent = agent_clears_junk(&env, &junk(&env, 20, 4 * 1024 * 1024));
     assert!(agent.count_log(&["page too large"]) > 0);
 }
 
@@ -167,8 +169,8 @@ fn signal(agent: &Agent, name: &str) {
 }
 
 /// A range deletion is one revision whose events all go to the watch at
-/// once: with 2,200 keys of 8 KiB that is 17 MiB of events, more than even
-/// the agent's decoding limit of 16 MiB, which its watch takes in fragments.
+/// once: with 2,200 keys of 32 KiB that is 70 MiB of events, more than even
+/// the agent's decoding limit of 64 MiB, which its watch takes in fragments.
 /// (Long keys rather than many: the agent logs a line per foreign change.) The agent is stopped meanwhile, so
 /// that the keys are all there to be deleted at once (it would otherwise
 /// delete them itself as they come), and its watch falls behind by every
@@ -182,11 +184,11 @@ fn the_watch_survives_more_than_a_message_of_events() {
 
     let long_keys: Vec<(String, Vec<u8>)> = (0..2_200)
         .map(|i| {
-            let key = format!("{}junk:latest/{i:08192}", env.host_prefix());
+            let key = format!("{}junk:latest/{i:032768}", env.host_prefix());
             (key, b"x".to_vec())
         })
         .collect();
-    assert!(total_bytes(&long_keys) > 17 * 1000 * 1024);
+    assert!(total_bytes(&long_keys) > 65 * 1024 * 1024);
     signal(&agent, "STOP");
     put_all(&env.endpoint(), &long_keys);
     let junk_prefix = format!("{}junk:latest/", env.host_prefix());

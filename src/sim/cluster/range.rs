@@ -8,8 +8,9 @@ use super::{Cluster, Kv, MAX_REQUEST_BYTES};
 use crate::store::paging::{Page, PageFailure, PageRequest, RawEntry};
 
 /// The client's decoding limit, scaled down with the request limit: the
-/// adapter accepts responses of 16 MiB against etcd's 1.5 MiB requests,
-/// about ten of the largest values.
+/// adapter accepts responses of 64 MiB against etcd's 1.5 MiB requests;
+/// here, ten of the largest values, so that schedules still reach a page
+/// refused as too large.
 pub const MAX_RESPONSE_BYTES: usize = 10 * MAX_REQUEST_BYTES;
 
 /// One page of a range read.
