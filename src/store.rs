@@ -52,6 +52,10 @@ pub enum StoreError {
     /// A stream (watch, keep-alive) ended.
     #[error("etcd closed the {0} stream")]
     StreamEnded(&'static str),
+    /// etcd cancelled a watch because the revision it had to send from was
+    /// compacted: whoever watched must read again.
+    #[error("etcd cancelled the watch: revision {0} and older are compacted")]
+    WatchCompacted(i64),
 }
 
 impl StoreError {

@@ -172,7 +172,10 @@ impl PrefixWatch {
                 return Err(StoreError::StreamEnded("watch"));
             };
             if response.canceled() {
-                return Err(StoreError::StreamEnded("watch"));
+                return Err(match response.compact_revision() {
+                    0 => StoreError::StreamEnded("watch"),
+                    compacted => StoreError::WatchCompacted(compacted),
+                });
             }
             let changes: Vec<Change> = response
                 .events()

@@ -90,7 +90,7 @@ pub async fn watch(
     let compacted = watch.is_none();
     let changes = watch.unwrap_or_else(|| {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let _ = sender.send(Err(StoreError::StreamEnded("watch")));
+        let _ = sender.send(Err(StoreError::WatchCompacted(revision)));
         receiver
     });
     Ok((SimWatch::new(changes), compacted))
