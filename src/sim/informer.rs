@@ -44,20 +44,20 @@ fn keys(index: &Index) -> Vec<String> {
     index.rows().map(|row| row.key.to_owned()).collect()
 }
 
-/// What a fresh read of the cluster finds: the index must equal it.
-async fn fresh(cluster: &Cluster, filter: &Filter) -> Vec<String> {
-    let source = Source {
+/// Every host's records that `filter` admits.
+fn everything(filter: &Filter) -> Source<'_> {
+    Source {
         root: ROOT,
         prefix: ROOT,
         filter,
-    };
+    }
+}
+
+/// What a fresh read of the cluster finds: the index must equal it.
+async fn fresh(cluster: &Cluster, filter: &Filter) -> Vec<String> {
     let mut records = SimRecords::new(cluster.clone(), 9);
-    keys(
-        &crate::informer::read(&mut records, &source)
-            .await
-            .unwrap()
-            .index,
-    )
+    let read = crate::informer::read(&mut records, &everything(filter)).await;
+    keys(&read.unwrap().index)
 }
 
 /// Waits (simulated time) for the next update, or says there was none.
@@ -72,14 +72,9 @@ async fn changes_come_from_the_watch_without_reading_again() {
     let cluster = Cluster::new();
     let a = record(&cluster, 1, 'a', 8080);
     let filter = Filter::default();
-    let source = Source {
-        root: ROOT,
-        prefix: ROOT,
-        filter: &filter,
-    };
     let records = SimRecords::new(cluster.clone(), 0);
     let ranges = records.ranges();
-    let mut informer = Informer::start(records, source).await;
+    let mut informer = Informer::start(records, everything(&filter)).await;
     let after_start = ranges.get();
     assert_eq!(keys(informer.index()), std::slice::from_ref(&a));
 
@@ -107,12 +102,8 @@ async fn what_the_filter_leaves_out_is_neither_kept_nor_an_update() {
         host: Some("10.0.0.1".parse().unwrap()),
         ..Filter::default()
     };
-    let source = Source {
-        root: ROOT,
-        prefix: ROOT,
-        filter: &filter,
-    };
-    let mut informer = Informer::start(SimRecords::new(cluster.clone(), 0), source).await;
+    let mut informer =
+        Informer::start(SimRecords::new(cluster.clone(), 0), everything(&filter)).await;
     record(&cluster, 2, 'b', 8080);
     put(&cluster, &format!("{ROOT}10.0.0.2/junk"), "x");
     assert!(!next(&mut informer).await);
@@ -140,12 +131,8 @@ async fn hostile_keys_are_counted_and_their_removal_is_seen() {
         put(&cluster, key, value);
     }
     let filter = Filter::default();
-    let source = Source {
-        root: ROOT,
-        prefix: ROOT,
-        filter: &filter,
-    };
-    let mut informer = Informer::start(SimRecords::new(cluster.clone(), 0), source).await;
+    let mut informer =
+        Informer::start(SimRecords::new(cluster.clone(), 0), everything(&filter)).await;
     assert_eq!(keys(informer.index()), std::slice::from_ref(&a));
     assert_eq!(informer.index().unreadables().count, 3);
 
@@ -170,12 +157,8 @@ async fn an_outage_costs_one_read_from_scratch() {
     let cluster = Cluster::new();
     let a = record(&cluster, 1, 'a', 8080);
     let filter = Filter::default();
-    let source = Source {
-        root: ROOT,
-        prefix: ROOT,
-        filter: &filter,
-    };
-    let mut informer = Informer::start(SimRecords::new(cluster.clone(), 0), source).await;
+    let mut informer =
+        Informer::start(SimRecords::new(cluster.clone(), 0), everything(&filter)).await;
     let outage = async {
         sleep(Duration::from_secs(1)).await;
         cluster.add_reach(0, 1, Reach::Refused);
@@ -199,14 +182,9 @@ async fn a_compaction_or_a_cancelled_watch_is_read_again() {
     let cluster = Cluster::new();
     record(&cluster, 1, 'a', 8080);
     let filter = Filter::default();
-    let source = Source {
-        root: ROOT,
-        prefix: ROOT,
-        filter: &filter,
-    };
     let records = SimRecords::new(cluster.clone(), 0);
     let ranges = records.ranges();
-    let mut informer = Informer::start(records, source).await;
+    let mut informer = Informer::start(records, everything(&filter)).await;
     let before = ranges.get();
 
     // Compacted while unwatched: the next watch from the old revision is
