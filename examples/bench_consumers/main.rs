@@ -235,7 +235,10 @@ impl Bench<'_> {
                 Measured::Command(Outcome::Failed(e)) | Measured::Daemon(Outcome::Failed(e)) => {
                     progress(&format!("  {key}: FAILED: {e}"))
                 }
-                Measured::Command(Outcome::Done(cost)) => progress(&format!("  {cost:?}")),
+                Measured::Command(Outcome::Done(cost)) => progress(&format!(
+                    "  wall {:.3} s, etcd CPU {:.2} s, peak RSS {:.0} MiB",
+                    cost.wall_s, cost.etcd_cpu_s, cost.peak_rss_mib
+                )),
                 Measured::Daemon(Outcome::Done(f)) => progress(&format!(
                     "  first write {:.3} s, {} changes seen, {} unseen",
                     f.first_write_s,
