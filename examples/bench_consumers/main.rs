@@ -158,7 +158,6 @@ fn bench(options: &Options) -> Result<()> {
         rt.block_on(records::fill(&etcd.endpoint(), layout))?;
         let fill_s = started.elapsed().as_secs_f64();
         progress(&format!("{count} records: filled in {fill_s:.1} s"));
-        let db_mib = etcd.counters()?.db_bytes / (1024.0 * 1024.0);
         let mut runs = Vec::new();
         for run in 0..options.runs {
             let mut bench = Bench {
@@ -176,9 +175,13 @@ fn bench(options: &Options) -> Result<()> {
             }
             runs.push(bench.results);
         }
+        // Read last: etcd grows its file when it commits, up to 100 ms
+        // after a put.
+        let db_mib = etcd.counters()?.db_bytes / (1024.0 * 1024.0);
         let scale = Scale {
             records: count,
             hosts: layout.hosts,
+            changes: options.changes,
             fill_s,
             db_mib,
             runs,
@@ -334,8 +337,8 @@ fn context(options: &Options, debounce: &str) -> Map<String, Value> {
         ("nproc", json!(machine.nproc)),
         ("cpu", json!(machine.cpu_model)),
         ("kernel", json!(machine.kernel)),
-        ("etcd", json!(first_line(rig::ETCD_BIN, &["--version"]))),
-        ("etcdctl", json!(first_line("etcdctl", &["version"]))),
+        ("etcd", json!(version(rig::ETCD_BIN, &["--version"]))),
+        ("etcdctl", json!(version("etcdctl", &["version"]))),
         ("bin", json!(options.bin.display().to_string())),
         (
             "bin_before",
@@ -345,12 +348,26 @@ fn context(options: &Options, debounce: &str) -> Map<String, Value> {
         ("hosts", json!(options.hosts)),
         ("timeout_secs", json!(options.timeout.as_secs())),
         ("changes", json!(options.changes)),
-        ("debounce_ms", json!(debounce)),
+        (
+            "debounce_ms",
+            debounce
+                .parse::<u64>()
+                .map_or_else(|_| json!(debounce), |ms| json!(ms)),
+        ),
     ];
     fields
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect()
+}
+
+/// The version a tool prints on its first line (`etcd Version: 3.4.23`),
+/// without its label.
+fn version(program: &str, args: &[&str]) -> String {
+    let line = first_line(program, args);
+    line.rsplit_once(": ")
+        .map_or(line.as_str(), |(_, version)| version)
+        .to_string()
 }
 
 /// The first line a command prints, or `unknown`.

@@ -71,6 +71,8 @@ pub struct Scale {
     pub records: usize,
     /// Hosts they are spread over.
     pub hosts: usize,
+    /// Containers the render daemon saw added, per run.
+    pub changes: usize,
     /// Seconds the fill took.
     pub fill_s: f64,
     /// etcd's database file after the fill.
@@ -143,13 +145,16 @@ impl Scale {
     pub fn table(&self, debounce: &str) -> String {
         let slots = self.records.div_ceil(self.hosts);
         let mut text = format!(
-            "\n{} records ({} hosts × up to {slots}), fill {:.1} s, etcd db {:.0} MiB, {} run(s); \
-             daemon: render's default debounce ({debounce} ms); ratios are × etcdctl\n",
+            "\n{} records ({} hosts × up to {slots}), fill {:.1} s, etcd db {:.0} MiB, {} run(s)\n\
+             × wall, × CPU: as a multiple of etcdctl's; render daemon (1st): until its first \
+             file; p50/p90/max: put → file over {} added containers (default debounce, \
+             {debounce} ms); per change (ch): etcd Range requests, etcd CPU\n",
             self.records,
             self.hosts,
             self.fill_s,
             self.db_mib,
-            self.runs.len()
+            self.runs.len(),
+            self.changes,
         );
         text.push_str(&format!(
             "{:<28} {:>9} {:>10} {:>9} {:>7} {:>7} {:>9} {:>9} {:>9} {:>8} {:>10}\n",
