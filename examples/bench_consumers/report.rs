@@ -62,7 +62,7 @@ pub const ROWS: [(&str, &str); 4] = [
     ("etcdctl", "etcdctl get -w json"),
     ("list", "list --json"),
     ("render_once", "render --once"),
-    ("render_daemon", "render daemon"),
+    ("render_daemon", "render daemon (1st)"),
 ];
 
 /// Everything measured at one record count.
@@ -171,11 +171,6 @@ impl Scale {
             "CPU ms/ch"
         ));
         for (key, label) in self.keys() {
-            let label = if key.ends_with("render_daemon") {
-                format!("{label} (1st)")
-            } else {
-                label
-            };
             let cells = match self.with_ratios(&key) {
                 Ok(row) => {
                     let cell = |name: &str, decimals: usize| {
