@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Benchmark of the consumers, `list` and `render`, at cluster scale, beside
+# etcdctl on the same private etcd (see examples/bench_consumers/main.rs).
+#
+#   bash scripts/bench-consumers.sh [--records "10000 100000 1000000"] [--runs R]
+#                                   [--timeout-secs S] [--changes K] [--hosts H]
+#                                   [--bin PATH] [--bin-before PATH]
+#
+# For each record count (default 10,000, 100,000 and 1,000,000, over 1,000
+# hosts, 1-3 ports a record) it fills a private etcd with records in the
+# agent's format and measures `etcdctl get --prefix -w json`, `list --json`,
+# `render --once` (examples/haproxy) and the `render` daemon while K
+# containers are added a second apart (default 20): wall time, etcd's CPU
+# time, peak RSS; for the daemon also put -> file p50/p90/max and etcd's
+# Range requests and CPU per change. --bin measures another build of the
+# agent (default: this tree's release binary); --bin-before puts a second
+# binary's rows beside its own, on the same fill. A command still running
+# after --timeout-secs (default 900) is killed and reported as "timeout".
+# R runs (default 1) give medians. Prints a table per count and, on the last
+# line of stdout, one JSON object; progress goes to stderr, the commands'
+# stderr to target/bench-consumers/. The default counts take about 20
+# minutes. Everything it starts is removed when it ends, also when it is
+# interrupted.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+usage() {
+  sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+for arg in "$@"; do
+  case "$arg" in
+    -h | --help) usage; exit 0 ;;
+  esac
+done
+
+for tool in /usr/bin/etcd etcdctl; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "bench-consumers: $tool is missing: run \`bash scripts/setup.sh\` (etcd-server, etcd-client)" >&2
+    exit 1
+  fi
+done
+
+cargo build --release --quiet
+cargo build --release --quiet --example bench_consumers
+
+# etcd's data and the rendered files (gigabytes at a million records) go to a
+# directory of this run, removed however the benchmark ends.
+workdir=$(mktemp -d)
+trap 'rm -rf "$workdir"' EXIT
+TMPDIR="$workdir" target/release/examples/bench_consumers "$@"
