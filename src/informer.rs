@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::listing::{Filter, Index, Update};
@@ -73,6 +74,12 @@ pub struct Informer<'a, R: RecordSource> {
     watch: Option<R::Watch>,
     /// Whether etcd is failing now: said once when it starts and ends.
     failing: bool,
+    /// When the watch was started: one lost within [`RETRY`] of it is read
+    /// again only after that pause, so that a watch that ends as soon as it
+    /// starts costs a read a second, not reads back to back.
+    watched_at: Instant,
+    /// Whether the next read waits [`RETRY`] first.
+    pause: bool,
 }
 
 impl<'a, R: RecordSource> Informer<'a, R> {
@@ -85,6 +92,8 @@ impl<'a, R: RecordSource> Informer<'a, R> {
             revision: 0,
             watch: None,
             failing: false,
+            watched_at: Instant::now(),
+            pause: false,
         };
         informer.read_again().await;
         informer
@@ -98,6 +107,13 @@ impl<'a, R: RecordSource> Informer<'a, R> {
     /// The revision of the last read or change applied.
     pub fn revision(&self) -> i64 {
         self.revision
+    }
+
+    /// Whether it follows the watch; `false` while the watch is lost and the
+    /// records are to be read again (then [`Informer::next_update`] is a
+    /// whole read, which a caller should let finish).
+    pub fn is_watching(&self) -> bool {
+        self.watch.is_some()
     }
 
     /// Waits for changes that alter the index, and applies them with every
@@ -153,11 +169,15 @@ impl<'a, R: RecordSource> Informer<'a, R> {
     fn lost(&mut self, error: &StoreError) {
         info!(error = %error, revision = self.revision, "watch lost; reading the records again");
         self.watch = None;
+        self.pause = self.watched_at.elapsed() < RETRY;
     }
 
     /// Reads from scratch and watches from right after, until etcd answers;
     /// what differs from the index before.
     async fn read_again(&mut self) -> Update {
+        if std::mem::take(&mut self.pause) {
+            tokio::time::sleep(RETRY).await;
+        }
         loop {
             match self.read_and_watch().await {
                 Ok((listing, watch)) => {
@@ -176,6 +196,7 @@ impl<'a, R: RecordSource> Informer<'a, R> {
                     self.index = listing.index;
                     self.revision = listing.revision;
                     self.watch = Some(watch);
+                    self.watched_at = Instant::now();
                     return update;
                 }
                 Err(error) => {

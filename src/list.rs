@@ -26,9 +26,7 @@ pub async fn run(config: ListConfig, shutdown: impl Future<Output = ()>) -> anyh
     let reading = || format!("reading {} from etcd", config.read_prefix);
     if !config.watch {
         if config.json {
-            return stream_json(&mut reader, &source)
-                .await
-                .with_context(reading);
+            return stream_json(&mut reader, &source).await;
         }
         let listing = informer::read(&mut reader, &source)
             .await
@@ -75,8 +73,8 @@ fn write(text: &str) -> anyhow::Result<()> {
 /// Why a streamed list stopped short.
 #[derive(Debug, thiserror::Error)]
 enum StreamError {
-    #[error("writing to stdout: {0}")]
-    Write(#[from] std::io::Error),
+    #[error("writing to stdout")]
+    Write(#[source] std::io::Error),
     #[error(
         "etcd compacted the revision being read after rows were printed; \
          the output is incomplete: run the command again"
@@ -87,14 +85,17 @@ enum StreamError {
 /// `list --json` without `--watch`: each page's rows are printed as it
 /// arrives, in etcd's key order, so that a million records are printed in
 /// the memory of one page. A read that etcd makes start over (a compaction
-/// in the middle of it) cannot take back what was printed: the command
-/// fails instead.
+/// in the middle of it) cannot take back rows already printed: the command
+/// fails then instead. An etcd failure midway leaves the array unclosed, and
+/// the exit code says so.
 async fn stream_json(reader: &mut impl RecordSource, source: &Source<'_>) -> anyhow::Result<()> {
-    let started = Cell::new(false);
+    // Whether an attempt of the read printed a row: a later attempt (after
+    // a compaction) must not print a second list after part of one.
+    let printed = Cell::new(false);
     let start = || Stream {
         out: JsonRows::new(BufWriter::new(std::io::stdout().lock())),
         unreadable: Unreadables::default(),
-        restarted: started.replace(true),
+        restarted: printed.get(),
     };
     let fold = |stream: &mut Stream<'_>, entry: crate::store::paging::Entry<'_>| {
         if stream.restarted {
@@ -106,6 +107,7 @@ async fn stream_json(reader: &mut impl RecordSource, source: &Source<'_>) -> any
                 for binding in &record.bindings {
                     stream.out.row(&Row::of(place, binding));
                 }
+                printed.set(true);
             }
             Admission::Unreadable(problem) => stream.unreadable.add(Unreadable {
                 key: entry.key.to_owned(),
@@ -114,7 +116,10 @@ async fn stream_json(reader: &mut impl RecordSource, source: &Source<'_>) -> any
             Admission::Skipped => {}
         }
     };
-    let read = reader.read(source.prefix, start, fold).await?;
+    let read = reader
+        .read(source.prefix, start, fold)
+        .await
+        .with_context(|| format!("reading {} from etcd", source.prefix))?;
     let stream = read.content;
     if stream.restarted {
         return Err(StreamError::Restarted.into());

@@ -138,7 +138,7 @@ impl Unreadables {
 pub fn warn_unreadable(unreadable: &Unreadables) {
     for skipped in &unreadable.named {
         warn!(
-            key = ?skipped.key,
+            key = ?shown(&skipped.key),
             problem = skipped.problem,
             "not a record; skipped"
         );
@@ -149,6 +149,18 @@ pub fn warn_unreadable(unreadable: &Unreadables) {
             total = unreadable.count,
             "more keys that are not records; skipped"
         );
+    }
+}
+
+/// How much of a key a log line shows: a key can be as long as etcd's
+/// largest request (1.5 MiB by default).
+const SHOWN_KEY_CHARS: usize = 200;
+
+/// `key`, cut after [`SHOWN_KEY_CHARS`] characters, saying how long it was.
+fn shown(key: &str) -> std::borrow::Cow<'_, str> {
+    match key.char_indices().nth(SHOWN_KEY_CHARS) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &key[..cut], key.len()).into(),
+        None => key.into(),
     }
 }
 

@@ -15,6 +15,7 @@ mod view;
 
 use std::future::Future;
 
+use backon::ExponentialBackoff;
 use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
@@ -27,7 +28,8 @@ pub use template::{ident, Template, TemplateError};
 use crate::config::RenderConfig;
 use crate::etcd::{RecordsReader, StoreError};
 use crate::informer::{self, Informer, Source};
-use crate::listing::{self, Index, Unreadables};
+use crate::listing::{self, Index, Unreadables, Update};
+use crate::supervise::doubling;
 
 /// Why `render` stopped.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +60,7 @@ pub async fn run(
         contested: Vec::new(),
         refused: Vec::new(),
         unreadable: Unreadables::default(),
+        failing: None,
     };
     let source = Source {
         root: &config.root,
@@ -77,10 +80,20 @@ pub async fn run(
         renderer.note_unreadable(informer.index());
         renderer.render_logging(informer.index(), &out).await;
         let mut debounce = Debounce::new(config.debounce);
+        // What changed since the last rendering.
+        let mut pending = Update::default();
         loop {
+            if !informer.is_watching() {
+                // Reading from scratch: not interrupted by a timer, which
+                // would make it start over (a rendering now would show the
+                // records from before the watch was lost anyway).
+                pending = pending.and(informer.next_update().await);
+                debounce.changed(Instant::now());
+                continue;
+            }
             // A refused check or a failed reload owes a retry: the rendering
             // is published again then, changed or not.
-            let retry_at = renderer.output.next_retry();
+            let retry_at = renderer.retry_at();
             let due = debounce.due().into_iter().chain(retry_at).min();
             // The timer first: a cluster that changes all the time is still
             // rendered once per window.
@@ -90,16 +103,18 @@ pub async fn run(
                     let now = Instant::now();
                     let retry_due = retry_at.is_some_and(|at| at <= now);
                     if debounce.take_if_due(now) || retry_due {
-                        renderer.render_logging(informer.index(), &out).await;
+                        let changed = std::mem::take(&mut pending);
+                        if changed.unreadable {
+                            renderer.note_unreadable(informer.index());
+                        }
+                        if changed.rows || retry_due {
+                            renderer.render_logging(informer.index(), &out).await;
+                        }
                     }
                 }
                 update = informer.next_update() => {
-                    if update.unreadable {
-                        renderer.note_unreadable(informer.index());
-                    }
-                    if update.rows {
-                        debounce.changed(Instant::now());
-                    }
+                    pending = pending.and(update);
+                    debounce.changed(Instant::now());
                 }
             }
         }
@@ -116,6 +131,11 @@ async fn sleep_until_some(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+/// A failed rendering is tried again after this long, doubling up to the
+/// last: the same delays as a refused check's.
+const FIRST_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+const LAST_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What one `render` run keeps from one rendering to the next.
 struct Renderer {
@@ -135,6 +155,11 @@ struct Renderer {
     /// named in a WARN when they differ from the last ones said, so that a
     /// stray key is said once, not at every change.
     unreadable: Unreadables,
+    /// After a rendering that failed before it could be published (the
+    /// template, or writing the file): when to try again at the earliest,
+    /// and the next delays. A retry of `--check` or `--reload` that is
+    /// already due would otherwise render again at once, over and over.
+    failing: Option<(Instant, ExponentialBackoff)>,
 }
 
 impl Renderer {
@@ -158,20 +183,46 @@ impl Renderer {
             warn_refused(&context.refused);
             self.refused.clone_from(&context.refused);
         }
+        let built = started.elapsed();
         let text = self.template.render(context)?;
-        // The template's cost, for an operator sizing --debounce.
+        // The cost of a rendering, for an operator sizing --debounce: the
+        // context (grouping and sorting the backends) and the template.
+        let millis = |duration: std::time::Duration| duration.as_secs_f64() * 1e3;
         debug!(
             records = index.len(),
             bytes = text.len(),
-            render_ms = started.elapsed().as_secs_f64() * 1e3,
+            context_ms = millis(built),
+            template_ms = millis(started.elapsed() - built),
             "rendered"
         );
         Ok(self.output.publish(text).await?)
     }
 
+    /// When a retry owed by `--check` or `--reload` is due, and no sooner
+    /// than a failed rendering may be tried again.
+    fn retry_at(&self) -> Option<Instant> {
+        let owed = self.output.next_retry()?;
+        Some(match &self.failing {
+            Some((not_before, _)) => owed.max(*not_before),
+            None => owed,
+        })
+    }
+
     /// Like `render`; a failure keeps the old file at `out` and is logged.
     async fn render_logging(&mut self, index: &Index, out: &str) {
-        if let Err(failure) = self.render(index).await {
+        let rendered = self.render(index).await;
+        match (&rendered, &mut self.failing) {
+            (Ok(_), failing) => *failing = None,
+            (Err(_), Some((not_before, delays))) => {
+                *not_before = Instant::now() + delays.next().unwrap_or(LAST_RETRY_DELAY);
+            }
+            (Err(_), failing) => {
+                let mut delays = doubling(FIRST_RETRY_DELAY, LAST_RETRY_DELAY);
+                let first = delays.next().unwrap_or(FIRST_RETRY_DELAY);
+                *failing = Some((Instant::now() + first, delays));
+            }
+        }
+        if let Err(failure) = rendered {
             error!(error = %failure, out, "keeping the old file");
         }
     }

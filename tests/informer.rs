@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use common::lb::spawn_render;
 use common::partition::Partition;
 use common::*;
 
@@ -582,4 +583,43 @@ fn a_watch_etcd_cancels_for_a_compaction_is_read_again() {
         consumer.stderr()
     );
     assert!(consumer.log(FAILING).is_empty(), "{}", consumer.stderr());
+}
+
+/// A reload owed a retry and a rendering that then fails (here: a template
+/// that needs a backend, and the service's last one gone) must neither spin
+/// nor stop following: the failed rendering is tried again with backoff,
+/// and the next record is rendered.
+#[test]
+fn a_failing_rendering_while_a_reload_is_owed_keeps_following() {
+    let etcd = Etcd::start();
+    let endpoint = etcd.endpoint();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let template = dir.path().join("first-backend.j2");
+    let out = dir.path().join("out.cfg");
+    std::fs::write(
+        &template,
+        "{% for s in services %}server {{ s.name | ident }} {{ s.backends[0].address }}\n{% endfor %}",
+    )
+    .unwrap();
+    let (first, value) = record("10.3.0.1", "web", 1, &[(8080, 80)]);
+    put(&endpoint, &first, &value, 0);
+    let mut render = spawn_render(&endpoint, &template, &out, &["--reload", "false"]);
+    let shows = |address: &str| std::fs::read_to_string(&out).is_ok_and(|t| t.contains(address));
+    assert!(wait_until(REACT, || shows("10.3.0.1:8080")));
+    assert!(render.wait_for_log("the reload command failed", REACT));
+
+    delete(&endpoint, &first);
+    assert!(render.wait_for_log("keeping the old file", REACT));
+    // Past the reload's retry (1 s), which finds the rendering failing.
+    thread::sleep(Duration::from_secs(2));
+    let (second, value) = record("10.3.0.1", "web", 2, &[(9090, 80)]);
+    put(&endpoint, &second, &value, 0);
+    assert!(
+        wait_until(REACT, || shows("10.3.0.1:9090")),
+        "the next record was never rendered:\n{}",
+        std::fs::read_to_string(&out).unwrap_or_default()
+    );
+    render.assert_running();
+    let failures = render.count_log(&["keeping the old file"]);
+    assert!(failures < 20, "{failures} failed renderings: it spun");
 }

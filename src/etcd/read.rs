@@ -182,8 +182,11 @@ impl PrefixWatch {
                 .iter()
                 .filter_map(|event| {
                     let kv = event.kv()?;
+                    // A key that is not UTF-8 is skipped, as a paged read
+                    // skips it: what is watched is what is read.
+                    let key = std::str::from_utf8(kv.key()).ok()?;
                     Some(Change {
-                        key: String::from_utf8_lossy(kv.key()).into_owned(),
+                        key: key.to_owned(),
                         revision: kv.mod_revision(),
                         value: (event.event_type() != EventType::Delete)
                             .then(|| kv.value().to_vec()),

@@ -110,7 +110,10 @@ impl Index {
         }
         Update {
             rows,
-            unreadable: was_unreadable || unreadable.is_some(),
+            // A key that stays no record (written again, say) changes
+            // nothing worth saying: only a key that becomes or stops being
+            // one does.
+            unreadable: was_unreadable != unreadable.is_some(),
         }
     }
 
@@ -243,7 +246,9 @@ fn place_parts(place: &Place) -> (IpAddr, &Name, &ContainerId, &str) {
 
 /// The keys that are no records: all of them counted by a hash (so that a
 /// root full of foreign keys costs 8 bytes a key, and a deletion is
-/// recognised), the [`NAMED_UNREADABLE`] first in key order by name.
+/// recognised), the [`NAMED_UNREADABLE`] first in key order by name. A named
+/// key deleted leaves its place empty until the next read from scratch
+/// (the others are not kept to fill it): the WARN may name fewer then.
 #[derive(Debug, Default)]
 struct UnreadableKeys {
     /// Keyed per process, so that nobody can aim keys at one hash.

@@ -26,6 +26,15 @@ const FIRST_PAGE_KEYS: usize = 32;
 /// times larger than the ones seen so far still fit.
 const TARGET_PAGE_BYTES: usize = 8 * 1024 * 1024;
 
+/// What one key-value costs beyond its bytes, in a response and once the
+/// client decoded it (its framing, two buffers and four numbers): counted,
+/// so that a prefix of tiny keys makes pages of the target size too.
+const ENTRY_OVERHEAD_BYTES: usize = 128;
+
+/// The most keys one page asks for, whatever their size: bounds what etcd
+/// builds when tiny keys are followed by large values.
+const MAX_PAGE_KEYS: usize = 65_536;
+
 /// How often a paged read starts again because etcd compacted the revision
 /// its first page was read at; compactions are minutes apart, so a second
 /// attempt normally succeeds.
@@ -213,13 +222,14 @@ impl PageSize {
 
     /// After a page of `count` keys holding `bytes` key and value bytes:
     /// as many keys as make [`TARGET_PAGE_BYTES`] at that page's average
-    /// size, at least 1.
+    /// size (with [`ENTRY_OVERHEAD_BYTES`]), between 1 and
+    /// [`MAX_PAGE_KEYS`].
     pub fn after_page(&mut self, count: usize, bytes: usize) {
         if count == 0 {
             return;
         }
-        let average = bytes.div_ceil(count).max(1);
-        self.keys = (TARGET_PAGE_BYTES / average).max(1);
+        let average = bytes.div_ceil(count) + ENTRY_OVERHEAD_BYTES;
+        self.keys = (TARGET_PAGE_BYTES / average).clamp(1, MAX_PAGE_KEYS);
     }
 
     /// After a response was refused for exceeding the decoding limit: half as
@@ -251,14 +261,16 @@ mod tests {
     fn small_values_make_pages_of_many_keys() {
         let mut size = PageSize::first();
         assert_eq!(size.keys(), 32);
-        size.after_page(32, 32 * 256);
-        assert_eq!(size.keys(), 32 * 1024);
+        size.after_page(32, 32 * 384);
+        assert_eq!(size.keys(), 16 * 1024);
+        size.after_page(32, 0);
+        assert_eq!(size.keys(), MAX_PAGE_KEYS as i64, "empty values: capped");
     }
 
     #[test]
     fn large_values_shrink_the_page_to_the_target_bytes() {
         let mut size = PageSize::first();
-        size.after_page(4, 4 * 512 * 1024);
+        size.after_page(4, 4 * (512 * 1024 - ENTRY_OVERHEAD_BYTES));
         assert_eq!(size.keys(), 16);
         size.after_page(2, 20 * 1024 * 1024);
         assert_eq!(size.keys(), 1, "a value above the target: one per page");
