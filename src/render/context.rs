@@ -4,11 +4,12 @@
 //! backends (README "Load balancers: render").
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt::{self, Write as _};
 use std::net::IpAddr;
 
 use super::frontends::FrontendPorts;
-use super::template::ident;
+use super::template::write_ident;
 use crate::listing::Row;
 use crate::record::{ContainerId, Name, PortNumber, Protocol};
 
@@ -92,18 +93,59 @@ impl Backend {
     /// letters, digits and `_`: the container id's first 12 digits, the
     /// address (`ident`) and the port, e.g. `0123456789ab_10_2e0_2e0_2e1_32768`.
     pub fn name(&self) -> String {
-        format!(
-            "{}_{}_{}",
-            self.container.short(),
-            ident(&self.ip.to_string()),
-            self.public_port
-        )
+        let mut name = String::new();
+        self.write_name(&mut name);
+        name
+    }
+
+    /// Writes [`Backend::name`] into `out`.
+    pub fn write_name(&self, out: &mut impl fmt::Write) {
+        let mut ip = Buffer::<48>::default();
+        let _ = write!(ip, "{}", self.ip);
+        let _ = write!(out, "{}_", self.container.short());
+        write_ident(out, ip.as_str());
+        let _ = write!(out, "_{}", self.public_port);
     }
 
     /// `ip:public_port`, an IPv6 address in brackets: what haproxy's
     /// `server` and nginx's `server` take.
     pub fn address(&self) -> String {
         address(self.ip, self.public_port)
+    }
+}
+
+/// Text written on the stack, for the parts of a name that are built for
+/// each backend of each rendering: no allocation. Holds at most `N` bytes
+/// (more is an error of the writer, never a partial character).
+#[derive(Debug)]
+pub struct Buffer<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Default for Buffer<N> {
+    fn default() -> Self {
+        Self {
+            bytes: [0; N],
+            len: 0,
+        }
+    }
+}
+
+impl<const N: usize> Buffer<N> {
+    pub fn as_str(&self) -> &str {
+        // Only whole `&str`s are ever copied in.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+impl<const N: usize> fmt::Write for Buffer<N> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let end = self.len + text.len();
+        let room = self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?;
+        room.copy_from_slice(text.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 
@@ -163,16 +205,16 @@ impl Catalog {
 
     /// The context of `rows` (any order); remembers their services.
     pub fn context<'a>(&mut self, rows: impl IntoIterator<Item = Row<'a>>) -> Context {
-        let mut by_service: BTreeMap<&Name, Vec<Backend>> = BTreeMap::new();
+        // Hashed while gathering (a lookup per row), sorted once after.
+        let mut gathered: HashMap<&Name, Vec<Backend>> = HashMap::new();
         for row in rows {
-            by_service
-                .entry(row.service)
-                .or_default()
-                .push(backend(&row));
+            gathered.entry(row.service).or_default().push(backend(&row));
         }
+        let mut by_service: BTreeMap<&Name, Vec<Backend>> = gathered.into_iter().collect();
         let mut refused = BTreeSet::new();
         for (name, backends) in &mut by_service {
-            backends.sort_by(compare_backends);
+            // Distinct backends never compare equal: no need for a stable sort.
+            backends.sort_unstable_by(compare_backends);
             backends.dedup();
             let next = self.seen.len();
             let seen = self.seen.entry((*name).clone()).or_insert(Seen {
@@ -277,7 +319,7 @@ fn port_key(backend: &Backend) -> PortKey {
 
 /// The first backend (in sorted order) of each address.
 fn one_per_address(sorted: Vec<Backend>) -> Vec<Backend> {
-    let mut addresses = BTreeSet::new();
+    let mut addresses = HashSet::with_capacity(sorted.len());
     sorted
         .into_iter()
         .filter(|b| addresses.insert((b.ip, b.public_port)))
@@ -298,9 +340,18 @@ fn backend(row: &Row) -> Backend {
 
 /// `ip:port`, `[ip]:port` for IPv6.
 pub fn address(ip: IpAddr, port: PortNumber) -> String {
-    match ip {
-        IpAddr::V4(ip) => format!("{ip}:{port}"),
-        IpAddr::V6(ip) => format!("[{ip}]:{port}"),
+    Address(ip, port).to_string()
+}
+
+/// `ip:port`, `[ip]:port` for IPv6, written where it is wanted.
+pub struct Address(pub IpAddr, pub PortNumber);
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            IpAddr::V4(ip) => write!(f, "{ip}:{}", self.1),
+            IpAddr::V6(ip) => write!(f, "[{ip}]:{}", self.1),
+        }
     }
 }
 

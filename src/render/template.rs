@@ -146,18 +146,30 @@ fn example() -> Context {
 /// `a_5fb`), so a `_` always starts an escape and no two names meet. The
 /// empty name is `_`, which no other name gives.
 pub fn ident(name: &str) -> String {
-    if name.is_empty() {
-        return "_".to_owned();
-    }
-    let mut ident = String::with_capacity(name.len());
-    for byte in name.bytes() {
-        if byte.is_ascii_alphanumeric() {
-            ident.push(char::from(byte));
-        } else {
-            ident.push_str(&format!("_{byte:02x}"));
-        }
-    }
+    let mut ident = String::with_capacity(name.len() + 8);
+    write_ident(&mut ident, name);
     ident
+}
+
+/// Writes `ident(name)` into `out`, without a copy of its own: a rendering
+/// writes one per backend.
+pub fn write_ident(out: &mut impl std::fmt::Write, name: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    if name.is_empty() {
+        let _ = out.write_char('_');
+        return;
+    }
+    for byte in name.bytes() {
+        let _ = if byte.is_ascii_alphanumeric() {
+            out.write_char(char::from(byte))
+        } else {
+            let high = char::from(HEX[usize::from(byte >> 4)]);
+            let low = char::from(HEX[usize::from(byte & 0xf)]);
+            out.write_char('_')
+                .and_then(|()| out.write_char(high))
+                .and_then(|()| out.write_char(low))
+        };
+    }
 }
 
 /// `{{ env("NAME", "default") }}`: an environment variable of `render`'s

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use minijinja::value::{Enumerator, Object, ObjectRepr, Value};
 
-use super::context::{Backend, Context};
+use std::fmt::{self, Write as _};
+
+use super::context::{Address, Backend, Buffer, Context};
 
 /// The template's root: `services`.
 pub fn root(context: Context) -> Value {
@@ -205,11 +207,15 @@ impl Object for BackendView {
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
         let backend = &self.list.list()[self.backend];
         Some(match key.as_str()? {
-            "name" => Value::from(backend.name()),
+            "name" => {
+                let mut name = Buffer::<128>::default();
+                backend.write_name(&mut name);
+                Value::from(name.as_str())
+            }
             "host" => text(backend.host),
             "ip" => text(backend.ip),
             "public_port" => text(backend.public_port),
-            "address" => Value::from(backend.address()),
+            "address" => text(Address(backend.ip, backend.public_port)),
             "private_port" => text(backend.private_port),
             "port_type" => Value::from(backend.port_type.as_str()),
             "container" => Value::from(backend.container.as_str()),
@@ -223,6 +229,12 @@ impl Object for BackendView {
     }
 }
 
-fn text(value: impl ToString) -> Value {
-    Value::from(value.to_string())
+/// `value` as text, written on the stack: a short text (an address, a
+/// port) then costs the template value no allocation at all.
+fn text(value: impl fmt::Display) -> Value {
+    let mut text = Buffer::<64>::default();
+    match write!(text, "{value}") {
+        Ok(()) => Value::from(text.as_str()),
+        Err(_) => Value::from(value.to_string()),
+    }
 }
