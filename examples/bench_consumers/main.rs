@@ -13,6 +13,13 @@
 //!   shows the new backend (p50, p90, max), etcd's Range requests and CPU
 //!   time per change, and the daemon's peak RSS.
 //!
+//! With `--range-options`, right after each fill and before those rows, it
+//! measures what etcd does with each way of reading the whole prefix (one
+//! range with no limit, serializable, `keys_only`, `count_only`, pages of
+//! 500 keys or of 1, 8 or 32 MiB, single pages by where they start; see
+//! `ranges.rs`), each way for at least `--range-secs` (default 2); with
+//! `--only-range-options` it measures nothing else.
+//!
 //! A command that runs past `--timeout-secs` is killed and reported as a
 //! timeout, and is not run again at larger counts. With `--bin-before` a
 //! second binary's rows are measured beside the first's, on the same fill.
@@ -23,13 +30,15 @@
 //! `bash scripts/bench-consumers.sh` builds and runs it. Directly, after
 //! `cargo build --release`: `cargo run --release --example bench_consumers
 //! -- [--records "10000 100000"] [--runs R] [--timeout-secs S] [--changes K]
-//! [--hosts H] [--bin PATH] [--bin-before PATH] [--template PATH]`.
+//! [--hosts H] [--bin PATH] [--bin-before PATH] [--template PATH]
+//! [--range-options] [--only-range-options] [--range-secs S]`.
 
 mod command;
 mod daemon;
 mod etcd;
 #[path = "../bench/procfs.rs"]
 mod procfs;
+mod ranges;
 mod records;
 mod report;
 mod stop;
@@ -67,6 +76,12 @@ struct Options {
     template: PathBuf,
     /// Where the commands' stderr is kept.
     log_dir: PathBuf,
+    /// Whether the ways of reading the whole prefix are measured.
+    range_options: bool,
+    /// Whether the consumers and etcdctl are measured.
+    consumers: bool,
+    /// The least time each way of reading is repeated for.
+    range_wall: Duration,
 }
 
 pub fn progress(message: &str) {
@@ -96,6 +111,9 @@ fn parse_args(args: &[String]) -> Result<Options> {
         bin_before: None,
         template: manifest_dir.join("examples/haproxy/haproxy.cfg.j2"),
         log_dir: manifest_dir.join("target/bench-consumers"),
+        range_options: false,
+        consumers: true,
+        range_wall: Duration::from_secs(2),
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -115,6 +133,15 @@ fn parse_args(args: &[String]) -> Result<Options> {
             "--bin" => options.bin = PathBuf::from(value()?),
             "--bin-before" => options.bin_before = Some(PathBuf::from(value()?)),
             "--template" => options.template = PathBuf::from(value()?),
+            "--range-options" => options.range_options = true,
+            "--only-range-options" => {
+                options.range_options = true;
+                options.consumers = false;
+            }
+            "--range-secs" => {
+                options.range_wall = Duration::try_from_secs_f64(value()?.parse()?)
+                    .context("--range-secs needs seconds, at least 0")?
+            }
             other => bail!("unknown argument {other:?}"),
         }
     }
@@ -158,8 +185,15 @@ fn bench(options: &Options) -> Result<()> {
         rt.block_on(records::fill(&etcd.endpoint(), layout))?;
         let fill_s = started.elapsed().as_secs_f64();
         progress(&format!("{count} records: filled in {fill_s:.1} s"));
+        let ranges = if options.range_options {
+            let measured = ranges::measure(&etcd, count, options.range_wall, options.timeout);
+            Some(rt.block_on(measured)?)
+        } else {
+            None
+        };
         let mut runs = Vec::new();
-        for run in 0..options.runs {
+        let consumer_runs = if options.consumers { options.runs } else { 0 };
+        for run in 0..consumer_runs {
             let mut bench = Bench {
                 options,
                 rt: &rt,
@@ -185,6 +219,7 @@ fn bench(options: &Options) -> Result<()> {
             fill_s,
             db_mib,
             runs,
+            ranges,
         };
         print!("{}", scale.table(&debounce));
         scales.push(scale.json());
@@ -348,6 +383,8 @@ fn context(options: &Options, debounce: &str) -> Map<String, Value> {
         ("hosts", json!(options.hosts)),
         ("timeout_secs", json!(options.timeout.as_secs())),
         ("changes", json!(options.changes)),
+        ("range_options", json!(options.range_options)),
+        ("consumers", json!(options.consumers)),
         (
             "debounce_ms",
             debounce

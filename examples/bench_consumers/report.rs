@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value};
 
 use crate::command::{Cost, Outcome};
 use crate::daemon::Figures;
+use crate::ranges::Report;
 
 /// What one row of one run gave.
 #[derive(Debug, Clone)]
@@ -77,8 +78,11 @@ pub struct Scale {
     pub fill_s: f64,
     /// etcd's database file after the fill.
     pub db_mib: f64,
-    /// Per run: row key (`list`, `before_list`...) → what it gave.
+    /// Per run: row key (`list`, `before_list`...) → what it gave; none
+    /// with `--only-range-options`.
     pub runs: Vec<BTreeMap<String, Measured>>,
+    /// The ways of reading the whole prefix, with `--range-options`.
+    pub ranges: Option<Report>,
 }
 
 /// One row's medians across runs, or its status.
@@ -142,18 +146,33 @@ impl Scale {
         Ok(row)
     }
 
+    /// The record count's heading, then the consumers' rows (unless none
+    /// were run), then the ways of reading the prefix (if measured).
     pub fn table(&self, debounce: &str) -> String {
         let slots = self.records.div_ceil(self.hosts);
         let mut text = format!(
-            "\n{} records ({} hosts × up to {slots}), fill {:.1} s, etcd db {:.0} MiB, {} run(s)\n\
-             × wall, × CPU: as a multiple of etcdctl's; render daemon (1st): until its first \
-             file; p50/p90/max: put → file over {} added containers (default debounce, \
-             {debounce} ms); per change (ch): etcd Range requests, etcd CPU\n",
+            "\n{} records ({} hosts × up to {slots}), fill {:.1} s, etcd db {:.0} MiB, {} run(s)\n",
             self.records,
             self.hosts,
             self.fill_s,
             self.db_mib,
             self.runs.len(),
+        );
+        if !self.runs.is_empty() {
+            text.push_str(&self.consumers_table(debounce));
+        }
+        if let Some(ranges) = &self.ranges {
+            text.push_str(&ranges.table());
+        }
+        text
+    }
+
+    /// The rows of etcdctl and the consumers, with their legend.
+    fn consumers_table(&self, debounce: &str) -> String {
+        let mut text = format!(
+            "× wall, × CPU: as a multiple of etcdctl's; render daemon (1st): until its first \
+             file; p50/p90/max: put → file over {} added containers (default debounce, \
+             {debounce} ms); per change (ch): etcd Range requests, etcd CPU\n",
             self.changes,
         );
         text.push_str(&format!(
@@ -222,13 +241,19 @@ impl Scale {
                 (key, value)
             })
             .collect();
-        json!({
+        let mut scale = json!({
             "records": self.records,
             "hosts": self.hosts,
             "fill_s": round(self.fill_s),
             "etcd_db_mib": round(self.db_mib),
-            "rows": rows,
-        })
+        });
+        if !self.runs.is_empty() {
+            scale["rows"] = Value::Object(rows);
+        }
+        if let Some(ranges) = &self.ranges {
+            scale["range_options"] = ranges.json();
+        }
+        scale
     }
 }
 
