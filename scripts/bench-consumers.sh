@@ -5,6 +5,8 @@
 #   bash scripts/bench-consumers.sh [--records "10000 100000 1000000"] [--runs R]
 #                                   [--timeout-secs S] [--changes K] [--hosts H]
 #                                   [--bin PATH] [--bin-before PATH]
+#                                   [--range-options] [--only-range-options]
+#                                   [--range-secs W]
 #
 # For each record count (default 10,000, 100,000 and 1,000,000, over 1,000
 # hosts, 1-3 ports a record) it fills a private etcd with records in the
@@ -21,12 +23,25 @@
 # stderr to target/bench-consumers/. The default counts take about 20
 # minutes. Everything it starts is removed when it ends, also when it is
 # interrupted.
+#
+# --range-options (default off) measures, right after each fill, what etcd
+# does with each way of reading the whole prefix /registered/: one range
+# with no limit (etcdctl's), linearizable and serializable; with keys_only;
+# with count_only; pages of 500 keys; pages sized by bytes as the consumers
+# size theirs (1, 8 and 32 MiB, src/store/paging.rs), each to the end of the
+# prefix and pinned to the first page's revision; pages of 8 MiB whose range
+# ends at the next page's first key; single pages of 500 keys by where they
+# start. Each way is repeated for at least W seconds (--range-secs, default
+# 2); per read: requests, wall time, etcd's CPU time, both also as a
+# multiple of the unlimited range's, and the largest response. The table
+# follows the count's, and the JSON has it under "range_options".
+# --only-range-options measures those and not etcdctl or the consumers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
 usage() {
-  sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 for arg in "$@"; do
