@@ -64,4 +64,11 @@ cargo build --release --quiet --example bench_consumers
 # directory of this run, removed however the benchmark ends.
 workdir=$(mktemp -d)
 trap 'rm -rf "$workdir"' EXIT
+# The test rig takes the ports of its etcds by locks in that temporary
+# directory (rig/src/ports.rs); the one every other process of the suite
+# uses stays the benchmark's too, or a test run at the same time could take
+# the benchmark's etcd's ports and write to it.
+ports="${TMPDIR:-/tmp}/docker-etcd-register-test-ports"
+mkdir -p "$ports"
+ln -s "$ports" "$workdir/docker-etcd-register-test-ports"
 TMPDIR="$workdir" target/release/examples/bench_consumers "$@"
