@@ -15,13 +15,13 @@ mod view;
 
 use std::future::Future;
 
-use backon::ExponentialBackoff;
 use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
 pub use context::{Backend, Catalog, Contest, Context, Port, Refused, Service};
 pub use debounce::Debounce;
 pub use frontends::{FrontendPortError, FrontendPorts};
+use output::Retry;
 pub use output::{CommandError, Output, OutputError, Published};
 pub use template::{ident, Template, TemplateError};
 
@@ -29,7 +29,7 @@ use crate::config::RenderConfig;
 use crate::etcd::{RecordsReader, StoreError};
 use crate::informer::{self, Informer, Source};
 use crate::listing::{self, Index, Unreadables, Update};
-use crate::supervise::doubling;
+use crate::supervise::sleep_until_some;
 
 /// Why `render` stopped.
 #[derive(Debug, thiserror::Error)]
@@ -125,18 +125,6 @@ pub async fn run(
     }
 }
 
-async fn sleep_until_some(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// A failed rendering is tried again after this long, doubling up to the
-/// last: the same delays as a refused check's.
-const FIRST_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
-const LAST_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// What one `render` run keeps from one rendering to the next.
 struct Renderer {
     /// The services seen during this run.
@@ -156,10 +144,10 @@ struct Renderer {
     /// stray key is said once, not at every change.
     unreadable: Unreadables,
     /// After a rendering that failed before it could be published (the
-    /// template, or writing the file): when to try again at the earliest,
-    /// and the next delays. A retry of `--check` or `--reload` that is
-    /// already due would otherwise render again at once, over and over.
-    failing: Option<(Instant, ExponentialBackoff)>,
+    /// template, or writing the file): when to try again at the earliest.
+    /// A retry of `--check` or `--reload` that is already due would
+    /// otherwise render again at once, over and over.
+    failing: Option<Retry>,
 }
 
 impl Renderer {
@@ -203,7 +191,7 @@ impl Renderer {
     fn retry_at(&self) -> Option<Instant> {
         let owed = self.output.next_retry()?;
         Some(match &self.failing {
-            Some((not_before, _)) => owed.max(*not_before),
+            Some(failing) => owed.max(failing.at),
             None => owed,
         })
     }
@@ -211,17 +199,10 @@ impl Renderer {
     /// Like `render`; a failure keeps the old file at `out` and is logged.
     async fn render_logging(&mut self, index: &Index, out: &str) {
         let rendered = self.render(index).await;
-        match (&rendered, &mut self.failing) {
-            (Ok(_), failing) => *failing = None,
-            (Err(_), Some((not_before, delays))) => {
-                *not_before = Instant::now() + delays.next().unwrap_or(LAST_RETRY_DELAY);
-            }
-            (Err(_), failing) => {
-                let mut delays = doubling(FIRST_RETRY_DELAY, LAST_RETRY_DELAY);
-                let first = delays.next().unwrap_or(FIRST_RETRY_DELAY);
-                *failing = Some((Instant::now() + first, delays));
-            }
-        }
+        self.failing = match rendered {
+            Ok(_) => None,
+            Err(_) => Some(self.failing.take().map_or_else(Retry::first, Retry::again)),
+        };
         if let Err(failure) = rendered {
             error!(error = %failure, out, "keeping the old file");
         }

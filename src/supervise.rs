@@ -220,6 +220,15 @@ pub fn doubling(first: Duration, max: Duration) -> ExponentialBackoff {
         .build()
 }
 
+/// Sleeps until `at`; forever when there is nothing to wait for (a branch
+/// of a `select!` that never fires).
+pub async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,17 +27,18 @@ const NEW_FILE_MODE: u32 = 0o644;
 const FIRST_RETRY_DELAY: Duration = Duration::from_secs(1);
 const LAST_RETRY_DELAY: Duration = Duration::from_secs(60);
 
-/// When something that failed is tried again.
+/// When something that failed is tried again: a refused check, a failed
+/// reload, a rendering that failed before it could be published.
 #[derive(Debug)]
-struct Retry {
+pub(super) struct Retry {
     /// When it is due.
-    at: Instant,
+    pub(super) at: Instant,
     /// The delays after further failures.
     delays: ExponentialBackoff,
 }
 
 impl Retry {
-    fn first() -> Self {
+    pub(super) fn first() -> Self {
         let mut delays = doubling(FIRST_RETRY_DELAY, LAST_RETRY_DELAY);
         let delay = delays.next().unwrap_or(LAST_RETRY_DELAY);
         Self {
@@ -46,7 +47,7 @@ impl Retry {
         }
     }
 
-    fn again(mut self) -> Self {
+    pub(super) fn again(mut self) -> Self {
         let delay = self.delays.next().unwrap_or(LAST_RETRY_DELAY);
         self.at = Instant::now() + delay;
         self

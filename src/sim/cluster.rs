@@ -11,10 +11,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
 
 use crate::plan::LeaseId;
 use crate::store::{Change, LockKey, StoreError};
+use crate::supervise::sleep_until_some;
 
 mod commit;
 mod faults;
@@ -367,12 +368,5 @@ impl Cluster {
 
     pub fn trace(&self, line: String) {
         self.lock().trace_line(line);
-    }
-}
-
-async fn sleep_until_some(at: Option<Instant>) {
-    match at {
-        Some(at) => sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

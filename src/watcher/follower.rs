@@ -10,7 +10,7 @@ use futures_util::future::{pending, BoxFuture};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
 use tracing::debug;
 
 use super::drain::Drains;
@@ -19,7 +19,7 @@ use super::Observation;
 use crate::container::Container;
 use crate::engine::{ContainerEvent, Engine, EngineError, EventKind, EventStream};
 use crate::metrics::Metrics;
-use crate::supervise::{doubling, Retry};
+use crate::supervise::{doubling, sleep_until_some, Retry};
 
 /// How far back a subscription replays the engine's event log: it covers the
 /// instant between the engine answering the subscription and registering it.
@@ -408,12 +408,5 @@ async fn next_from_engine(phase: &mut Phase) -> FromEngine {
         Phase::Subscribing { events } | Phase::Following { events } => {
             FromEngine::Event(events.next().await)
         }
-    }
-}
-
-async fn sleep_until_some(at: Option<Instant>) {
-    match at {
-        Some(at) => sleep_until(at).await,
-        None => pending().await,
     }
 }
