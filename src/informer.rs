@@ -68,18 +68,33 @@ pub struct Informer<'a, R: RecordSource> {
     index: Index,
     /// The revision of the last read or change applied.
     revision: i64,
-    /// The watch from right after `revision`; `None` once it broke, until
-    /// a read succeeds again (kept here, not in a local, so that a caller
-    /// that drops [`Informer::next_update`] midway leaves nothing half done).
-    watch: Option<R::Watch>,
+    /// Following the watch, or to read again (kept here, not in a local,
+    /// so that a caller that drops [`Informer::next_update`] midway leaves
+    /// nothing half done).
+    watch: Watch<R::Watch>,
     /// Whether etcd is failing now: said once when it starts and ends.
     failing: bool,
-    /// When the watch was started: one lost within [`RETRY`] of it is read
-    /// again only after that pause, so that a watch that ends as soon as it
-    /// starts costs a read a second, not reads back to back.
-    watched_at: Instant,
-    /// Whether the next read waits [`RETRY`] first.
-    pause: bool,
+}
+
+/// Where the informer is with etcd's watch.
+enum Watch<W> {
+    /// Following the watch from right after the revision read, started
+    /// `since`.
+    Following { watch: W, since: Instant },
+    /// The watch is lost: the records are read again, after [`RETRY`] when
+    /// `pause` (a watch lost within that long of its start), so that a
+    /// watch that ends as soon as it starts costs a read a second, not
+    /// reads back to back.
+    Lost { pause: bool },
+}
+
+impl<W> Watch<W> {
+    fn following(&mut self) -> Option<&mut W> {
+        match self {
+            Watch::Following { watch, .. } => Some(watch),
+            Watch::Lost { .. } => None,
+        }
+    }
 }
 
 impl<'a, R: RecordSource> Informer<'a, R> {
@@ -90,10 +105,8 @@ impl<'a, R: RecordSource> Informer<'a, R> {
             source,
             index: Index::new(source.root, source.filter.clone()),
             revision: 0,
-            watch: None,
+            watch: Watch::Lost { pause: false },
             failing: false,
-            watched_at: Instant::now(),
-            pause: false,
         };
         informer.read_again().await;
         informer
@@ -113,7 +126,7 @@ impl<'a, R: RecordSource> Informer<'a, R> {
     /// records are to be read again (then [`Informer::next_update`] is a
     /// whole read, which a caller should let finish).
     pub fn is_watching(&self) -> bool {
-        self.watch.is_some()
+        matches!(self.watch, Watch::Following { .. })
     }
 
     /// Waits for changes that alter the index, and applies them with every
@@ -123,7 +136,7 @@ impl<'a, R: RecordSource> Informer<'a, R> {
     /// scratch; its update says what differs from before.
     pub async fn next_update(&mut self) -> Update {
         loop {
-            let Some(watch) = self.watch.as_mut() else {
+            let Some(watch) = self.watch.following() else {
                 let update = self.read_again().await;
                 if update.any() {
                     return update;
@@ -139,7 +152,7 @@ impl<'a, R: RecordSource> Informer<'a, R> {
             };
             while let Some(outcome) = self
                 .watch
-                .as_mut()
+                .following()
                 .and_then(|w| w.next_changes().now_or_never())
             {
                 match outcome {
@@ -168,15 +181,19 @@ impl<'a, R: RecordSource> Informer<'a, R> {
 
     fn lost(&mut self, error: &StoreError) {
         info!(error = %error, revision = self.revision, "watch lost; reading the records again");
-        self.watch = None;
-        self.pause = self.watched_at.elapsed() < RETRY;
+        let pause = match &self.watch {
+            Watch::Following { since, .. } => since.elapsed() < RETRY,
+            Watch::Lost { pause } => *pause,
+        };
+        self.watch = Watch::Lost { pause };
     }
 
     /// Reads from scratch and watches from right after, until etcd answers;
     /// what differs from the index before.
     async fn read_again(&mut self) -> Update {
-        if std::mem::take(&mut self.pause) {
+        if let Watch::Lost { pause: true } = self.watch {
             tokio::time::sleep(RETRY).await;
+            self.watch = Watch::Lost { pause: false };
         }
         loop {
             match self.read_and_watch().await {
@@ -195,8 +212,10 @@ impl<'a, R: RecordSource> Informer<'a, R> {
                     };
                     self.index = listing.index;
                     self.revision = listing.revision;
-                    self.watch = Some(watch);
-                    self.watched_at = Instant::now();
+                    self.watch = Watch::Following {
+                        watch,
+                        since: Instant::now(),
+                    };
                     return update;
                 }
                 Err(error) => {
