@@ -21,7 +21,7 @@ pub mod stored;
 
 pub use field::{ContainerId, PortNumber, Protocol};
 pub use name::{Name, NameError};
-pub use stored::{StoredBinding, StoredRecord};
+pub use stored::{StoredBinding, StoredKey, StoredRecord};
 
 /// A key and the exact bytes the agent wants stored under it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 
 use super::{Filter, Row, Unreadable, Unreadables, NAMED_UNREADABLE};
 use crate::record::name::Names;
-use crate::record::{ContainerId, Name, RecordKey, StoredBinding, StoredRecord};
+use crate::record::{ContainerId, Name, RecordKey, StoredBinding, StoredKey, StoredRecord};
 
 /// Where a record sorts: by host address (`10.0.0.2` before `10.0.0.10`),
 /// service, container, then key (two keys can only name one container of
@@ -159,10 +159,15 @@ impl Index {
     /// The place `key` has if it names a record, from its segments alone.
     fn place_of(&self, key: &str) -> Option<Place> {
         let segments = RecordKey::parse(&self.root, key)?;
+        let StoredKey {
+            host,
+            service,
+            container,
+        } = StoredKey::parse(&segments).ok()?;
         Some(Place {
-            host: segments.host.parse::<IpAddr>().ok()?.to_canonical(),
-            service: Name::parse(segments.service).ok()?,
-            container: ContainerId::parse(segments.container)?,
+            host,
+            service,
+            container,
             key: key.into(),
         })
     }

@@ -37,10 +37,19 @@ pub struct StoredBinding {
     pub protocol: Protocol,
 }
 
-impl StoredRecord {
-    /// The record of `key` and its `value`, or why it is none (for a WARN
-    /// that names the key).
-    pub fn parse(key: &RecordKey, value: &[u8]) -> Result<Self, &'static str> {
+/// A record's key segments, parsed: what a consumer can know of a record
+/// from its key alone (a deletion carries no value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// The host segment, canonical.
+    pub host: IpAddr,
+    pub service: Name,
+    pub container: ContainerId,
+}
+
+impl StoredKey {
+    /// The segments of `key`, or why they are no record's.
+    pub fn parse(key: &RecordKey) -> Result<Self, &'static str> {
         let host: IpAddr = key
             .host
             .parse()
@@ -49,6 +58,23 @@ impl StoredRecord {
             Name::parse(key.service).map_err(|_| "its service segment is not a service name")?;
         let container = ContainerId::parse(key.container)
             .ok_or("its container segment is not a container id")?;
+        Ok(Self {
+            host: host.to_canonical(),
+            service,
+            container,
+        })
+    }
+}
+
+impl StoredRecord {
+    /// The record of `key` and its `value`, or why it is none (for a WARN
+    /// that names the key).
+    pub fn parse(key: &RecordKey, value: &[u8]) -> Result<Self, &'static str> {
+        let StoredKey {
+            host,
+            service,
+            container,
+        } = StoredKey::parse(key)?;
         let endpoints =
             Endpoint::decode(value).map_err(|_| "its value is not a JSON array of bindings")?;
         let bindings = endpoints
@@ -56,7 +82,7 @@ impl StoredRecord {
             .map(|endpoint| binding(host, &container, endpoint))
             .collect::<Result<_, _>>()?;
         Ok(Self {
-            host: host.to_canonical(),
+            host,
             service,
             container,
             bindings,
