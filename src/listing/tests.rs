@@ -311,3 +311,16 @@ fn any_of_several_services() {
         .iter()
         .all(|r| r.service.as_str() == "nginx:1.25"));
 }
+
+#[test]
+fn a_long_key_is_cut_in_the_log_and_says_how_long_it_was() {
+    let long = format!("/registered/{}é", "k".repeat(1024 * 1024));
+    let cut = shown(&long);
+    let tail = format!("… ({} bytes)", long.len());
+    assert!(cut.ends_with(&tail), "{}", &cut[cut.len() - 40..]);
+    assert_eq!(cut.chars().count(), SHOWN_KEY_CHARS + tail.chars().count());
+    assert_eq!(shown("/registered/short"), "/registered/short");
+    // A cut never splits a character.
+    let wide = "é".repeat(SHOWN_KEY_CHARS + 1);
+    assert!(shown(&wide).starts_with(&"é".repeat(SHOWN_KEY_CHARS)));
+}
