@@ -1,4 +1,4 @@
-# Sourced by setup.sh and setup-podman.sh: what both do the same way.
+# Sourced by setup.sh, setup-podman.sh and setup-proxies.sh: what they do the same way.
 
 # install_missing PACKAGE...: installs those of Debian's packages that are
 # not installed yet (quietly; the caller logs what it installs).

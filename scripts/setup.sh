@@ -106,3 +106,4 @@ start_dockerd
 build_busybox_image
 log "ready: $(docker version --format 'engine {{.Server.Version}}, API {{.Server.APIVersion}}')"
 bash "$(dirname "${BASH_SOURCE[0]}")/setup-podman.sh"
+bash "$(dirname "${BASH_SOURCE[0]}")/setup-proxies.sh"
