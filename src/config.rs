@@ -26,7 +26,7 @@ use address::{parse_docker_host, parse_metrics_addr};
 use etcd::EtcdArgs;
 pub use etcd::{EtcdSecurity, EtcdTarget};
 pub use list::ListConfig;
-pub use render::RenderConfig;
+pub use render::{RenderConfig, RenderedFile};
 
 /// etcd's `MaxLeaseTTL` (lease/lessor.go): a longer TTL is refused by every
 /// grant ("etcdserver: too large lease TTL"), which the agent would retry

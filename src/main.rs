@@ -72,15 +72,20 @@ fn list(config: config::ListConfig) -> ExitCode {
 /// etcd or write the file.
 fn render(config: config::RenderConfig) -> ExitCode {
     init_logging(config::LogFormat::Text, "info");
-    let template = match render::Template::load(&config.template) {
-        Ok(template) => template,
+    let templates: Result<Vec<_>, _> = config
+        .files
+        .iter()
+        .map(|file| render::Template::load(&file.template))
+        .collect();
+    let templates = match templates {
+        Ok(templates) => templates,
         Err(error) => {
             eprintln!("docker-etcd-register: {error}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
     let result = block_on(|shutdown| async move {
-        render::run(config, template, shutdown)
+        render::run(config, templates, shutdown)
             .await
             .map_err(anyhow::Error::from)
     });

@@ -1,8 +1,9 @@
 //! `docker-etcd-register render`: a load balancer's configuration rendered
 //! from the records of every host (README "Load balancers: render"). Reads
 //! the root once through the informer, which applies the watch's changes,
-//! and after each change of the rows (debounced) renders the template and replaces the file if its
-//! bytes changed, checked by `--check`, followed by `--reload`.
+//! and after each change of the rows (debounced) renders every template
+//! from one context and replaces, in order, each file whose bytes changed,
+//! checked by `--check`; then `--reload`, once.
 
 mod context;
 mod debounce;
@@ -14,6 +15,7 @@ mod template;
 mod view;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio::time::Instant;
 use tracing::{debug, error, warn};
@@ -22,7 +24,7 @@ pub use context::{Backend, Catalog, Contest, Context, Port, Refused, Service};
 pub use debounce::Debounce;
 pub use frontends::{FrontendPortError, FrontendPorts};
 use output::Retry;
-pub use output::{CommandError, Output, OutputError, Published};
+pub use output::{CommandError, Output, OutputError, Published, Reload};
 pub use template::{ident, Template, TemplateError};
 
 use crate::config::RenderConfig;
@@ -43,20 +45,25 @@ pub enum RenderError {
 }
 
 /// Renders once (`--once`), or until `shutdown`, surviving etcd outages.
+/// `templates` are `config.files`' templates, loaded, in the same order.
 pub async fn run(
     config: RenderConfig,
-    template: Template,
+    templates: Vec<Template>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RenderError> {
     let mut reader = RecordsReader::new(&config.etcd.endpoints, config.etcd.security.clone());
+    let files = templates
+        .into_iter()
+        .zip(&config.files)
+        .map(|(template, file)| RenderedFile {
+            template,
+            output: Output::new(file.out.clone(), config.check.clone()),
+        })
+        .collect();
     let mut renderer = Renderer {
-        output: Output::new(
-            config.out.clone(),
-            config.check.clone(),
-            config.reload.clone(),
-        ),
+        files,
+        reload: Reload::new(config.reload.clone()),
         catalog: Catalog::new(config.frontends.clone()),
-        template,
         contested: Vec::new(),
         refused: Vec::new(),
         unreadable: Unreadables::default(),
@@ -67,7 +74,6 @@ pub async fn run(
         prefix: &config.root,
         filter: &config.filter,
     };
-    let out = config.out.display().to_string();
     if config.once {
         let listing = informer::read(&mut reader, &source).await?;
         renderer.note_unreadable(&listing.index);
@@ -78,7 +84,7 @@ pub async fn run(
     let follow = async {
         let mut informer = Informer::start(reader, source).await;
         renderer.note_unreadable(informer.index());
-        renderer.render_logging(informer.index(), &out).await;
+        renderer.render_logging(informer.index()).await;
         let mut debounce = Debounce::new(config.debounce);
         // What changed since the last rendering.
         let mut pending = Update::default();
@@ -108,7 +114,7 @@ pub async fn run(
                             renderer.note_unreadable(informer.index());
                         }
                         if changed.rows || retry_due {
-                            renderer.render_logging(informer.index(), &out).await;
+                            renderer.render_logging(informer.index()).await;
                         }
                     }
                 }
@@ -129,10 +135,10 @@ pub async fn run(
 struct Renderer {
     /// The services seen during this run.
     catalog: Catalog,
-    /// Compiled once at start.
-    template: Template,
-    /// The rendered file.
-    output: Output,
+    /// The files, in the order they are published.
+    files: Vec<RenderedFile>,
+    /// `--reload`, once per rendering that replaced any file.
+    reload: Reload,
     /// The ports several services claimed at the last rendering, said
     /// again only when they change.
     contested: Vec<Contest>,
@@ -159,10 +165,14 @@ impl Renderer {
         }
     }
 
-    /// Renders the records of `index` and publishes the text.
-    async fn render(&mut self, index: &Index) -> Result<Published, RenderError> {
+    /// Renders the records of `index` and publishes the texts: every
+    /// template first (one that fails publishes none, so the files never
+    /// mix two renderings through a template error), then each file in
+    /// order, stopping at the first that cannot be replaced (a later file
+    /// may name what it defines); then `--reload` if any was replaced.
+    async fn render(&mut self, index: &Index) -> Result<(), RenderError> {
         let started = std::time::Instant::now();
-        let context = self.catalog.context(index.rows());
+        let context = Arc::new(self.catalog.context(index.rows()));
         if context.contested != self.contested {
             warn_contested(&context.contested);
             self.contested.clone_from(&context.contested);
@@ -172,41 +182,73 @@ impl Renderer {
             self.refused.clone_from(&context.refused);
         }
         let built = started.elapsed();
-        let text = self.template.render(context)?;
+        let texts = self
+            .files
+            .iter()
+            .map(|file| file.template.render(context.clone()))
+            .collect::<Result<Vec<String>, TemplateError>>()?;
+        drop(context);
         // The cost of a rendering, for an operator sizing --debounce: the
-        // context (grouping and sorting the backends) and the template.
+        // context (grouping and sorting the backends) and the templates.
         let millis = |duration: std::time::Duration| duration.as_secs_f64() * 1e3;
         debug!(
             records = index.len(),
-            bytes = text.len(),
+            bytes = texts.iter().map(String::len).sum::<usize>(),
             context_ms = millis(built),
             template_ms = millis(started.elapsed() - built),
             "rendered"
         );
-        Ok(self.output.publish(text).await?)
+        let mut written = false;
+        let mut published = Ok(());
+        for (file, text) in self.files.iter_mut().zip(texts) {
+            match file.output.publish(text).await {
+                Ok(Published::Written) => written = true,
+                Ok(Published::Unchanged) => {}
+                Ok(Published::Held) => break,
+                Err(error) => {
+                    published = Err(error.into());
+                    break;
+                }
+            }
+        }
+        self.reload.after_rendering(written).await;
+        published
     }
 
     /// When a retry owed by `--check` or `--reload` is due, and no sooner
     /// than a failed rendering may be tried again.
     fn retry_at(&self) -> Option<Instant> {
-        let owed = self.output.next_retry()?;
+        let owed = self
+            .files
+            .iter()
+            .filter_map(|file| file.output.next_retry())
+            .chain(self.reload.next_retry())
+            .min()?;
         Some(match &self.failing {
             Some(failing) => owed.max(failing.at),
             None => owed,
         })
     }
 
-    /// Like `render`; a failure keeps the old file at `out` and is logged.
-    async fn render_logging(&mut self, index: &Index, out: &str) {
+    /// Like `render`; a failure keeps the old files and is logged.
+    async fn render_logging(&mut self, index: &Index) {
         let rendered = self.render(index).await;
         self.failing = match rendered {
             Ok(_) => None,
             Err(_) => Some(self.failing.take().map_or_else(Retry::first, Retry::again)),
         };
         if let Err(failure) = rendered {
-            error!(error = %failure, out, "keeping the old file");
+            error!(error = %failure, "keeping the old file");
         }
     }
+}
+
+/// One `--template` and the file it is written to.
+struct RenderedFile {
+    /// Compiled once at start.
+    template: Template,
+    /// The file and what was last done to it.
+    output: Output,
 }
 
 /// How many contested ports, and how many services left out of one, are

@@ -19,12 +19,14 @@ const MAX_DEBOUNCE_MS: u64 = 60_000;
 #[derive(Debug, Args)]
 pub(super) struct RenderArgs {
     /// Jinja-style template (minijinja) the load balancer's configuration is rendered from.
-    #[arg(long, value_name = "FILE")]
-    template: PathBuf,
+    /// Repeat `--template FILE --out FILE` for several files (Envoy's listeners, clusters
+    /// and endpoints): the n-th template is written to the n-th `--out`.
+    #[arg(long, value_name = "FILE", required = true)]
+    template: Vec<PathBuf>,
 
     /// File to write; replaced atomically, only when its bytes change.
-    #[arg(long, value_name = "FILE")]
-    out: PathBuf,
+    #[arg(long, value_name = "FILE", required = true)]
+    out: Vec<PathBuf>,
 
     /// Command that must accept the new file before it replaces the old one
     /// (`{}` is the new file's path), e.g. `haproxy -c -f {}`.
@@ -54,6 +56,15 @@ pub(super) struct RenderArgs {
     frontend_port: Vec<String>,
 }
 
+/// One `--template` and the `--out` it is written to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedFile {
+    /// The template file, read and compiled once at start.
+    pub template: PathBuf,
+    /// The rendered file; its directory also holds the temporary file.
+    pub out: PathBuf,
+}
+
 /// The validated configuration of `render`.
 #[derive(Debug, Clone)]
 pub struct RenderConfig {
@@ -61,13 +72,13 @@ pub struct RenderConfig {
     pub etcd: EtcdTarget,
     /// The root of all keys, with a trailing `/` (`/registered/`).
     pub root: String,
-    /// The template file, read and compiled once at start.
-    pub template: PathBuf,
-    /// The rendered file; its directory also holds the temporary file.
-    pub out: PathBuf,
-    /// Run on the temporary file before it replaces `out`; `{}` is its path.
+    /// The files written, each from its template, published in this order
+    /// (README "Load balancers: render": a later file may name what an
+    /// earlier one defines). Never empty.
+    pub files: Vec<RenderedFile>,
+    /// Run on each new file before it replaces its old one; `{}` is its path.
     pub check: Option<String>,
-    /// Run after every write of `out`.
+    /// Run once after each rendering that replaced at least one file.
     pub reload: Option<String>,
     /// How long changes are gathered before one rendering.
     pub debounce: Duration,
@@ -98,12 +109,7 @@ impl RenderArgs {
                 format!("{debounce_ms} is above the maximum of {MAX_DEBOUNCE_MS} ms"),
             ));
         }
-        if self.out.file_name().is_none() {
-            return Err(flag_error(
-                "--out",
-                format!("{} names no file", self.out.display()),
-            ));
-        }
+        let files = paired_files(self.template, self.out)?;
         let command = |flag, text: Option<String>| match text {
             Some(cmd) if cmd.trim().is_empty() => Err(flag_error(flag, "is empty")),
             other => Ok(other),
@@ -111,8 +117,7 @@ impl RenderArgs {
         Ok(RenderConfig {
             etcd,
             root,
-            template: self.template,
-            out: self.out,
+            files,
             check: command("--check", self.check)?,
             reload: command("--reload", self.reload)?,
             debounce: Duration::from_millis(debounce_ms),
@@ -125,6 +130,44 @@ impl RenderArgs {
                 .map_err(|e| flag_error("--frontend-port", e.to_string()))?,
         })
     }
+}
+
+/// The n-th `--template` with the n-th `--out`: as many of each, every
+/// `--out` a file of its own (two renderings racing for one file would
+/// replace each other's bytes at every change).
+fn paired_files(
+    templates: Vec<PathBuf>,
+    outs: Vec<PathBuf>,
+) -> Result<Vec<RenderedFile>, ConfigError> {
+    if templates.len() != outs.len() {
+        return Err(flag_error(
+            "--out",
+            format!(
+                "{} --template but {} --out: give them in pairs",
+                templates.len(),
+                outs.len()
+            ),
+        ));
+    }
+    for (n, out) in outs.iter().enumerate() {
+        if out.file_name().is_none() {
+            return Err(flag_error(
+                "--out",
+                format!("{} names no file", out.display()),
+            ));
+        }
+        if outs[..n].contains(out) {
+            return Err(flag_error(
+                "--out",
+                format!("{} is given twice", out.display()),
+            ));
+        }
+    }
+    Ok(templates
+        .into_iter()
+        .zip(outs)
+        .map(|(template, out)| RenderedFile { template, out })
+        .collect())
 }
 
 #[cfg(test)]
@@ -200,5 +243,28 @@ mod tests {
         assert!(render(&["--frontend-port", "22-0"])
             .unwrap_err()
             .starts_with(r#"invalid --frontend-port: "22-0" is not a port"#));
+    }
+
+    #[test]
+    fn templates_and_outs_pair_in_order() {
+        let config = render(&["--template", "b.j2", "--out", "/x/b.cfg"]).unwrap();
+        let pairs: Vec<(&str, &str)> = config
+            .files
+            .iter()
+            .map(|f| (f.template.to_str().unwrap(), f.out.to_str().unwrap()))
+            .collect();
+        assert_eq!(pairs, [("t.j2", "/x/out.cfg"), ("b.j2", "/x/b.cfg")]);
+        assert_eq!(
+            render(&["--template", "b.j2"]).unwrap_err(),
+            "invalid --out: 2 --template but 1 --out: give them in pairs"
+        );
+        assert_eq!(
+            render(&["--template", "b.j2", "--out", "/x/./out.cfg"]).unwrap_err(),
+            "invalid --out: /x/./out.cfg is given twice"
+        );
+        assert_eq!(
+            render(&["--template", "b.j2", "--out", "/"]).unwrap_err(),
+            "invalid --out: / names no file"
+        );
     }
 }

@@ -1,6 +1,6 @@
-//! The rendered file: written atomically (a temporary file beside it,
-//! checked by `--check`, then renamed over it), only when its bytes change,
-//! followed by `--reload`.
+//! The rendered files: each written atomically (a temporary file beside
+//! it, checked by `--check`, then renamed over it), only when its bytes
+//! change; and `--reload`, run once after a rendering that replaced any.
 
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
@@ -67,8 +67,12 @@ pub enum OutputError {
         #[source]
         source: std::io::Error,
     },
-    #[error("--check refused the new file: {0}")]
-    Refused(#[source] CommandError),
+    #[error("--check refused the new {path}: {source}")]
+    Refused {
+        path: PathBuf,
+        #[source]
+        source: CommandError,
+    },
 }
 
 /// Why a `--check` or `--reload` command failed.
@@ -93,67 +97,59 @@ pub enum CommandError {
 /// What one publication did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Published {
-    /// The file already holds these bytes: nothing written, nothing reloaded.
+    /// The file already holds these bytes: nothing written.
     Unchanged,
-    /// The file was replaced (and `--reload` run).
+    /// The file was replaced.
     Written,
+    /// `--check` refused these bytes before and their retry is not due:
+    /// the old file stays, and so do the files published after it.
+    Held,
 }
 
-/// The output file and what was last done to it.
+/// One output file and what was last done to it.
 pub struct Output {
     /// The file the load balancer reads.
     path: PathBuf,
     /// `--check`, `{}` standing for the new file.
     check: Option<String>,
-    /// `--reload`.
-    reload: Option<String>,
     /// The bytes the file holds (read at start, so that a restart with an
     /// unchanged cluster neither rewrites nor reloads).
     written: Option<String>,
     /// The last bytes `--check` refused, and when they are checked again
     /// (or at once, when the rendering changes).
     refused: Option<(String, Retry)>,
-    /// The file was replaced but `--reload` failed: when it runs again.
-    reload_owed: Option<Retry>,
 }
 
 impl Output {
-    pub fn new(path: PathBuf, check: Option<String>, reload: Option<String>) -> Self {
+    pub fn new(path: PathBuf, check: Option<String>) -> Self {
         let written = std::fs::read_to_string(&path).ok();
         Self {
             path,
             check,
-            reload,
             written,
             refused: None,
-            reload_owed: None,
         }
     }
 
-    /// When a refused check or a failed reload is due again, if one is
-    /// owed: the caller publishes the current rendering again then.
+    /// When a refused check is due again, if one is owed: the caller
+    /// publishes the current rendering again then.
     pub fn next_retry(&self) -> Option<Instant> {
-        let check = self.refused.as_ref().map(|(_, retry)| retry.at);
-        let reload = self.reload_owed.as_ref().map(|retry| retry.at);
-        check.into_iter().chain(reload).min()
+        self.refused.as_ref().map(|(_, retry)| retry.at)
     }
 
     /// Makes the file hold `text`, if it does not already and `--check`
-    /// accepts it; then runs `--reload`. A refused check (the same bytes are
-    /// not checked again before their retry is due) and a failed reload
-    /// are tried again with backoff, at [`Output::next_retry`].
+    /// accepts it. A refused check is tried again with backoff, at
+    /// [`Output::next_retry`]; the same bytes are not checked before then.
     pub async fn publish(&mut self, text: String) -> Result<Published, OutputError> {
         if self.written.as_ref() == Some(&text) {
             self.refused = None;
-            self.reload_if_owed().await;
             return Ok(Published::Unchanged);
         }
         let earlier_refusal = match self.refused.take() {
             Some((refused, retry)) if refused == text => {
                 if !retry.is_due() {
                     self.refused = Some((refused, retry));
-                    self.reload_if_owed().await;
-                    return Ok(Published::Unchanged);
+                    return Ok(Published::Held);
                 }
                 Some(retry)
             }
@@ -165,8 +161,10 @@ impl Output {
             if let Err(refusal) = run_command(&command).await {
                 let retry = earlier_refusal.map_or_else(Retry::first, Retry::again);
                 self.refused = Some((text, retry));
-                self.reload_if_owed().await;
-                return Err(OutputError::Refused(refusal));
+                return Err(OutputError::Refused {
+                    path: self.path.clone(),
+                    source: refusal,
+                });
             }
         }
         staged
@@ -174,37 +172,7 @@ impl Output {
             .map_err(|error| self.write_error(error.error))?;
         self.written = Some(text);
         info!(out = %self.path.display(), "rendered file written");
-        self.reload_owed = None;
-        self.reload().await;
         Ok(Published::Written)
-    }
-
-    /// Runs `--reload` now if an earlier one failed and its retry is due.
-    async fn reload_if_owed(&mut self) {
-        if self.reload_owed.as_ref().is_some_and(Retry::is_due) {
-            self.reload().await;
-        }
-    }
-
-    /// Runs `--reload`; a failure is logged and owed a retry.
-    async fn reload(&mut self) {
-        let Some(reload) = &self.reload else {
-            return;
-        };
-        match run_command(reload).await {
-            Ok(()) => {
-                info!(command = reload, "reloaded");
-                self.reload_owed = None;
-            }
-            Err(error) => {
-                let retry = match self.reload_owed.take() {
-                    Some(retry) => retry.again(),
-                    None => Retry::first(),
-                };
-                error!(error = %error, retry_in = ?retry.at.saturating_duration_since(Instant::now()), "the reload command failed; trying again");
-                self.reload_owed = Some(retry);
-            }
-        }
     }
 
     /// The new bytes in a temporary file in the output's directory (so that
@@ -239,6 +207,62 @@ impl Output {
         OutputError::Write {
             path: self.path.clone(),
             source,
+        }
+    }
+}
+
+/// `--reload`, run once after a rendering that replaced any file, and
+/// again with backoff until it succeeds.
+pub struct Reload {
+    /// `--reload`; `None`: nothing to run.
+    command: Option<String>,
+    /// A file was replaced but the command failed: when it runs again.
+    owed: Option<Retry>,
+}
+
+impl Reload {
+    pub fn new(command: Option<String>) -> Self {
+        Self {
+            command,
+            owed: None,
+        }
+    }
+
+    /// When a failed reload runs again, if one is owed.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.owed.as_ref().map(|retry| retry.at)
+    }
+
+    /// After a rendering: runs the command if it replaced a file
+    /// (`written`), or if an earlier reload failed and its retry is due.
+    pub async fn after_rendering(&mut self, written: bool) {
+        if written {
+            // New bytes: a reload owed for older ones starts its backoff over.
+            self.owed = None;
+        }
+        if written || self.owed.as_ref().is_some_and(Retry::is_due) {
+            self.run().await;
+        }
+    }
+
+    /// Runs the command; a failure is logged and owed a retry.
+    async fn run(&mut self) {
+        let Some(command) = &self.command else {
+            return;
+        };
+        match run_command(command).await {
+            Ok(()) => {
+                info!(command, "reloaded");
+                self.owed = None;
+            }
+            Err(error) => {
+                let retry = match self.owed.take() {
+                    Some(retry) => retry.again(),
+                    None => Retry::first(),
+                };
+                error!(error = %error, retry_in = ?retry.at.saturating_duration_since(Instant::now()), "the reload command failed; trying again");
+                self.owed = Some(retry);
+            }
         }
     }
 }
@@ -305,20 +329,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lb.cfg");
         let reloads = dir.path().join("reloads");
-        let reload = format!("echo >> {}", shell_quote(&reloads));
-        let mut output = Output::new(path.clone(), None, Some(reload));
-        assert_eq!(
-            output.publish("a\n".into()).await.unwrap(),
-            Published::Written
-        );
-        assert_eq!(
-            output.publish("a\n".into()).await.unwrap(),
-            Published::Unchanged
-        );
-        assert_eq!(
-            output.publish("b\n".into()).await.unwrap(),
-            Published::Written
-        );
+        let mut reload = Reload::new(Some(format!("echo >> {}", shell_quote(&reloads))));
+        let mut output = Output::new(path.clone(), None);
+        for (text, expected) in [
+            ("a\n", Published::Written),
+            ("a\n", Published::Unchanged),
+            ("b\n", Published::Written),
+        ] {
+            let published = output.publish(text.into()).await.unwrap();
+            assert_eq!(published, expected, "{text:?}");
+            reload
+                .after_rendering(published == Published::Written)
+                .await;
+        }
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "b\n");
         assert_eq!(
             std::fs::read_to_string(&reloads).unwrap(),
@@ -332,7 +355,7 @@ mod tests {
         );
 
         // A restart with the same rendering neither writes nor reloads.
-        let mut restarted = Output::new(path, None, None);
+        let mut restarted = Output::new(path, None);
         assert_eq!(
             restarted.publish("b\n".into()).await.unwrap(),
             Published::Unchanged
@@ -346,7 +369,7 @@ mod tests {
         let checks = dir.path().join("checks");
         // Accepts a file holding "good" only, and counts its runs.
         let check = format!("echo >> {}; grep -q good {{}}", shell_quote(&checks));
-        let mut output = Output::new(path.clone(), Some(check), None);
+        let mut output = Output::new(path.clone(), Some(check));
         let check_runs = || std::fs::read_to_string(&checks).unwrap().lines().count();
         assert_eq!(
             output.publish("good\n".into()).await.unwrap(),
@@ -355,21 +378,21 @@ mod tests {
         assert_eq!(output.next_retry(), None);
         let refused = output.publish("bad\n".into()).await;
         assert!(
-            matches!(refused, Err(OutputError::Refused(_))),
+            matches!(refused, Err(OutputError::Refused { .. })),
             "{refused:?}"
         );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "good\n");
         let retry = output.next_retry().expect("a retry of the check");
         assert_eq!(
             output.publish("bad\n".into()).await.unwrap(),
-            Published::Unchanged,
+            Published::Held,
             "not checked again before its retry"
         );
         assert_eq!(check_runs(), 2);
 
         tokio::time::sleep_until(retry).await;
         let refused_again = output.publish("bad\n".into()).await;
-        assert!(matches!(refused_again, Err(OutputError::Refused(_))));
+        assert!(matches!(refused_again, Err(OutputError::Refused { .. })));
         assert_eq!(check_runs(), 3, "checked again once due");
         let later = output.next_retry().unwrap();
         assert!(later - retry >= FIRST_RETRY_DELAY, "the delay doubles");
@@ -390,32 +413,24 @@ mod tests {
     #[tokio::test]
     async fn a_failed_reload_is_run_again_after_a_backoff_until_it_succeeds() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lb.cfg");
         let reloads = dir.path().join("reloads");
         let ready = dir.path().join("ready");
         // Fails until `ready` exists; counts its runs.
-        let reload = format!(
+        let mut reload = Reload::new(Some(format!(
             "echo >> {}; test -e {}",
             shell_quote(&reloads),
             shell_quote(&ready)
-        );
-        let mut output = Output::new(path, None, Some(reload));
+        )));
         let reload_runs = || std::fs::read_to_string(&reloads).unwrap().lines().count();
-        assert_eq!(
-            output.publish("a\n".into()).await.unwrap(),
-            Published::Written
-        );
-        let retry = output.next_retry().expect("a retry of the reload");
-        output.publish("a\n".into()).await.unwrap();
+        reload.after_rendering(true).await;
+        let retry = reload.next_retry().expect("a retry of the reload");
+        reload.after_rendering(false).await;
         assert_eq!(reload_runs(), 1, "not run again before its retry");
 
         std::fs::write(&ready, "").unwrap();
         tokio::time::sleep_until(retry).await;
-        assert_eq!(
-            output.publish("a\n".into()).await.unwrap(),
-            Published::Unchanged
-        );
+        reload.after_rendering(false).await;
         assert_eq!(reload_runs(), 2);
-        assert_eq!(output.next_retry(), None, "reloaded: nothing owed");
+        assert_eq!(reload.next_retry(), None, "reloaded: nothing owed");
     }
 }

@@ -3,6 +3,7 @@
 //! the `env` function (README "Load balancers: render").
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use minijinja::{Environment, UndefinedBehavior};
 
@@ -79,11 +80,12 @@ impl Template {
         Ok(template)
     }
 
-    /// The text for `context`.
-    pub fn render(&self, context: Context) -> Result<String, TemplateError> {
+    /// The text for `context`, which several templates may share (one
+    /// rendering, several files).
+    pub fn render(&self, context: impl Into<Arc<Context>>) -> Result<String, TemplateError> {
         self.environment
             .get_template(NAME)
-            .and_then(|template| template.render(view::root(context)))
+            .and_then(|template| template.render(view::root(context.into())))
             .map_err(|error| invalid(&self.path, &error))
     }
 }

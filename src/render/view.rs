@@ -17,8 +17,8 @@ use std::fmt::{self, Write as _};
 use super::context::{Address, Backend, Buffer, Context};
 
 /// The template's root: `services`.
-pub fn root(context: Context) -> Value {
-    Value::from_object(Root(Arc::new(context)))
+pub fn root(context: Arc<Context>) -> Value {
+    Value::from_object(Root(context))
 }
 
 #[derive(Debug)]
