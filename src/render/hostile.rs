@@ -14,6 +14,7 @@ use std::path::Path;
 
 use proptest::prelude::*;
 
+use super::template::SHIPPED;
 use super::{Catalog, Template};
 use crate::container::{Container, PortBinding, SERVICE_LABEL};
 use crate::informer::{self, Source};
@@ -26,20 +27,14 @@ const ROOT: &str = "/registered/";
 
 /// The shipped templates, as `render` loads them.
 fn templates() -> Vec<(&'static str, Template)> {
-    [
-        (
-            "haproxy",
-            include_str!("../../examples/haproxy/haproxy.cfg.j2"),
-        ),
-        ("nginx", include_str!("../../examples/nginx/nginx.conf.j2")),
-    ]
-    .into_iter()
-    .map(|(name, source)| {
-        let template = Template::from_source(Path::new(name), source.to_owned())
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        (name, template)
-    })
-    .collect()
+    SHIPPED
+        .iter()
+        .map(|&(name, source)| {
+            let template = Template::from_source(Path::new(name), source.to_owned())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            (name, template)
+        })
+        .collect()
 }
 
 /// `line` with every run of name and address characters as `X`.
@@ -252,6 +247,9 @@ fn render_hostile(
 }
 
 /// Whether the load balancer `name` accepts `text` as its configuration.
+/// Envoy and Traefik have no check of a dynamic file apart from running
+/// (tests/proxies.rs does, with hostile records): they are held to the
+/// shape property only.
 fn accepted_by(name: &str, text: &str) -> Result<(), String> {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("lb.conf");
@@ -304,7 +302,10 @@ proptest! {
         written in proptest::collection::vec(hostile_record(), 0..3),
         host in host(),
     ) {
-        for (name, text, _) in render_hostile(&containers, written, host) {
+        let checked = render_hostile(&containers, written, host)
+            .into_iter()
+            .filter(|(name, _, _)| ["haproxy", "nginx"].contains(name));
+        for (name, text, _) in checked {
             let accepted = accepted_by(name, &text);
             prop_assert!(accepted.is_ok(), "{}: {:?}\n{}", name, accepted, text);
         }

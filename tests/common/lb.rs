@@ -1,7 +1,8 @@
-//! Load balancers for `tests/render.rs`: the binary's `render` as a child
-//! process, Debian's haproxy and nginx as plain processes on the test's own
-//! loopback ports (each in a process group of its own, killed whole on
-//! drop), backends that answer HTTP with their hostname, and a client loop.
+//! Load balancers for `tests/render.rs` and `tests/proxies.rs`: the
+//! binary's `render` as a child process, Debian's haproxy and nginx as plain
+//! processes on the test's own loopback ports (each in a process group of
+//! its own, killed whole on drop), backends that answer HTTP with their
+//! hostname, and a client loop.
 
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -35,9 +36,25 @@ pub fn spawn_render_with(
     args: &[&str],
     envs: &[(&str, &str)],
 ) -> Agent {
-    let (template, out) = (template.to_string_lossy(), out.to_string_lossy());
+    spawn_render_files(endpoint, &[(template, out)], args, envs)
+}
+
+/// One `render` writing several files: each (template, out) pair as
+/// `--template T --out O`, in the order given (the order it publishes them).
+pub fn spawn_render_files(
+    endpoint: &str,
+    files: &[(&Path, &Path)],
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> Agent {
+    let paths: Vec<(String, String)> = files
+        .iter()
+        .map(|(t, o)| (t.display().to_string(), o.display().to_string()))
+        .collect();
     let mut full = vec!["render", "--etcd-endpoints", endpoint];
-    full.extend(["--template", &template, "--out", &out]);
+    for (template, out) in &paths {
+        full.extend(["--template", template, "--out", out]);
+    }
     full.extend_from_slice(args);
     let mut all_envs = vec![("LB_BIND_ADDRESS", "127.0.0.1")];
     all_envs.extend_from_slice(envs);
@@ -51,15 +68,28 @@ pub fn run_backend(containers: &Containers, port: u16) -> String {
 }
 
 /// A process in a process group of its own, the whole group killed on drop
-/// (haproxy's master and workers, nginx's master and workers).
+/// (haproxy's master and workers, nginx's master and workers, Envoy,
+/// Traefik).
 pub struct Group {
     child: Child,
 }
 
 impl Group {
     pub fn spawn(program: &str, args: &[&str]) -> Group {
-        let child = Command::new(program)
-            .args(args)
+        Group::spawn_command(Command::new(program).args(args))
+    }
+
+    /// Like `spawn`, its stdout and stderr written to the file `log`.
+    pub fn spawn_logged(program: &str, args: &[&str], log: &Path) -> Group {
+        let file =
+            std::fs::File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+        let err = file.try_clone().expect("clone the log's handle");
+        Group::spawn_command(Command::new(program).args(args).stdout(file).stderr(err))
+    }
+
+    fn spawn_command(command: &mut Command) -> Group {
+        let program = command.get_program().to_string_lossy().into_owned();
+        let child = command
             .stdin(Stdio::null())
             .process_group(0)
             .spawn()

@@ -30,6 +30,7 @@ mod env;
 pub mod lb;
 pub mod partition;
 pub mod podman;
+pub mod proxies;
 mod records;
 mod relay;
 pub mod relay_stall;
