@@ -285,7 +285,7 @@ fn nginx_example_passes_its_check_and_routes_to_a_backend() {
         "{text}"
     );
 
-    let _nginx = Group::spawn(
+    let _nginx = group(
         "nginx",
         &[
             "-c",

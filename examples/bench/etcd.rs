@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use docker_etcd_register::record::{Endpoint, RecordKey};
-use etcd_client::{Client, EventType, WatchOptions};
+use etcd_client::{Client, EventType};
 
 use crate::clock::{now_ns, Seen};
 use crate::reference;
@@ -95,35 +95,21 @@ impl WatchLog {
 /// every later change is seen; the changes are recorded in the background
 /// until the runtime shuts down or the server goes away.
 pub async fn watch_prefix(endpoint: &str, prefix: &str) -> Result<WatchLog> {
-    let mut client = connect(endpoint).await?;
-    let mut stream = client
-        .watch(prefix, Some(WatchOptions::new().with_prefix()))
-        .await?;
-    let first = stream.message().await?.context("watch closed at once")?;
-    if !first.created() {
-        bail!("the first watch response is not the creation");
-    }
     let log = WatchLog::default();
     let sink = log.clone();
-    tokio::spawn(async move {
-        // The client must live as long as the stream.
-        let _client = client;
-        while let Ok(Some(response)) = stream.message().await {
+    rig::etcd::follow_prefix(endpoint, prefix, move |response, at| {
+        let wall_ns = now_ns();
+        for event in response.events() {
+            let Some(kv) = event.kv() else { continue };
+            let Ok(key) = kv.key_str() else { continue };
             let seen = Seen {
-                wall_ns: now_ns(),
-                at: Instant::now(),
-                revision: 0,
+                wall_ns,
+                at,
+                revision: kv.mod_revision(),
             };
-            for event in response.events() {
-                let Some(kv) = event.kv() else { continue };
-                let Ok(key) = kv.key_str() else { continue };
-                let seen = Seen {
-                    revision: kv.mod_revision(),
-                    ..seen
-                };
-                sink.record(event.event_type(), key, seen);
-            }
+            sink.record(event.event_type(), key, seen);
         }
-    });
+    })
+    .await?;
     Ok(log)
 }

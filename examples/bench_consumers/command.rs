@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 
 use crate::etcd::EtcdProcess;
-use crate::stop;
+use rig::process::check_interrupted;
 
 /// What one command cost.
 #[derive(Debug, Clone, Copy)]
@@ -178,7 +178,7 @@ pub fn measure(
         if started.elapsed() >= limit {
             return Ok(Outcome::TimedOut);
         }
-        stop::check()?;
+        check_interrupted()?;
     }
 }
 

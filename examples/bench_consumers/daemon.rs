@@ -20,7 +20,7 @@ use crate::command::{self, Group, Outcome};
 use crate::etcd::EtcdProcess;
 use crate::procfs;
 use crate::records::{Extra, Layout};
-use crate::stop;
+use rig::process::check_interrupted;
 
 /// Time between two added containers.
 const SPACING: Duration = Duration::from_secs(1);
@@ -173,7 +173,7 @@ impl Daemon<'_> {
     /// Why the wait ends early, if it does: the daemon exited, the limit
     /// since `since` passed (`TimedOut`); an error when interrupted.
     fn ended(&self, daemon: &mut Group, since: Instant) -> Result<Option<Outcome<Figures>>> {
-        stop::check()?;
+        check_interrupted()?;
         if let Some(exit) = daemon.wait_timeout(Duration::ZERO)? {
             return Ok(Some(Outcome::Failed(format!(
                 "exited ({:?}): {}",

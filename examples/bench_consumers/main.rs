@@ -41,7 +41,6 @@ mod procfs;
 mod ranges;
 mod records;
 mod report;
-mod stop;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -168,7 +167,7 @@ fn bench(options: &Options) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    stop::install(&rt)?;
+    rig::process::note_interrupts("bench-consumers")?;
     let debounce = default_debounce(&options.bin);
     let mut bins = vec![("", options.bin.as_path())];
     if let Some(before) = &options.bin_before {

@@ -28,7 +28,9 @@ use serde_json::{json, Map, Value};
 
 use crate::etcd::EtcdProcess;
 use crate::records::ROOT;
-use crate::{progress, stop};
+use rig::process::check_interrupted;
+
+use crate::progress;
 
 const MIB: usize = 1024 * 1024;
 /// The rule of `paging::PageSize`: the first page's keys, what one entry
@@ -284,7 +286,7 @@ pub async fn measure(
     let idle_cpu = (etcd.cpu_seconds()? - idle_before) / IDLE.as_secs_f64();
     let mut figures = Vec::new();
     for (key, label, way) in ways(records) {
-        stop::check()?;
+        check_interrupted()?;
         progress(&format!("{records} records, range option: {label}"));
         let expected = match way {
             Way::Page { from, .. } => (records - from).min(PAGE_KEYS),
@@ -296,7 +298,7 @@ pub async fn measure(
         let mut reads = 0;
         let mut read = Read::default();
         while reads == 0 || started.elapsed() < min_wall {
-            stop::check()?;
+            check_interrupted()?;
             read = reader.read(way).await?;
             ensure!(
                 read.keys == expected,

@@ -12,7 +12,7 @@ use docker_etcd_register::container::{Container, PortBinding};
 use docker_etcd_register::record::{desired_record, HostPrefix, Record};
 use etcd_client::{GetOptions, Txn, TxnOp};
 
-use crate::stop;
+use rig::process::check_interrupted;
 
 /// The root of every key, as the agent's `--prefix` default gives it.
 pub const ROOT: &str = "/registered";
@@ -152,7 +152,7 @@ pub async fn fill(endpoint: &str, layout: Layout) -> Result<()> {
         let done = Arc::clone(&done);
         workers.spawn(async move {
             for batch in (worker..batches).step_by(IN_FLIGHT) {
-                stop::check()?;
+                check_interrupted()?;
                 let end = ((batch + 1) * TXN_OPS).min(layout.records);
                 let puts: Vec<TxnOp> = (batch * TXN_OPS..end)
                     .map(|i| {

@@ -4,12 +4,10 @@
 //! directory, address and ports put in (the rest, e.g. Traefik's throttle,
 //! is measured as shipped).
 
-use std::fs::File;
-use std::os::unix::process::CommandExt as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
 use anyhow::{bail, Context as _, Result};
+use rig::process::Group;
 
 use crate::proxy::{Kind, Setup};
 
@@ -22,23 +20,17 @@ fn program(kind: Kind) -> &'static str {
 /// four), before anything is started.
 pub fn require(kind: Kind) -> Result<()> {
     let version = match kind {
-        Kind::Haproxy => "-v",
-        Kind::Nginx => "-v",
+        Kind::Haproxy | Kind::Nginx => "-v",
         Kind::Envoy => "--version",
         Kind::Traefik => "version",
     };
-    let ran = Command::new(program(kind))
-        .arg(version)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    match ran {
-        Ok(status) if status.success() => Ok(()),
-        _ => bail!(
+    if !rig::process::runs(program(kind), version) {
+        bail!(
             "{} does not run (`bash scripts/setup.sh` installs it; --proxies leaves it out)",
             program(kind)
-        ),
+        );
     }
+    Ok(())
 }
 
 /// `render --check` and `--reload` of the proxies that reload: haproxy's
@@ -89,7 +81,8 @@ pub fn spawn(kind: Kind, dir: &Path, setup: &Setup) -> Result<Group> {
             format!("daemon off; {}", nginx_globals(dir)),
         ],
         Kind::Envoy => {
-            write(dir, "bootstrap.yaml", &envoy_bootstrap(dir)?)?;
+            let bootstrap = rig::proxies::envoy_bootstrap(dir, rig::test_port());
+            write(dir, "bootstrap.yaml", &bootstrap)?;
             vec![
                 "-c".into(),
                 path("bootstrap.yaml"),
@@ -99,109 +92,23 @@ pub fn spawn(kind: Kind, dir: &Path, setup: &Setup) -> Result<Group> {
             ]
         }
         Kind::Traefik => {
-            write(dir, "traefik.yaml", &traefik_static(dir, setup.port)?)?;
+            let entry_points = [(
+                format!("tcp-{}", setup.port),
+                format!("{}:{}", Kind::Traefik.address(), setup.port),
+            )];
+            let dynamic = dir.join("dynamic.yaml");
+            let text = rig::proxies::traefik_static(&dynamic, &entry_points, "");
+            write(dir, "traefik.yaml", &text)?;
             vec![format!("--configFile={}", path("traefik.yaml"))]
         }
     };
-    Group::spawn(program(kind), &args, &setup.logs.path(kind.name()))
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let log = setup.logs.path(kind.name());
+    Group::spawn_logged(program(kind), &args, &log)
+        .with_context(|| format!("spawn {}", program(kind)))
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> Result<()> {
     let path = dir.join(name);
     std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))
-}
-
-fn shipped(relative: &str) -> Result<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(relative);
-    std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))
-}
-
-/// `text` with `from` replaced by `to`; an error unless `from` occurs, so
-/// that a change of the shipped file is noticed instead of benchmarked
-/// wrongly.
-fn replaced(text: &str, from: &str, to: &str, file: &str) -> Result<String> {
-    if !text.contains(from) {
-        bail!("examples/{file} no longer has {from:?}: update examples/bench_lb/launch.rs");
-    }
-    Ok(text.replace(from, to))
-}
-
-/// The shipped bootstrap with the benchmark's directory for /etc/envoy and
-/// its admin listener on one of the benchmark's ports.
-fn envoy_bootstrap(dir: &Path) -> Result<String> {
-    let file = "envoy/bootstrap.yaml";
-    let text = replaced(&shipped(file)?, "/etc/envoy", &dir.to_string_lossy(), file)?;
-    let admin = format!("port_value: {}", rig::test_port());
-    replaced(&text, "port_value: 9901", &admin, file)
-}
-
-/// The shipped static configuration with the benchmark's dynamic file and,
-/// for its entry points, the one of the frontend port on Traefik's address.
-fn traefik_static(dir: &Path, port: u16) -> Result<String> {
-    let file = "traefik/traefik.yaml";
-    let dynamic = dir.join("dynamic.yaml");
-    let text = replaced(
-        &shipped(file)?,
-        "/etc/traefik/dynamic.yaml",
-        &dynamic.to_string_lossy(),
-        file,
-    )?;
-    let entry_points = format!(
-        "entryPoints:\n  tcp-{port}:\n    address: \"{}:{port}\"\n",
-        Kind::Traefik.address()
-    );
-    let mut out = String::new();
-    let mut in_entry_points = false;
-    let mut found = false;
-    for line in text.lines() {
-        let top_level = !line.is_empty() && !line.starts_with([' ', '#']);
-        if top_level {
-            in_entry_points = line.trim_end() == "entryPoints:";
-            if in_entry_points {
-                out.push_str(&entry_points);
-                found = true;
-            }
-        }
-        if !in_entry_points {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    if !found {
-        bail!("examples/{file} no longer has a top-level entryPoints: update examples/bench_lb/launch.rs");
-    }
-    Ok(out)
-}
-
-/// A process in a process group of its own, its output in a log file, the
-/// whole group killed on drop (haproxy's master and workers, nginx's master
-/// and workers).
-pub struct Group {
-    child: Child,
-}
-
-impl Group {
-    fn spawn(program: &str, args: &[String], log: &Path) -> Result<Group> {
-        let out = File::create(log).with_context(|| format!("create {}", log.display()))?;
-        let child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("spawn {program}"))?;
-        Ok(Group { child })
-    }
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.wait();
-    }
 }

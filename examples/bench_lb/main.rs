@@ -36,7 +36,6 @@ mod proxy;
 mod records;
 mod report;
 mod stages;
-mod stop;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -44,6 +43,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
 use rig::docker::run_web_backend;
+use rig::process::check_interrupted;
 use rig::{docker, host_ip_for, test_port, unique_id, Agent, AgentOutput, Containers, Etcd};
 
 use client::ClientLoop;
@@ -145,7 +145,7 @@ impl Logs {
 }
 
 fn bench(options: &Options) -> Result<()> {
-    stop::install()?;
+    rig::process::note_interrupts("bench-lb")?;
     let id = unique_id("bench-lb");
     let logs = Logs::new(&id)?;
     for kind in &options.proxies {
@@ -203,7 +203,7 @@ fn bench(options: &Options) -> Result<()> {
     progress(&format!("{} starts", options.starts));
     let mut starts = Vec::new();
     for _ in 0..options.starts {
-        stop::check()?;
+        check_interrupted()?;
         let backend = run_web_backend(&containers, port);
         let ran = Instant::now();
         starts.push(stages::follow(&proxies, &records, &backend, ran)?);
@@ -237,7 +237,7 @@ fn replace(
         .map(|proxy| ClientLoop::start(proxy.kind, proxy.frontend()))
         .collect();
     for _ in 0..options.replacements {
-        stop::check()?;
+        check_interrupted()?;
         let new = run_web_backend(containers, port);
         let _: StartTimes = stages::follow(proxies, records, &new, Instant::now())?;
         docker(&["stop", "-t", "1", &live.remove(0)]);

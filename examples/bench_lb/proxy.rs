@@ -10,8 +10,12 @@ use anyhow::{bail, Context as _, Result};
 use rig::{http_get, Agent, AgentOutput};
 use tempfile::TempDir;
 
-use crate::launch::{self, Group};
-use crate::{stop, Logs};
+use rig::process::Group;
+
+use crate::launch;
+use rig::process::check_interrupted;
+
+use crate::Logs;
 
 /// Longest `render` may take to write its first file.
 const FIRST_FILE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -172,7 +176,7 @@ impl Proxy {
         let last_file = dir.path().join(kind.files()[kind.files().len() - 1].1);
         let deadline = Instant::now() + FIRST_FILE_TIMEOUT;
         while !(holds_port(&backends_file, anchor_port) && last_file.exists()) {
-            stop::check()?;
+            check_interrupted()?;
             if Instant::now() > deadline {
                 bail!(
                     "{}: render wrote no file holding the first backend within \

@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use docker_etcd_register::record::{Endpoint, RecordKey};
-use etcd_client::{EventType, WatchOptions};
+use etcd_client::EventType;
 
-use crate::stop;
+use rig::process::check_interrupted;
 
 /// The root of the agent's keys.
 const ROOT: &str = "/registered/";
@@ -39,38 +39,22 @@ impl Records {
     pub fn watch(endpoint: &str, private_port: u16) -> Result<Records> {
         let records = Records::default();
         let sink = records.clone();
-        let endpoint = endpoint.to_string();
-        rig::runtime().block_on(async move {
-            let mut client = rig::etcd::connect(&endpoint).await?;
-            let mut stream = client
-                .watch(ROOT, Some(WatchOptions::new().with_prefix()))
-                .await?;
-            let first = stream.message().await?.context("watch closed at once")?;
-            if !first.created() {
-                bail!("the first watch response is not the creation");
-            }
-            tokio::spawn(async move {
-                // The client must live as long as the stream.
-                let _client = client;
-                while let Ok(Some(response)) = stream.message().await {
-                    let at = Instant::now();
-                    for event in response.events() {
-                        if event.event_type() != EventType::Put {
-                            continue;
-                        }
-                        let Some(kv) = event.kv() else { continue };
-                        let Ok(key) = kv.key_str() else { continue };
-                        let Some(key) = RecordKey::parse(ROOT, key) else {
-                            continue;
-                        };
-                        if let Some(public_port) = public_port(kv.value(), private_port) {
-                            sink.note(key.container, at, public_port);
-                        }
-                    }
+        let on_response = move |response: &etcd_client::WatchResponse, at| {
+            for event in response.events() {
+                if event.event_type() != EventType::Put {
+                    continue;
                 }
-            });
-            Ok(())
-        })?;
+                let Some(kv) = event.kv() else { continue };
+                let Ok(key) = kv.key_str() else { continue };
+                let Some(key) = RecordKey::parse(ROOT, key) else {
+                    continue;
+                };
+                if let Some(public_port) = public_port(kv.value(), private_port) {
+                    sink.note(key.container, at, public_port);
+                }
+            }
+        };
+        rig::runtime().block_on(rig::etcd::follow_prefix(endpoint, ROOT, on_response))?;
         Ok(records)
     }
 
@@ -91,7 +75,7 @@ impl Records {
     pub fn wait(&self, container: &str) -> Result<Registered> {
         let deadline = Instant::now() + RECORD_TIMEOUT;
         loop {
-            stop::check()?;
+            check_interrupted()?;
             if let Some(record) = self.get(container) {
                 return Ok(record);
             }

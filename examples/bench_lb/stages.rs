@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Result};
 
 use crate::proxy::Proxy;
 use crate::records::Records;
-use crate::stop;
+use rig::process::check_interrupted;
 
 /// Longest a backend may take to be served (or to leave every file) before
 /// the run is abandoned.
@@ -75,7 +75,7 @@ fn follow_one(proxy: &Proxy, records: &Records, container: &str, ran: Instant) -
     let deadline = ran + STAGE_TIMEOUT;
     let mut file = None;
     loop {
-        stop::check()?;
+        check_interrupted()?;
         if Instant::now() > deadline {
             let stage = match file {
                 None => "its file never held",
@@ -114,7 +114,7 @@ pub fn wait_left(proxies: &[Proxy], records: &Records, container: &str) -> Resul
     let port = records.wait(container)?.public_port;
     let deadline = Instant::now() + STAGE_TIMEOUT;
     while let Some(proxy) = proxies.iter().find(|p| p.file_holds(port)) {
-        stop::check()?;
+        check_interrupted()?;
         if Instant::now() > deadline {
             bail!(
                 "{}: its file still holds the removed {} after {STAGE_TIMEOUT:?}",

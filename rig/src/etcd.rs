@@ -14,4 +14,4 @@ pub use client::{
 };
 pub use cluster::EtcdCluster;
 pub use server::{Etcd, EtcdError, ETCD_BIN};
-pub use watch::{Watch, WatchEvent};
+pub use watch::{follow_prefix, FollowError, Watch, WatchEvent};

@@ -13,6 +13,10 @@
 //! - [`http`]: GET over TCP (`/healthz`, `/metrics`) and over the engine's
 //!   Unix socket, with hyper.
 //! - [`pki`]: certificates for an etcd that requires TLS.
+//! - [`process`]: processes in groups of their own, killed whole on drop;
+//!   Ctrl-C noted by the benchmarks.
+//! - [`proxies`]: Envoy's and Traefik's shipped static configuration with
+//!   the run's own directory and ports.
 //! - [`ports`]: the ports of every listener and published port of a test,
 //!   from a block that no engine, no other test and not the kernel hands out.
 //!
@@ -31,6 +35,8 @@ pub mod etcd;
 pub mod http;
 pub mod pki;
 pub mod ports;
+pub mod process;
+pub mod proxies;
 
 pub use agent::{Agent, AgentOutput, AGENT_ENV};
 pub use docker::{

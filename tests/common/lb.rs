@@ -16,9 +16,7 @@ use super::{http_get, Agent, AgentOutput, Containers, AGENT_BIN};
 
 /// The shipped examples, used as they are.
 pub fn example(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(relative)
+    rig::proxies::examples().join(relative)
 }
 
 /// `render` of `template` into `out` with the test's etcd and `args`, its
@@ -67,52 +65,13 @@ pub fn run_backend(containers: &Containers, port: u16) -> String {
     rig::docker::run_web_backend(containers, port)
 }
 
-/// A process in a process group of its own, the whole group killed on drop
-/// (haproxy's master and workers, nginx's master and workers, Envoy,
-/// Traefik).
-pub struct Group {
-    child: Child,
-}
+pub use rig::process::Group;
 
-impl Group {
-    pub fn spawn(program: &str, args: &[&str]) -> Group {
-        Group::spawn_command(Command::new(program).args(args))
-    }
-
-    /// Like `spawn`, its stdout and stderr written to the file `log`.
-    pub fn spawn_logged(program: &str, args: &[&str], log: &Path) -> Group {
-        let file =
-            std::fs::File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
-        let err = file.try_clone().expect("clone the log's handle");
-        Group::spawn_command(Command::new(program).args(args).stdout(file).stderr(err))
-    }
-
-    fn spawn_command(command: &mut Command) -> Group {
-        let program = command.get_program().to_string_lossy().into_owned();
-        let child = command
-            .stdin(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
-        Group { child }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
-    }
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.wait();
-    }
+/// `program args` in a process group of its own, killed whole on drop
+/// (haproxy's and nginx's master and workers); panics if it cannot start.
+pub fn group(program: &str, args: &[&str]) -> Group {
+    Group::spawn(Command::new(program).args(args))
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"))
 }
 
 /// haproxy in master-worker mode on `config`, its master's pid in
@@ -121,7 +80,7 @@ impl Drop for Group {
 /// the listening sockets of the old one, so a reload refuses no connection.
 pub fn haproxy(config: &Path, pidfile: &Path) -> Group {
     let master_socket = pidfile.with_extension("master.sock");
-    Group::spawn(
+    group(
         "haproxy",
         &[
             "-W",

@@ -6,8 +6,9 @@
 //! test's temporary directory for the assertion messages.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
+
+use rig::proxies::{envoy_bootstrap, traefik_static};
 
 use super::lb::{example, read, spawn_render_files, Group};
 use super::{http_get, test_port, wait_until, Agent, TestEnv};
@@ -35,19 +36,12 @@ impl Kind {
     /// Panics, naming the script that installs it, unless the binary runs:
     /// a machine without it must fail these tests, never skip them.
     pub fn require(self) {
-        let program = self.program();
-        let version = match self {
-            Kind::Envoy => "--version",
-            Kind::Traefik => "version",
+        let (program, version) = match self {
+            Kind::Envoy => ("envoy", "--version"),
+            Kind::Traefik => ("traefik", "version"),
         };
-        let runs = Command::new(program)
-            .arg(version)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success());
         assert!(
-            runs,
+            rig::process::runs(program, version),
             "`{program} {version}` does not run: install it with `bash scripts/setup-proxies.sh` \
              as root (scripts/setup.sh runs it)"
         );
@@ -246,73 +240,26 @@ impl Proxy {
 /// Envoy on the shipped bootstrap, its directory `dir` instead of
 /// /etc/envoy, its admin port `admin`.
 fn start_envoy(dir: &Path, admin: u16, log: &Path) -> Group {
-    let shipped = read(&example("envoy/bootstrap.yaml"));
-    assert!(shipped.contains("/etc/envoy/"), "{shipped}");
     let bootstrap = dir.join("bootstrap.yaml");
-    let text = shipped.replace("/etc/envoy", &dir.to_string_lossy());
-    std::fs::write(&bootstrap, text).expect("write the bootstrap");
-    // Merged into the bootstrap, as an operator moves the admin port.
-    let admin = format!(
-        "{{admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}}}}}"
-    );
-    Group::spawn_logged(
-        "envoy",
-        &[
-            "-c",
-            &bootstrap.to_string_lossy(),
-            "--disable-hot-restart",
-            "--config-yaml",
-            &admin,
-        ],
-        log,
-    )
+    std::fs::write(&bootstrap, envoy_bootstrap(dir, admin)).expect("write the bootstrap");
+    let args = ["-c", &bootstrap.to_string_lossy(), "--disable-hot-restart"];
+    Group::spawn_logged("envoy", &args, log).unwrap_or_else(|e| panic!("spawn envoy: {e}"))
 }
 
 /// Traefik on the shipped static configuration with the test's entry
 /// points on loopback instead of the shipped ones, the dynamic file
-/// `dynamic`, its API on `api` for the assertions, and a debug log. Traefik
-/// takes its static configuration from the file or from flags, never both.
+/// `dynamic`, its API on `api` for the assertions, and a debug log.
 fn start_traefik(dir: &Path, dynamic: &Path, frontends: &[u16], api: u16, log: &Path) -> Group {
-    let shipped = read(&example("traefik/traefik.yaml"));
-    let mut entry_points = String::from("entryPoints:\n");
-    for port in frontends {
-        entry_points += &format!("  tcp-{port}:\n    address: \"127.0.0.1:{port}\"\n");
-    }
-    entry_points += &format!("  traefik:\n    address: \"127.0.0.1:{api}\"\n");
-    let text = replace_section(&shipped, "entryPoints:", &entry_points);
-    assert!(text.contains("/etc/traefik/dynamic.yaml"), "{shipped}");
-    let text = text.replace("/etc/traefik/dynamic.yaml", &dynamic.to_string_lossy())
-        + "api:\n  insecure: true\nlog:\n  level: DEBUG\n  noColor: true\n";
+    let mut entry_points: Vec<(String, String)> = frontends
+        .iter()
+        .map(|port| (format!("tcp-{port}"), format!("127.0.0.1:{port}")))
+        .collect();
+    entry_points.push(("traefik".to_owned(), format!("127.0.0.1:{api}")));
+    let extra = "api:\n  insecure: true\nlog:\n  level: DEBUG\n  noColor: true\n";
     let path = dir.join("traefik.yaml");
-    std::fs::write(&path, text).expect("write traefik.yaml");
-    Group::spawn_logged(
-        "traefik",
-        &[&format!("--configFile={}", path.display())],
-        log,
-    )
-}
-
-/// `yaml` with the top-level section `header` (its line and the indented
-/// or blank lines after it) replaced by `section`.
-fn replace_section(yaml: &str, header: &str, section: &str) -> String {
-    let mut out = String::new();
-    let mut lines = yaml.lines().peekable();
-    let mut found = false;
-    while let Some(line) = lines.next() {
-        if line != header {
-            out += line;
-            out.push('\n');
-            continue;
-        }
-        found = true;
-        out += section;
-        while lines
-            .peek()
-            .is_some_and(|l| l.is_empty() || l.starts_with(' '))
-        {
-            lines.next();
-        }
-    }
-    assert!(found, "no {header:?} in\n{yaml}");
-    out
+    std::fs::write(&path, traefik_static(dynamic, &entry_points, extra))
+        .expect("write traefik.yaml");
+    let args = [format!("--configFile={}", path.display())];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Group::spawn_logged("traefik", &args, log).unwrap_or_else(|e| panic!("spawn traefik: {e}"))
 }

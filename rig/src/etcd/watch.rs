@@ -96,3 +96,41 @@ impl Drop for Watch {
         self.task.abort();
     }
 }
+
+/// Why [`follow_prefix`] could not open its watch.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    #[error("etcd watch: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("etcd watch: closed at once")]
+    Closed,
+    #[error("etcd watch: the first response is not the creation")]
+    NotCreated,
+}
+
+/// Opens a watch on `prefix` and returns once etcd has confirmed it, so
+/// that every later change is seen; from then on a task on the current
+/// runtime hands `on_response` each response with the moment it arrived
+/// (the benchmarks time stages by it), until the stream ends.
+pub async fn follow_prefix(
+    endpoint: &str,
+    prefix: &str,
+    mut on_response: impl FnMut(&etcd_client::WatchResponse, std::time::Instant) + Send + 'static,
+) -> Result<(), FollowError> {
+    let mut client = super::client::connect(endpoint).await?;
+    let mut stream = client
+        .watch(prefix, Some(WatchOptions::new().with_prefix()))
+        .await?;
+    let first = stream.message().await?.ok_or(FollowError::Closed)?;
+    if !first.created() {
+        return Err(FollowError::NotCreated);
+    }
+    tokio::spawn(async move {
+        // The client must live as long as the stream.
+        let _client = client;
+        while let Ok(Some(response)) = stream.message().await {
+            on_response(&response, std::time::Instant::now());
+        }
+    });
+    Ok(())
+}
