@@ -107,3 +107,4 @@ build_busybox_image
 log "ready: $(docker version --format 'engine {{.Server.Version}}, API {{.Server.APIVersion}}')"
 bash "$(dirname "${BASH_SOURCE[0]}")/setup-podman.sh"
 bash "$(dirname "${BASH_SOURCE[0]}")/setup-proxies.sh"
+bash "$(dirname "${BASH_SOURCE[0]}")/setup-etcd35.sh"
