@@ -72,7 +72,7 @@ fn tls_with_client_certificate_registers_the_exact_value() {
 
     // Without a client certificate etcd refuses the connection: the client
     // certificate is what lets the agent in.
-    let refused = std::process::Command::new("etcdctl")
+    let refused = std::process::Command::new(rig::etcd::etcdctl_bin())
         .env("ETCDCTL_API", "3")
         .args(["--endpoints", &ep, "--cacert", path_str(&pki.ca())])
         .args(["--dial-timeout", "2s", "--command-timeout", "3s"])
@@ -258,7 +258,7 @@ fn enable_auth_with(
     // The root user works, anonymous requests do not.
     let as_root = format!("root:{root_password}");
     etcdctl(&ep, &["--user", &as_root, "get", "--prefix", "/"]);
-    let anonymous = std::process::Command::new("etcdctl")
+    let anonymous = std::process::Command::new(rig::etcd::etcdctl_bin())
         .env("ETCDCTL_API", "3")
         .args(["--endpoints", &ep, "put", "/probe", "x"])
         .output()

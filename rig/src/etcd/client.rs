@@ -3,13 +3,37 @@
 //! helpers built on them.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, GetOptions, PutOptions};
 
+use super::server::etcd_bin;
 use crate::runtime;
+
+/// The environment variable that names another `etcdctl` binary.
+pub const ETCDCTL_BIN_VAR: &str = "RIG_ETCDCTL_BIN";
+
+/// The `etcdctl` the rig and the tests run: `$RIG_ETCDCTL_BIN` when it is
+/// set and not empty, else the `etcdctl` beside the etcd binary the rig
+/// starts ([`etcd_bin`](super::etcd_bin): `/usr/bin/etcdctl` by default,
+/// `/usr/local/lib/etcd-3.5/bin/etcdctl` beside 3.5's), else `etcdctl` on
+/// `PATH`.
+pub fn etcdctl_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os(ETCDCTL_BIN_VAR).filter(|b| !b.is_empty()) {
+            return PathBuf::from(bin);
+        }
+        etcd_bin()
+            .parent()
+            .map(|dir| dir.join("etcdctl"))
+            .filter(|beside| beside.exists())
+            .unwrap_or_else(|| PathBuf::from("etcdctl"))
+    })
+}
 
 /// Extra connect options (TLS, a user) of the helpers' clients, by endpoint.
 type Secure = Arc<dyn Fn(ConnectOptions) -> ConnectOptions + Send + Sync>;
@@ -159,11 +183,12 @@ pub fn revision(endpoint: &str) -> i64 {
         .revision()
 }
 
-/// Runs `ETCDCTL_API=3 etcdctl --endpoints <endpoints> ARGS...` and returns its
-/// trimmed stdout, panicking on failure. The caller's `ETCDCTL_*` variables
-/// are removed, so that only `endpoints` is talked to.
+/// Runs `ETCDCTL_API=3 etcdctl --endpoints <endpoints> ARGS...` (the
+/// [`etcdctl_bin`]) and returns its trimmed stdout, panicking on failure.
+/// The caller's `ETCDCTL_*` variables are removed, so that only `endpoints`
+/// is talked to.
 pub fn etcdctl(endpoints: &str, args: &[&str]) -> String {
-    let mut cmd = Command::new("etcdctl");
+    let mut cmd = Command::new(etcdctl_bin());
     for (key, _) in std::env::vars() {
         if key.starts_with("ETCDCTL") {
             cmd.env_remove(key);
@@ -176,7 +201,7 @@ pub fn etcdctl(endpoints: &str, args: &[&str]) -> String {
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("run etcdctl {args:?}: {e}"));
+        .unwrap_or_else(|e| panic!("run {} {args:?}: {e}", etcdctl_bin().display()));
     assert!(
         out.status.success(),
         "etcdctl {args:?} failed ({}): {}{}",

@@ -1,9 +1,21 @@
 //! One private etcd process on loopback ports of the tests' own (`crate::ports`): a single-member cluster
 //! of its own, one that requires TLS client certificates, or one member of
 //! an [`EtcdCluster`](super::EtcdCluster).
+//!
+//! # Which etcd
+//!
+//! The binary is [`ETCD_BIN`], Debian's etcd 3.4 (`etcd-server`), unless the
+//! environment variable [`RIG_ETCD_BIN`](ETCD_BIN_VAR) names another one:
+//! `RIG_ETCD_BIN=/usr/local/lib/etcd-3.5/bin/etcd cargo test --test faults_etcd`
+//! runs a suite against etcd 3.5 (installed there by
+//! `scripts/setup-etcd35.sh`, which `scripts/setup.sh` runs). The `etcdctl`
+//! of [`etcdctl`](super::etcdctl) is then the one beside that binary
+//! ([`etcdctl_bin`](super::etcdctl_bin)). `docs/etcd-versions.md` says
+//! which versions the suite runs against and how they differ.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -11,17 +23,40 @@ use super::client::{set_client_security, try_get_prefix};
 use crate::pki::TestPki;
 use crate::{test_port, unique_id};
 
+/// The etcd binary when [`ETCD_BIN_VAR`] is not set: Debian's etcd 3.4.
 pub const ETCD_BIN: &str = "/usr/bin/etcd";
+/// The environment variable that names another etcd binary.
+pub const ETCD_BIN_VAR: &str = "RIG_ETCD_BIN";
+
+/// The etcd binary the rig starts: `$RIG_ETCD_BIN` when it is set and not
+/// empty, else [`ETCD_BIN`].
+pub fn etcd_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| match std::env::var_os(ETCD_BIN_VAR) {
+        Some(bin) if !bin.is_empty() => PathBuf::from(bin),
+        _ => PathBuf::from(ETCD_BIN),
+    })
+}
+
 /// How long a single member may take to answer after its spawn.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Why an etcd did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
-    #[error("{ETCD_BIN} is missing: run `bash scripts/setup.sh` to install etcd-server")]
-    Missing,
-    #[error("spawn {ETCD_BIN}: {0}")]
-    Spawn(#[source] std::io::Error),
+    #[error(
+        "{} is missing: run `bash scripts/setup.sh`, which installs Debian's etcd-server \
+         ({ETCD_BIN}) and, with scripts/setup-etcd35.sh, etcd 3.5 (/usr/local/lib/etcd-3.5/bin/etcd); \
+         ${ETCD_BIN_VAR} chooses the binary",
+        bin.display()
+    )]
+    Missing { bin: PathBuf },
+    #[error("spawn {}: {source}", bin.display())]
+    Spawn {
+        bin: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("etcd {name} is not running")]
     NotRunning { name: String },
     #[error("etcd exited with {status}; log:\n{log}")]
@@ -123,8 +158,10 @@ impl Etcd {
     }
 
     fn try_reserve() -> Result<Etcd, EtcdError> {
-        if !Path::new(ETCD_BIN).exists() {
-            return Err(EtcdError::Missing);
+        if !etcd_bin().exists() {
+            return Err(EtcdError::Missing {
+                bin: etcd_bin().to_path_buf(),
+            });
         }
         let client_port = test_port();
         let peer_port = test_port();
@@ -215,7 +252,7 @@ impl Etcd {
             .append(true)
             .open(self.log_path())
             .expect("etcd log file");
-        let mut cmd = Command::new(ETCD_BIN);
+        let mut cmd = Command::new(etcd_bin());
         // The caller's ETCD_* variables would configure this etcd too.
         for (key, _) in std::env::vars() {
             if key.starts_with("ETCD") {
@@ -259,7 +296,10 @@ impl Etcd {
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().expect("etcd log file"))
             .stderr(log);
-        self.child = Some(cmd.spawn().map_err(EtcdError::Spawn)?);
+        self.child = Some(cmd.spawn().map_err(|source| EtcdError::Spawn {
+            bin: etcd_bin().to_path_buf(),
+            source,
+        })?);
         Ok(())
     }
 
