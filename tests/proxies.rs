@@ -6,7 +6,7 @@
 //! per proxy:
 //!
 //! - a rolling replacement loses no request, and the replacement serves
-//!   within a second of `docker run`;
+//!   soon after `docker run`;
 //! - a service whose last backend stopped stays a valid, refusing frontend
 //!   and serves again when a backend returns;
 //! - records written by hand (names with quotes, newlines and template
@@ -65,7 +65,7 @@ fn env_for(kind: Kind, test: &str) -> (TestEnv, Agent) {
 /// Two backends behind the proxy; one stopped, a replacement started,
 /// while a client sends requests: none fails (the agent drains the stopped
 /// one's record at its stop signal, the proxy applies the file while it
-/// still serves), and the replacement serves within a second.
+/// still serves), and the replacement serves soon after `docker run`.
 fn rolling_replacement(kind: Kind) {
     let (env, _agent) = env_for(kind, "rolling");
     let port = private_port();
@@ -122,8 +122,10 @@ fn rolling_replacement(kind: Kind) {
         "failed requests: {failed:#?}\n{}",
         lb.describe()
     );
+    // A bound that only a stalled path misses, however loaded the machine:
+    // scripts/bench-lb.sh measures how fast it is.
     assert!(
-        first_served < Duration::from_secs(1),
+        first_served < Duration::from_secs(3),
         "the replacement served its first request {first_served:?} after docker run"
     );
     lb.assert_running();
@@ -179,8 +181,9 @@ fn emptied_and_back(kind: Kind) {
 /// Records written straight into etcd by whoever may write a prefix: keys
 /// and values `render` skips (quotes, newlines, YAML and JSON specials,
 /// Go template syntax that Traefik would execute, junk JSON), and records
-/// in the grammar whose names are meant to confuse (YAML's `null`, a name
-/// spelled as another one's identifier, the longest name). The proxy
+/// in the grammar whose names are meant to confuse (YAML's `null`, names
+/// whose identifiers YAML reads as numbers, a name spelled as another one's
+/// identifier, the name with the longest identifier). The proxy
 /// accepts every file, runs a frontend for each record in the grammar,
 /// still serves the good backend, and applies the next change.
 fn hostile_records(kind: Kind) {
@@ -188,8 +191,10 @@ fn hostile_records(kind: Kind) {
     let port = private_port();
     let good = run_backend(&env.containers, port);
     env.wait_key(REACT, &env.key(IMAGE, &good));
-    let long = format!("a{}", ".b".repeat(127));
-    let tricky: Vec<(&str, u16)> = ["web.v1", "web_2ev1", "null", long.as_str()]
+    // The longest name whose identifier is the longest: every dot is three
+    // characters of it.
+    let long = format!("a{}", ".".repeat(254));
+    let tricky: Vec<(&str, u16)> = ["web.v1", "web_2ev1", "null", "1", "0x1", long.as_str()]
         .into_iter()
         .map(|service| (service, private_port()))
         .collect();

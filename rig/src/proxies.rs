@@ -28,14 +28,16 @@ fn replaced(text: &str, from: &str, to: &str, file: &str) -> String {
 }
 
 /// The shipped bootstrap with `dir` for /etc/envoy (where `render` writes
-/// cds.yaml and lds.yaml) and its admin listener on loopback port `admin`.
+/// cds.yaml and lds.yaml) and its admin interface on loopback port `admin`
+/// instead of its Unix socket, for the run's HTTP client.
 pub fn envoy_bootstrap(dir: &Path, admin: u16) -> String {
     let file = "envoy/bootstrap.yaml";
     let text = replaced(&shipped(file), "/etc/envoy", &dir.to_string_lossy(), file);
+    let tcp = format!("{{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}");
     replaced(
         &text,
-        "port_value: 9901",
-        &format!("port_value: {admin}"),
+        "{pipe: {path: /run/envoy/admin.sock, mode: 384}}",
+        &tcp,
         file,
     )
 }

@@ -184,7 +184,8 @@ impl Proxy {
     }
 
     /// What the load balancer refused of the files: Envoy's non-zero
-    /// `update_rejected` counters, Traefik's error lines.
+    /// `update_rejected` counters, Traefik's error lines (a router it
+    /// disabled, a service it could not find).
     pub fn refusals(&self) -> Vec<String> {
         match self.kind {
             Kind::Envoy => self
@@ -194,9 +195,11 @@ impl Proxy {
                 .filter(|l| !l.ends_with(": 0"))
                 .map(str::to_owned)
                 .collect(),
+            // Its errors about the configuration, not those of traffic (a
+            // backend that refused a connection while it went away).
             Kind::Traefik => read(&self.log)
                 .lines()
-                .filter(|l| l.contains(" ERR "))
+                .filter(|l| l.contains(" ERR ") && !l.contains("Error while dialing backend"))
                 .map(str::to_owned)
                 .collect(),
         }
