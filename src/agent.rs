@@ -88,7 +88,11 @@ pub async fn run(
             .set_nonblocking(true)
             .and_then(|()| tokio::net::TcpListener::from_std(listener))
             .map(|listener| {
-                tokio::spawn(metrics::serve(listener, Arc::clone(&metrics), status_seen))
+                let exporter = metrics::AgentExporter {
+                    metrics: Arc::clone(&metrics),
+                    status: status_seen,
+                };
+                tokio::spawn(metrics::serve(listener, Arc::new(exporter)))
             })
             .context("--metrics-addr (env REGISTER_METRICS_ADDR)")?;
     }

@@ -84,8 +84,19 @@ fn render(config: config::RenderConfig) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let metrics_listener = match config
+        .metrics_addr
+        .map(std::net::TcpListener::bind)
+        .transpose()
+    {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("docker-etcd-register: invalid --metrics-addr: cannot listen: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let result = block_on(|shutdown| async move {
-        render::run(config, templates, shutdown)
+        render::run(config, templates, metrics_listener, shutdown)
             .await
             .map_err(anyhow::Error::from)
     });

@@ -1,11 +1,14 @@
 //! Prometheus metrics and the health endpoint (`--metrics-addr`).
 //!
-//! The agent loop updates the metrics (all atomics, no locks on its path)
-//! and publishes its [`Status`]; a small HTTP server task renders the metrics
-//! on `/metrics` and answers `/healthz` from the status.
+//! The agent loop updates the metrics (counters and gauges are atomics; a
+//! labelled family takes its read lock only to find the series, and holds
+//! no lock of ours) and publishes its [`Status`]; a small HTTP server task
+//! renders the metrics on `/metrics` and answers `/healthz` from the status.
+//! `render` serves its own metrics through the same server
+//! (`render::RenderMetrics`).
 
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -75,7 +78,15 @@ pub struct Metrics {
     host_lock_held: Gauge,
     /// 1 for the holder this agent is in conflict with (another engine).
     host_conflict: Family<ConflictLabel, Gauge>,
-    last_reconcile: Mutex<Option<Instant>>,
+    /// Repairs of records another writer changed or deleted: a storm of
+    /// them is a second writer fighting this agent.
+    repairs: Counter,
+    /// When the metrics were made: the origin of `last_reconcile_ms`.
+    started: Instant,
+    /// Milliseconds from `started` to the end of the last successful
+    /// reconcile, plus one; 0 before the first (an atomic, so that the
+    /// loop and the scrape share no lock).
+    last_reconcile_ms: AtomicU64,
 }
 
 /// What `/healthz` answers: the agent loop's own view of itself, which it
@@ -207,7 +218,16 @@ impl Metrics {
             "1 while an agent following another engine holds this host (two engines claim one host IP): this agent writes nothing",
             host_conflict.clone(),
         );
+        let repairs = Counter::default();
+        registry.register(
+            "repairs",
+            "Repairs of records that another writer changed or deleted",
+            repairs.clone(),
+        );
         Arc::new(Self {
+            repairs,
+            started: Instant::now(),
+            last_reconcile_ms: AtomicU64::new(0),
             host_lock_held,
             host_conflict,
             registry,
@@ -223,7 +243,6 @@ impl Metrics {
             reconcile_duration,
             seconds_since_reconcile,
             connected,
-            last_reconcile: Mutex::new(None),
         })
     }
 
@@ -288,9 +307,14 @@ impl Metrics {
     pub fn reconciled(&self, took: Duration) {
         self.reconciles.inc();
         self.reconcile_duration.observe(took.as_secs_f64());
-        if let Ok(mut last) = self.last_reconcile.lock() {
-            *last = Some(Instant::now());
-        }
+        let since_start = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_reconcile_ms
+            .store(since_start.saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// A repair of records that another writer changed is on its way.
+    pub fn repairing(&self) {
+        self.repairs.inc();
     }
 
     pub fn drained(&self) {
@@ -309,12 +333,13 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let since = self
-            .last_reconcile
-            .lock()
-            .ok()
-            .and_then(|last| last.map(|at| at.elapsed().as_secs_f64()))
-            .unwrap_or(-1.0);
+        let since = match self.last_reconcile_ms.load(Ordering::Relaxed) {
+            0 => -1.0,
+            plus_one => {
+                let at = Duration::from_millis(plus_one - 1);
+                self.started.elapsed().saturating_sub(at).as_secs_f64()
+            }
+        };
         self.seconds_since_reconcile.set(since);
         let mut text = String::new();
         if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
@@ -326,7 +351,33 @@ impl Metrics {
 
 mod server;
 
-pub use server::serve;
+pub use server::{serve, Exporter};
+
+/// The agent's `/metrics` and `/healthz`: its metrics, and the status its
+/// loop publishes after every turn.
+pub struct AgentExporter {
+    pub metrics: Arc<Metrics>,
+    pub status: tokio::sync::watch::Receiver<Status>,
+}
+
+impl Exporter for AgentExporter {
+    fn metrics(&self) -> String {
+        self.metrics.render()
+    }
+
+    fn health(&self) -> Result<(), &'static str> {
+        let status = *self.status.borrow();
+        if status.healthy() {
+            Ok(())
+        } else if status.conflict {
+            Err("conflict: an agent following another engine holds this host")
+        } else if status.standby {
+            Err("standby: another agent holds this host")
+        } else {
+            Err("unhealthy: Docker or etcd unreachable, or the last reconcile failed")
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

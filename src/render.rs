@@ -10,6 +10,7 @@ mod debounce;
 mod frontends;
 #[cfg(test)]
 mod hostile;
+mod metrics;
 mod output;
 mod template;
 mod view;
@@ -23,14 +24,16 @@ use tracing::{debug, error, warn};
 pub use context::{Backend, Catalog, Contest, Context, Port, Refused, Service};
 pub use debounce::Debounce;
 pub use frontends::{FrontendPortError, FrontendPorts};
+pub use metrics::{RenderMetrics, Stage};
 use output::Retry;
-pub use output::{CommandError, Output, OutputError, Published, Reload};
+pub use output::{CommandError, Output, OutputError, Published, Reload, Reloaded};
 pub use template::{ident, Template, TemplateError};
 
 use crate::config::RenderConfig;
 use crate::etcd::{RecordsReader, StoreError};
 use crate::informer::{self, Informer, Source};
 use crate::listing::{self, Index, Unreadables, Update};
+use crate::metrics::Exporter;
 use crate::supervise::sleep_until_some;
 
 /// Why `render` stopped.
@@ -45,12 +48,28 @@ pub enum RenderError {
 }
 
 /// Renders once (`--once`), or until `shutdown`, surviving etcd outages.
-/// `templates` are `config.files`' templates, loaded, in the same order.
+/// `templates` are `config.files`' templates, loaded, in the same order;
+/// `metrics_listener`, bound to `--metrics-addr`, serves `/metrics` and
+/// `/healthz`.
 pub async fn run(
     config: RenderConfig,
     templates: Vec<Template>,
+    metrics_listener: Option<std::net::TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RenderError> {
+    let metrics = Arc::new(RenderMetrics::new());
+    if let Some(listener) = metrics_listener {
+        match listener
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(listener))
+        {
+            Ok(listener) => {
+                let exporter: Arc<dyn Exporter> = metrics.clone();
+                tokio::spawn(crate::metrics::serve(listener, exporter));
+            }
+            Err(error) => warn!(error = %error, "cannot serve metrics"),
+        }
+    }
     let mut reader = RecordsReader::new(&config.etcd.endpoints, config.etcd.security.clone());
     let files = templates
         .into_iter()
@@ -68,6 +87,7 @@ pub async fn run(
         refused: Vec::new(),
         unreadable: Unreadables::default(),
         failing: None,
+        metrics,
     };
     let source = Source {
         root: &config.root,
@@ -83,12 +103,14 @@ pub async fn run(
     tokio::pin!(shutdown);
     let follow = async {
         let mut informer = Informer::start(reader, source).await;
+        renderer.metrics.set_etcd_watching(informer.is_watching());
         renderer.note_unreadable(informer.index());
         renderer.render_logging(informer.index()).await;
         let mut debounce = Debounce::new(config.debounce);
         // What changed since the last rendering.
         let mut pending = Update::default();
         loop {
+            renderer.metrics.set_etcd_watching(informer.is_watching());
             if !informer.is_watching() {
                 // Reading from scratch: not interrupted by a timer, which
                 // would make it start over (a rendering now would show the
@@ -154,6 +176,8 @@ struct Renderer {
     /// A retry of `--check` or `--reload` that is already due would
     /// otherwise render again at once, over and over.
     failing: Option<Retry>,
+    /// What `--metrics-addr` serves.
+    metrics: Arc<RenderMetrics>,
 }
 
 impl Renderer {
@@ -161,6 +185,7 @@ impl Renderer {
         let unreadable = index.unreadables();
         if unreadable != self.unreadable {
             listing::warn_unreadable(&unreadable);
+            self.metrics.set_skipped_keys(unreadable.count);
             self.unreadable = unreadable;
         }
     }
@@ -171,6 +196,7 @@ impl Renderer {
     /// order, stopping at the first that cannot be replaced (a later file
     /// may name what it defines); then `--reload` if any was replaced.
     async fn render(&mut self, index: &Index) -> Result<(), RenderError> {
+        self.metrics.rendering();
         let started = std::time::Instant::now();
         let context = Arc::new(self.catalog.context(index.rows()));
         if context.contested != self.contested {
@@ -186,7 +212,8 @@ impl Renderer {
             .files
             .iter()
             .map(|file| file.template.render(context.clone()))
-            .collect::<Result<Vec<String>, TemplateError>>()?;
+            .collect::<Result<Vec<String>, TemplateError>>()
+            .inspect_err(|_| self.metrics.failed(Stage::Template))?;
         drop(context);
         // The cost of a rendering, for an operator sizing --debounce: the
         // context (grouping and sorting the backends) and the templates.
@@ -206,12 +233,18 @@ impl Renderer {
                 Ok(Published::Unchanged) => {}
                 Ok(Published::Held) => break,
                 Err(error) => {
+                    self.metrics.failed(match error {
+                        OutputError::Refused { .. } => Stage::Check,
+                        OutputError::Write { .. } => Stage::Write,
+                    });
                     published = Err(error.into());
                     break;
                 }
             }
         }
-        self.reload.after_rendering(written).await;
+        if self.reload.after_rendering(written).await == Reloaded::Failed {
+            self.metrics.failed(Stage::Reload);
+        }
         published
     }
 
@@ -240,6 +273,9 @@ impl Renderer {
         if let Err(failure) = rendered {
             error!(error = %failure, "keeping the old file");
         }
+        let owed = self.files.iter().any(|f| f.output.next_retry().is_some())
+            || self.reload.next_retry().is_some();
+        self.metrics.set_up_to_date(self.failing.is_none() && !owed);
     }
 }
 

@@ -327,7 +327,8 @@ fn with_ttl_0_the_lock_rides_on_a_lease_of_its_own() {
 #[test]
 fn a_write_storm_is_repaired_with_backoff() {
     let env = TestEnv::new("lock_storm");
-    let mut agent = env.start_agent(&[]);
+    let metrics_addr = format!("127.0.0.1:{}", test_port());
+    let mut agent = env.start_agent(&["--metrics-addr", &metrics_addr]);
     let id = with_port(&env);
     let expected = env.expected_now();
     env.wait_records(REACT, &expected);
@@ -373,6 +374,12 @@ fn a_write_storm_is_repaired_with_backoff() {
         warned,
         "no WARN `keeps being changed by someone else`; stderr:\n{}",
         agent.lines().join("\n")
+    );
+    // What an alert on repair storms counts.
+    let counted = metrics(&metrics_addr)["docker_etcd_register_repairs_total"];
+    assert!(
+        counted >= repairs as f64,
+        "repairs_total {counted}, {repairs} repairs seen"
     );
     agent.assert_running();
 }

@@ -5,7 +5,9 @@
 //!   only when its own bytes change, in the order given, and `--reload`
 //!   runs once per rendering that replaced any of them;
 //! - a file that `--check` refuses keeps its old bytes and holds back the
-//!   files after it (they may name what it defines) until it is accepted.
+//!   files after it (they may name what it defines) until it is accepted;
+//!   `--metrics-addr` says so meanwhile (`up_to_date` 0, a `check`
+//!   failure, `/healthz` 503).
 //!
 //! Every test has its own etcd; nothing needs Docker.
 
@@ -14,6 +16,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::etcd_faults::{healthz, metrics};
 use common::*;
 
 /// Long enough for a stray write or reload to happen, if one were coming.
@@ -163,12 +166,20 @@ fn a_refused_file_holds_back_the_files_after_it() {
         "case $(basename {{}}) in .a.cfg.*) test ! -e {};; esac",
         refuse.display()
     );
+    let metrics_addr = format!("127.0.0.1:{}", test_port());
     let mut render = spawn_render_files(
         &endpoint,
         &[(&files.services, &a), (&files.backends, &b)],
-        &["--check", &check],
+        &["--check", &check, "--metrics-addr", &metrics_addr],
     );
     assert!(wait_until(REACT, || !read(&b).is_empty()));
+    let up_to_date = |value: f64| {
+        wait_until(REACT, || {
+            metrics(&metrics_addr).get(RENDER_UP_TO_DATE) == Some(&value)
+        })
+    };
+    assert!(up_to_date(1.0), "{:?}", metrics(&metrics_addr));
+    assert_eq!(healthz(&metrics_addr).0, 200);
 
     std::fs::write(&refuse, "").unwrap();
     put_record(&endpoint, "api", 2, 9090);
@@ -190,6 +201,11 @@ fn a_refused_file_holds_back_the_files_after_it() {
         "web 10.4.0.1:8080\n",
         "a file after a refused one was written"
     );
+    let held = metrics(&metrics_addr);
+    assert_eq!(held.get(RENDER_UP_TO_DATE), Some(&0.0), "{held:?}");
+    assert!(held[RENDER_CHECK_FAILURES] >= 1.0, "{held:?}");
+    assert_eq!(held[RENDER_WATCHING], 1.0, "{held:?}");
+    assert_eq!(healthz(&metrics_addr).0, 503);
 
     std::fs::remove_file(&refuse).unwrap();
     assert!(
@@ -198,5 +214,11 @@ fn a_refused_file_holds_back_the_files_after_it() {
         read(&b)
     );
     assert!(read(&a).contains("service api"));
+    assert!(up_to_date(1.0), "{:?}", metrics(&metrics_addr));
+    assert_eq!(healthz(&metrics_addr).0, 200);
     render.assert_running();
 }
+
+const RENDER_UP_TO_DATE: &str = "docker_etcd_register_render_up_to_date";
+const RENDER_WATCHING: &str = "docker_etcd_register_render_etcd_watching";
+const RENDER_CHECK_FAILURES: &str = "docker_etcd_register_render_failures_total{stage=\"check\"}";

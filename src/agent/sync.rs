@@ -146,6 +146,7 @@ impl<S: Store> Agent<S> {
             return;
         }
         let delay = self.repairs.next_repair(Instant::now());
+        self.metrics.repairing();
         if delay.is_zero() {
             info!(
                 key = last.key,

@@ -2,11 +2,13 @@
 //! validation into a [`RenderConfig`]. The etcd flags and variables are the
 //! agent's (`EtcdArgs`, global).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 
+use super::address::parse_metrics_addr;
 use super::list::nonblank;
 use super::{flag_error, ConfigError, EtcdTarget};
 use crate::listing::Filter;
@@ -19,8 +21,8 @@ const MAX_DEBOUNCE_MS: u64 = 60_000;
 #[derive(Debug, Args)]
 pub(super) struct RenderArgs {
     /// Jinja-style template (minijinja) the load balancer's configuration is rendered from.
-    /// Repeat `--template FILE --out FILE` for several files (Envoy's listeners, clusters
-    /// and endpoints): the n-th template is written to the n-th `--out`.
+    /// Repeat `--template FILE --out FILE` for several files (Envoy's clusters and
+    /// listeners): the n-th template is written to the n-th `--out`.
     #[arg(long, value_name = "FILE", required = true)]
     template: Vec<PathBuf>,
 
@@ -54,6 +56,11 @@ pub(super) struct RenderArgs {
     /// or separate by commas. Without it, any port a record claims is one.
     #[arg(long, value_name = "PORTS")]
     frontend_port: Vec<String>,
+
+    /// Serve Prometheus /metrics and /healthz of `render` on this address (e.g.
+    /// 127.0.0.1:9732); off when unset.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<String>,
 }
 
 /// One `--template` and the `--out` it is written to.
@@ -89,6 +96,9 @@ pub struct RenderConfig {
     pub filter: Filter,
     /// Which container ports may be frontends (`--frontend-port`).
     pub frontends: FrontendPorts,
+    /// Where `render`'s `/metrics` and `/healthz` are served (never port
+    /// 0); off when `None`.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl RenderArgs {
@@ -128,6 +138,11 @@ impl RenderArgs {
             },
             frontends: FrontendPorts::parse(&self.frontend_port)
                 .map_err(|e| flag_error("--frontend-port", e.to_string()))?,
+            metrics_addr: self
+                .metrics_addr
+                .as_deref()
+                .map(|a| parse_metrics_addr(a.trim()).map_err(|p| flag_error("--metrics-addr", p)))
+                .transpose()?,
         })
     }
 }

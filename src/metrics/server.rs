@@ -1,4 +1,5 @@
-//! The HTTP server of `/metrics` and `/healthz` (`--metrics-addr`). Any
+//! The HTTP server of `/metrics` and `/healthz` (`--metrics-addr`), for
+//! the agent and for `render`, each an [`Exporter`]. Any
 //! local user can connect to it (README "Trust boundary"), so it is bounded
 //! by construction: at most [`MAX_CONNECTIONS`] connections at once (further
 //! ones wait in the kernel's backlog and cost the agent no descriptor), each
@@ -15,10 +16,16 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
-use super::{Metrics, Status};
+/// What a process serves: its metrics, and its health for `/healthz`.
+pub trait Exporter: Send + Sync + 'static {
+    /// The Prometheus text exposition of every metric.
+    fn metrics(&self) -> String;
+    /// `Ok` for 200, or the line `/healthz` answers with 503.
+    fn health(&self) -> Result<(), &'static str>;
+}
 
 /// Connections served at once: a scraper or two and a health check need a
 /// handful; systemd's default limit is 1,024 descriptors.
@@ -30,7 +37,7 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
 /// Serves `/metrics` and `/healthz` until the runtime ends.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, status: watch::Receiver<Status>) {
+pub async fn serve(listener: TcpListener, exporter: Arc<dyn Exporter>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         // A slot first: while every slot is taken, nothing more is
@@ -46,11 +53,10 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, status: watch::
                 continue;
             }
         };
-        let metrics = Arc::clone(&metrics);
-        let status = status.clone();
+        let exporter = Arc::clone(&exporter);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let response = respond(&request, &metrics, *status.borrow());
+                let response = respond(&request, exporter.as_ref());
                 async move { Ok::<_, Infallible>(response) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
@@ -69,35 +75,21 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, status: watch::
     }
 }
 
-fn respond(
-    request: &Request<Incoming>,
-    metrics: &Metrics,
-    status: Status,
-) -> Response<Full<Bytes>> {
+fn respond(request: &Request<Incoming>, exporter: &dyn Exporter) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (request.method(), request.uri().path()) {
         (&Method::GET, "/metrics") => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.render(),
+            exporter.metrics(),
         ),
-        (&Method::GET, "/healthz") if status.healthy() => {
-            (StatusCode::OK, "text/plain", "ok\n".to_owned())
-        }
-        (&Method::GET, "/healthz") if status.conflict => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "conflict: an agent following another engine holds this host\n".to_owned(),
-        ),
-        (&Method::GET, "/healthz") if status.standby => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "standby: another agent holds this host\n".to_owned(),
-        ),
-        (&Method::GET, "/healthz") => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "unhealthy: Docker or etcd unreachable, or the last reconcile failed\n".to_owned(),
-        ),
+        (&Method::GET, "/healthz") => match exporter.health() {
+            Ok(()) => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+            Err(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("{why}\n"),
+            ),
+        },
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",

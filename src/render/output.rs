@@ -211,6 +211,16 @@ impl Output {
     }
 }
 
+/// What [`Reload::after_rendering`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reloaded {
+    /// Nothing to reload, or no `--reload`.
+    NotRun,
+    Done,
+    /// The command failed; it is owed a retry.
+    Failed,
+}
+
 /// `--reload`, run once after a rendering that replaced any file, and
 /// again with backoff until it succeeds.
 pub struct Reload {
@@ -235,25 +245,28 @@ impl Reload {
 
     /// After a rendering: runs the command if it replaced a file
     /// (`written`), or if an earlier reload failed and its retry is due.
-    pub async fn after_rendering(&mut self, written: bool) {
+    pub async fn after_rendering(&mut self, written: bool) -> Reloaded {
         if written {
             // New bytes: a reload owed for older ones starts its backoff over.
             self.owed = None;
         }
         if written || self.owed.as_ref().is_some_and(Retry::is_due) {
-            self.run().await;
+            self.run().await
+        } else {
+            Reloaded::NotRun
         }
     }
 
     /// Runs the command; a failure is logged and owed a retry.
-    async fn run(&mut self) {
+    async fn run(&mut self) -> Reloaded {
         let Some(command) = &self.command else {
-            return;
+            return Reloaded::NotRun;
         };
         match run_command(command).await {
             Ok(()) => {
                 info!(command, "reloaded");
                 self.owed = None;
+                Reloaded::Done
             }
             Err(error) => {
                 let retry = match self.owed.take() {
@@ -262,6 +275,7 @@ impl Reload {
                 };
                 error!(error = %error, retry_in = ?retry.at.saturating_duration_since(Instant::now()), "the reload command failed; trying again");
                 self.owed = Some(retry);
+                Reloaded::Failed
             }
         }
     }
