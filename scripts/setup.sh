@@ -2,7 +2,9 @@
 # Brings up everything the daemon and its tests need on a Debian machine, as
 # root: a block of ports only the tests use, Debian's docker.io, etcd, protoc,
 # busybox-static, haproxy and nginx (the load balancers of tests/render.rs,
-# never left running as services), a running dockerd, and a local
+# never left running as services), prometheus (for promtool, which tests the
+# alerting rules; its server is never left running either), a running
+# dockerd, and a local
 # `busybox:latest` image built FROM scratch (no registry is needed).
 # Idempotent: whatever is already installed or running is left as it is.
 set -euo pipefail
@@ -13,7 +15,7 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 install_missing_packages() {
-  local wanted=(docker.io etcd-server etcd-client protobuf-compiler libprotobuf-dev busybox-static iptables systemd haproxy nginx)
+  local wanted=(docker.io etcd-server etcd-client protobuf-compiler libprotobuf-dev busybox-static iptables systemd haproxy nginx prometheus)
   install_missing "${wanted[@]}"
   stop_load_balancer_services
 }
@@ -35,12 +37,12 @@ without_service_starts() {
   return "$status"
 }
 
-# The tests run haproxy and nginx as their own processes on their own ports:
-# a service started by the package (before this script, or by systemd) is
-# stopped and disabled so that it holds no port.
+# The tests run haproxy and nginx as their own processes on their own ports,
+# and need only prometheus's promtool: a service started by a package (before
+# this script, or by systemd) is stopped and disabled so that it holds no port.
 stop_load_balancer_services() {
   local service
-  for service in haproxy nginx; do
+  for service in haproxy nginx prometheus prometheus-node-exporter; do
     if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
       systemctl disable --now "$service" >/dev/null 2>&1 || true
     elif [ -x "/etc/init.d/$service" ]; then
