@@ -16,7 +16,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 install_missing_packages() {
   local wanted=(docker.io etcd-server etcd-client protobuf-compiler libprotobuf-dev busybox-static iptables systemd haproxy nginx prometheus)
-  install_missing "${wanted[@]}"
+  without_service_starts install_missing "${wanted[@]}"
   stop_load_balancer_services
 }
 
