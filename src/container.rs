@@ -254,7 +254,7 @@ impl Container {
     }
 
     /// Whether `signal` asks the container to stop, so that it should stop
-    /// receiving traffic now (README: "Drain before stop"): its stop signal,
+    /// receiving traffic now (docs/behaviour.md: "Drain before stop"): its stop signal,
     /// or SIGKILL, SIGINT or SIGQUIT. Any other signal (SIGHUP for a reload,
     /// SIGUSR1...) changes nothing.
     pub fn drains_on(&self, signal: i32) -> bool {

@@ -128,7 +128,7 @@ impl ContainerEvent {
 /// Which engine an agent follows, as its lock key tells other agents of the
 /// same host IP: two agents of one engine are runs of one agent (the newer
 /// one's records are the older one's); two agents of different engines
-/// claiming one host IP are a conflict, never a hand-over (README: One agent
+/// claiming one host IP are a conflict, never a hand-over (docs/host-lock.md: One agent
 /// per host). Docker's is its `/info` ID (kept in its data root across
 /// restarts and upgrades); Podman's `/info` ID changes with every request,
 /// so Podman is known by this machine's id (or the engine's host name) and

@@ -1,4 +1,4 @@
-//! Image naming: the `{image}` segment of a key (README: "What is written").
+//! Image naming: the `{image}` segment of a key (docs/records.md: "What is written").
 //!
 //! Docker keeps in `Config.Image` exactly what the user typed. We turn it into
 //! Docker's familiar form (`docker.io/library/busybox` → `busybox:latest`) and

@@ -12,7 +12,7 @@ use crate::image;
 use crate::record::field::address_as_text;
 use crate::record::{ContainerId, Name, PortNumber, Protocol, StoredBinding};
 
-/// One published binding of one registered container, parsed (README
+/// One published binding of one registered container, parsed (docs/security.md
 /// "Trust boundary"): nothing in it can be other than what an agent writes.
 /// Borrowed from the index that holds the record, so that listing or
 /// rendering a hundred thousand records copies none of them.

@@ -166,7 +166,7 @@ impl Metrics {
         let rejected_inputs = Family::<FieldLabel, Counter>::default();
         registry.register(
             "rejected_inputs",
-            "Labels, images and port bindings of containers that their records cannot carry, by field (README \"Trust boundary\")",
+            "Labels, images and port bindings of containers that their records cannot carry, by field (docs/security.md \"Trust boundary\")",
             rejected_inputs.clone(),
         );
         let reconciles = Counter::default();

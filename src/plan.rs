@@ -1,5 +1,5 @@
 //! From desired and observed records to the etcd operations that make them
-//! equal (README: "How it behaves"). Pure: the reconciler's whole decision lives here.
+//! equal (docs/behaviour.md: "How it behaves"). Pure: the reconciler's whole decision lives here.
 
 use std::collections::{BTreeMap, BTreeSet};
 

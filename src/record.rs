@@ -1,4 +1,4 @@
-//! From container facts to the record the agent wants in etcd (README: "What is written").
+//! From container facts to the record the agent wants in etcd (docs/records.md: "What is written").
 //!
 //! Pure: the same container always yields byte-identical keys and values, so
 //! an unchanged container is never rewritten.
@@ -284,7 +284,7 @@ fn unlimited_record(
     endpoints.sort_by(compare_endpoints);
     endpoints.dedup();
     let value = Endpoint::encode(&endpoints);
-    // The key names the service (README: "Service names"), the value still
+    // The key names the service (docs/records.md: "Service names"), the value still
     // the real image.
     let segment = container.service().ok().flatten().unwrap_or(image);
     Some((segment, value))
@@ -296,7 +296,7 @@ fn unlimited_record(
 /// bindings.
 pub const MAX_RECORD_BYTES: usize = 512 * 1024;
 
-/// The image segment of a container (README: "What is written"), in the
+/// The image segment of a container (docs/records.md: "What is written"), in the
 /// name grammar.
 fn image_name(container: &Container) -> Result<Name, NameError> {
     Name::parse(&image::key_segment(
@@ -331,7 +331,7 @@ struct Published<'a> {
 
 /// Whether `binding` goes into the record: `Ok(None)` when it is not
 /// published (no host port) or only on loopback while the host's address is
-/// not (README "Trust boundary": another host would reach its own loopback);
+/// not (docs/security.md "Trust boundary": another host would reach its own loopback);
 /// `Err` when the engine reported something that is no port binding.
 fn published(binding: &PortBinding, hosts: Hosts) -> Result<Option<Published<'_>>, String> {
     let host_ip = hosts.v4;
@@ -375,7 +375,7 @@ fn published(binding: &PortBinding, hosts: Hosts) -> Result<Option<Published<'_>
 }
 
 /// Whether a binding on `ip` can be offered as reached through `host`
-/// (README "Trust boundary"): not loopback unless the host is loopback
+/// (docs/security.md "Trust boundary"): not loopback unless the host is loopback
 /// (another host would reach its own), never the unspecified, a multicast,
 /// the broadcast, a link-local (`169.254.169.254` is a cloud's metadata
 /// service on every host) or a deprecated IPv4-compatible (`::127.0.0.1`)
@@ -411,7 +411,7 @@ pub struct Rejection {
     pub reason: String,
 }
 
-/// Everything of `container` that its record cannot carry (README "Trust
+/// Everything of `container` that its record cannot carry (docs/security.md "Trust
 /// boundary"): a service label outside the name grammar (the image is the
 /// service), an image outside it, bindings that are no port bindings, a
 /// record over [`MAX_RECORD_BYTES`] (no record).

@@ -1,5 +1,5 @@
 //! `docker-etcd-register render`: a load balancer's configuration rendered
-//! from the records of every host (README "Load balancers: render"). Reads
+//! from the records of every host (docs/render.md "Load balancers: render"). Reads
 //! the root once through the informer, which applies the watch's changes,
 //! and after each change of the rows (debounced) renders every template
 //! from one context and replaces, in order, each file whose bytes changed,
@@ -167,7 +167,7 @@ struct Renderer {
     /// The ports outside `--frontend-port` at the last rendering, said
     /// again only when they change.
     refused: Vec<Refused>,
-    /// The keys that are no records (README "Trust boundary"), skipped and
+    /// The keys that are no records (docs/security.md "Trust boundary"), skipped and
     /// named in a WARN when they differ from the last ones said, so that a
     /// stray key is said once, not at every change.
     unreadable: Unreadables,

@@ -1,4 +1,4 @@
-//! Address modes (README: Addresses), against the real engine: in the
+//! Address modes (docs/records.md: Addresses), against the real engine: in the
 //! network mode a container on a user-defined network is registered with
 //! its own address there and its exposed port, nothing published.
 
@@ -50,7 +50,7 @@ on_each_engine!(
 
 /// Docker only: Podman 4.3 keeps no exposed port of a container on the
 /// host's network (its inspect reports none), so there is nothing to
-/// register there (README: Addresses).
+/// register there (docs/records.md: Addresses).
 #[test]
 fn a_host_network_container_is_registered_on_the_host_ip_by_docker() {
     a_host_network_container_is_registered_on_the_host_ip(Engine::Docker);
@@ -344,7 +344,7 @@ fn haproxy_serves_network_mode_backends_on_their_own_addresses() {
     );
 }
 
-/// Labels never widen the operator's choice (README: Addresses): on an
+/// Labels never widen the operator's choice (docs/records.md: Addresses): on an
 /// agent in the published mode, a container asking for the network mode is
 /// registered as published, with one WARN; a host-network container asking
 /// for the host's network gets no record, however many ports it exposes.

@@ -2,7 +2,7 @@
 //! revisions that its own transactions created. A transaction that changes
 //! nothing (a delete of a key someone else already deleted) answers with the
 //! current revision, which is someone else's write, and must not hide that
-//! write from the repair (README: Faults). And the repair of someone else's
+//! write from the repair (docs/faults.md: Faults). And the repair of someone else's
 //! writes, held back while they keep coming, never holds back the agent's
 //! own writes for the containers it follows.
 

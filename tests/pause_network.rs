@@ -1,4 +1,4 @@
-//! Paused containers and network changes (README "How it behaves"): a paused
+//! Paused containers and network changes (docs/behaviour.md "How it behaves"): a paused
 //! container serves nothing, so its record goes on `docker pause` and comes
 //! back on `docker unpause`, and start-up and every resync agree; `docker
 //! network disconnect` takes a container's published ports away without any

@@ -1,5 +1,5 @@
 //! One `render` writing several files (`--template A --out a --template B
-//! --out b`, README "Load balancers: render"), against a real etcd:
+//! --out b`, docs/render.md "Load balancers: render"), against a real etcd:
 //!
 //! - both files come from one reading of the records, each is replaced
 //!   only when its own bytes change, in the order given, and `--reload`

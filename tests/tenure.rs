@@ -1,5 +1,5 @@
 //! Who owns a host's records, under faults of the network between the
-//! agents and etcd (README: One agent per host): a holder cut off from etcd
+//! agents and etcd (docs/host-lock.md: One agent per host): a holder cut off from etcd
 //! without a reset (packets dropped, connections left open) loses its lease
 //! after the TTL and a standby takes over; the cut-off agent says so on
 //! `/healthz` (503) and in `host_lock_held` instead of answering 200 for as

@@ -1,4 +1,4 @@
-//! The trust boundary (README "Trust boundary"), on the real path: what a
+//! The trust boundary (docs/security.md "Trust boundary"), on the real path: what a
 //! container's owner controls (labels, ports, its stop timeout) and what a
 //! local user can do to the metrics port cannot inject anything into a load
 //! balancer's configuration, offer a loopback port to other hosts, crash

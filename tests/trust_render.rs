@@ -1,4 +1,4 @@
-//! The trust boundary at the load balancer (README "Trust boundary": ports
+//! The trust boundary at the load balancer (docs/security.md "Trust boundary": ports
 //! of a load balancer), on the real path: what one container publishes
 //! never gives haproxy two servers of one name, and a container of another
 //! service cannot take a frontend port that a service serves; `render

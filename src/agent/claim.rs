@@ -1,4 +1,4 @@
-//! Who owns a host (README: One agent per host), as a pure rule: given the
+//! Who owns a host (docs/host-lock.md: One agent per host), as a pure rule: given the
 //! lock's holder, what this agent does about the lock.
 //!
 //! An agent is the engine it follows (`engine::EngineIdentity`) plus its
@@ -58,7 +58,7 @@ pub enum Claim {
     Conflict(Holder),
 }
 
-/// The rules of who owns a host (README: One agent per host), pure.
+/// The rules of who owns a host (docs/host-lock.md: One agent per host), pure.
 /// `docker_host` is ours: a gone run of this machine that followed it is a
 /// previous run of ours even if the engine there is another one now (a
 /// reinstalled dockerd with a new ID).

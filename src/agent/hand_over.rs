@@ -1,4 +1,4 @@
-//! The agent's exit, as far as etcd goes (README: One agent per host,
+//! The agent's exit, as far as etcd goes (docs/host-lock.md: One agent per host,
 //! Faults): a holder hands the host over or keeps it for its next run, or
 //! deregisters; a standby withdraws.
 
@@ -38,7 +38,7 @@ impl<S: Store> Agent<S> {
                 if self.config.deregister_on_exit && never_listed =>
             {
                 // What runs was never seen: deleting could take live
-                // containers' records (README: a run never deletes what it
+                // containers' records (docs/host-lock.md: a run never deletes what it
                 // cannot see).
                 warn!(
                     records_left = self.etcd_view.len(),
@@ -110,7 +110,7 @@ impl<S: Store> Agent<S> {
     /// A holder at exit: resigns if a live standby waits, so that it takes over
     /// at once; else keeps its lock key on the lease, so that our next run
     /// on this machine sees it gone and takes over at once, keeping the
-    /// records alive even if the engine does not answer it yet (README: One
+    /// records alive even if the engine does not answer it yet (docs/host-lock.md: One
     /// agent per host). Resigning for nobody would leave that run to find
     /// no holder and wait for the engine before it writes anything.
     async fn resign_or_keep(&mut self, key: LockKey) {

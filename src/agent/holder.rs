@@ -1,4 +1,4 @@
-//! Who holds the host, seen from a candidate (README: One agent per host):
+//! Who holds the host, seen from a candidate (docs/host-lock.md: One agent per host):
 //! the claim before a campaign (`claim::claim`, the pure rule), taking over
 //! a previous run of ours, a standby watching the holder's process on this
 //! machine, conflicts with another engine's agent, and which engine we
@@ -216,7 +216,7 @@ impl<S: Store> Agent<S> {
     }
 
     /// Another engine's agent holds the host: say so loudly, once, and
-    /// never write (README: One agent per host).
+    /// never write (docs/host-lock.md: One agent per host).
     pub(super) fn conflict(&mut self, holder: Holder, engine: &EngineIdentity) {
         let holder_engine = holder
             .engine

@@ -315,7 +315,7 @@ impl<S: Store> Agent<S> {
     }
 }
 
-/// One info line per write or delete (README: "How it behaves"); `dry_run`
+/// One info line per write or delete (docs/behaviour.md: "How it behaves"); `dry_run`
 /// says it did not happen.
 fn log_operation(host: &HostPrefix, operation: &Operation, dry_run: bool) {
     let key = operation.key();

@@ -283,7 +283,7 @@ impl<S: Store> Agent<S> {
         warn!(
             lock = self.store.lock_name(),
             error = %error,
-            "etcd refuses this agent the host lock; writing without it (grant the role readwrite on the lock's prefix, see the README)"
+            "etcd refuses this agent the host lock; writing without it (grant the role readwrite on the lock's prefix, see docs/security.md)"
         );
         self.no_conflict();
         self.tenure.set_lock(HostLock::Refused);

@@ -262,7 +262,7 @@ impl<S: Store> Agent<S> {
     }
 
     /// The record `container` calls for, just inspected: what of it the
-    /// record cannot carry is said here, once per inspect (README "Trust
+    /// record cannot carry is said here, once per inspect (docs/security.md "Trust
     /// boundary").
     pub(super) fn desired_for(&self, container: &Container) -> Desired {
         let desired = record::desired(container, &self.config.selection, &self.config.host);

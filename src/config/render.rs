@@ -1,4 +1,4 @@
-//! The flags of `render` (README "Load balancers: render") and their
+//! The flags of `render` (docs/render.md "Load balancers: render") and their
 //! validation into a [`RenderConfig`]. The etcd flags and variables are the
 //! agent's (`EtcdArgs`, global).
 
@@ -80,7 +80,7 @@ pub struct RenderConfig {
     /// The root of all keys, with a trailing `/` (`/registered/`).
     pub root: String,
     /// The files written, each from its template, published in this order
-    /// (README "Load balancers: render": a later file may name what an
+    /// (docs/render.md "Load balancers: render": a later file may name what an
     /// earlier one defines). Never empty.
     pub files: Vec<RenderedFile>,
     /// Run on each new file before it replaces its old one; `{}` is its path.
@@ -92,7 +92,7 @@ pub struct RenderConfig {
     /// Render once and exit.
     pub once: bool,
     /// Which records are rendered: only the services named by `--service`
-    /// (README "Trust boundary": who may claim a load balancer's ports).
+    /// (docs/security.md "Trust boundary": who may claim a load balancer's ports).
     pub filter: Filter,
     /// Which container ports may be frontends (`--frontend-port`).
     pub frontends: FrontendPorts,

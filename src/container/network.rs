@@ -1,5 +1,5 @@
 //! How a container is networked, as the engine reports it and as parsed at
-//! the edge (README: Addresses): its network mode, the networks it is
+//! the edge (docs/records.md: Addresses): its network mode, the networks it is
 //! attached to with its addresses there, and the ports it exposes. Only the
 //! engine adapter builds these; an address or port that does not parse is
 //! left out there, so nothing here can hold a bad value.

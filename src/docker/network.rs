@@ -1,4 +1,4 @@
-//! The networking facts of an inspect (README: Addresses): the network
+//! The networking facts of an inspect (docs/records.md: Addresses): the network
 //! mode, the attachments (`NetworkSettings.Networks` only: API 1.52 drops the
 //! top-level `IPAddress` and `GlobalIPv6Address`) and the exposed ports, as
 //! Docker and Podman's compatible API report them alike.

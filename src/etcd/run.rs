@@ -33,7 +33,7 @@ pub(super) struct Candidate {
     pub pid_ns: String,
     /// The `--docker-host` this run follows: a run restarted while its
     /// engine does not answer takes the host over only from a previous run
-    /// that followed the same one (README: One agent per host).
+    /// that followed the same one (docs/host-lock.md: One agent per host).
     #[serde(default)]
     pub docker_host: String,
     /// The engine this run follows (`engine::EngineIdentity`).

@@ -1,6 +1,6 @@
 //! The HTTP server of `/metrics` and `/healthz` (`--metrics-addr`), for
 //! the agent and for `render`, each an [`Exporter`]. Any
-//! local user can connect to it (README "Trust boundary"), so it is bounded
+//! local user can connect to it (docs/security.md "Trust boundary"), so it is bounded
 //! by construction: at most [`MAX_CONNECTIONS`] connections at once (further
 //! ones wait in the kernel's backlog and cost the agent no descriptor), each
 //! given [`HEADER_TIMEOUT`] to send its request's head and closed after

@@ -1,4 +1,4 @@
-//! Which address reaches a container, by address mode (README: Addresses):
+//! Which address reaches a container, by address mode (docs/records.md: Addresses):
 //! the host's published ports (the default, the original's records), the
 //! container's own address on a network with the ports it exposes, or, for
 //! a container on the host's network, its exposed ports on the host's
@@ -60,7 +60,7 @@ impl AddressMode {
 
     /// The mode for `container`: the agent's, as its labels narrow it, and
     /// what was wrong with them (for a WARN). Labels never widen what the
-    /// operator allowed (README: Addresses): a container may always choose
+    /// operator allowed (docs/records.md: Addresses): a container may always choose
     /// the published mode; it may name one of its networks only where the
     /// operator left that to each container (no `--network`); never the
     /// network mode on an agent in the published mode (container networks

@@ -1,5 +1,5 @@
 //! The fields of a record besides its names, as types that hold only what an
-//! agent writes (README "Trust boundary"): a record read back from etcd is
+//! agent writes (docs/security.md "Trust boundary"): a record read back from etcd is
 //! anyone's text until it is parsed into these, and a consumer that holds
 //! one cannot print a port of `0`, a protocol of `icmp` or an id that ends a
 //! line.

@@ -1,4 +1,4 @@
-//! The grammar of the names in a record's key and value (README "Trust
+//! The grammar of the names in a record's key and value (docs/security.md "Trust
 //! boundary"): a service or image segment is written by the agent from what
 //! a container's owner chose (a label, an image reference), and read by
 //! every load balancer's template. A [`Name`] can hold nothing but

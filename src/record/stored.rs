@@ -1,4 +1,4 @@
-//! A record read back from etcd, parsed into what an agent writes (README
+//! A record read back from etcd, parsed into what an agent writes (docs/security.md
 //! "Trust boundary"): whoever can write under the root can write anything,
 //! and every consumer's configuration is made of these values, so `list` and
 //! `render` hold records only in this form. An address is kept in its

@@ -1,7 +1,7 @@
 //! Pure: what a template sees. The rows read from etcd (one per published
 //! port, `listing::Row`) become services sorted by name, each with its
 //! backends and its ports; services seen earlier in the run stay, with no
-//! backends (README "Load balancers: render").
+//! backends (docs/render.md "Load balancers: render").
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -167,7 +167,7 @@ pub struct Contest {
 ///
 /// A port (number and protocol) is one frontend, so it belongs to one
 /// service: of the services that claim it, one with backends on it before
-/// one without, then the one seen first in this run, then by name (README
+/// one without, then the one seen first in this run, then by name (docs/security.md
 /// "Trust boundary": a container cannot take a port that a service already
 /// serves, nor hold one after it is gone).
 #[derive(Debug, Clone, Default)]

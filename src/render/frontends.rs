@@ -1,5 +1,5 @@
 //! Which container ports may become a load balancer's frontends (`render
-//! --frontend-port`, README "Trust boundary"). A frontend is a socket the
+//! --frontend-port`, docs/security.md "Trust boundary"). A frontend is a socket the
 //! load balancer binds: a container's owner who could pick it could pick a
 //! port the load balancer's host already uses (its sshd, its etcd), which
 //! makes every reload fail, or a thousand of them, more than nginx's

@@ -1,4 +1,4 @@
-//! The trust boundary as a property (README "Trust boundary"): whatever a
+//! The trust boundary as a property (docs/security.md "Trust boundary"): whatever a
 //! container's owner gives the agent (labels, image reference, port
 //! bindings, any text) and whatever someone writes under the root in etcd,
 //! the shipped templates print only lines of the shapes they print for an

@@ -55,7 +55,7 @@ pub struct RenderMetrics {
     /// 1 while etcd's watch is followed; 0 while the records are read
     /// again from scratch, e.g. because etcd is unreachable.
     etcd_watching: Gauge,
-    /// Keys under the root that are not records (README "Trust boundary").
+    /// Keys under the root that are not records (docs/security.md "Trust boundary").
     skipped_keys: Gauge,
 }
 

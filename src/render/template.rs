@@ -1,6 +1,6 @@
 //! Pure apart from reading the file once: the template (minijinja), its
 //! settings and what it gets besides the context — the `ident` filter and
-//! the `env` function (README "Load balancers: render").
+//! the `env` function (docs/render.md "Load balancers: render").
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -165,7 +165,7 @@ fn example() -> Context {
 
 /// `{{ name | ident }}`: a name made of `[A-Za-z0-9_]` only, usable as an
 /// haproxy proxy or server name and an nginx upstream name, and different
-/// for different names (README "Trust boundary": two services must never
+/// for different names (docs/security.md "Trust boundary": two services must never
 /// share one section). Letters and digits are kept; every other byte
 /// becomes `_` and its two hex digits (`web.v1` → `web_2ev1`, `a_b` →
 /// `a_5fb`), so a `_` always starts an escape and no two names meet. The

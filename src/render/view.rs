@@ -184,7 +184,7 @@ impl Object for Backends {
     }
 }
 
-/// One backend: its fields as the README lists them.
+/// One backend: its fields as docs/render.md lists them.
 #[derive(Debug)]
 struct BackendView {
     list: Arc<Backends>,

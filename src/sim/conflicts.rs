@@ -1,4 +1,4 @@
-//! Scripted schedules with two engines under one host IP (README: One agent
+//! Scripted schedules with two engines under one host IP (docs/host-lock.md: One agent
 //! per host): a conflict, never a hand-over; found by the simulator, each
 //! pinned here.
 

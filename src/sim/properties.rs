@@ -1,4 +1,4 @@
-//! The properties every run must keep (README: "How it behaves", "Faults";
+//! The properties every run must keep (docs/behaviour.md: "How it behaves", "Faults";
 //! ARCHITECTURE.md: "Invariants"), checked on what a run left behind.
 
 use std::collections::BTreeMap;
@@ -89,7 +89,7 @@ fn overlaps(window: (Duration, Duration), from: Duration, to: Duration) -> bool 
     window.0 <= to && window.1 >= from
 }
 
-/// No agent deletes a record whose container kept qualifying (README: a
+/// No agent deletes a record whose container kept qualifying (docs/host-lock.md: a
 /// hung or unreachable engine or etcd deletes nothing): the container
 /// changed in the [`EXPLAINED_WITHIN`] before the delete, or before the
 /// faults (of the engine, of the deleting agent's store) that ran into
@@ -183,7 +183,7 @@ fn no_needless_expiry(run: &Run, found: &mut Vec<String>) {
 
 /// A holder that stops hands the host over: a standby that was up and
 /// reachable rewrites the records onto its own lease before the old lease
-/// expires, so no live record sees a delete (README: "One agent per host").
+/// expires, so no live record sees a delete (docs/host-lock.md: "One agent per host").
 fn handover_without_deletes(run: &Run, found: &mut Vec<String>) {
     let history = &run.history;
     for effect in &run.effects {
@@ -216,7 +216,7 @@ fn handover_without_deletes(run: &Run, found: &mut Vec<String>) {
         });
         // A killed agent's key ahead in line: the holder cannot tell it
         // from a live one on another machine, and it holds until its lease
-        // expires (README: a standby that cannot see the holder's process
+        // expires (docs/host-lock.md: a standby that cannot see the holder's process
         // waits for its lease).
         let dead_next = next_in_line_at(run, owner, stop).is_some_and(|next| {
             history
@@ -298,7 +298,7 @@ const TAKE_OVER: Duration = Duration::from_secs(3);
 /// (5 s), a request lost in a black hole (5 s), and a margin.
 const STANDBY_REASON: Duration = Duration::from_secs(15);
 
-/// No live record is deleted by a restart (README: "One agent per host"):
+/// No live record is deleted by a restart (docs/host-lock.md: "One agent per host"):
 /// when a holder crashes or stops and a new run starts on its machine, the
 /// new run sees the old one gone and moves the records onto its own lease
 /// before the old lease expires, whether or not the engine answers.
@@ -390,7 +390,7 @@ fn standby_writes_nothing(run: &Run, found: &mut Vec<String>) {
 }
 
 /// Two engines under one host IP are a conflict, never a hand-over
-/// (README: One agent per host): no agent overwrites or deletes a record
+/// (docs/host-lock.md: One agent per host): no agent overwrites or deletes a record
 /// that an agent of the other engine wrote and that agent still runs.
 /// (The simulated engines show the same containers, so the records agree;
 /// between real engines such a write would delete the other's records.)
@@ -434,7 +434,7 @@ fn no_hand_over_between_engines(run: &Run, found: &mut Vec<String>) {
         };
         // A rival whose store failed, or a holder whose lock key was lost
         // (its lease revoked or expired), may have lost the host to the
-        // other engine's agent (README: One agent per host).
+        // other engine's agent (docs/host-lock.md: One agent per host).
         let lost = history
             .store_faults
             .iter()

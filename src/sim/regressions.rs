@@ -228,7 +228,7 @@ fn a_stale_holder_never_writes_beside_the_new_one() {
 
 /// A holder that dies: its lease expires after the TTL, taking its records
 /// and the lock; the standby takes over and every live record is back
-/// within TTL + 2 s of the death (README: "One agent per host"). The second
+/// within TTL + 2 s of the death (docs/host-lock.md: "One agent per host"). The second
 /// agent follows the same engine from another "machine" (the simulated
 /// agents share no process table): it is a new run, so it takes the host at
 /// once, and the first one stands by; then the new holder dies.

@@ -1,4 +1,4 @@
-//! Scripted restarts of the agent while its engine does not answer (README:
+//! Scripted restarts of the agent while its engine does not answer (docs/host-lock.md:
 //! One agent per host): the previous run's records stay alive on the new
 //! run's lease, whatever else is in line for the host lock.
 

@@ -55,7 +55,7 @@ fn schedule_of_seed(seed: u64) -> Schedule {
 }
 
 /// The seed of property test `part`: fixed, so that the suite checks the
-/// same 10,000 schedules every time and a failure replays (README: Tests);
+/// same 10,000 schedules every time and a failure replays (docs/testing.md: Tests);
 /// `SIM_EXPLORE=<seed>` explores others, `SIM_EXPLORE=random` new ones at
 /// every run.
 fn rng_seed(part: u64) -> RngSeed {

@@ -26,7 +26,7 @@ pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
 pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The election name of the host lock of `prefix`:
-/// `/docker-etcd-register/agents{prefix}/{host_ip}` (README: One agent per host).
+/// `/docker-etcd-register/agents{prefix}/{host_ip}` (docs/host-lock.md: One agent per host).
 pub fn lock_name(prefix: &HostPrefix) -> String {
     let prefix = prefix.as_str();
     format!("{LOCK_ROOT}{}", prefix.strip_suffix('/').unwrap_or(prefix))

@@ -1,4 +1,4 @@
-//! Drain before stop (README: "Drain before stop"): a container sent its
+//! Drain before stop (docs/behaviour.md: "Drain before stop"): a container sent its
 //! stop signal keeps running while it shuts down, up to its stop timeout,
 //! and should receive no new requests meanwhile. Its record goes at the
 //! signal; whatever the engine says of it until it dies counts as "no

@@ -12,7 +12,7 @@ use tokio::process::Command;
 use super::{deadlock, DockerError, CLI_TIMEOUT, DOCKER_SOCKET, IMAGE};
 use crate::{runtime, wait_until, SLOW};
 
-/// Where `podman system service` serves the Docker API (README: Podman).
+/// Where `podman system service` serves the Docker API (docs/production.md: With Podman).
 pub const PODMAN_SOCKET: &str = "/run/podman/podman.sock";
 /// The image the tests run, as Podman names it: imported into Podman's own
 /// storage (no registry), where an image without a registry is `localhost/`.
@@ -63,7 +63,7 @@ impl Engine {
 
     /// The `{image}` key segment (and the value's `image` field) of a
     /// container started from [`Engine::image`]: Docker keeps what was typed,
-    /// Podman reports the image's full name, `localhost/…` (README: What is
+    /// Podman reports the image's full name, `localhost/…` (docs/records.md: What is
     /// written).
     pub fn record_image(self) -> &'static str {
         match self {
