@@ -312,12 +312,6 @@ const RUN_ARGS: &str = "
 /// The keys the generator reads every value of.
 const REPEATED: &str = "Network DropCapability Volume Environment EnvironmentFile";
 
-/// What the generator puts first in [Unit]; `SourcePath=` and the mounts
-/// it needs are in fact after the quadlet's own keys, which changes nothing.
-const UNIT_KEYS: &str = "Wants=network-online.target
-After=network-online.target
-SourcePath=/etc/containers/systemd/docker-etcd-register.container
-RequiresMountsFor=%t/containers";
 /// What the generator adds to [Service] before ExecStart= (`{stop}`: its
 /// `podman rm` of the container).
 const SERVICE_KEYS: &str = "Environment=PODMAN_SYSTEMD_UNIT=%n
@@ -392,8 +386,11 @@ fn generate(quadlet: &Unit) -> (String, Vec<String>) {
     for (section, keys) in quadlet {
         let mut keys: Vec<String> = keys.iter().map(|(k, v)| format!("{k}={v}")).collect();
         if section == "Unit" {
-            keys.splice(0..0, UNIT_KEYS.lines().map(String::from));
-            keys.extend(mounts.iter().map(|m| format!("RequiresMountsFor={m}")));
+            let mounts = ["%t/containers"].into_iter().chain(mounts.iter().copied());
+            let wait = "Wants=network-online.target\nAfter=network-online.target";
+            keys.insert(0, wait.to_string());
+            keys.push(format!("SourcePath={QUADLET_PATH}"));
+            keys.extend(mounts.map(|m| format!("RequiresMountsFor={m}")));
         } else if section == "Service" {
             keys.push(SERVICE_KEYS.replace("{stop}", &stop));
             keys.push(format!("ExecStart={}", run.join(" ")));
@@ -472,7 +469,9 @@ impl PodmanImage {
         let image = PodmanImage(format!("docker-etcd-register-fcos:{id}"));
         let script = format!("{MANIFEST_DIR}/scripts/build-image.sh");
         let mut build = Command::new("bash");
-        build.args([&script, "--prebuilt", AGENT_BIN, "--tag", &image.0]);
+        build
+            .args([&script, "--prebuilt", AGENT_BIN, "--tag", &image.0])
+            .stdin(Stdio::null());
         let out = build
             .env_remove("DOCKER")
             .output()
