@@ -133,6 +133,16 @@ impl<'a> RecordKey<'a> {
             container,
         })
     }
+
+    /// The host segment of any key under `root`, record or not (what a
+    /// host filter judges before the key is known to be a record): what
+    /// follows `root` up to the next `/` (all of it when there is none). A
+    /// key not under `root` is taken whole, so its host is what precedes
+    /// its first `/`.
+    pub fn host_of(root: &str, key: &'a str) -> &'a str {
+        let rest = key.strip_prefix(root).unwrap_or(key);
+        rest.split_once('/').map_or(rest, |(host, _)| host)
+    }
 }
 
 impl std::fmt::Display for RecordKey<'_> {

@@ -217,13 +217,7 @@ pub enum Admission {
 
 /// Judges `key` and `value` under `root` by `filter`.
 pub fn admit(root: &str, filter: &Filter, key: &str, value: &[u8]) -> Admission {
-    let host = key
-        .strip_prefix(root)
-        .unwrap_or(key)
-        .split('/')
-        .next()
-        .unwrap_or_default();
-    if !filter.admits_host(host) {
+    if !filter.admits_host(RecordKey::host_of(root, key)) {
         return Admission::Skipped;
     }
     let Some(segments) = RecordKey::parse(root, key) else {

@@ -257,6 +257,21 @@ fn only_three_non_empty_segments_below_the_root_are_a_key() {
 }
 
 #[test]
+fn the_host_of_any_key_is_its_first_segment_below_the_root() {
+    for (key, host) in [
+        ("/registered/10.0.0.5/busybox:latest/id", "10.0.0.5"),
+        ("/registered/10.0.0.5/busybox:latest/id/more", "10.0.0.5"),
+        ("/registered/10.0.0.5", "10.0.0.5"),
+        ("/registered//x", ""),
+        // Not under the root: what precedes its first `/`, which no host
+        // filter admits.
+        ("/other/10.0.0.5/x/y", ""),
+    ] {
+        assert_eq!(RecordKey::host_of("/registered/", key), host, "{key}");
+    }
+}
+
+#[test]
 fn a_host_parses_only_its_own_record_keys() {
     let host = host();
     let key = format!("/registered/10.100.100.100/busybox:latest/{ID}");
