@@ -8,12 +8,18 @@
 //! ready, answers /healthz, runs confined, registers a Podman container under
 //! the Afterburn address and stops on the unit's ExecStop.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod quadlet;
+mod yaml;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use quadlet::{expand, generate, lookup_all, parse_unit};
+use yaml::Yaml;
 
 use common::{
     http_get, metrics_addr, require_docker, wait_until, Containers, Engine, TestEnv, AGENT_BIN,
@@ -51,140 +57,6 @@ fn read(relative: &str) -> String {
 }
 
 // ---- the Butane config ----
-
-/// A YAML document as `path → value` (`storage.files[1].mode` → `0644`),
-/// read from the part of YAML that Butane's configs need: mappings,
-/// sequences of mappings, plain scalars and `|` blocks. Anything else fails
-/// the test rather than being guessed at, so that what passes is YAML with
-/// exactly this meaning.
-struct Yaml {
-    lines: Vec<String>,
-    pos: usize,
-    values: BTreeMap<String, String>,
-}
-
-fn indent_of(line: &str) -> usize {
-    line.len() - line.trim_start_matches(' ').len()
-}
-
-impl Yaml {
-    fn parse(text: &str) -> Result<BTreeMap<String, String>, String> {
-        let lines = text.lines().map(str::to_string).collect();
-        let mut yaml = Yaml {
-            lines,
-            pos: 0,
-            values: BTreeMap::new(),
-        };
-        yaml.node(0, "")?;
-        match yaml.next() {
-            None => Ok(yaml.values),
-            Some(_) => yaml.fail("a line outside the document's structure"),
-        }
-    }
-
-    /// The indentation of the next line that is not blank or a comment.
-    fn next(&mut self) -> Option<usize> {
-        while let Some(line) = self.lines.get(self.pos) {
-            if !line.trim().is_empty() && !line.trim().starts_with('#') {
-                return Some(indent_of(line));
-            }
-            self.pos += 1;
-        }
-        None
-    }
-
-    fn fail<T>(&self, what: &str) -> Result<T, String> {
-        let line = self.lines.get(self.pos);
-        Err(format!("line {}: {what}: {line:?}", self.pos + 1))
-    }
-
-    fn plain(&self, s: &str) -> Result<String, String> {
-        let s = s.split(" #").next().unwrap_or_default().trim();
-        let indicator = s.starts_with(|c| "-?:,[]{}#&*!|>'\"%@`".contains(c));
-        if s.is_empty() || indicator || s.contains(": ") || s.ends_with(':') {
-            return self.fail(&format!("{s:?} is not a plain scalar"));
-        }
-        Ok(s.to_string())
-    }
-
-    /// The mapping, or the sequence of `- ` items, whose lines are at `indent`.
-    fn node(&mut self, indent: usize, path: &str) -> Result<(), String> {
-        let (mut items, mut keys) = (0, Vec::new());
-        while self.next() == Some(indent) {
-            let line = self.lines[self.pos].clone();
-            if line.contains('\t') {
-                return self.fail("a tab");
-            }
-            let body = line.trim_start();
-            if let Some(item) = body.strip_prefix("- ").filter(|_| keys.is_empty()) {
-                // The item's mapping, as if its first key had a line of its own.
-                self.lines[self.pos] = format!("{}{item}", " ".repeat(indent + 2));
-                self.node(indent + 2, &format!("{path}[{items}]"))?;
-                items += 1;
-                continue;
-            }
-            let key_value = body
-                .strip_suffix(':')
-                .map(|k| (k, ""))
-                .or(body.split_once(": "));
-            let Some((key, rest)) = key_value.filter(|_| items == 0) else {
-                return self.fail("expected `key: value`");
-            };
-            let key = self.plain(key)?;
-            if keys.contains(&key) {
-                return self.fail("a duplicate key");
-            }
-            let path = if path.is_empty() {
-                key.clone()
-            } else {
-                format!("{path}.{key}")
-            };
-            keys.push(key);
-            let rest = rest.split(" #").next().unwrap_or_default().trim();
-            let value = match rest {
-                "" | "|" => None,
-                scalar => Some(self.plain(scalar)?),
-            };
-            self.pos += 1;
-            if rest == "|" {
-                let text = self.literal(indent)?;
-                self.values.insert(path, text);
-            } else if let Some(value) = value {
-                self.values.insert(path, value);
-            } else if let Some(inner) = self.next().filter(|inner| *inner > indent) {
-                self.node(inner, &path)?;
-            } else {
-                return self.fail("a key without a value");
-            }
-        }
-        match self.next() {
-            Some(at) if at > indent => self.fail("an unexpected indentation"),
-            _ => Ok(()),
-        }
-    }
-
-    /// A `|` block (clip: one final newline) under a key at `parent`.
-    fn literal(&mut self, parent: usize) -> Result<String, String> {
-        let (mut text, mut width) = (Vec::<String>::new(), None);
-        while let Some(line) = self.lines.get(self.pos) {
-            let at = indent_of(line);
-            if line.len() == at {
-                text.push(line.get(width.unwrap_or(usize::MAX)..).unwrap_or("").into());
-            } else if at <= parent {
-                break;
-            } else if at < *width.get_or_insert(at) {
-                return self.fail("a line less indented than its block");
-            } else {
-                text.push(line[width.unwrap_or(at)..].to_string());
-            }
-            self.pos += 1;
-        }
-        while text.last().is_some_and(String::is_empty) {
-            text.pop();
-        }
-        Ok(text.iter().map(|l| format!("{l}\n")).collect())
-    }
-}
 
 /// The fields of Butane's fcos 1.5.0 spec (coreos/butane,
 /// docs/config-fcos-v1_5.md) under the mappings this config has. Butane
@@ -251,154 +123,6 @@ fn butane_config_is_fcos_yaml_that_installs_the_quadlet() {
         let unit = item("systemd.units", "name", name);
         assert_eq!(get(&format!("{unit}.enabled")), "true", "{name} enabled");
     }
-}
-
-// ---- the quadlet and the service unit the generator makes of it ----
-
-type Unit = Vec<(String, Vec<(String, String)>)>;
-
-fn parse_unit(text: &str) -> Unit {
-    let mut unit: Unit = Vec::new();
-    for (n, line) in text.lines().map(str::trim).enumerate() {
-        if line.is_empty() || line.starts_with(['#', ';']) {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            unit.push((name.to_string(), Vec::new()));
-            continue;
-        }
-        let key_value = line.split_once('=').filter(|(_, v)| !v.ends_with('\\'));
-        let (key, value) = key_value.unwrap_or_else(|| panic!("line {}: {line:?}", n + 1));
-        let section = &mut unit.last_mut().expect("a key before any section").1;
-        section.push((key.trim().to_string(), value.trim().to_string()));
-    }
-    unit
-}
-
-fn lookup_all<'a>(unit: &'a Unit, section: &str, key: &str) -> Vec<&'a str> {
-    let keys = unit.iter().filter(|(name, _)| name == section);
-    let keys = keys.flat_map(|(_, keys)| keys).filter(|(k, _)| k == key);
-    keys.map(|(_, v)| v.as_str()).collect()
-}
-
-/// Quadlet's split of Exec=, Environment= and the like (systemd's command
-/// line rules), for words without quotes or escapes, which the quadlet does
-/// not use; `$` passes through untouched, for systemd to expand.
-fn words(value: &str) -> Vec<String> {
-    assert!(
-        !value.contains(['"', '\'', '\\']),
-        "{value:?}: quoting is not translated here"
-    );
-    value.split_whitespace().map(str::to_string).collect()
-}
-
-/// The `podman run` arguments ConvertContainer adds for the [Container] keys
-/// the quadlet uses, in its order: `{}` is each word of the key's values (of
-/// its last value, for a key the generator reads once); a row without `{}`
-/// is a yes/no key whose arguments come with yes. `--name` comes first.
-const RUN_ARGS: &str = "
-    Network: --network {}
-    : --sdnotify=conmon -d
-    NoNewPrivileges: --security-opt=no-new-privileges
-    SecurityLabelDisable: --security-opt label=disable
-    DropCapability: --cap-drop {}
-    ReadOnly: --read-only
-    Volume: -v {}
-    AutoUpdate: --label io.containers.autoupdate={}
-    Environment: --env {}
-    EnvironmentFile: --env-file {}
-    Image: {}
-    Exec: {}";
-/// The keys the generator reads every value of.
-const REPEATED: &str = "Network DropCapability Volume Environment EnvironmentFile";
-
-/// What the generator adds to [Service] before ExecStart= (`{stop}`: its
-/// `podman rm` of the container).
-const SERVICE_KEYS: &str = "Environment=PODMAN_SYSTEMD_UNIT=%n
-KillMode=mixed
-ExecStop={stop}
-ExecStopPost=-{stop}
-Delegate=yes
-Type=notify
-NotifyAccess=all
-SyslogIdentifier=%N";
-
-/// What Podman's generator makes of the quadlet (containers/podman,
-/// pkg/systemd/quadlet/quadlet.go, ConvertContainer, the same in 5.8 and
-/// 6.0): the service unit's text and its `podman run` command. A [Container]
-/// key not translated here fails, as an unknown key fails the generator.
-fn generate(quadlet: &Unit) -> (String, Vec<String>) {
-    let rows: Vec<(&str, &str)> = RUN_ARGS
-        .lines()
-        .filter_map(|l| l.trim().split_once(": "))
-        .collect();
-    let container = quadlet.iter().filter(|(name, _)| name == "Container");
-    for (key, _) in container.flat_map(|(_, keys)| keys) {
-        let known = key == "ContainerName" || rows.iter().any(|(k, _)| k == key);
-        assert!(known, "[Container] {key}= is not translated here");
-    }
-    for key in "Type KillMode NotifyAccess SyslogIdentifier User Group".split(' ') {
-        let set = !lookup_all(quadlet, "Service", key).is_empty();
-        assert!(!set, "[Service] {key}= is the generator's");
-    }
-    let all = |key| lookup_all(quadlet, "Container", key);
-    let name = all("ContainerName").pop().unwrap_or("systemd-%N");
-    let mut run = words(&format!(
-        "{PODMAN_BIN} run --name {name} --replace --rm --cgroups=split"
-    ));
-    for (key, template) in rows {
-        let mut values = all(key);
-        if !REPEATED.split(' ').any(|k| k == key) {
-            values = values.pop().into_iter().collect();
-        }
-        let mut values: Vec<String> = values.into_iter().flat_map(words).collect();
-        if !template.contains("{}") {
-            let yes = values
-                .iter()
-                .all(|v| ["1", "yes", "true", "on"].contains(&&**v));
-            assert!(yes, "{key}={values:?}: only yes is translated here");
-            if key.is_empty() || !values.is_empty() {
-                run.extend(words(template));
-            }
-            continue;
-        }
-        match key {
-            // A map in the generator: in the order of names (the quadlet gives each once).
-            "Environment" => values.sort_by_key(|v| v.split('=').next().unwrap().to_string()),
-            "DropCapability" => values.iter_mut().for_each(|v| *v = v.to_lowercase()),
-            _ => {}
-        }
-        for value in values {
-            run.extend(words(&template.replace("{}", &value)));
-        }
-    }
-
-    let mounts: Vec<&str> = all("Volume")
-        .iter()
-        .map(|v| v.split(':').next().unwrap())
-        .collect();
-    assert!(
-        mounts.iter().all(|m| m.starts_with('/')),
-        "only host paths are translated"
-    );
-    let stop = format!("{PODMAN_BIN} rm -v -f -i {name}");
-    let mut text = String::from("# Automatically generated by tests/deploy_fcos.rs\n");
-    for (section, keys) in quadlet {
-        let mut keys: Vec<String> = keys.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        if section == "Unit" {
-            let mounts = ["%t/containers"].into_iter().chain(mounts.iter().copied());
-            let wait = "Wants=network-online.target\nAfter=network-online.target";
-            keys.insert(0, wait.to_string());
-            keys.push(format!("SourcePath={QUADLET_PATH}"));
-            keys.extend(mounts.map(|m| format!("RequiresMountsFor={m}")));
-        } else if section == "Service" {
-            keys.push(SERVICE_KEYS.replace("{stop}", &stop));
-            keys.push(format!("ExecStart={}", run.join(" ")));
-        }
-        let x = if section == "Container" { "X-" } else { "" };
-        text += &format!("\n[{x}{section}]\n{}\n", keys.join("\n"));
-    }
-    (text, run)
 }
 
 /// Keys of the quadlet that the deployment depends on.
@@ -500,23 +224,6 @@ impl Drop for PodmanImage {
         let _ = Engine::Podman.try_cli(&["rmi", "-f", &self.podman_name()]);
         let _ = Engine::Docker.try_cli(&["rmi", &self.0]);
     }
-}
-
-/// systemd's `${NAME}` in a word of a command line: the variable's value from
-/// the unit's environment files, or nothing when they have none.
-fn expand(word: &str, env: &BTreeMap<&str, String>) -> String {
-    let (mut out, mut rest) = (String::new(), word);
-    while let Some((before, after)) = rest.split_once("${") {
-        let (name, after) = after.split_once('}').expect("a closing brace");
-        out += before;
-        out += env.get(name).map_or("", String::as_str);
-        rest = after;
-    }
-    assert!(
-        !rest.contains('$'),
-        "{word:?}: only ${{NAME}} is expanded here"
-    );
-    out + rest
 }
 
 #[test]
