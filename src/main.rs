@@ -29,20 +29,12 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.log_format, "info");
-    // Bound before anything else runs, so that a busy port is a
-    // configuration error reported at once.
-    let metrics_listener = match config
-        .metrics_addr
-        .map(std::net::TcpListener::bind)
-        .transpose()
-    {
+    let metrics_listener = match bind_metrics(
+        config.metrics_addr,
+        "--metrics-addr (env REGISTER_METRICS_ADDR)",
+    ) {
         Ok(listener) => listener,
-        Err(error) => {
-            eprintln!(
-                "docker-etcd-register: invalid --metrics-addr (env REGISTER_METRICS_ADDR): cannot listen: {error}"
-            );
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(exit) => return exit,
     };
     match run(config, metrics_listener) {
         Ok(agent::Outcome::Stopped | agent::Outcome::Exact) => ExitCode::SUCCESS,
@@ -52,6 +44,20 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// The metrics port of `addr`, bound before anything else runs, so that a
+/// busy port is a configuration error reported at once (`flag` names it).
+fn bind_metrics(
+    addr: Option<std::net::SocketAddr>,
+    flag: &str,
+) -> Result<Option<std::net::TcpListener>, ExitCode> {
+    addr.map(std::net::TcpListener::bind)
+        .transpose()
+        .map_err(|error| {
+            eprintln!("docker-etcd-register: invalid {flag}: cannot listen: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        })
 }
 
 /// `list`: prints the records; 1 when etcd cannot be read.
@@ -84,16 +90,9 @@ fn render(config: config::RenderConfig) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let metrics_listener = match config
-        .metrics_addr
-        .map(std::net::TcpListener::bind)
-        .transpose()
-    {
+    let metrics_listener = match bind_metrics(config.metrics_addr, "--metrics-addr") {
         Ok(listener) => listener,
-        Err(error) => {
-            eprintln!("docker-etcd-register: invalid --metrics-addr: cannot listen: {error}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(exit) => return exit,
     };
     let result = block_on(|shutdown| async move {
         render::run(config, templates, metrics_listener, shutdown)

@@ -14,7 +14,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -36,23 +36,12 @@ fn read(relative: &str) -> String {
 /// `promtool args`, run in the project's directory; panics with its output
 /// unless it succeeds, and loudly when promtool is not installed.
 fn promtool(args: &[&str]) {
-    let out = Command::new("promtool")
-        .args(args)
-        .current_dir(MANIFEST_DIR)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run promtool ({e}): install Debian's `prometheus` package, \
-                 as scripts/setup.sh does (run it as root)"
-            )
-        });
-    assert!(
-        out.status.success(),
-        "promtool {args:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let mut promtool = Command::new("promtool");
+    promtool.args(args).current_dir(MANIFEST_DIR);
+    rig::process::output_ok(
+        &mut promtool,
+        &format!("promtool {args:?}"),
+        "install Debian's `prometheus` package, as scripts/setup.sh does (run it as root)",
     );
 }
 
@@ -84,27 +73,12 @@ fn alerts() -> BTreeMap<String, Vec<String>> {
     alerts
 }
 
-/// GitHub's anchor of a Markdown heading.
-fn anchor(heading: &str) -> String {
-    heading
-        .trim()
-        .to_lowercase()
-        .chars()
-        .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
-        .map(|c| if c == ' ' { '-' } else { c })
-        .collect()
-}
-
 #[test]
 fn every_alert_has_a_severity_a_summary_a_description_and_its_runbook() {
     let alerts = alerts();
     assert!(alerts.len() >= 13, "too few alerts: {alerts:?}");
     let docs = read(RUNBOOK);
-    let anchors: BTreeSet<String> = docs
-        .lines()
-        .filter_map(|l| l.strip_prefix("## ").or_else(|| l.strip_prefix("### ")))
-        .map(anchor)
-        .collect();
+    let anchors = common::markdown::anchors(&docs);
     let tests = read(ALERT_TESTS);
     for (name, lines) in &alerts {
         let field = |key: &str| {

@@ -3,8 +3,12 @@
 //! a heading of that file; every page in docs/ is reachable from README.md;
 //! and README.md stays a front page (under ~10 kB).
 
+mod common;
+
 use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
+
+use common::markdown::{anchors, links, slug};
 
 /// README.md's ceiling: a front page, the rest in docs/.
 const README_MAX_BYTES: usize = 10_240;
@@ -24,58 +28,6 @@ fn documents() -> Vec<PathBuf> {
     pages.sort();
     files.extend(pages);
     files
-}
-
-/// `text` without its fenced code blocks (a `](x)` in code is no link).
-fn prose(text: &str) -> Vec<&str> {
-    let mut fenced = false;
-    text.lines()
-        .filter(|line| {
-            if line.trim_start().starts_with("```") {
-                fenced = !fenced;
-                return false;
-            }
-            !fenced
-        })
-        .collect()
-}
-
-/// The targets of the inline links `[text](target)` of `text`.
-fn links(text: &str) -> Vec<String> {
-    let mut targets = Vec::new();
-    for line in prose(text) {
-        let mut rest = line;
-        while let Some(at) = rest.find("](") {
-            let after = &rest[at + 2..];
-            let Some(end) = after.find(')') else { break };
-            targets.push(after[..end].trim().to_owned());
-            rest = &after[end..];
-        }
-    }
-    targets
-}
-
-/// GitHub's anchor of a heading: lower case, punctuation dropped (`-` and
-/// `_` kept), spaces as `-`.
-fn slug(heading: &str) -> String {
-    heading
-        .trim()
-        .to_lowercase()
-        .chars()
-        .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
-        .map(|c| if c == ' ' { '-' } else { c })
-        .collect()
-}
-
-fn anchors(text: &str) -> BTreeSet<String> {
-    prose(text)
-        .into_iter()
-        .filter_map(|line| {
-            let hashes = line.len() - line.trim_start_matches('#').len();
-            let heading = line[hashes..].strip_prefix(' ')?;
-            (1..=6).contains(&hashes).then(|| slug(heading))
-        })
-        .collect()
 }
 
 fn read(path: &Path) -> String {

@@ -50,6 +50,24 @@ impl Drop for Group {
     }
 }
 
+/// Runs `command` (no stdin) to its end and returns its output; panics
+/// unless it exits 0, naming it `what` and showing what it printed, or,
+/// when it cannot start at all, with `missing` (what installs it).
+pub fn output_ok(command: &mut Command, what: &str, missing: &str) -> std::process::Output {
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what} ({e}): {missing}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Whether `program arg` runs and exits 0 (`haproxy -v`, `envoy --version`).
 pub fn runs(program: &str, arg: &str) -> bool {
     Command::new(program)

@@ -28,6 +28,7 @@ pub use rig::*;
 mod engines;
 mod env;
 pub mod lb;
+pub mod markdown;
 pub mod partition;
 pub mod podman;
 pub mod proxies;
@@ -89,19 +90,11 @@ pub fn list(endpoint: &str, args: &[&str]) -> Output {
 /// whatever is not running: dockerd, Podman's services) and asserts that it
 /// succeeded.
 pub fn run_setup_script(name: &str) {
-    let out = Command::new("bash")
+    let mut script = Command::new("bash");
+    script
         .arg(format!("scripts/{name}"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run scripts/{name}: {e}"));
-    assert!(
-        out.status.success(),
-        "scripts/{name} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    rig::process::output_ok(&mut script, &format!("scripts/{name}"), "bash is missing");
 }
 
 /// A service a test stops (dockerd, Podman's API service), started again

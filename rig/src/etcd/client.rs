@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -194,20 +194,11 @@ pub fn etcdctl(endpoints: &str, args: &[&str]) -> String {
             cmd.env_remove(key);
         }
     }
-    let out = cmd
-        .env("ETCDCTL_API", "3")
+    cmd.env("ETCDCTL_API", "3")
         .arg("--endpoints")
         .arg(endpoints)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run {} {args:?}: {e}", etcdctl_bin().display()));
-    assert!(
-        out.status.success(),
-        "etcdctl {args:?} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .args(args);
+    let what = format!("{} {args:?}", etcdctl_bin().display());
+    let out = crate::process::output_ok(&mut cmd, &what, "scripts/setup.sh installs it");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
