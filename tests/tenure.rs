@@ -413,7 +413,16 @@ fn a_run_of_another_docker_host_restarted_while_its_engine_is_away_takes_nothing
     let env = TestEnv::new("tenure_other_socket");
     let holder_relay = DockerRelay::start();
     let mut other_relay = DockerRelay::start();
-    let mut holder = spawn_agent_on(&env, &holder_relay);
+    // A TTL that outlives the look below by far: the holder's lease must
+    // still be alive then, or etcd's own expiry of its records (from 2.7 s
+    // after the kill with `--ttl 4` and keep-alives every third of it) would
+    // be taken for a write of the other run.
+    let mut holder = spawn_agent_with(
+        &env,
+        &env.endpoint(),
+        &metrics_addr(),
+        &["--docker-host", &holder_relay.docker_host(), "--ttl", "15"],
+    );
     holder.wait_ready();
     env.containers
         .run(&["-p", "127.0.0.1::80", "busybox", "sleep", "1000"]);
