@@ -135,10 +135,23 @@ impl<'a, R: RecordSource> Informer<'a, R> {
     /// own value) are applied and waited past. A lost watch is a read from
     /// scratch; its update says what differs from before.
     pub async fn next_update(&mut self) -> Update {
+        self.next(false).await
+    }
+
+    /// Like [`Informer::next_update`], but also returns when the watch is
+    /// lost (with what changed before, perhaps nothing) and after a read
+    /// from scratch (with what it found, perhaps nothing): for a caller
+    /// that says whether it follows etcd ([`Informer::is_watching`]) and
+    /// has timers of its own to run once the records are read again.
+    pub async fn next_change_or_loss(&mut self) -> Update {
+        self.next(true).await
+    }
+
+    async fn next(&mut self, return_at_loss: bool) -> Update {
         loop {
             let Some(watch) = self.watch.following() else {
                 let update = self.read_again().await;
-                if update.any() {
+                if update.any() || return_at_loss {
                     return update;
                 }
                 continue;
@@ -147,7 +160,7 @@ impl<'a, R: RecordSource> Informer<'a, R> {
                 Ok(changes) => self.apply(&changes),
                 Err(error) => {
                     self.lost(&error);
-                    continue;
+                    Update::default()
                 }
             };
             while let Some(outcome) = self
@@ -160,7 +173,7 @@ impl<'a, R: RecordSource> Informer<'a, R> {
                     Err(error) => self.lost(&error),
                 }
             }
-            if update.any() {
+            if update.any() || (return_at_loss && !self.is_watching()) {
                 return update;
             }
         }

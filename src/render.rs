@@ -114,9 +114,14 @@ pub async fn run(
             if !informer.is_watching() {
                 // Reading from scratch: not interrupted by a timer, which
                 // would make it start over (a rendering now would show the
-                // records from before the watch was lost anyway).
-                pending = pending.and(informer.next_update().await);
-                debounce.changed(Instant::now());
+                // records from before the watch was lost anyway). It
+                // returns once the records are read, changed or not, so
+                // that a retry owed meanwhile runs then.
+                let update = informer.next_change_or_loss().await;
+                if update.any() {
+                    pending = pending.and(update);
+                    debounce.changed(Instant::now());
+                }
                 continue;
             }
             // A refused check or a failed reload owes a retry: the rendering
@@ -140,9 +145,13 @@ pub async fn run(
                         }
                     }
                 }
-                update = informer.next_update() => {
-                    pending = pending.and(update);
-                    debounce.changed(Instant::now());
+                // Also returns when the watch is lost: the loop then says
+                // so (`etcd_watching`) before it reads again.
+                update = informer.next_change_or_loss() => {
+                    if update.any() {
+                        pending = pending.and(update);
+                        debounce.changed(Instant::now());
+                    }
                 }
             }
         }
@@ -248,19 +257,23 @@ impl Renderer {
         published
     }
 
-    /// When a retry owed by `--check` or `--reload` is due, and no sooner
-    /// than a failed rendering may be tried again.
+    /// When a retry is due: one owed by `--check` or `--reload` (no sooner
+    /// than a failed rendering may be tried again), or that of a rendering
+    /// that failed (a template error, a file that could not be written),
+    /// which is tried again with backoff though nothing changed.
     fn retry_at(&self) -> Option<Instant> {
         let owed = self
             .files
             .iter()
             .filter_map(|file| file.output.next_retry())
             .chain(self.reload.next_retry())
-            .min()?;
-        Some(match &self.failing {
-            Some(failing) => owed.max(failing.at),
-            None => owed,
-        })
+            .min();
+        match (owed, &self.failing) {
+            (Some(owed), Some(failing)) => Some(owed.max(failing.at)),
+            (Some(owed), None) => Some(owed),
+            (None, Some(failing)) => Some(failing.at),
+            (None, None) => None,
+        }
     }
 
     /// Like `render`; a failure keeps the old files and is logged.

@@ -8,6 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::etcd_faults::{healthz, metrics};
 use common::lb::*;
 use common::*;
 
@@ -199,8 +200,15 @@ fn refused_files_bad_templates_and_etcd_outages_keep_the_last_good_file() {
     };
     let port_a = private_port().to_string();
     run(&port_a);
-    let mut render = spawn_render(&env.endpoint(), &template, &out, &["--check", &check]);
+    let metrics_addr = format!("127.0.0.1:{}", test_port());
+    let args = ["--check", &check, "--metrics-addr", &metrics_addr];
+    let mut render = spawn_render(&env.endpoint(), &template, &out, &args);
     assert!(wait_until(REACT, || servers(&out) == 1), "{}", read(&out));
+    let watching = |value: f64| {
+        wait_until(REACT, || {
+            metrics(&metrics_addr).get(RENDER_WATCHING) == Some(&value)
+        })
+    };
 
     std::fs::write(&refuse, "").unwrap();
     run(&port_a);
@@ -217,6 +225,9 @@ fn refused_files_bad_templates_and_etcd_outages_keep_the_last_good_file() {
     // etcd down: the file stays; back: the changes meanwhile are rendered.
     env.etcd.stop();
     assert!(render.wait_for_log("cannot read etcd", REACT));
+    // Said while it lasts, not only once a record changes after it.
+    assert!(watching(0.0), "{:?}", metrics(&metrics_addr));
+    assert_eq!(healthz(&metrics_addr).0, 503);
     let kept = read(&out);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(read(&out), kept);
@@ -230,6 +241,9 @@ fn refused_files_bad_templates_and_etcd_outages_keep_the_last_good_file() {
     let status = once.wait_exit(SLOW).expect("render --once did not exit");
     assert_eq!(status.code(), Some(1), "{:?}", once.lines());
     env.etcd.restart();
+    // Following again with nothing changed.
+    assert!(watching(1.0), "{:?}", metrics(&metrics_addr));
+    assert!(wait_until(REACT, || healthz(&metrics_addr).0 == 200));
     run(&port_a);
     assert!(wait_until(SLOW, || servers(&out) == 4), "{}", read(&out));
     assert!(render.has_log("etcd answers again"));
@@ -299,3 +313,5 @@ fn nginx_example_passes_its_check_and_routes_to_a_backend() {
         "nginx never routed to the backend:\n{text}"
     );
 }
+
+const RENDER_WATCHING: &str = "docker_etcd_register_render_etcd_watching";

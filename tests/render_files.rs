@@ -7,7 +7,9 @@
 //! - a file that `--check` refuses keeps its old bytes and holds back the
 //!   files after it (they may name what it defines) until it is accepted;
 //!   `--metrics-addr` says so meanwhile (`up_to_date` 0, a `check`
-//!   failure, `/healthz` 503).
+//!   failure, `/healthz` 503);
+//! - a file that cannot be written is tried again with backoff, though no
+//!   record changes, and written once it can be.
 //!
 //! Every test has its own etcd; nothing needs Docker.
 
@@ -222,3 +224,42 @@ fn a_refused_file_holds_back_the_files_after_it() {
 const RENDER_UP_TO_DATE: &str = "docker_etcd_register_render_up_to_date";
 const RENDER_WATCHING: &str = "docker_etcd_register_render_etcd_watching";
 const RENDER_CHECK_FAILURES: &str = "docker_etcd_register_render_failures_total{stage=\"check\"}";
+
+#[test]
+fn a_file_that_cannot_be_written_is_tried_again_without_a_change() {
+    let etcd = Etcd::start();
+    let endpoint = etcd.endpoint();
+    let files = Files::new();
+    let missing = files.path("not-yet");
+    let out = missing.join("b.cfg");
+    put_record(&endpoint, "web", 1, 8080);
+    let metrics_addr = format!("127.0.0.1:{}", test_port());
+    let mut render = spawn_render_files(
+        &endpoint,
+        &[(&files.backends, &out)],
+        &["--metrics-addr", &metrics_addr],
+    );
+    assert!(
+        render.wait_for_log("keeping the old file", REACT),
+        "{:?}",
+        render.lines()
+    );
+    let failed = metrics(&metrics_addr);
+    assert!(failed[RENDER_WRITE_FAILURES] >= 1.0, "{failed:?}");
+    assert_eq!(failed[RENDER_UP_TO_DATE], 0.0, "{failed:?}");
+
+    std::fs::create_dir(&missing).unwrap();
+    assert!(
+        wait_until(REACT, || read(&out) == "web 10.4.0.1:8080\n"),
+        "never written: {:?}",
+        render.lines()
+    );
+    assert!(
+        wait_until(REACT, || metrics(&metrics_addr)[RENDER_UP_TO_DATE] == 1.0),
+        "{:?}",
+        metrics(&metrics_addr)
+    );
+    render.assert_running();
+}
+
+const RENDER_WRITE_FAILURES: &str = "docker_etcd_register_render_failures_total{stage=\"write\"}";
