@@ -207,6 +207,53 @@ fn idle_connections_cannot_take_the_metrics_port_or_the_agents_descriptors() {
     assert!(answered, "the metrics port did not answer again");
 }
 
+/// Clients that each keep a connection and send request after request on
+/// it, more of them than the server's slots: every connection is answered
+/// once and closed, so a scraper queued behind them is still served within
+/// a scrape timeout (10 s).
+#[test]
+fn clients_re_sending_requests_cannot_keep_the_metrics_port_from_a_scraper() {
+    let env = TestEnv::new("trust_metrics_busy");
+    let metrics_addr = metrics_addr();
+    let _agent = env.start_agent(&["--metrics-addr", &metrics_addr]);
+    assert!(wait_until(REACT, || http_get(&metrics_addr, "/healthz").is_ok()));
+    let until = Instant::now() + Duration::from_secs(15);
+    let hogs: Vec<_> = (0..48)
+        .map(|_| {
+            let addr = metrics_addr.clone();
+            thread::spawn(move || {
+                let mut answers_on_one_connection = 0;
+                while Instant::now() < until {
+                    let Ok(mut stream) = TcpStream::connect(&addr) else {
+                        continue;
+                    };
+                    let request = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".repeat(3);
+                    let _ = std::io::Write::write_all(&mut stream, request.as_bytes());
+                    let mut answer = String::new();
+                    let _ = stream.read_to_string(&mut answer);
+                    answers_on_one_connection =
+                        answers_on_one_connection.max(answer.matches("HTTP/1.1 ").count());
+                }
+                answers_on_one_connection
+            })
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    while Instant::now() < until {
+        let asked = Instant::now();
+        let answered = http_get(&metrics_addr, "/metrics").is_ok();
+        slowest = slowest.max(asked.elapsed());
+        assert!(answered, "a scrape failed after {:?}", asked.elapsed());
+        thread::sleep(Duration::from_millis(500));
+    }
+    for hog in hogs {
+        let most = hog.join().unwrap();
+        assert!(most <= 1, "{most} answers on one connection");
+    }
+    eprintln!("slowest scrape among the busy clients: {slowest:?}");
+    assert!(slowest < Duration::from_secs(10), "{slowest:?}");
+}
+
 #[test]
 fn render_tries_a_failed_check_and_a_failed_reload_again() {
     let env = TestEnv::new("trust_render_retry");

@@ -1,11 +1,14 @@
 //! The HTTP server of `/metrics` and `/healthz` (`--metrics-addr`), for
-//! the agent and for `render`, each an [`Exporter`]. Any
-//! local user can connect to it (docs/security.md "Trust boundary"), so it is bounded
-//! by construction: at most [`MAX_CONNECTIONS`] connections at once (further
-//! ones wait in the kernel's backlog and cost the agent no descriptor), each
-//! given [`HEADER_TIMEOUT`] to send its request's head and closed after
-//! [`CONNECTION_LIFETIME`], so that idle or slow clients can never take the
-//! descriptors the agent needs for the engine and etcd.
+//! the agent and for `render`, each an [`Exporter`]. Any local user can
+//! connect to it (docs/security.md "Trust boundary"), so it is bounded by
+//! construction: at most [`MAX_CONNECTIONS`] connections at once (further
+//! ones wait in the kernel's backlog, first come first served, and cost the
+//! agent no descriptor), each given [`HEADER_TIMEOUT`] to send its request's
+//! head, answered once and closed (no keep-alive), and closed after
+//! [`CONNECTION_LIFETIME`] whatever it does. Idle or slow clients can never
+//! take the descriptors the agent needs for the engine and etcd, and a
+//! client that holds every slot holds each for seconds, not minutes: a
+//! scraper waiting behind it is served within [`CONNECTION_LIFETIME`].
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -32,9 +35,9 @@ pub trait Exporter: Send + Sync + 'static {
 pub const MAX_CONNECTIONS: usize = 32;
 /// How long a client may take to send a request's head.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a connection is kept at most, however busy: a scraper that
-/// keeps its connection alive simply opens a new one.
-pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// How long a connection is kept at most: one request and its answer (a
+/// scrape takes milliseconds), so that a client cannot hold a slot longer.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(6);
 
 /// Serves `/metrics` and `/healthz` until the runtime ends.
 pub async fn serve(listener: TcpListener, exporter: Arc<dyn Exporter>) {
@@ -60,6 +63,9 @@ pub async fn serve(listener: TcpListener, exporter: Arc<dyn Exporter>) {
                 async move { Ok::<_, Infallible>(response) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
+                // One request per connection: a client re-sending requests
+                // on one connection would keep its slot for the lifetime.
+                .keep_alive(false)
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service);
