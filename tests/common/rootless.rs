@@ -57,19 +57,11 @@ impl RootlessPodman {
     /// `podman --url <url> ARGS...`; its trimmed stdout, or a panic naming
     /// its stderr.
     pub fn podman(&self, args: &[&str]) -> String {
-        let out = Command::new("podman")
-            .arg("--url")
-            .arg(&self.url)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("run podman {args:?}: {e}"));
-        assert!(
-            out.status.success(),
-            "podman --url {} {args:?} failed ({}): {}",
-            self.url,
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut podman = Command::new("podman");
+        podman.arg("--url").arg(&self.url).args(args);
+        let what = format!("podman --url {} {args:?}", self.url);
+        let out =
+            rig::process::output_ok(&mut podman, &what, "scripts/setup-podman.sh installs it");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
