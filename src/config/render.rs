@@ -258,6 +258,21 @@ mod tests {
         assert!(render(&["--frontend-port", "22-0"])
             .unwrap_err()
             .starts_with(r#"invalid --frontend-port: "22-0" is not a port"#));
+        let long = "9".repeat(10_000);
+        for garbage in [
+            "127.0.0.1:0",
+            "localhost:9732",
+            "127.0.0.1",
+            "",
+            "[::1]:99999",
+            &long,
+        ] {
+            let error = render(&["--metrics-addr", garbage]).unwrap_err();
+            assert!(error.starts_with("invalid --metrics-addr: "), "{error}");
+        }
+        let config = render(&["--metrics-addr", " 127.0.0.1:9732 "]).unwrap();
+        assert_eq!(config.metrics_addr, Some("127.0.0.1:9732".parse().unwrap()));
+        assert_eq!(render(&[]).unwrap().metrics_addr, None);
     }
 
     #[test]
