@@ -84,16 +84,11 @@ pub async fn run(
     let metrics = Metrics::new();
     let (status, status_seen) = watch::channel(Status::default());
     if let Some(listener) = metrics_listener {
-        listener
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::TcpListener::from_std(listener))
-            .map(|listener| {
-                let exporter = metrics::AgentExporter {
-                    metrics: Arc::clone(&metrics),
-                    status: status_seen,
-                };
-                tokio::spawn(metrics::serve(listener, Arc::new(exporter)))
-            })
+        let exporter = metrics::AgentExporter {
+            metrics: Arc::clone(&metrics),
+            status: status_seen,
+        };
+        metrics::spawn(listener, Arc::new(exporter))
             .context("--metrics-addr (env REGISTER_METRICS_ADDR)")?;
     }
     let docker = Docker::new(&config.docker_host).context("--docker-host (env DOCKER_HOST)")?;

@@ -351,7 +351,7 @@ impl Metrics {
 
 mod server;
 
-pub use server::{serve, Exporter};
+pub use server::{spawn, Exporter};
 
 /// The agent's `/metrics` and `/healthz`: its metrics, and the status its
 /// loop publishes after every turn.

@@ -33,7 +33,6 @@ use crate::config::RenderConfig;
 use crate::etcd::{RecordsReader, StoreError};
 use crate::informer::{self, Informer, Source};
 use crate::listing::{self, Index, Unreadables, Update};
-use crate::metrics::Exporter;
 use crate::supervise::sleep_until_some;
 
 /// Why `render` stopped.
@@ -59,15 +58,8 @@ pub async fn run(
 ) -> Result<(), RenderError> {
     let metrics = Arc::new(RenderMetrics::new());
     if let Some(listener) = metrics_listener {
-        match listener
-            .set_nonblocking(true)
-            .and_then(|()| tokio::net::TcpListener::from_std(listener))
-        {
-            Ok(listener) => {
-                let exporter: Arc<dyn Exporter> = metrics.clone();
-                tokio::spawn(crate::metrics::serve(listener, exporter));
-            }
-            Err(error) => warn!(error = %error, "cannot serve metrics"),
+        if let Err(error) = crate::metrics::spawn(listener, metrics.clone()) {
+            warn!(error = %error, "cannot serve metrics");
         }
     }
     let mut reader = RecordsReader::new(&config.etcd.endpoints, config.etcd.security.clone());
@@ -286,9 +278,8 @@ impl Renderer {
         if let Err(failure) = rendered {
             error!(error = %failure, "keeping the old file");
         }
-        let owed = self.files.iter().any(|f| f.output.next_retry().is_some())
-            || self.reload.next_retry().is_some();
-        self.metrics.set_up_to_date(self.failing.is_none() && !owed);
+        // Up to date when nothing is owed a retry.
+        self.metrics.set_up_to_date(self.retry_at().is_none());
     }
 }
 

@@ -39,8 +39,17 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// scrape takes milliseconds), so that a client cannot hold a slot longer.
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(6);
 
-/// Serves `/metrics` and `/healthz` until the runtime ends.
-pub async fn serve(listener: TcpListener, exporter: Arc<dyn Exporter>) {
+/// Serves `/metrics` and `/healthz` on `listener` (bound at start-up, so
+/// that a busy port is a configuration error) in a task of its own, until
+/// the runtime ends.
+pub fn spawn(listener: std::net::TcpListener, exporter: Arc<dyn Exporter>) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = TcpListener::from_std(listener)?;
+    tokio::spawn(serve(listener, exporter));
+    Ok(())
+}
+
+async fn serve(listener: TcpListener, exporter: Arc<dyn Exporter>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         // A slot first: while every slot is taken, nothing more is

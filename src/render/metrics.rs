@@ -1,5 +1,5 @@
 //! `render`'s own metrics and health (`render --metrics-addr`), served by
-//! the agent's metrics server (`metrics::serve`): whether the files hold
+//! the agent's metrics server (`metrics::spawn`): whether the files hold
 //! the latest rendering, what held one back, and whether etcd is followed.
 
 use prometheus_client::encoding::EncodeLabelSet;
