@@ -341,12 +341,18 @@ impl Metrics {
             }
         };
         self.seconds_since_reconcile.set(since);
-        let mut text = String::new();
-        if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
-            warn!(error = %error, "cannot encode metrics");
-        }
-        text
+        encode(&self.registry)
     }
+}
+
+/// The Prometheus text exposition of `registry` (the agent's or
+/// `render`'s); what was encoded, with a WARN, if the rest cannot be.
+pub fn encode(registry: &Registry) -> String {
+    let mut text = String::new();
+    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, registry) {
+        warn!(error = %error, "cannot encode metrics");
+    }
+    text
 }
 
 mod server;

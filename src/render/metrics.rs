@@ -7,7 +7,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tracing::warn;
 
 use crate::metrics::Exporter;
 
@@ -142,11 +141,7 @@ impl Default for RenderMetrics {
 
 impl Exporter for RenderMetrics {
     fn metrics(&self) -> String {
-        let mut text = String::new();
-        if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
-            warn!(error = %error, "cannot encode metrics");
-        }
-        text
+        crate::metrics::encode(&self.registry)
     }
 
     fn health(&self) -> Result<(), &'static str> {
