@@ -347,6 +347,14 @@ mod tests {
     }
 
     #[test]
+    fn tcp_ports_counts_the_tcp_frontends_of_every_service() {
+        let t = template("{{ tcp_ports }}").unwrap();
+        assert_eq!(t.render(example()).unwrap(), "1");
+        let nothing = Catalog::default().context(std::iter::empty());
+        assert_eq!(t.render(nothing).unwrap(), "0");
+    }
+
+    #[test]
     fn env_has_a_default() {
         let t = template("{{ env(\"DOCKER_ETCD_REGISTER_SURELY_UNSET\", \"0.0.0.0\") }}").unwrap();
         assert_eq!(t.render(example()).unwrap(), "0.0.0.0");

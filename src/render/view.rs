@@ -15,6 +15,7 @@ use minijinja::value::{Enumerator, Object, ObjectRepr, Value};
 use std::fmt::{self, Write as _};
 
 use super::context::{Address, Backend, Buffer, Context};
+use crate::record::Protocol;
 
 /// The template's root: `services`.
 pub fn root(context: Arc<Context>) -> Value {
@@ -28,12 +29,20 @@ impl Object for Root {
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
         match key.as_str()? {
             "services" => Some(Value::from_object(Services(self.0.clone()))),
+            // How many TCP frontends there are in all: a format that
+            // refuses an empty section (Traefik's `tcp:`) leaves it out
+            // when there are none.
+            "tcp_ports" => {
+                let ports = self.0.services.iter().flat_map(|s| &s.ports);
+                let tcp = ports.filter(|p| p.port_type == Protocol::Tcp).count();
+                Some(Value::from(tcp))
+            }
             _ => None,
         }
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        Enumerator::Str(&["services"])
+        Enumerator::Str(&["services", "tcp_ports"])
     }
 }
 
